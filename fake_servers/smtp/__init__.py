@@ -1,0 +1,1 @@
+"""The SMTP side of a lab domain: aiosmtpd listeners (MX, submission), the delivery pipeline, the relay queue."""
