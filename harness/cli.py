@@ -1,0 +1,68 @@
+"""The `recall-lab` command: a typer app whose subcommands live in `harness.commands.*`.
+
+Why this shape: each subcommand (serve, send, recall, demo, matrix) belongs to the part of the lab it drives
+and is written there; this module only assembles them and turns expected failures into one line on stderr
+and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import typer
+
+#: Modules under harness.commands; each defines `register(app: typer.Typer) -> None`.
+COMMAND_MODULES = ("serve", "send", "recall", "demo", "matrix")
+
+
+class CliError(Exception):
+    """An expected failure: printed as one line `recall-lab: <message>`, exit status `code`."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="recall-lab",
+        help="A real IMAP/SMTP lab that shows why recalling an email works, half works, or cannot work.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    for name in COMMAND_MODULES:
+        module_name = f"harness.commands.{name}"
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        importlib.import_module(module_name).register(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    app = build_app()
+    try:
+        app(args=argv, prog_name="recall-lab", standalone_mode=False)
+    except CliError as exc:
+        print(f"recall-lab: {exc}", file=sys.stderr)
+        sys.exit(exc.code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Subcommands of `recall-lab`; each module defines `register(app)`."""
