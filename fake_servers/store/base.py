@@ -227,6 +227,19 @@ class MailStore(abc.ABC):
     def messages(self, user: str, mailbox: str) -> list[MessageRecord]:
         """Every message of the mailbox, ascending UID order (the IMAP sequence order)."""
 
+    def get(self, user: str, mailbox: str, uid: int) -> MessageRecord:
+        """One message's record by UID, O(1) in both implementations. Raises NoSuchMessage."""
+        for record in self.messages(user, mailbox):
+            if record.uid == uid:
+                return record
+        raise NoSuchMessage(f"No message with UID {uid} in {mailbox}")
+
+    def uid_range(self, user: str, mailbox: str, first: int = 1, last: int | None = None
+                  ) -> list[MessageRecord]:
+        """Records with first <= UID <= last (last None: to the end), ascending; O(log n + k) in both
+        implementations, for UID FETCH/STORE n:m and CONDSTORE without copying the whole mailbox."""
+        return [r for r in self.messages(user, mailbox) if r.uid >= first and (last is None or r.uid <= last)]
+
     @abc.abstractmethod
     def fetch_raw(self, user: str, mailbox: str, uid: int) -> bytes:
         """The message's bytes exactly as stored. Raises NoSuchMessage."""

@@ -1,0 +1,24 @@
+"""What the server announces in CAPABILITY, per session state (RFC 3501 7.2.1 and the extensions)."""
+
+from __future__ import annotations
+
+#: Extensions always on, in the order they are announced.
+EXTENSIONS = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE",
+              "UNSELECT", "CHILDREN", "SPECIAL-USE", "CONDSTORE", "QRESYNC")
+
+#: What ENABLE accepts (RFC 5161); anything else is ignored, as the RFC says.
+ENABLEABLE = ("CONDSTORE", "QRESYNC")
+
+
+def capabilities(authenticated: bool, tls_available: bool, tls_active: bool,
+                 login_disabled_without_tls: bool) -> list[str]:
+    caps = [c for c in EXTENSIONS if not (authenticated and c == "SASL-IR")]
+    if authenticated:
+        return caps
+    if tls_available and not tls_active:
+        caps.append("STARTTLS")
+    if login_disabled_without_tls and not tls_active:
+        caps.append("LOGINDISABLED")
+    else:
+        caps.append("AUTH=PLAIN")
+    return caps

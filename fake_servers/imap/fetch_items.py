@@ -1,0 +1,146 @@
+"""FETCH data items: parsing the attribute list a client asks for (RFC 3501 6.4.5, RFC 7162 MODSEQ).
+
+Why parsed into plain objects first: the session decides side effects (\\Seen for a non-PEEK body, implied
+UID for UID FETCH, MODSEQ with CHANGEDSINCE) once for the whole command before rendering any message.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import ParseError
+from .lexer import Lexer
+
+_SIMPLE = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY",
+                     "MODSEQ", "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
+_MACROS = {
+    "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
+    "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
+    "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
+}
+_BODY_ITEM = re.compile(r"(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[([^\]]*)\](?:<(\d+)(?:\.(\d+))?>)?\Z",
+                        re.IGNORECASE)
+_PART = re.compile(r"\d+(\.\d+)*")
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    part: tuple[int, ...]
+    kind: str | None  # None, HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT, TEXT, MIME
+    fields: tuple[str, ...]
+    label: str  # the section text echoed in the response, e.g. HEADER.FIELDS (SUBJECT)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchItem:
+    name: str  # FLAGS, UID, ..., or BODY[] for sections
+    section: Section | None = None
+    peek: bool = False
+    origin: int | None = None
+    count: int | None = None
+
+    @property
+    def sets_seen(self) -> bool:
+        if self.section is not None:
+            return not self.peek
+        return self.name in ("RFC822", "RFC822.TEXT")
+
+
+def parse_section(text: str) -> Section:
+    lx = Lexer(text.encode("ascii", "replace"))
+    part: list[int] = []
+    kind: str | None = None
+    fields: tuple[str, ...] = ()
+    if lx.at_end():
+        return Section((), None, (), "")
+    head = lx.atom("section")
+    pieces = head.split(".")
+    i = 0
+    while i < len(pieces) and pieces[i].isdigit():
+        n = int(pieces[i])
+        if n == 0:
+            raise ParseError("section part numbers start at 1")
+        part.append(n)
+        i += 1
+    kind_text = ".".join(pieces[i:]).upper()
+    if kind_text == "":
+        kind = None
+    elif kind_text in ("HEADER", "TEXT", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        kind = kind_text
+    elif kind_text == "MIME" and part:
+        kind = "MIME"
+    else:
+        raise ParseError(f"bad section {text[:40]!r}")
+    label = ".".join([str(p) for p in part] + ([kind] if kind else []))
+    if kind in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        lx.sp()
+        names = lx.paren_list(lx.astring)
+        if not names:
+            raise ParseError("empty header field list")
+        fields = tuple(names)
+        label += " (" + " ".join(_field_label(f) for f in fields) + ")"
+    lx.end()
+    return Section(tuple(part), kind, fields, label)
+
+
+def _field_label(name: str) -> str:
+    if name and all(0x21 <= ord(c) <= 0x7E and c not in '()"{\\%*' for c in name):
+        return name.upper()
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def parse_item(text: str) -> FetchItem:
+    upper = text.upper()
+    if upper in _SIMPLE:
+        return FetchItem(upper)
+    m = _BODY_ITEM.match(text)
+    if not m:
+        raise ParseError(f"unknown FETCH item {text[:40]!r}")
+    kind = m.group(1).upper()
+    if kind.startswith("BINARY"):
+        raise ParseError("BINARY is not supported")
+    section = parse_section(m.group(2))
+    origin = int(m.group(3)) if m.group(3) is not None else None
+    count = int(m.group(4)) if m.group(4) is not None else None
+    if origin is not None and count is None:
+        raise ParseError("partial fetch needs <origin.count>")
+    return FetchItem("BODY[]", section, peek=kind == "BODY.PEEK", origin=origin, count=count)
+
+
+@dataclass(slots=True)
+class FetchRequest:
+    items: list[FetchItem]
+    changedsince: int | None = None
+    vanished: bool = False
+
+
+def parse_fetch_args(lx: Lexer) -> FetchRequest:
+    """Parse `att` (a macro, one item or a list) and the optional RFC 7162 modifiers."""
+    items: list[FetchItem] = []
+    if lx.peek() == 0x28:
+        for text in lx.paren_list(lambda: lx.atom("FETCH item")):
+            if text.upper() in _MACROS:
+                raise ParseError("a FETCH macro cannot appear in a list")
+            items.append(parse_item(text))
+        if not items:
+            raise ParseError("empty FETCH item list")
+    else:
+        text = lx.atom("FETCH item")
+        macro = _MACROS.get(text.upper())
+        items = [FetchItem(n) for n in macro] if macro else [parse_item(text)]
+    req = FetchRequest(items)
+    if lx.maybe_sp():
+        def modifier():
+            name = lx.atom("FETCH modifier").upper()
+            if name == "CHANGEDSINCE":
+                lx.sp()
+                req.changedsince = lx.number("mod-sequence")
+            elif name == "VANISHED":
+                req.vanished = True
+            else:
+                raise ParseError(f"unknown FETCH modifier {name}")
+            return name
+        lx.paren_list(modifier)
+    lx.end()
+    return req

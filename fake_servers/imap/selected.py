@@ -1,0 +1,151 @@
+"""What one session's client knows of its selected mailbox, and the changes it has not been told yet.
+
+Why per session: RFC 3501 message sequence numbers are a contract between the server and ONE client. Other
+sessions, SMTP delivery or a recall change the store at any moment; this view keeps the numbers the client
+knows until the session may tell it (EXISTS at any time, EXPUNGE never during FETCH/STORE/SEARCH).
+"""
+
+from __future__ import annotations
+
+import bisect
+
+from ..store.base import (
+    SYSTEM_FLAGS,
+    FlagsChanged,
+    MessageAppended,
+    MessageRecord,
+    MessagesExpunged,
+)
+from .seqset import compress
+
+_SYSTEM_ORDER = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+class SelectedMailbox:
+    def __init__(self, user: str, name: str, readonly: bool, uidvalidity: int, records: list[MessageRecord],
+                 recent: set[int], highestmodseq: int) -> None:
+        self.user = user
+        self.name = name
+        self.readonly = readonly
+        self.uidvalidity = uidvalidity
+        self.uids: list[int] = [r.uid for r in records]
+        self.records: dict[int, MessageRecord] = {r.uid: r for r in records}
+        self.recent = recent
+        self.highestmodseq = highestmodseq
+        self.keywords: set[str] = set()
+        for r in records:
+            self._note_keywords(r)
+        self._keywords_announced = set(self.keywords)
+        self.pending_new: list[MessageRecord] = []
+        self.pending_flags: dict[int, None] = {}
+        self.pending_expunge: set[int] = set()
+        self.gone: set[int] = set()  # expunged in the store (announced or not)
+
+    # -- lookups ------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    def seq_of(self, uid: int) -> int | None:
+        i = bisect.bisect_left(self.uids, uid)
+        if i < len(self.uids) and self.uids[i] == uid:
+            return i + 1
+        return None
+
+    def flags_of(self, uid: int) -> list[str]:
+        flags = sorted(self.records[uid].flags, key=_flag_key)
+        if uid in self.recent:
+            flags.append("\\Recent")
+        return flags
+
+    def flag_atoms(self) -> str:
+        flags = list(_SYSTEM_ORDER) + sorted(self.keywords)
+        return " ".join(flags)
+
+    # -- store events -------------------------------------------------------------------------------------
+    def on_event(self, event, own: bool) -> None:
+        if isinstance(event, MessageAppended):
+            self.pending_new.append(event.record)
+            self.highestmodseq = max(self.highestmodseq, event.record.modseq)
+        elif isinstance(event, FlagsChanged):
+            rec = event.record
+            self.highestmodseq = max(self.highestmodseq, rec.modseq)
+            if rec.uid in self.records and rec.uid not in self.gone:
+                self.records[rec.uid] = rec
+                self._note_keywords(rec)
+                if not own:
+                    self.pending_flags[rec.uid] = None
+            else:
+                for i, pending in enumerate(self.pending_new):
+                    if pending.uid == rec.uid:
+                        self.pending_new[i] = rec
+        elif isinstance(event, MessagesExpunged):
+            self.highestmodseq = max(self.highestmodseq, event.modseq)
+            gone = set(event.uids)
+            self.pending_new = [r for r in self.pending_new if r.uid not in gone]
+            for uid in event.uids:
+                if uid in self.records:
+                    self.gone.add(uid)
+                    self.pending_expunge.add(uid)
+                    self.pending_flags.pop(uid, None)
+
+    def _note_keywords(self, rec: MessageRecord) -> None:
+        for f in rec.flags:
+            if f not in SYSTEM_FLAGS:
+                self.keywords.add(f)
+
+    # -- telling the client ---------------------------------------------------------------------------------
+    def flush(self, out: bytearray, allow_expunge: bool, qresync: bool, condstore: bool,
+              claim_recent=None) -> None:
+        """Append the untagged responses the client is owed; expunges only when `allow_expunge`."""
+        if allow_expunge and self.pending_expunge:
+            gone = sorted(self.pending_expunge)
+            if qresync:
+                out += b"* VANISHED %s\r\n" % compress(gone).encode()
+            removed = 0
+            for uid in gone:
+                i = bisect.bisect_left(self.uids, uid)
+                if not qresync:
+                    out += b"* %d EXPUNGE\r\n" % (i + 1)
+                del self.uids[i]
+                del self.records[uid]
+                self.recent.discard(uid)
+                removed += 1
+            self.pending_expunge.clear()
+            self.gone.difference_update(gone)
+        if self.pending_new:
+            new = self.pending_new
+            self.pending_new = []
+            if claim_recent is not None and not self.readonly:
+                self.recent |= claim_recent([r.uid for r in new])
+            for r in new:
+                if self.uids and r.uid <= self.uids[-1]:
+                    continue
+                self.uids.append(r.uid)
+                self.records[r.uid] = r
+                self._note_keywords(r)
+            out += b"* %d EXISTS\r\n" % len(self.uids)
+            out += b"* %d RECENT\r\n" % len(self.recent)
+        if self.keywords != self._keywords_announced:
+            self._keywords_announced = set(self.keywords)
+            atoms = self.flag_atoms().encode()
+            out += b"* FLAGS (%s)\r\n" % atoms
+            out += b"* OK [PERMANENTFLAGS (%s \\*)] Flags permitted.\r\n" % atoms
+        if self.pending_flags:
+            for uid in self.pending_flags:
+                seq = self.seq_of(uid)
+                if seq is None or uid in self.gone:
+                    continue
+                rec = self.records[uid]
+                flags = " ".join(self.flags_of(uid)).encode()
+                if condstore:
+                    out += b"* %d FETCH (UID %d FLAGS (%s) MODSEQ (%d))\r\n" % (seq, uid, flags, rec.modseq)
+                else:
+                    out += b"* %d FETCH (UID %d FLAGS (%s))\r\n" % (seq, uid, flags)
+            self.pending_flags.clear()
+
+
+def _flag_key(flag: str) -> tuple[int, str]:
+    try:
+        return (_SYSTEM_ORDER.index(flag), flag)
+    except ValueError:
+        return (len(_SYSTEM_ORDER), flag)

@@ -1,0 +1,336 @@
+"""The delivery pipeline: the ordered policy hooks every accepted message runs through before delivery.
+
+Why a pipeline and not code in the SMTP handler: recall interception, retention, legal hold and delayed send are
+decisions about a *message*, not about the SMTP dialogue, and later issues add them without touching the
+listeners. The contract (Delivery, Verdict, Policy, DomainServices, the registry) is documented in
+docs/readme/pipeline.md; keep the two in step.
+
+The pipeline itself knows nothing of sockets: the domain server gives `DomainServices` the callables that reach
+the store, the relay queue and the held-message spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import importlib
+import importlib.util
+import logging
+import pkgutil
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import policy as email_policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from fake_servers.accounts import Accounts
+from fake_servers.store.base import MailStore, MessageRecord
+
+log = logging.getLogger(__name__)
+
+Channel = Literal["submission", "mx", "internal"]
+
+
+class Verdict(enum.Enum):
+    """What a policy decided about a delivery."""
+
+    CONTINUE = "continue"  # next policy, then final delivery
+    CONSUMED = "consumed"  # the policy took the message over: nothing more happens to it
+    HOLD = "hold"  # keep it until services.release(queue_id) / services.discard(queue_id)
+
+
+class PolicyReject(Exception):
+    """Raised by a policy to refuse a message: the SMTP client gets this reply and nothing is delivered.
+
+    Only meaningful before the message was answered (submission and MX channels); on the internal channel
+    `services.submit` re-raises it to the caller.
+    """
+
+    def __init__(self, text: str = "message refused by policy", code: int = 550, status: str = "5.7.1") -> None:
+        super().__init__(text)
+        self.text = text
+        self.code = code
+        self.status = status
+
+    @property
+    def reply(self) -> str:
+        return f"{self.code} {self.status} {self.text}"
+
+
+_PARSER = BytesParser(policy=email_policy.default)
+
+
+@dataclass(eq=False)
+class Delivery:
+    """One accepted message on its way through a domain's server (see docs/readme/pipeline.md)."""
+
+    domain: str
+    channel: Channel
+    auth_user: str | None
+    mail_from: str
+    recipients: list[str]
+    raw: bytes
+    queue_id: str
+    bcc: list[str] = field(default_factory=list)
+    trusted_marks: set[str] = field(default_factory=set)
+    save_sent_copy: bool = False
+    smtputf8: bool = False
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    held_by: str | None = None
+    # The raw bytes the cached parse was made from: a policy that assigns `raw` gets a fresh parse.
+    _parsed_from: bytes | None = field(default=None, repr=False)
+    _parsed: EmailMessage | None = field(default=None, repr=False)
+
+    @property
+    def message(self) -> EmailMessage:
+        """`raw` parsed with email.policy.default; parsed on first use only, so policy-free paths stay fast."""
+        if self._parsed is None or self._parsed_from is not self.raw:
+            self._parsed = _PARSER.parsebytes(self.raw)  # type: ignore[assignment]
+            self._parsed_from = self.raw
+        assert self._parsed is not None
+        return self._parsed
+
+    def set_message(self, msg: EmailMessage) -> None:
+        """Replace the message: serialise `msg` (CRLF line ends, as SMTP carries it) into `raw`."""
+        self.raw = msg.as_bytes(policy=email_policy.SMTPUTF8 if self.smtputf8 else email_policy.SMTP)
+        self._parsed, self._parsed_from = msg, self.raw
+
+    @property
+    def message_id(self) -> str | None:
+        value = self.message.get("Message-ID")
+        return str(value).strip() if value is not None else None
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON-able envelope (everything but `raw`), as the spool writes it."""
+        return {
+            "domain": self.domain,
+            "channel": self.channel,
+            "auth_user": self.auth_user,
+            "mail_from": self.mail_from,
+            "recipients": list(self.recipients),
+            "queue_id": self.queue_id,
+            "bcc": list(self.bcc),
+            "trusted_marks": sorted(self.trusted_marks),
+            "save_sent_copy": self.save_sent_copy,
+            "smtputf8": self.smtputf8,
+            "received_at": self.received_at.isoformat(),
+            "held_by": self.held_by,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], raw: bytes) -> Delivery:
+        return cls(
+            domain=record["domain"],
+            channel=record["channel"],
+            auth_user=record.get("auth_user"),
+            mail_from=record["mail_from"],
+            recipients=list(record["recipients"]),
+            raw=raw,
+            queue_id=record["queue_id"],
+            bcc=list(record.get("bcc", ())),
+            trusted_marks=set(record.get("trusted_marks", ())),
+            save_sent_copy=bool(record.get("save_sent_copy", False)),
+            smtputf8=bool(record.get("smtputf8", False)),
+            received_at=datetime.fromisoformat(record["received_at"]),
+            held_by=record.get("held_by"),
+        )
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A delivery hook. Optional methods: `async start(services)` and `async stop()`."""
+
+    name: str
+
+    async def on_delivery(self, delivery: Delivery, services: DomainServices) -> Verdict: ...
+
+
+PolicyFactory = Callable[[Mapping[str, Any], "DomainServices"], Policy]
+
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    factory: PolicyFactory
+    default_roles: tuple[str, ...] = ()
+    order: int = 100
+
+
+_REGISTRY: dict[str, Registration] = {}
+
+#: The package whose modules are imported (for their register_policy calls) before a lab starts.
+POLICY_PACKAGE = "fake_servers.policies"
+
+
+def register_policy(name: str, factory: PolicyFactory, *, default_roles: Iterable[str] = (),
+                    order: int = 100) -> None:
+    """Make a policy available under `name`. Registering a name again replaces it (module reloads in tests)."""
+    _REGISTRY[name] = Registration(name, factory, tuple(default_roles), order)
+
+
+def unregister_policy(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def registered_policies() -> dict[str, Registration]:
+    return dict(_REGISTRY)
+
+
+def load_policy_modules(extra: Iterable[str] = ()) -> None:
+    """Import every module of `fake_servers.policies` (when that package exists), then each of `extra`.
+
+    Why not entry points: the policies live in this repository; an import list keeps discovery explicit and
+    works from a source checkout.
+    """
+    if importlib.util.find_spec(POLICY_PACKAGE) is not None:
+        package = importlib.import_module(POLICY_PACKAGE)
+        for info in pkgutil.iter_modules(getattr(package, "__path__", [])):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{POLICY_PACKAGE}.{info.name}")
+    for module in extra:
+        importlib.import_module(module)
+
+
+class UnknownPolicy(LookupError):
+    pass
+
+
+def resolve_pipeline(names: Sequence[str] | None, role: str) -> list[Registration]:
+    """The registrations a domain runs: `names` in order, or (None) the role's defaults by `order`."""
+    if names is None:
+        chosen = [r for r in _REGISTRY.values() if role in r.default_roles]
+        return sorted(chosen, key=lambda r: (r.order, r.name))
+    missing = [n for n in names if n not in _REGISTRY]
+    if missing:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise UnknownPolicy(f"unknown policy {missing[0]!r} (registered: {known})")
+    return [_REGISTRY[n] for n in names]
+
+
+# --- what a policy may use ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ServiceHooks:
+    """The domain server's side of DomainServices: callables, so this module needs no sockets or spools."""
+
+    deliver_local: Callable[..., MessageRecord]
+    save_sent_copy: Callable[[Delivery], MessageRecord | None]
+    submit: Callable[..., Awaitable[str]]
+    release: Callable[[str], Awaitable[None]]
+    discard: Callable[[str], Delivery]
+    held: Callable[[], list[Delivery]]
+    spawn: Callable[..., asyncio.Task[Any]]
+
+
+class DomainServices:
+    """What a policy may use (see docs/readme/pipeline.md): the store, accounts, re-submission, an audit log."""
+
+    def __init__(self, *, domain: str, role: str, store: MailStore, accounts: Accounts,
+                 local_domains: Iterable[str], config: Mapping[str, Any], hooks: ServiceHooks) -> None:
+        self.domain = domain
+        self.role = role
+        self.store = store
+        self.accounts = accounts
+        self.local_domains = frozenset(d.lower() for d in local_domains)
+        self.config = config
+        self.audit_log: list[dict[str, Any]] = []
+        self._hooks = hooks
+
+    def is_local(self, address: str) -> bool:
+        return address.rpartition("@")[2].lower() in self.local_domains
+
+    def user_exists(self, address: str) -> bool:
+        return self.accounts.canonical(address) is not None
+
+    def deliver_local(self, user: str, raw: bytes, *, mail_from: str = "", mailbox: str = "INBOX"
+                      ) -> MessageRecord:
+        """Put a message in a local user's mailbox with Return-Path and Delivered-To; runs no policy."""
+        return self._hooks.deliver_local(user, raw, mail_from=mail_from, mailbox=mailbox)
+
+    def save_sent_copy(self, delivery: Delivery) -> MessageRecord | None:
+        return self._hooks.save_sent_copy(delivery)
+
+    async def submit(self, mail_from: str, recipients: Sequence[str], raw: bytes, *,
+                     channel: Channel = "internal", marks: Iterable[str] = (), save_sent_copy: bool = False,
+                     auth_user: str | None = None) -> str:
+        """Send a new message through this domain's whole pipeline; returns its queue id."""
+        return await self._hooks.submit(mail_from, list(recipients), raw, channel=channel, marks=set(marks),
+                                        save_sent_copy=save_sent_copy, auth_user=auth_user)
+
+    async def release(self, queue_id: str) -> None:
+        await self._hooks.release(queue_id)
+
+    def discard(self, queue_id: str) -> Delivery:
+        return self._hooks.discard(queue_id)
+
+    def held(self) -> list[Delivery]:
+        return self._hooks.held()
+
+    def log(self, event: str, **fields: Any) -> None:
+        entry = {"at": datetime.now(UTC).isoformat(), "domain": self.domain, "event": event, **fields}
+        self.audit_log.append(entry)
+        log.info("%s: %s %s", self.domain, event, fields)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
+        return self._hooks.spawn(coro, name=name)
+
+
+# --- running the policies ----------------------------------------------------------------------------------
+
+
+@dataclass
+class PipelineResult:
+    verdict: Verdict  # CONTINUE means: delivered
+    policy: str | None = None  # who consumed / held it
+
+
+class Pipeline:
+    """The ordered policies of one domain and the final delivery step after them."""
+
+    def __init__(self, policies: Sequence[Policy], services: DomainServices,
+                 finish: Callable[[Delivery], Awaitable[None]],
+                 hold: Callable[[Delivery], None]) -> None:
+        self.policies = list(policies)
+        self.services = services
+        self._finish = finish
+        self._hold = hold
+
+    async def start(self) -> None:
+        for policy in self.policies:
+            start = getattr(policy, "start", None)
+            if start is not None:
+                await start(self.services)
+
+    async def stop(self) -> None:
+        for policy in reversed(self.policies):
+            stop = getattr(policy, "stop", None)
+            if stop is not None:
+                try:
+                    await stop()
+                except Exception:  # a policy's broken stop must not keep the lab from stopping
+                    log.exception("policy %s failed to stop", policy.name)
+
+    async def run(self, delivery: Delivery, start_after: str | None = None) -> PipelineResult:
+        """Run the policies (all, or those after `start_after` when resuming a held delivery), then deliver.
+
+        PolicyReject propagates to the caller (the SMTP handler turns it into the reply).
+        """
+        index = 0
+        if start_after is not None:
+            names = [p.name for p in self.policies]
+            index = names.index(start_after) + 1 if start_after in names else 0
+        for policy in self.policies[index:]:
+            verdict = await policy.on_delivery(delivery, self.services)
+            if verdict is Verdict.CONSUMED:
+                return PipelineResult(Verdict.CONSUMED, policy.name)
+            if verdict is Verdict.HOLD:
+                delivery.held_by = policy.name
+                self._hold(delivery)
+                return PipelineResult(Verdict.HOLD, policy.name)
+            if verdict is not Verdict.CONTINUE:
+                raise TypeError(f"policy {policy.name!r} returned {verdict!r}, not a Verdict")
+        await self._finish(delivery)
+        return PipelineResult(Verdict.CONTINUE)

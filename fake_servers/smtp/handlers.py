@@ -1,0 +1,179 @@
+"""The policy of the two SMTP listeners of a domain, as aiosmtpd handler hooks and an authenticator.
+
+- MX (port 25's role): mail from other domains; no AUTH; RCPT only for the domain's own users (`550 5.1.1`
+  unknown user, `550 5.7.1` relaying denied for any other domain). Never an open relay.
+- Submission (port 587's role): AUTH PLAIN/LOGIN before MAIL (`530 5.7.0`); the envelope sender and the From
+  header must be the authenticated user (`553 5.7.1`); any recipient once authenticated.
+
+Why hooks: aiosmtpd already parses the dialogue; what the lab decides (who may send, to whom) is kept here, in
+handle_EHLO / handle_MAIL / handle_RCPT / handle_DATA, so reading this file tells the whole policy. What happens to
+an accepted message is the domain's `accept` (the delivery pipeline), not the handler's business.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal, Protocol
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from fake_servers.accounts import Accounts
+from fake_servers.smtp import headers
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["mx", "submission"]
+
+#: At most this many RCPT per transaction (RFC 5321 asks servers to take at least 100).
+MAX_RECIPIENTS = 100
+
+
+class MailAcceptor(Protocol):
+    """What the handlers need from the domain server."""
+
+    domain: str
+    hostname: str
+    accounts: Accounts
+
+    def is_local(self, address: str) -> bool: ...
+
+    async def accept(self, *, channel: Kind, auth_user: str | None, mail_from: str, recipients: list[str],
+                     raw: bytes, smtputf8: bool, helo: str | None, peer: Any, tls: bool) -> str: ...
+
+
+def normalise_address(address: str) -> str | None:
+    """The address as the lab compares it (lower-cased domain and local part), or None when malformed."""
+    address = address.strip()
+    if address in ("", "<>"):
+        return ""
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain or "." not in domain.strip(".") or any(c.isspace() for c in domain):
+        return None
+    if domain.startswith(".") or domain.endswith(".") or ".." in domain:
+        return None
+    return f"{local}@{domain}".lower()
+
+
+class _BaseHandler:
+    kind: Kind
+
+    def __init__(self, acceptor: MailAcceptor) -> None:
+        self.acceptor = acceptor
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        lines = [r for r in responses if self.kind == "submission" or not r.startswith("250-AUTH")]
+        last = lines.pop()  # "250 HELP"
+        lines += ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", last]
+        return lines
+
+    async def handle_HELO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str) -> str:
+        session.host_name = hostname
+        return f"250 {server.hostname}"
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          mail_options: list[str]) -> str:
+        sender = normalise_address(address)
+        if sender is None:
+            return "553 5.1.7 Malformed sender address"
+        refusal = self.check_sender(session, sender)
+        if refusal:
+            return refusal
+        envelope.mail_from = sender or "<>"
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Sender OK"
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        rcpt = normalise_address(address)
+        if not rcpt:
+            return "553 5.1.3 Malformed recipient address"
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return "452 4.5.3 Too many recipients"
+        if self.acceptor.is_local(rcpt):
+            if self.acceptor.accounts.canonical(rcpt) is None:
+                return f"550 5.1.1 <{rcpt}>: Recipient address rejected: user unknown"
+        elif not self.may_relay(session):
+            return f"550 5.7.1 <{rcpt}>: Relay access denied"
+        envelope.rcpt_tos.append(rcpt)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Recipient OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        auth_user = session.auth_data if self.kind == "submission" and session.authenticated else None
+        refusal = self.check_content(auth_user, raw)
+        if refusal:
+            return refusal
+        mail_from = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
+        return await self.acceptor.accept(
+            channel=self.kind, auth_user=auth_user, mail_from=mail_from, recipients=list(envelope.rcpt_tos),
+            raw=raw, smtputf8=bool(envelope.smtp_utf8), helo=session.host_name, peer=session.peer,
+            tls=session.ssl is not None)
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.exception("SMTP %s session error", self.kind, exc_info=error)
+        return "451 4.3.0 Local error in processing; try again later"
+
+    # -- what differs between the two listeners -------------------------------------------------------
+    def check_sender(self, session: Session, sender: str) -> str | None:
+        return None
+
+    def may_relay(self, session: Session) -> bool:
+        return False
+
+    def check_content(self, auth_user: str | None, raw: bytes) -> str | None:
+        return None
+
+
+class MxHandler(_BaseHandler):
+    """Inbound mail for the domain's users; refuses everything else."""
+
+    kind: Kind = "mx"
+
+    async def handle_AUTH(self, server: SMTP, session: Session, envelope: Envelope, args: list[str]) -> str:
+        return "502 5.5.1 AUTH is not available on this port; use the submission port"
+
+
+class SubmissionHandler(_BaseHandler):
+    """Authenticated users sending mail as themselves, to anyone."""
+
+    kind: Kind = "submission"
+
+    def authenticator(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
+                      auth_data: Any) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        try:
+            login = auth_data.login.decode("utf-8")
+            password = auth_data.password.decode("utf-8")
+        except UnicodeDecodeError:
+            return AuthResult(success=False, handled=False)
+        user = self.acceptor.accounts.authenticate(login, password)
+        if user is None:
+            return AuthResult(success=False, handled=False)
+        return AuthResult(success=True, auth_data=user)
+
+    def check_sender(self, session: Session, sender: str) -> str | None:
+        if not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        if sender != session.auth_data:
+            return f"553 5.7.1 <{sender}>: Sender address rejected: not owned by user {session.auth_data}"
+        return None
+
+    def may_relay(self, session: Session) -> bool:
+        return bool(session.authenticated)
+
+    def check_content(self, auth_user: str | None, raw: bytes) -> str | None:
+        if auth_user is None:  # cannot happen past MAIL, but never deliver unauthenticated submissions
+            return "530 5.7.0 Authentication required"
+        senders = headers.addresses(raw, "From")
+        if not senders:
+            return "553 5.7.1 Message has no From header; it must name you"
+        if any(s != auth_user for s in senders):
+            return f"553 5.7.1 From header must be your address <{auth_user}>"
+        extra = headers.addresses(raw, "Sender")
+        if any(s != auth_user for s in extra):
+            return f"553 5.7.1 Sender header must be your address <{auth_user}>"
+        return None

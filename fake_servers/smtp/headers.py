@@ -1,0 +1,92 @@
+"""Byte-level edits of a message's header block: prepend trace fields, drop fields, read address lists.
+
+Why bytes and not `email` round trips: an MTA must deliver what it was given. Re-serialising a parsed message
+re-folds headers and re-encodes bodies; prepending `Received:` or removing `Bcc:` as bytes leaves every other
+octet alone (and is much cheaper). Sans-I/O and pure, so hypothesis can test it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from email.utils import getaddresses
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def split_message(raw: bytes) -> tuple[bytes, bytes]:
+    """(header block including its final line end, rest from the blank line on)."""
+    if raw.startswith((b"\r\n", b"\n")):
+        return b"", raw
+    m = _HEADER_END.search(raw)
+    if m is None:
+        # No body: all header (or garbage); keep it whole as the header block.
+        return raw, b""
+    cut = m.start() + (2 if raw[m.start():m.start() + 2] == b"\r\n" else 1)
+    return raw[:cut], raw[cut:]
+
+
+def _fields(block: bytes) -> list[bytes]:
+    """Header fields, each with its continuation lines and line ends, in order."""
+    lines = block.splitlines(keepends=True)
+    fields: list[bytes] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line
+        else:
+            fields.append(line)
+    return fields
+
+
+def _name(field: bytes) -> bytes:
+    return field.split(b":", 1)[0].strip().lower()
+
+
+def header_values(raw: bytes, name: str) -> list[str]:
+    """The unfolded values of every field called `name` (case-insensitive), decoded as UTF-8."""
+    key = name.lower().encode()
+    head, _ = split_message(raw)
+    out = []
+    for f in _fields(head):
+        if b":" in f and _name(f) == key:
+            value = f.split(b":", 1)[1]
+            out.append(re.sub(rb"\r?\n[ \t]", b" ", value).strip().decode("utf-8", "replace"))
+    return out
+
+
+def has_header(raw: bytes, name: str) -> bool:
+    return bool(header_values(raw, name))
+
+
+def remove_headers(raw: bytes, names: Iterable[str]) -> bytes:
+    keys = {n.lower().encode() for n in names}
+    head, body = split_message(raw)
+    kept = [f for f in _fields(head) if not (b":" in f and _name(f) in keys)]
+    return b"".join(kept) + body
+
+
+def prepend_headers(raw: bytes, fields: Iterable[tuple[str, str]]) -> bytes:
+    """Put `Name: value` lines before the existing header block, in the order given (trace fields go on top)."""
+    eol = b"\r\n" if b"\r\n" in raw[:2000] or not raw else b"\n"
+    top = b"".join(f"{name}: {value}".encode() + eol for name, value in fields)
+    return top + raw
+
+
+def append_headers(raw: bytes, fields: Iterable[tuple[str, str]]) -> bytes:
+    """Add fields at the end of the header block (for Message-ID / Date / Bcc that a client left out)."""
+    head, body = split_message(raw)
+    eol = b"\r\n" if b"\r\n" in head or not head else b"\n"
+    extra = b"".join(f"{name}: {value}".encode() + eol for name, value in fields)
+    if head and not head.endswith((b"\n",)):
+        head += eol
+    if not body:
+        return head + extra + eol
+    return head + extra + body
+
+
+def addresses(raw: bytes, *names: str) -> list[str]:
+    """Every addr-spec in the named address fields (To, Cc, ...), lower-cased."""
+    values: list[str] = []
+    for name in names:
+        values.extend(header_values(raw, name))
+    return [addr.lower() for _, addr in getaddresses(values) if addr]

@@ -1,0 +1,148 @@
+"""aiosmtpd's SMTP protocol with two presentation concerns added: enhanced status codes and transcripts.
+
+Why a subclass at all, when DESIGN.md puts policy in handler hooks: neither concern is policy. aiosmtpd writes
+many replies itself ("500 Error: bad syntax", "503 Error: need MAIL command") without an RFC 3463 enhanced
+status code, and it has no hook that sees the bytes of a session. So this class overrides exactly `push` (every
+reply passes there: add a code when one is missing, record the line) and `data_received` (record what the client
+sent), and tracks its session task so a listener can close it on shutdown. Every decision about who may send what
+lives in `fake_servers.smtp.handlers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any, AnyStr
+
+from aiosmtpd.smtp import SMTP
+
+from fake_servers.transcript import TranscriptRecorder
+
+_HAS_ENHANCED = re.compile(r"^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}(\s|$)")
+
+#: RFC 3463 codes for aiosmtpd's own replies, by basic reply code.
+DEFAULT_ENHANCED: dict[str, str] = {
+    "421": "4.3.0",
+    "451": "4.3.0",
+    "452": "4.3.1",
+    "454": "4.7.0",
+    "500": "5.5.2",
+    "501": "5.5.4",
+    "502": "5.5.1",
+    "503": "5.5.1",
+    "504": "5.5.4",
+    "530": "5.7.0",
+    "535": "5.7.8",
+    "538": "5.7.11",
+    "550": "5.0.0",
+    "552": "5.3.4",
+    "553": "5.1.3",
+    "554": "5.7.0",
+    "555": "5.5.4",
+}
+
+
+def with_enhanced_code(reply: str) -> str:
+    """Give a 4xx/5xx reply line an enhanced status code when it has none ("500 x" -> "500 5.5.2 x")."""
+    if len(reply) < 3 or reply[0] not in "45" or not reply[:3].isdigit() or _HAS_ENHANCED.match(reply):
+        return reply
+    code, sep, text = reply[:3], reply[3:4] or " ", reply[4:]
+    enhanced = DEFAULT_ENHANCED.get(code, f"{code[0]}.0.0")
+    return f"{code}{sep}{enhanced} {text}".rstrip()
+
+
+class LabSMTP(SMTP):
+    """One SMTP session of a lab listener (see the module docstring for why this subclass exists)."""
+
+    def __init__(self, handler: Any, *, transcripts: TranscriptRecorder | None = None,
+                 session_kind: str = "smtp", on_open: Any = None, on_close: Any = None, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._transcripts = transcripts
+        self._session_label = transcripts.new_session(session_kind) if transcripts is not None else ""
+        self._inbuf = b""
+        self._in_data = False
+        self._data_buf = bytearray()
+        self._data_size = 0
+        self._data_lines = 0
+        self._mask_next = False
+        self._on_open = on_open
+        self._on_close = on_close
+        self.session_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle: the listener keeps a set of live sessions to close them on stop --------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None
+        super().connection_made(transport)
+        if first:
+            self.session_task = self._handler_coroutine
+            if self._on_open is not None:
+                self._on_open(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        try:
+            super().connection_lost(error)
+        finally:
+            if self._on_close is not None:
+                self._on_close(self)
+                self._on_close = None
+
+    def close(self) -> None:
+        """Close the connection (listener shutdown); the session task ends through connection_lost."""
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- replies --------------------------------------------------------------------------------------
+    async def push(self, status: AnyStr) -> None:
+        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        text = with_enhanced_code(text)
+        if self._transcripts is not None:
+            if text.startswith("354"):
+                self._in_data = True
+            self._mask_next = text.startswith("334")
+            self._transcripts.record(self._session_label, "S", text.encode("utf-8", "replace"))
+        await super().push(text)
+
+    # -- what the client sent --------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self._transcripts is not None:
+            self._record_client(data)
+        super().data_received(data)
+
+    def _record_client(self, data: bytes) -> None:
+        assert self._transcripts is not None
+        self._inbuf += data
+        while True:
+            end = self._inbuf.find(b"\r\n")
+            if end < 0:
+                if len(self._inbuf) > 65536:  # a runaway line: record what there is, keep memory bounded
+                    self._inbuf = self._inbuf[-2:]
+                return
+            line, self._inbuf = self._inbuf[:end], self._inbuf[end + 2:]
+            if self._in_data:
+                if line == b".":
+                    self._in_data = False
+                    self._record_data_block()
+                    self._transcripts.record(self._session_label, "C", b".")
+                else:
+                    self._data_size += len(line) + 2
+                    self._data_lines += 1
+                    if len(self._data_buf) <= self._transcripts.max_literal:
+                        self._data_buf += line + b"\r\n"
+                continue
+            if self._mask_next:
+                self._mask_next = False
+                line = b"********"
+            self._transcripts.record(self._session_label, "C", line)
+
+    def _record_data_block(self) -> None:
+        """A DATA body as one transcript entry: its lines when short, `<N octets>` when long (as render does)."""
+        assert self._transcripts is not None
+        if self._data_size > self._transcripts.max_literal and self._data_lines > 3:
+            block = f"<{self._data_size} octets>".encode()
+        else:
+            block = bytes(self._data_buf)
+        if block:
+            self._transcripts.record(self._session_label, "C", block)
+        self._data_buf = bytearray()
+        self._data_size = 0
+        self._data_lines = 0

@@ -1,0 +1,86 @@
+"""`recall-lab recall`: recall a message of a running lab (`recall-lab serve`) and print the recall report.
+
+Why a thin command: everything it does is the recall agent's (harness/recall_agent.py); the command reads the
+endpoints file `serve` wrote, turns the agent's expected failures into one line, and prints the report (or, after
+`--wait`, what is still pending).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fake_servers.recall.format import RecallReport
+from harness.cli import CliError
+from harness.recall_agent import RecallAgent, RecallAgentError
+
+
+def _load_replacement(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read replacement {path}: {exc.strerror or exc}") from None
+    if b":" not in raw.split(b"\n", 1)[0]:
+        raise CliError(f"replacement {path} is not a message (RFC 5322 headers, blank line, body)")
+    return raw
+
+
+def _print_report(report: RecallReport, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
+        return
+    typer.echo(f'Message Recall Report: "{report.original_subject}" {report.original_message_id} '
+               f"({report.mode})")
+    width = max((len(r.recipient) for r in report.results), default=0)
+    for row in report.results:
+        detail = f"  {row.detail}" if row.detail else ""
+        typer.echo(f"  {row.recipient:<{width}}  {row.status.value}{detail}")
+    if report.pending:
+        typer.echo(f"still pending: {', '.join(report.pending)}")
+
+
+async def _run(endpoints: Path, user: str, password: str, message_id: str, replacement: bytes | None,
+               wait: float) -> tuple[RecallReport | None, tuple[str, ...]]:
+    agent = RecallAgent(endpoints, user, password, timeout=max(wait, 5.0))
+    handle = await agent.recall(message_id, action="replace" if replacement else "delete",
+                                replacement=replacement)
+    try:
+        return await handle.report(timeout=wait, until_complete=True), handle.recipients
+    except TimeoutError:
+        return None, handle.recipients
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("recall")
+    def recall(
+        endpoints: Annotated[Path, typer.Option("--endpoints", help="The endpoints file `recall-lab serve` wrote.")],
+        user: Annotated[str, typer.Option("--user", help="The sender, e.g. alice@corp.example.")],
+        message_id: Annotated[str, typer.Option("--message-id", help="The original's Message-ID: '<id@host>'.")],
+        replace_with: Annotated[Path | None, typer.Option(
+            "--replace-with", help="A message file (RFC 5322) to replace the original with.")] = None,
+        wait: Annotated[float, typer.Option(
+            "--wait", min=0.0, help="Seconds to wait for the report and for pending recipients.")] = 10.0,
+        password: Annotated[str | None, typer.Option(
+            "--password", help="Default: the lab's '<localpart>-password'.")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    ) -> None:
+        """Recall a message: find it in the sender's Sent folder, submit the recall, print the report."""
+        if "@" not in user:
+            raise CliError(f"--user must be a full address, not {user!r}")
+        replacement = _load_replacement(replace_with) if replace_with is not None else None
+        secret = password if password is not None else f"{user.partition('@')[0]}-password"
+        try:
+            report, recipients = asyncio.run(_run(endpoints, user, secret, message_id, replacement, wait))
+        except RecallAgentError as exc:
+            raise CliError(str(exc)) from None
+        if report is None:
+            if as_json:
+                typer.echo(json.dumps({"report": None, "pending": list(recipients)}))
+            else:
+                typer.echo(f"no recall report within {wait:g} s; still pending: {', '.join(recipients)}")
+            return
+        _print_report(report, as_json)

@@ -1,0 +1,110 @@
+"""`recall-lab send`: submit one message to a running lab, as a mail client would, and print its Message-ID.
+
+Why through SMTP submission and not the store: the point of the lab is real mail flow; the message goes through
+AUTH, the sender checks, the pipeline and (for another domain) the relay, like any client's. The Message-ID
+printed is what `recall-lab recall` names later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Annotated, Any
+
+import aiosmtplib
+import typer
+
+from harness.cli import CliError
+
+
+def _load_endpoints(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CliError(f"cannot read endpoints file {path}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise CliError(f"endpoints file {path} is not JSON (write it with `recall-lab serve --endpoints-file`)"
+                       ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("domains"), dict):
+        raise CliError(f"endpoints file {path} has no \"domains\" object")
+    return data
+
+
+def build_message(sender: str, to: list[str], cc: list[str], subject: str, body: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    if to:
+        msg["To"] = ", ".join(to)
+    if cc:
+        msg["Cc"] = ", ".join(cc)
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(datetime.now().astimezone())
+    msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
+    msg.set_content(body)
+    return msg
+
+
+async def _submit(msg: EmailMessage, *, host: str, port: int, user: str, password: str, recipients: list[str],
+                  starttls: bool, cafile: Path | None) -> None:
+    context = None
+    if starttls:
+        context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    await aiosmtplib.send(msg, hostname=host, port=port, username=user, password=password, sender=user,
+                          recipients=recipients, start_tls=starttls, tls_context=context, timeout=30)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def send(
+        endpoints: Annotated[Path, typer.Option("--endpoints", help="The JSON `recall-lab serve` wrote.")],
+        sender: Annotated[str, typer.Option("--from", help="The sending user (logs in as this address).")],
+        subject: Annotated[str, typer.Option("--subject")],
+        to: Annotated[list[str] | None, typer.Option("--to", help="A To recipient (repeat for more).")] = None,
+        cc: Annotated[list[str] | None, typer.Option("--cc", help="A Cc recipient (repeat for more).")] = None,
+        bcc: Annotated[list[str] | None, typer.Option("--bcc", help="A Bcc recipient: in the envelope only.")] = None,
+        body: Annotated[str | None, typer.Option("--body", help="The text of the message.")] = None,
+        body_file: Annotated[Path | None, typer.Option("--body-file", help="Read the text from this file.")] = None,
+        password: Annotated[str | None, typer.Option("--password", help="Default: the one in the endpoints file.")] = None,
+        starttls: Annotated[bool, typer.Option("--starttls", help="Upgrade with STARTTLS before AUTH.")] = False,
+        cafile: Annotated[Path | None, typer.Option("--cafile", help="CA certificate to trust for STARTTLS.")] = None,
+    ) -> None:
+        """Submit a message through the sender's submission listener; print its Message-ID."""
+        to, cc, bcc = to or [], cc or [], bcc or []
+        if (body is None) == (body_file is None):
+            raise CliError("give exactly one of --body TEXT or --body-file FILE", code=2)
+        if not to and not cc and not bcc:
+            raise CliError("no recipients: give --to, --cc or --bcc", code=2)
+        if body_file is not None:
+            try:
+                body = body_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise CliError(f"cannot read body file {body_file}: {getattr(exc, 'strerror', None) or exc}"
+                               ) from None
+        assert body is not None
+        user = sender.strip().lower()
+        domain = user.rpartition("@")[2]
+        info = _load_endpoints(endpoints)["domains"].get(domain)
+        if info is None or "submission" not in info:
+            raise CliError(f"no submission server for {domain or sender!r} in {endpoints}")
+        secret = password if password is not None else info.get("users", {}).get(user)
+        if secret is None:
+            raise CliError(f"{user} is not a user in {endpoints}; give --password")
+        msg = build_message(user, to, cc, subject, body)
+        host, port = info["submission"]["host"], int(info["submission"]["port"])
+        try:
+            asyncio.run(_submit(msg, host=host, port=port, user=user, password=secret,
+                                recipients=[*to, *cc, *bcc], starttls=starttls, cafile=cafile))
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            first = exc.recipients[0]
+            raise CliError(f"refused {first.recipient}: {first.code} {first.message}") from None
+        except aiosmtplib.SMTPResponseException as exc:
+            raise CliError(f"submission server {host}:{port} refused the message: {exc.code} {exc.message}"
+                           ) from None
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise CliError(f"cannot submit to {host}:{port}: {exc}") from None
+        print(msg["Message-ID"])

@@ -1,0 +1,110 @@
+"""`recall-lab serve`: run a lab (the default one, or a TOML config) until Ctrl-C or SIGTERM.
+
+Why a long-running command: other programs (the demo script, a real mail client, `recall-lab send`) talk to the
+lab over its sockets; they need the endpoints, printed as one JSON line with --json and written to
+--endpoints-file, in the shape documented in docs/readme/lab.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from harness.cli import CliError
+from harness.config import ConfigError, LabConfig, default_config, load_config
+from harness.lab import Lab, LabStartError
+
+
+def _write_endpoints(path: Path, endpoints: dict) -> None:
+    """Atomically (tmp + rename): a reader polling for the file never sees half of it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(endpoints, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise CliError(f"cannot write endpoints file {path}: {exc.strerror or exc}") from None
+
+
+def _print_table(endpoints: dict, store: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    servers = Table(title=f"recall-lab: servers (store: {store})")
+    for col in ("domain", "role", "IMAP", "submission", "MX"):
+        servers.add_column(col)
+    accounts = Table(title="accounts (log in with the full address)")
+    for col in ("user", "password", "domain"):
+        accounts.add_column(col)
+    for domain, info in endpoints["domains"].items():
+        def hp(key: str, info: dict = info) -> str:
+            ep = info.get(key)
+            return f"{ep['host']}:{ep['port']}" if ep else "-"
+
+        servers.add_row(domain, info["role"], hp("imap"), hp("submission"), hp("mx"))
+        for user, password in info["users"].items():
+            accounts.add_row(user, password, domain)
+    console.print(servers)
+    console.print(accounts)
+    console.print("Ctrl-C stops the lab.")
+
+
+async def _serve(config: LabConfig, *, store: str, host: str, port_base: int | None, as_json: bool,
+                 endpoints_file: Path | None) -> None:
+    lab = Lab(config, store=store, host=host, port_base=port_base)
+    try:
+        await lab.start()
+    except LabStartError as exc:
+        raise CliError(str(exc), code=2) from None
+    except ConfigError as exc:
+        raise CliError(str(exc), code=2) from None
+    try:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        endpoints = lab.endpoints()
+        if endpoints_file is not None:
+            _write_endpoints(endpoints_file, endpoints)
+        if as_json:
+            sys.stdout.write(json.dumps(endpoints) + "\n")
+            sys.stdout.flush()
+        else:
+            _print_table(endpoints, store)
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().remove_signal_handler(sig)
+        await lab.stop()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        json_: Annotated[bool, typer.Option("--json", help="Print the endpoints as one JSON line.")] = False,
+        endpoints_file: Annotated[Path | None, typer.Option("--endpoints-file", help="Also write the JSON here.")] = None,
+        host: Annotated[str, typer.Option("--host", help="Address every server listens on.")] = "127.0.0.1",
+        port_base: Annotated[int | None, typer.Option(
+            "--port-base",
+            help="Fixed ports: domain i gets N+10*i (IMAP), +1 (submission), +2 (MX). Default: ephemeral.",
+        )] = None,
+        store: Annotated[str, typer.Option("--store", help="memory, or maildir:DIR (survives restarts).")] = "memory",
+        config: Annotated[Path | None, typer.Option(
+            "--config", help="A lab config in TOML (default: the default lab).")] = None,
+    ) -> None:
+        """Run the lab's mail servers until Ctrl-C; print endpoints and accounts."""
+        try:
+            cfg = load_config(config) if config is not None else default_config()
+        except ConfigError as exc:
+            raise CliError(str(exc), code=2) from None
+        if port_base is not None and not 0 < port_base < 65536 - 10 * len(cfg.domains):
+            raise CliError(f"--port-base {port_base} leaves no room for {len(cfg.domains)} domains", code=2)
+        asyncio.run(_serve(cfg, store=store, host=host, port_base=port_base, as_json=json_,
+                           endpoints_file=endpoints_file))

@@ -1,0 +1,205 @@
+"""A lab's configuration: its domains, their roles, users, passwords and policies (TOML or Python objects).
+
+Why one small data model: the Lab, the CLI, scenarios and tests all describe labs; a TOML file and the Python
+objects are two spellings of the same thing (`load_config` parses the one into the other, `to_dict` goes back).
+
+TOML shape (every key but the domain tables is optional):
+
+    policy_modules = ["my_policies"]        # modules imported so their register_policy calls run
+    [relay]
+    retry_delays = [1, 5, 30, 120]          # seconds between attempts after a 4xx / connection failure
+    [routes]                                # extra relay routes to servers outside the lab
+    "partner.example" = "127.0.0.1:2525"
+    [domains."corp.example"]
+    role = "organisation"                   # or "external"
+    users = ["alice", "bob"]                # local parts: password "<local>-password" ...
+    pipeline = ["recall"]                   # optional: explicit policy order (else the role's defaults)
+    max_message_size = 10485760
+    [domains."corp.example".passwords]      # ... or explicit passwords (full address or local part)
+    "alice@corp.example" = "s3cret"
+    [domains."corp.example".policies]       # free-form; handed to every policy of the domain
+    recall_mode = "cloud"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Role = Literal["organisation", "external"]
+ROLES: tuple[str, ...] = ("organisation", "external")
+
+#: Default SIZE limit of the SMTP listeners (octets).
+DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
+#: Default pauses between relay attempts after a temporary failure; after the last, the sender gets a DSN.
+DEFAULT_RETRY_DELAYS: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0)
+
+
+class ConfigError(ValueError):
+    """A lab configuration that cannot work; the message is one line fit for the CLI."""
+
+
+def default_password(address: str) -> str:
+    return f"{address.partition('@')[0]}-password"
+
+
+@dataclass
+class DomainConfig:
+    """One mail domain of the lab: one server (IMAP, submission, MX) over one store."""
+
+    name: str
+    role: Role = "external"
+    users: dict[str, str] = field(default_factory=dict)  # full address -> password
+    policies: dict[str, Any] = field(default_factory=dict)  # free-form settings for the domain's policies
+    pipeline: list[str] | None = None  # explicit policy order; None: the registered defaults for the role
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+
+    def __post_init__(self) -> None:
+        self.name = self.name.strip().lower()
+        if not self.name or "@" in self.name or " " in self.name:
+            raise ConfigError(f"bad domain name {self.name!r}")
+        if self.role not in ROLES:
+            raise ConfigError(f"domain {self.name}: role must be one of {', '.join(ROLES)}, not {self.role!r}")
+        users: dict[str, str] = {}
+        for user, password in self.users.items():
+            address = user.strip().lower()
+            if "@" not in address:
+                address = f"{address}@{self.name}"
+            if address.rpartition("@")[2] != self.name:
+                raise ConfigError(f"user {address} does not belong to domain {self.name}")
+            users[address] = password
+        self.users = users
+
+    @classmethod
+    def with_users(cls, name: str, role: Role, locals_: Iterable[str], **kw: Any) -> DomainConfig:
+        """A domain whose users get the default password "<local>-password"."""
+        users = {f"{lp}@{name}": f"{lp}-password" for lp in locals_}
+        return cls(name=name, role=role, users=users, **kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "passwords": dict(self.users),
+                               "policies": dict(self.policies), "max_message_size": self.max_message_size}
+        if self.pipeline is not None:
+            out["pipeline"] = list(self.pipeline)
+        return out
+
+
+@dataclass
+class LabConfig:
+    """A whole lab: its domains (order matters for --port-base), relay settings, extra routes."""
+
+    domains: list[DomainConfig]
+    retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
+    routes: dict[str, str] = field(default_factory=dict)  # domain -> "host:port" outside the lab
+    policy_modules: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        names = [d.name for d in self.domains]
+        if not names:
+            raise ConfigError("a lab needs at least one domain")
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ConfigError(f"domain {sorted(dupes)[0]} is configured twice")
+        self.retry_delays = tuple(float(x) for x in self.retry_delays)
+        if any(x < 0 for x in self.retry_delays):
+            raise ConfigError("relay retry delays must not be negative")
+
+    def domain(self, name: str) -> DomainConfig:
+        for d in self.domains:
+            if d.name == name.lower():
+                return d
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy_modules": list(self.policy_modules),
+            "relay": {"retry_delays": list(self.retry_delays)},
+            "routes": dict(self.routes),
+            "domains": {d.name: d.to_dict() for d in self.domains},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LabConfig:
+        domains_table = data.get("domains")
+        if not isinstance(domains_table, Mapping) or not domains_table:
+            raise ConfigError("the config has no [domains.\"...\"] tables")
+        domains = [_domain_from_dict(name, table) for name, table in domains_table.items()]
+        relay = data.get("relay", {}) or {}
+        if not isinstance(relay, Mapping):
+            raise ConfigError("[relay] must be a table")
+        kw: dict[str, Any] = {}
+        if "retry_delays" in relay:
+            delays = relay["retry_delays"]
+            if not isinstance(delays, list) or not all(isinstance(x, int | float) for x in delays):
+                raise ConfigError("relay.retry_delays must be a list of numbers (seconds)")
+            kw["retry_delays"] = tuple(delays)
+        routes = data.get("routes", {}) or {}
+        if not isinstance(routes, Mapping):
+            raise ConfigError("[routes] must be a table of domain = \"host:port\"")
+        for domain, target in routes.items():
+            _split_hostport(str(target), f"route for {domain}")
+        modules = data.get("policy_modules", []) or []
+        if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+            raise ConfigError("policy_modules must be a list of module names")
+        return cls(domains=domains, routes={str(k).lower(): str(v) for k, v in routes.items()},
+                   policy_modules=list(modules), **kw)
+
+
+def _domain_from_dict(name: str, table: Any) -> DomainConfig:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"domains.{name} must be a table")
+    users: dict[str, str] = {}
+    raw_users = table.get("users", [])
+    if isinstance(raw_users, Mapping):
+        users.update({str(k): str(v) for k, v in raw_users.items()})
+    elif isinstance(raw_users, list):
+        for lp in raw_users:
+            address = str(lp) if "@" in str(lp) else f"{lp}@{name}"
+            users[address] = default_password(address)
+    else:
+        raise ConfigError(f"domains.{name}.users must be a list of names or a table of passwords")
+    passwords = table.get("passwords", {}) or {}
+    if not isinstance(passwords, Mapping):
+        raise ConfigError(f"domains.{name}.passwords must be a table")
+    users.update({str(k): str(v) for k, v in passwords.items()})
+    policies = table.get("policies", {}) or {}
+    if not isinstance(policies, Mapping):
+        raise ConfigError(f"domains.{name}.policies must be a table")
+    pipeline = table.get("pipeline")
+    if pipeline is not None and (not isinstance(pipeline, list) or not all(isinstance(p, str) for p in pipeline)):
+        raise ConfigError(f"domains.{name}.pipeline must be a list of policy names")
+    size = table.get("max_message_size", DEFAULT_MAX_MESSAGE_SIZE)
+    if not isinstance(size, int) or size <= 0:
+        raise ConfigError(f"domains.{name}.max_message_size must be a positive integer")
+    return DomainConfig(name=name, role=table.get("role", "external"), users=users, policies=dict(policies),
+                        pipeline=pipeline, max_message_size=size)
+
+
+def _split_hostport(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{what}: expected host:port, got {text!r}")
+    return host, int(port)
+
+
+def default_config() -> LabConfig:
+    """corp.example (organisation: alice, bob, carol) and mail.example (external: dave, erin)."""
+    return LabConfig(domains=[
+        DomainConfig.with_users("corp.example", "organisation", ["alice", "bob", "carol"]),
+        DomainConfig.with_users("mail.example", "external", ["dave", "erin"]),
+    ])
+
+
+def load_config(path: str | Path) -> LabConfig:
+    """Read a TOML lab config; ConfigError (one line) when it is unreadable or wrong."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {p}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {p} is not valid TOML: {exc}") from None
+    return LabConfig.from_dict(data)

@@ -1,0 +1,359 @@
+"""The Lab: every domain's mail server (IMAP, submission, MX, pipeline, relay) started in one asyncio loop.
+
+Why in-process and in one loop: a lab starts in milliseconds, tests get real sockets on ephemeral ports, and the
+stores (synchronous, loop-thread only) are safe. `Lab` is the async context manager; `BlockingLab` runs one in a
+loop of its own thread for synchronous code (imapclient, the CLI). Harness code reaches the servers only through
+sockets and the public APIs re-exported here (endpoints, the domain's MailStore, DomainServices).
+
+Ports: ephemeral by default. With `port_base=N`, domain number i (config order, from 0) listens on
+N+10*i (IMAP), N+10*i+1 (submission), N+10*i+2 (MX).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import ssl
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fake_servers.domain import DomainServer, DomainSpec, Endpoint, ListenError, Ports
+from fake_servers.pipeline import DomainServices, load_policy_modules
+from fake_servers.smtp.relay import RelayEntry, Route
+from fake_servers.store import MailStore, open_store
+from fake_servers.transcript import TranscriptRecorder
+from harness.config import LabConfig, default_config
+
+__all__ = ["BlockingLab", "Endpoint", "Lab", "LabStartError", "PORT_OFFSETS"]
+
+T = TypeVar("T")
+
+#: Offsets from a domain's port block (port_base + 10 * domain index).
+PORT_OFFSETS = {"imap": 0, "submission": 1, "mx": 2}
+PORTS_PER_DOMAIN = 10
+
+
+class LabStartError(Exception):
+    """The lab could not start (a port in use, a bad store spec): one line, fit for the CLI."""
+
+
+def parse_store_spec(spec: str) -> tuple[str, Path | None]:
+    kind, _, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind == "memory" and not arg:
+        return "memory", None
+    if kind == "maildir" and arg:
+        return "maildir", Path(arg)
+    raise LabStartError(f"unknown store {spec!r}: use 'memory' or 'maildir:DIR'")
+
+
+class Lab:
+    """A running lab of mail domains (see the module docstring)."""
+
+    def __init__(self, config: LabConfig | None = None, *, store: str = "memory", host: str = "127.0.0.1",
+                 port_base: int | None = None, tls: ssl.SSLContext | None = None,
+                 transcripts: TranscriptRecorder | None = None, relay_connections: int = 2,
+                 imap: bool = True) -> None:
+        self.config = config or default_config()
+        self.store_spec = store
+        self.host = host
+        self.port_base = port_base
+        self.tls = tls
+        self.transcripts = transcripts
+        self.relay_connections = relay_connections
+        self.imap_enabled = imap
+        self._servers: dict[str, DomainServer] = {}
+        self._stores: dict[str, MailStore] = {}
+        self._routes: dict[str, Route] = {}
+        for domain, target in self.config.routes.items():
+            host_, _, port = target.rpartition(":")
+            self._routes[domain] = (host_, int(port))
+        self._started = False
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    async def __aenter__(self) -> Lab:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        kind, root = parse_store_spec(self.store_spec)
+        load_policy_modules(self.config.policy_modules)
+        try:
+            for index, dc in enumerate(self.config.domains):
+                if kind == "maildir":
+                    assert root is not None
+                    store = open_store(f"maildir:{root / dc.name / 'mail'}")
+                    spool_dir: Path | None = root / dc.name / "spool"
+                else:
+                    store = open_store("memory")
+                    spool_dir = None
+                self._stores[dc.name] = store
+                spec = DomainSpec(name=dc.name, role=dc.role, users=dc.users, policies=dc.policies,
+                                  pipeline=dc.pipeline, max_message_size=dc.max_message_size)
+                server = DomainServer(spec, store, host=self.host, ports=self._ports(index), tls_context=self.tls,
+                                      transcripts=self.transcripts, router=self._route, spool_dir=spool_dir,
+                                      retry_delays=self.config.retry_delays,
+                                      relay_connections=self.relay_connections, imap=self.imap_enabled)
+                self._servers[dc.name] = server
+                await server.open()
+            for server in self._servers.values():
+                await server.run()
+        except BaseException as exc:
+            await self._teardown()
+            if isinstance(exc, ListenError):
+                raise LabStartError(str(exc)) from None
+            raise
+        self._started = True
+
+    def _ports(self, index: int) -> Ports:
+        if self.port_base is None:
+            return Ports()
+        base = self.port_base + PORTS_PER_DOMAIN * index
+        return Ports(imap=base + PORT_OFFSETS["imap"], submission=base + PORT_OFFSETS["submission"],
+                     mx=base + PORT_OFFSETS["mx"])
+
+    async def stop(self) -> None:
+        """Stop every server and close every store; safe to call twice."""
+        self._started = False
+        await self._teardown()
+
+    async def _teardown(self) -> None:
+        servers = list(self._servers.values())
+        for server in servers:
+            with contextlib.suppress(Exception):
+                await server.stop()
+        for store in self._stores.values():
+            with contextlib.suppress(Exception):
+                store.close()
+        self._servers.clear()
+        self._stores.clear()
+
+    # -- routing --------------------------------------------------------------------------------------
+    def _route(self, domain: str) -> Route | None:
+        server = self._servers.get(domain)
+        if server is not None:
+            return server.mx.host, server.mx.port
+        return self._routes.get(domain)
+
+    def set_route(self, domain: str, host: str, port: int) -> None:
+        """Relay mail for `domain` (not one of the lab's) to host:port, e.g. a test's own SMTP server."""
+        self._routes[domain.lower()] = (host, port)
+
+    # -- what the lab offers --------------------------------------------------------------------------
+    def _server(self, domain: str) -> DomainServer:
+        try:
+            return self._servers[domain.lower()]
+        except KeyError:
+            raise KeyError(f"no domain {domain!r} in this lab (has: {', '.join(self.domains)})") from None
+
+    @property
+    def domains(self) -> list[str]:
+        return [d.name for d in self.config.domains]
+
+    def imap(self, domain: str) -> Endpoint:
+        endpoint = self._server(domain).imap
+        if endpoint is None:
+            raise RuntimeError(f"{domain} has no IMAP server in this lab")
+        return endpoint
+
+    def submission(self, domain: str) -> Endpoint:
+        return self._server(domain).submission
+
+    def mx(self, domain: str) -> Endpoint:
+        return self._server(domain).mx
+
+    def users(self, domain: str) -> list[str]:
+        return list(self.config.domain(domain).users)
+
+    def password(self, user: str) -> str:
+        address = user.strip().lower()
+        return self.config.domain(self.domain_of(address)).users[address]
+
+    def domain_of(self, user: str) -> str:
+        domain = user.rpartition("@")[2].lower()
+        if domain not in self.domains:
+            raise KeyError(f"{user} is not a user of this lab")
+        return domain
+
+    def role(self, domain: str) -> str:
+        return self.config.domain(domain).role
+
+    def store(self, domain: str) -> MailStore:
+        return self._server(domain).store
+
+    def services(self, domain: str) -> DomainServices:
+        return self._server(domain).services
+
+    def audit_log(self, domain: str) -> list[dict[str, Any]]:
+        return list(self._server(domain).services.audit_log)
+
+    def server(self, domain: str) -> DomainServer:
+        """The domain's server object (tests and benchmarks; harness code should not need it)."""
+        return self._server(domain)
+
+    def endpoints(self) -> dict[str, Any]:
+        """The endpoints JSON: {"domains": {d: {"role", "imap", "submission", "mx", "users"}}}."""
+        out: dict[str, Any] = {}
+        for dc in self.config.domains:
+            server = self._servers.get(dc.name)
+            entry: dict[str, Any] = {"role": dc.role}
+            if server is not None:
+                imap = server.imap
+                if imap is not None:
+                    entry["imap"] = imap.as_dict()
+                entry["submission"] = server.submission.as_dict()
+                entry["mx"] = server.mx.as_dict()
+            entry["users"] = dict(dc.users)
+            out[dc.name] = entry
+        return {"domains": out}
+
+    # -- relay control --------------------------------------------------------------------------------
+    def pause_relay(self, domain: str | None = None) -> None:
+        for name in [domain] if domain else self.domains:
+            self._server(name).relay.pause()
+
+    def resume_relay(self, domain: str | None = None) -> None:
+        for name in [domain] if domain else self.domains:
+            self._server(name).relay.resume()
+
+    def retry_relay_now(self, domain: str | None = None) -> None:
+        for name in [domain] if domain else self.domains:
+            self._server(name).relay.retry_now()
+
+    def relay_pending(self, domain: str) -> list[RelayEntry]:
+        return self._server(domain).relay.pending()
+
+    async def wait_idle(self, timeout: float | None = 30.0) -> None:
+        """Until no domain has a delivery in flight or a message in its relay queue (paused queues excepted).
+
+        Lets tests await "the mail has arrived" without sleeping.
+        """
+        async def settle() -> None:
+            while True:
+                waited = False
+                for server in list(self._servers.values()):
+                    waited = await server.wait_idle() or waited
+                if not waited:
+                    return
+
+        await asyncio.wait_for(settle(), timeout)
+
+
+class BlockingLab:
+    """A Lab in a loop of its own thread, for synchronous code; same attributes, plus `call`."""
+
+    def __init__(self, config: LabConfig | None = None, **kwargs: Any) -> None:
+        self._config = config
+        self._kwargs = kwargs
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.lab: Lab | None = None
+
+    def __enter__(self) -> BlockingLab:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if self._loop is not None:
+            return
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="recall-lab", daemon=True)
+        self._thread.start()
+        ready.wait()
+        self._loop = loop
+
+        async def make() -> Lab:
+            lab = Lab(self._config, **self._kwargs)
+            await lab.start()
+            return lab
+
+        try:
+            self.lab = self.call(make())
+        except BaseException:
+            self._shutdown_loop()
+            raise
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        try:
+            if self.lab is not None:
+                self.call(self.lab.stop())
+        finally:
+            self.lab = None
+            self._shutdown_loop()
+
+    def _shutdown_loop(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+
+        async def drain() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await loop.shutdown_asyncgens()
+
+        asyncio.run_coroutine_threadsafe(drain(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        assert self._thread is not None
+        self._thread.join(10)
+        self._thread = None
+        loop.close()
+
+    def call(self, work: Coroutine[Any, Any, T] | Callable[[], T] | Awaitable[T],
+             timeout: float | None = 60.0) -> T:
+        """Run a coroutine (or a plain callable, e.g. a store method) in the lab's loop and return its result."""
+        if self._loop is None:
+            raise RuntimeError("the lab is not running")
+        if asyncio.iscoroutine(work) or isinstance(work, Awaitable):
+            coro = work
+
+            async def wrapped() -> T:
+                return await coro  # type: ignore[misc]
+        else:
+            fn = work
+
+            async def wrapped() -> T:
+                return fn()  # type: ignore[operator,return-value]
+
+        future = asyncio.run_coroutine_threadsafe(wrapped(), self._loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"lab call did not finish in {timeout} s") from None
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        assert self.lab is not None
+        self.call(self.lab.wait_idle(timeout), timeout + 5)
+
+    def __getattr__(self, name: str) -> Any:
+        # endpoints(), imap(), submission(), mx(), users(), password(), domain_of(), role(), store(),
+        # services(), audit_log(), domains, pause_relay()... are the Lab's (read-only or loop-safe) ones.
+        lab = self.__dict__.get("lab")
+        if lab is None:
+            raise AttributeError(name)
+        attr = getattr(lab, name)
+        if name in ("pause_relay", "resume_relay", "retry_relay_now", "set_route"):
+            return lambda *a, **kw: self.call(lambda: attr(*a, **kw))
+        return attr

@@ -1,0 +1,250 @@
+"""The scenario matrix: N trials of each chosen scenario in each recall mode, over real servers.
+
+Why labs are grouped: the recall mode and the organisation's policies (retention age, delayed send) are settings
+of a running server, so trials that need the same settings share one lab: one lab per (mode, policies) group,
+all started in the same event loop and run side by side. Inside a lab every scenario gets `concurrency` slots
+(a sender and a recipient of their own, with their clients), and its trials are dealt to the slots; servers
+are never restarted between trials.
+
+Retention is the exception to running trials side by side: its purge compares ages in Trash against one clock,
+and in simulated time that clock must be the trial's. A lab whose organisation purges therefore runs its trials
+one after another on one shared simulated clock, which the retention policy reads (its `clock` is injectable).
+
+Transcripts: trial 0 of each scenario (in the first mode run) is carried out alone in its lab while a
+transcript recorder listens; those lines are the per-scenario transcript of the HTML report and the demo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fake_servers.transcript import TranscriptLine, TranscriptRecorder
+from harness.config import DomainConfig, LabConfig, default_config
+from harness.scenarios.clock import SimClock, WallClock
+from harness.scenarios.engine import CAST, EXTERNAL, ORG, Observer, TrialEngine, cast_user
+from harness.scenarios.model import MODES, Scenario
+from harness.scenarios.results import MatrixResult, TrialResult
+from harness.scenarios.timeline import plan_trial, trial_seed
+
+DEFAULT_CONCURRENCY = 4
+
+#: What a matrix tells a progress bar: (trials done, trials in all).
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class MatrixOptions:
+    scenarios: Sequence[Scenario]
+    trials: int = 20
+    seed: int | str = 1
+    modes: Sequence[str] = MODES
+    concurrency: int = DEFAULT_CONCURRENCY  # slots per scenario per lab: concurrent recipients
+    realtime: bool = False
+    speed: float = 60.0  # --realtime: simulated seconds per real second
+    transcripts: bool = True
+    base_config: LabConfig | None = None  # the lab the groups are built from (default_config())
+    port_base: int | None = None  # listen on fixed ports (first group only; the others use ephemeral ports)
+    progress: Progress | None = None
+    observer: Observer | None = None  # called after every event of every trial (the demo narrates from it)
+    observe_trials: Callable[[str, str, int], bool] | None = None  # which trials the observer hears
+    transcript_filter: Callable[[TranscriptLine], bool] | None = None
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise ValueError("trials must be at least 1")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        for m in self.modes:
+            if m not in MODES:
+                raise ValueError(f"unknown recall mode {m!r} (known: {', '.join(MODES)})")
+
+
+class GatedRecorder(TranscriptRecorder):
+    """A transcript recorder that keeps lines only while `capturing` (so one trial's lines can be singled
+    out of a lab that runs many)."""
+
+    capturing: bool = False
+
+    def record(self, session: str, direction: Any, data: bytes) -> None:  # type: ignore[override]
+        if self.capturing:
+            super().record(session, direction, data)
+
+    def take(self) -> list[str]:
+        with self._lock:
+            lines = [f"{line.session} {line.direction}: {line.text}" for line in self.lines]
+            self.lines.clear()
+        return lines
+
+
+@dataclass
+class Group:
+    mode: str
+    policies: dict[str, Any]
+    scenarios: list[Scenario] = field(default_factory=list)
+
+    @property
+    def exclusive_clock(self) -> bool:
+        return any(s.purge_deleted_after is not None for s in self.scenarios)
+
+
+def group_scenarios(scenarios: Sequence[Scenario], modes: Sequence[str]) -> list[Group]:
+    groups: dict[tuple[str, tuple], Group] = {}
+    for mode in modes:
+        for s in scenarios:
+            if mode not in s.modes:
+                continue
+            policies = s.lab_policies
+            key = (mode, tuple(sorted((k, repr(v)) for k, v in policies.items())))
+            groups.setdefault(key, Group(mode, policies)).scenarios.append(s)
+    return list(groups.values())
+
+
+def lab_config(mode: str, policies: dict[str, Any], slots: int, base: LabConfig | None = None) -> LabConfig:
+    """The lab of one group: the base config (default: corp.example + mail.example) with a cast for `slots`
+    slots (alice..aliceN, bob.., carol.. at the organisation, dave.. outside) and the group's policies."""
+    base = base or default_config()
+    domains: list[DomainConfig] = []
+    for dc in base.domains:
+        users = dict(dc.users)
+        roles = ("sender", "organisation", "held") if dc.name == ORG else ("external",) if dc.name == EXTERNAL \
+            else ()
+        for role in roles:
+            for k in range(slots):
+                address = f"{cast_user(role, k)}@{dc.name}"
+                users.setdefault(address, f"{cast_user(role, k)}-password")
+        pols = dict(dc.policies)
+        if dc.name == ORG:
+            pols.update(policies)
+            pols["recall_mode"] = mode
+            held = [f"{cast_user('held', k)}@{ORG}" for k in range(slots)]
+            pols["legal_hold"] = sorted(set(pols.get("legal_hold", [])) | set(held))
+        domains.append(DomainConfig(name=dc.name, role=dc.role, users=users, policies=pols, pipeline=dc.pipeline,
+                                    max_message_size=dc.max_message_size))
+    names = {d.name for d in domains}
+    if ORG not in names or EXTERNAL not in names:
+        raise ValueError(f"the scenarios need the domains {ORG} and {EXTERNAL} in the lab config")
+    return LabConfig(domains=domains, retry_delays=base.retry_delays, routes=dict(base.routes),
+                     policy_modules=list(base.policy_modules))
+
+
+async def run_matrix(options: MatrixOptions) -> MatrixResult:
+    """Run the matrix; returns the result with every trial, sorted, and one transcript per scenario."""
+    started = time.perf_counter()
+    scenarios = sorted(options.scenarios, key=lambda s: (s.order, s.name))
+    result = MatrixResult(seed=options.seed, trials_per_cell=options.trials, scenarios=list(scenarios),
+                          modes=tuple(options.modes), realtime=options.realtime)
+    groups = group_scenarios(scenarios, options.modes)
+    total = sum(len(g.scenarios) for g in groups) * options.trials
+    done = 0
+
+    def finished(trial: TrialResult) -> None:
+        nonlocal done
+        result.add(trial)
+        done += 1
+        if options.progress is not None:
+            options.progress(done, total)
+
+    if options.progress is not None:
+        options.progress(0, total)
+    transcript_mode = options.modes[0] if options.modes else "cloud"
+    await asyncio.gather(*(
+        _run_group(g, options, finished, result, transcript_mode, port_base=options.port_base if i == 0 else None)
+        for i, g in enumerate(groups)))
+    result.sort()
+    result.elapsed = time.perf_counter() - started
+    return result
+
+
+async def _run_group(group: Group, options: MatrixOptions, finished: Callable[[TrialResult], None],
+                     result: MatrixResult, transcript_mode: str, port_base: int | None) -> None:
+    from harness.lab import Lab
+
+    concurrency = 1 if group.exclusive_clock else min(options.concurrency, options.trials)
+    slots_needed = concurrency * len(group.scenarios)
+    recorder = GatedRecorder(max_literal=4096, sink=None) if options.transcripts else None
+    config = lab_config(group.mode, group.policies, slots_needed, options.base_config)
+    shared = None
+    if group.exclusive_clock:
+        shared = WallClock(options.speed) if options.realtime else SimClock()
+    async with Lab(config, store="memory", transcripts=recorder, port_base=port_base) as lab:
+        if shared is not None:
+            _drive_retention_clock(lab, shared)
+
+        def clock_factory() -> SimClock:
+            return WallClock(options.speed) if options.realtime else SimClock()
+
+        observer = None
+        if options.observer is not None:
+            user_observer = options.observer
+            wanted = options.observe_trials
+
+            def observer(ctx, event, notes):  # type: ignore[no-untyped-def]
+                if wanted is None or wanted(ctx.scenario.name, ctx.mode, ctx.index):
+                    user_observer(ctx, event, notes)
+
+        engine = TrialEngine(lab, group.mode, clock_factory=clock_factory, shared_clock=shared, observer=observer)
+        try:
+            slot_base = 0
+            per_scenario = []
+            for s in group.scenarios:
+                slots = [await engine.open_slot(slot_base + k, s) for k in range(concurrency)]
+                slot_base += concurrency
+                per_scenario.append((s, slots))
+            # Trial 0 of each scenario alone, recorded, when transcripts are wanted.
+            first = 0
+            if recorder is not None:
+                for s, slots in per_scenario:
+                    recorder.capturing = group.mode == transcript_mode
+                    trial = await engine.run(slots[0], s, plan_trial(s, trial_seed(options.seed, s.name, 0)), 0)
+                    recorder.capturing = False
+                    if group.mode == transcript_mode:
+                        result.transcripts[s.name] = recorder.take()
+                    finished(trial)
+                first = 1
+            if group.exclusive_clock:
+                for s, slots in per_scenario:
+                    for i in range(first, options.trials):
+                        finished(await engine.run(slots[0], s, plan_trial(s, trial_seed(options.seed, s.name, i)),
+                                                  i))
+            else:
+                await asyncio.gather(*(_deal(engine, s, slots, range(first, options.trials), options, finished)
+                                       for s, slots in per_scenario))
+        finally:
+            for _s, slots in per_scenario if "per_scenario" in locals() else []:
+                for slot in slots:
+                    await engine.close_slot(slot)
+            engine.close()
+
+
+async def _deal(engine: TrialEngine, scenario: Scenario, slots: list, indexes: range, options: MatrixOptions,
+                finished: Callable[[TrialResult], None]) -> None:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in indexes:
+        queue.put_nowait(i)
+
+    async def worker(slot: Any) -> None:
+        while True:
+            try:
+                i = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            plan = plan_trial(scenario, trial_seed(options.seed, scenario.name, i))
+            finished(await engine.run(slot, scenario, plan, i))
+
+    await asyncio.gather(*(worker(slot) for slot in slots))
+
+
+def _drive_retention_clock(lab: Any, clock: SimClock) -> None:
+    """Let the organisation's retention purge read the trial's (simulated) clock."""
+    from fake_servers.policies.retention import retention_for
+
+    policy = retention_for(lab.services(ORG))
+    if policy is not None:
+        policy.clock = clock.now
+
+
+__all__ = ["CAST", "DEFAULT_CONCURRENCY", "MatrixOptions", "group_scenarios", "lab_config", "run_matrix"]

@@ -1,0 +1,385 @@
+"""The recall agent: what the sender's mail program does when she clicks "Recall This Message".
+
+It talks to the servers only as a client would: it finds the original in her Sent folder over IMAP (the Sent
+copy is the one place that still knows the Bcc recipients), submits the recall over authenticated SMTP
+submission, and then reads the recall report (and, for legacy processing, the recipients' notices) from her
+INBOX, merging them into one per-recipient view.
+
+Why imapclient (in a worker thread) and aiosmtplib: imapclient parses IMAP well and gives a plain synchronous
+API, which the `SyncRecallAgent` shares; the async agent runs those calls in `asyncio.to_thread`, so the lab's
+servers keep running on the event loop meanwhile. The agent believes a report or notice only when it carries
+the sender's own server's mark (`X-Recall-Verified: <her domain>`): anyone can mail her something that looks
+like a report.
+
+    agent = RecallAgent(lab, "alice@corp.example", "alice-password")
+    handle = await agent.recall("<id@corp.example>")
+    report = await handle.report(timeout=5)          # RecallReport; report.statuses -> {address: status}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import smtplib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from email import policy as email_policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import getaddresses
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+from imapclient import IMAPClient
+from imapclient.imapclient import SENT
+
+from fake_servers.recall.format import (
+    HEADER_MESSAGE_ID,
+    RecallAction,
+    RecallFormatError,
+    RecallInstruction,
+    RecallNotice,
+    RecallReport,
+    build_recall_message,
+    is_notice,
+    is_report,
+    merge_report,
+    normalise_message_id,
+    normalise_subject,
+    notice_sender,
+    parse_notice,
+    parse_report,
+    verified_by,
+)
+
+_PARSER = BytesParser(policy=email_policy.default)
+
+
+class RecallAgentError(Exception):
+    """An expected failure (original not found, server refused, bad endpoint); the text is one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    host: str
+    port: int
+
+
+def _hostport(value: Any) -> HostPort:
+    if isinstance(value, HostPort):
+        return value
+    if hasattr(value, "host") and hasattr(value, "port"):
+        return HostPort(str(value.host), int(value.port))
+    if isinstance(value, str):
+        host, sep, port = value.rpartition(":")
+        if sep and port.isdigit():
+            return HostPort(host or "127.0.0.1", int(port))
+    if isinstance(value, Mapping) and "port" in value:
+        return HostPort(str(value.get("host", "127.0.0.1")), int(value["port"]))
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
+        return HostPort(str(value[0]), int(value[1]))
+    raise RecallAgentError(f"cannot read an endpoint from {value!r}")
+
+
+def resolve_endpoints(source: Any, domain: str) -> tuple[HostPort, HostPort]:
+    """(IMAP, submission) of `domain` from a Lab (`.imap(d)`, `.submission(d)`), a mapping, or a JSON file.
+
+    Mappings accepted: {"imap": ..., "submission": ...} for one domain, or {"<domain>": {...}} / {"domains":
+    {"<domain>": {...}}} as `recall-lab serve` writes them; an endpoint is "host:port", [host, port] or
+    {"host": ..., "port": ...}.
+    """
+    if hasattr(source, "imap") and hasattr(source, "submission") and callable(source.imap):
+        return _hostport(source.imap(domain)), _hostport(source.submission(domain))
+    if isinstance(source, str | Path):
+        try:
+            source = json.loads(Path(source).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise RecallAgentError(f"cannot read endpoints file {source}: {exc.strerror or exc}") from None
+        except json.JSONDecodeError as exc:
+            raise RecallAgentError(f"endpoints file {source} is not JSON: {exc.msg}") from None
+    if not isinstance(source, Mapping):
+        raise RecallAgentError(f"cannot find endpoints in {type(source).__name__}")
+    table: Any = source
+    if "domains" in table and isinstance(table["domains"], Mapping):
+        table = table["domains"]
+    if domain in table and isinstance(table[domain], Mapping):
+        table = table[domain]
+    if "imap" not in table or "submission" not in table:
+        raise RecallAgentError(f"no imap/submission endpoints for {domain}")
+    return _hostport(table["imap"]), _hostport(table["submission"])
+
+
+# --- the synchronous IMAP side (shared by both agents) -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SentOriginal:
+    message_id: str
+    subject: str
+    sender_name: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    bcc: tuple[str, ...]
+
+
+def _connect(imap: HostPort, user: str, password: str, timeout: float) -> IMAPClient:
+    try:
+        client = IMAPClient(imap.host, imap.port, ssl=False, timeout=timeout)
+    except OSError as exc:
+        raise RecallAgentError(f"cannot reach IMAP at {imap.host}:{imap.port}: {exc.strerror or exc}") from None
+    try:
+        client.login(user, password)
+    except Exception as exc:
+        client.shutdown()
+        raise RecallAgentError(f"IMAP login as {user} failed: {exc}") from None
+    return client
+
+
+def find_sent_original(imap: HostPort, user: str, password: str, message_id: str, timeout: float = 10.0
+                       ) -> SentOriginal:
+    """The original in the user's Sent folder (special-use \\Sent, else "Sent"), with its Bcc recipients."""
+    mid = normalise_message_id(message_id)
+    client = _connect(imap, user, password, timeout)
+    try:
+        folder = client.find_special_folder(SENT) or "Sent"
+        client.select_folder(folder, readonly=True)
+        uids = client.search(["HEADER", "Message-ID", mid])
+        for _uid, data in client.fetch(uids, ["BODY.PEEK[HEADER]"]).items():
+            head = _PARSER.parsebytes(data[b"BODY[HEADER]"])
+            if str(head.get("Message-ID", "")).strip() != mid:
+                continue  # SEARCH HEADER is a substring match
+            names = getaddresses([str(v) for v in head.get_all("From", [])])
+
+            def addrs(name: str, head: EmailMessage = head) -> tuple[str, ...]:
+                return tuple(a.lower() for _n, a in getaddresses([str(v) for v in head.get_all(name, [])]) if a)
+
+            return SentOriginal(message_id=mid, subject=normalise_subject(str(head.get("Subject", ""))),
+                                sender_name=names[0][0] if names else "", to=addrs("To"), cc=addrs("Cc"),
+                                bcc=addrs("Bcc"))
+    finally:
+        try:
+            client.logout()
+        except Exception:
+            client.shutdown()
+    raise RecallAgentError(f"no message {mid} in {user}'s Sent folder")
+
+
+@dataclass
+class ReportReader:
+    """Reads one recall's report and notices from the sender's INBOX; remembers what it already read."""
+
+    imap: HostPort
+    user: str
+    password: str
+    original_message_id: str
+    recall_message_id: str | None
+    timeout: float = 10.0
+    seen_uids: set[int] = field(default_factory=set)
+    report: RecallReport | None = None
+    notices: list[RecallNotice] = field(default_factory=list)
+    later_reports: list[RecallReport] = field(default_factory=list)
+
+    @property
+    def domain(self) -> str:
+        return self.user.rpartition("@")[2].lower()
+
+    def merged(self) -> RecallReport | None:
+        if self.report is None:
+            return None
+        return merge_report(self.report, [*self.later_reports, *self.notices])
+
+    def _absorb(self, raw: bytes) -> None:
+        msg = _PARSER.parsebytes(raw)
+        if verified_by(msg) != self.domain:
+            return  # not vouched for by her own server: could be anyone's
+        try:
+            if is_report(msg):
+                report = parse_report(msg)
+                if report is None or report.original_message_id != self.original_message_id:
+                    return
+                if self.recall_message_id is not None and report.recall_message_id != self.recall_message_id:
+                    return
+                if self.report is None:
+                    self.report = report
+                else:
+                    self.later_reports.append(report)
+            elif is_notice(msg):
+                notice = parse_notice(msg)
+                if notice is None or notice.original_message_id != self.original_message_id:
+                    return
+                if notice_sender(msg) != notice.recipient:
+                    return
+                self.notices.append(notice)
+        except RecallFormatError:
+            return
+
+    def scan(self, client: IMAPClient) -> None:
+        uids = client.search(["HEADER", HEADER_MESSAGE_ID, self.original_message_id])
+        new = sorted(set(uids) - self.seen_uids)
+        if not new:
+            return
+        for uid, data in sorted(client.fetch(new, ["BODY.PEEK[]"]).items()):
+            self.seen_uids.add(uid)
+            self._absorb(data[b"BODY[]"])
+
+    def done(self, until_complete: bool) -> bool:
+        merged = self.merged()
+        return merged is not None and (not until_complete or merged.complete)
+
+    def wait(self, timeout: float, until_complete: bool) -> RecallReport | None:
+        """Scan, then IDLE until something new arrives, until the report is there (and complete) or timeout."""
+        deadline = time.monotonic() + timeout
+        client = _connect(self.imap, self.user, self.password, self.timeout)
+        try:
+            client.select_folder("INBOX", readonly=True)
+            self.scan(client)
+            while not self.done(until_complete):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                client.idle()
+                try:
+                    client.idle_check(timeout=min(remaining, 1.0))
+                finally:
+                    client.idle_done()
+                self.scan(client)
+            return self.merged()
+        finally:
+            try:
+                client.logout()
+            except Exception:
+                client.shutdown()
+
+
+# --- the agents --------------------------------------------------------------------------------------------
+
+
+def _replacement(value: EmailMessage | bytes | None) -> EmailMessage | None:
+    if value is None or isinstance(value, EmailMessage):
+        return value
+    return _PARSER.parsebytes(bytes(value))  # type: ignore[return-value]
+
+
+def _instruction(user: str, original: SentOriginal, action: str, replacement: EmailMessage | bytes | None
+                 ) -> RecallInstruction:
+    try:
+        act = RecallAction(action)
+    except ValueError:
+        raise RecallAgentError(f"action must be delete or replace, not {action!r}") from None
+    recipients = tuple(dict.fromkeys((*original.to, *original.cc, *original.bcc)))
+    if not recipients:
+        raise RecallAgentError(f"the original {original.message_id} has no recipients to recall it from")
+    return RecallInstruction(original_message_id=original.message_id, original_subject=original.subject,
+                             sender=user, sender_name=original.sender_name, to=original.to, cc=original.cc,
+                             bcc=tuple(b for b in original.bcc if b not in original.to and b not in original.cc),
+                             action=act, replacement=_replacement(replacement))
+
+
+@dataclass
+class RecallHandle:
+    """A submitted recall; `await report()` reads what the server (and the recipients' clients) said."""
+
+    instruction: RecallInstruction
+    recall_message_id: str
+    reader: ReportReader
+
+    @property
+    def original_message_id(self) -> str:
+        return self.instruction.original_message_id
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        return self.instruction.recipients
+
+    async def report(self, timeout: float = 10.0, *, until_complete: bool = False) -> RecallReport:
+        """The merged report once the server's report is in (with `until_complete`, once nobody is pending).
+
+        Raises TimeoutError when no report arrived in time; with `until_complete`, returns the report with
+        its pending recipients when they did not resolve in time.
+        """
+        merged = await asyncio.to_thread(self.reader.wait, timeout, until_complete)
+        if merged is None:
+            raise TimeoutError(f"no recall report for {self.original_message_id} within {timeout:g} s")
+        return merged
+
+
+class RecallAgent:
+    """Recalls the user's messages over IMAP + SMTP submission (see the module docstring)."""
+
+    def __init__(self, lab_or_endpoints: Any, user: str, password: str, *, timeout: float = 10.0) -> None:
+        self.user = user.strip().lower()
+        self.password = password
+        self.timeout = timeout
+        self.imap, self.submission = resolve_endpoints(lab_or_endpoints, self.user.rpartition("@")[2])
+
+    async def find_original(self, message_id: str) -> SentOriginal:
+        return await asyncio.to_thread(find_sent_original, self.imap, self.user, self.password, message_id,
+                                       self.timeout)
+
+    async def recall(self, message_id: str, action: str = "delete",
+                     replacement: EmailMessage | bytes | None = None) -> RecallHandle:
+        original = await self.find_original(message_id)
+        instruction = _instruction(self.user, original, action, replacement)
+        msg = build_recall_message(instruction)
+        try:
+            await aiosmtplib.send(msg, sender=self.user, recipients=list(instruction.recipients),
+                                  hostname=self.submission.host, port=self.submission.port, username=self.user,
+                                  password=self.password, start_tls=False, timeout=self.timeout)
+        except aiosmtplib.SMTPException as exc:
+            raise RecallAgentError(f"submission refused the recall: {exc}") from None
+        except OSError as exc:
+            raise RecallAgentError(f"cannot reach submission at {self.submission.host}:{self.submission.port}: "
+                                   f"{exc.strerror or exc}") from None
+        rid = str(msg["Message-ID"])
+        reader = ReportReader(self.imap, self.user, self.password, original.message_id, rid, self.timeout)
+        return RecallHandle(instruction=_with_id(instruction, rid), recall_message_id=rid, reader=reader)
+
+
+def _with_id(instruction: RecallInstruction, rid: str) -> RecallInstruction:
+    return replace(instruction, message_id=rid)
+
+
+class SyncRecallAgent:
+    """The same agent for synchronous code (imapclient users, scripts): smtplib instead of aiosmtplib.
+
+    Do not call it from the event loop thread that runs the lab's servers: it blocks.
+    """
+
+    def __init__(self, lab_or_endpoints: Any, user: str, password: str, *, timeout: float = 10.0) -> None:
+        self.user = user.strip().lower()
+        self.password = password
+        self.timeout = timeout
+        self.imap, self.submission = resolve_endpoints(lab_or_endpoints, self.user.rpartition("@")[2])
+
+    def recall(self, message_id: str, action: str = "delete", replacement: EmailMessage | bytes | None = None
+               ) -> SyncRecallHandle:
+        original = find_sent_original(self.imap, self.user, self.password, message_id, self.timeout)
+        instruction = _instruction(self.user, original, action, replacement)
+        msg = build_recall_message(instruction)
+        try:
+            with smtplib.SMTP(self.submission.host, self.submission.port, timeout=self.timeout) as smtp:
+                smtp.login(self.user, self.password)
+                smtp.send_message(msg, from_addr=self.user, to_addrs=list(instruction.recipients))
+        except smtplib.SMTPException as exc:
+            raise RecallAgentError(f"submission refused the recall: {exc}") from None
+        except OSError as exc:
+            raise RecallAgentError(f"cannot reach submission at {self.submission.host}:{self.submission.port}: "
+                                   f"{exc.strerror or exc}") from None
+        rid = str(msg["Message-ID"])
+        reader = ReportReader(self.imap, self.user, self.password, original.message_id, rid, self.timeout)
+        return SyncRecallHandle(_with_id(instruction, rid), rid, reader)
+
+
+@dataclass
+class SyncRecallHandle:
+    instruction: RecallInstruction
+    recall_message_id: str
+    reader: ReportReader
+
+    def report(self, timeout: float = 10.0, *, until_complete: bool = False) -> RecallReport:
+        merged = self.reader.wait(timeout, until_complete)
+        if merged is None:
+            raise TimeoutError(f"no recall report for {self.instruction.original_message_id} within {timeout:g} s")
+        return merged

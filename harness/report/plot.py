@@ -1,0 +1,80 @@
+"""The plot of the HTML report: success rate against recall delay, one line per client type, one panel per mode.
+
+Why this plot: the table says how often a recall works per condition; the plot shows the mechanism behind it.
+The later the sender recalls, the likelier the recipient has read the message (or the web page has rendered it),
+and how steeply success falls differs by where the recipient reads mail. Trials of every scenario are pooled by
+client type and binned by recall delay; each point is the success rate in its bin (marker size ~ trials).
+
+Rendered with matplotlib's Agg backend to SVG text (fonts as paths, no metadata): the HTML page embeds it
+inline and needs nothing from the network.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+from harness.scenarios.results import MatrixResult, TrialResult
+
+#: Bin edges of the recall delay, in seconds of simulated time.
+BIN_EDGES = (0, 30, 60, 120, 300, 600, 900, 1800, 3600, float("inf"))
+
+
+def client_type(trial: TrialResult) -> str:
+    """How the plot names where the recipient reads mail."""
+    if trial.recipient_kind == "external":
+        return "external provider"
+    return f"{trial.client} client"
+
+
+def binned_success(trials: list[TrialResult]) -> list[tuple[float, float, int]]:
+    """(bin centre in minutes, success rate, trials) for every non-empty bin of recall delay."""
+    out = []
+    for low, high in zip(BIN_EDGES, BIN_EDGES[1:], strict=False):
+        inside = [t for t in trials if low <= t.recall_at < high]
+        if not inside:
+            continue
+        delays = sorted(t.recall_at for t in inside)
+        centre = delays[len(delays) // 2] / 60.0  # the median delay of the bin, in minutes
+        out.append((centre, sum(t.success for t in inside) / len(inside), len(inside)))
+    return out
+
+
+def success_by_delay_svg(result: MatrixResult) -> str:
+    """The plot as an inline `<svg>` element (no XML prolog, no metadata)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    modes = [m for m in result.modes if any(c.mode == m and c.trials for c in result.cells.values())] or \
+        list(result.modes)
+    with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": "recall-lab", "font.size": 9}):
+        fig, axes = plt.subplots(1, len(modes), figsize=(5.2 * len(modes), 3.6), sharey=True, squeeze=False)
+        for ax, mode in zip(axes[0], modes, strict=True):
+            by_type: dict[str, list[TrialResult]] = {}
+            for t in result.all_trials():
+                if t.mode == mode:
+                    by_type.setdefault(client_type(t), []).append(t)
+            for name in sorted(by_type):
+                points = binned_success(by_type[name])
+                if not points:
+                    continue
+                xs, ys, ns = zip(*points, strict=True)
+                ax.plot(xs, ys, marker="o", linewidth=1.5, label=name)
+                ax.scatter(xs, ys, s=[10 + 2 * n for n in ns], alpha=0.35)
+            ax.set_title(f"{mode} recall")
+            ax.set_xlabel("recall delay after sending (minutes, log scale)")
+            ax.set_xscale("symlog", linthresh=1.0)
+            ax.set_ylim(-0.05, 1.05)
+            ax.grid(True, alpha=0.3)
+            if by_type:
+                ax.legend(loc="best", fontsize=8)
+        axes[0][0].set_ylabel("success rate (verdict recalled)")
+        fig.tight_layout()
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg", metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
+        plt.close(fig)
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg"):]
+    return re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.DOTALL)

@@ -1,0 +1,446 @@
+"""Carrying a planned trial out over the real servers: one event after the other, each over SMTP or IMAP.
+
+Why each step waits for the servers to settle before the next one runs: the plan says "Bob opens the message
+at t = 544 s, Alice recalls it at t = 480 s"; for that order to be what happened, the recall must be fully
+processed (pipeline done, the desktop client's IDLE push received, a legacy client's processing finished) before
+the open is tried. So every step ends with `lab.wait_idle()` and, for a connected desktop client, `settle()`
+(a NOOP round trip per folder). Then a trial is a pure function of its seed, in simulated time (jump straight
+to the next event) as on the wall clock (`--realtime`).
+
+A `Slot` is one sender and one recipient with their clients, reused trial after trial (fresh Message-IDs, the
+mailboxes emptied between trials through the store API), so a run never restarts servers; a matrix runs as
+many slots side by side as it wants concurrent recipients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import formataddr
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+
+from harness.scenarios.clock import SimClock
+from harness.scenarios.model import Scenario
+from harness.scenarios.results import TrialResult
+from harness.scenarios.timeline import Event, EventKind, Plan
+
+ORG = "corp.example"
+EXTERNAL = "mail.example"
+SETTLE_TIMEOUT = 10.0
+
+_QUEUE_ID = re.compile(r"queued as (\S+)", re.IGNORECASE)
+_nonce = itertools.count(1)
+
+#: Who plays the sender and the recipients in slot k (slot 0 keeps the article's cast: alice, bob, carol, dave).
+CAST = {"sender": "alice", "organisation": "bob", "held": "carol", "external": "dave"}
+
+
+def cast_user(role: str, slot: int) -> str:
+    """The local part of `role` in slot `slot` (alice, alice2, alice3 ...)."""
+    base = CAST[role]
+    return base if slot == 0 else f"{base}{slot + 1}"
+
+
+def password_of(address: str) -> str:
+    return f"{address.partition('@')[0]}-password"
+
+
+class TrialError(Exception):
+    """A step of a trial failed against the servers; the trial is recorded as failed with this text."""
+
+
+@dataclass
+class Slot:
+    """One sender and one recipient (plus the recipient's desktop client, kept connected across trials)."""
+
+    index: int
+    sender: str
+    recipient: str
+    recipient_domain: str
+    held: bool
+    folders: tuple[str, ...]
+    desktop: Any | None = None  # harness.clients.desktop.DesktopClient
+    web_dir: Path | None = None
+    smtp: aiosmtplib.SMTP | None = None
+
+
+@dataclass
+class TrialContext:
+    """What one trial has done and seen so far (the engine's notes and the outcome's inputs)."""
+
+    scenario: Scenario
+    plan: Plan
+    mode: str
+    index: int
+    slot: Slot
+    message_id: str
+    subject: str
+    web: Any | None = None  # harness.clients.web.WebClient (one per trial: it has no connection to keep)
+    queue_id: str | None = None
+    delivered: bool = False
+    cancelled: bool = False
+    recalled: bool = False
+    read_before_recall: bool = False
+    opened: bool = False
+    preview_seen: bool = False
+    report_status: str = ""
+    recall_message_id: str = ""
+    log: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # human lines of the event just run (for the demo)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+
+#: Called after every event: (context, event, the notes it produced). The demo narrates from it.
+Observer = Callable[[TrialContext, Event, list[str]], None]
+
+
+class TrialEngine:
+    """Runs plans of the scenarios of one lab (one recall mode, one set of organisation policies)."""
+
+    def __init__(self, lab: Any, mode: str, *, clock_factory: Callable[[], SimClock] = SimClock,
+                 shared_clock: SimClock | None = None, observer: Observer | None = None,
+                 state_dir: Path | None = None) -> None:
+        self.lab = lab
+        self.mode = mode
+        self.clock_factory = clock_factory
+        self.shared_clock = shared_clock
+        self.observer = observer
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if state_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="recall-lab-web-")
+            state_dir = Path(self._tmp.name)
+        self.state_dir = state_dir
+
+    # --- slots ---------------------------------------------------------------------------------------------
+
+    async def open_slot(self, index: int, scenario: Scenario) -> Slot:
+        """A slot for trials of `scenario`'s kind (organisation / held / external recipient, its folders)."""
+        from harness.clients.desktop import DesktopClient
+
+        role = "external" if scenario.recipient == "external" else ("held" if scenario.legal_hold else
+                                                                    "organisation")
+        domain = EXTERNAL if role == "external" else ORG
+        recipient = f"{cast_user(role, index)}@{domain}"
+        sender = f"{cast_user('sender', index)}@{ORG}"
+        folders = ["INBOX"]
+        if scenario.move_to:
+            folders.append(scenario.move_to)
+        if scenario.delete_delay.kind != "never":
+            folders.append("Trash")
+        store = self.lab.store(domain)
+        for name in folders:
+            if name != "INBOX" and name not in {m.name for m in store.list_mailboxes(recipient)}:
+                store.create_mailbox(recipient, name)
+        slot = Slot(index=index, sender=sender, recipient=recipient, recipient_domain=domain,
+                    held=role == "held", folders=tuple(folders))
+        if scenario.client == "desktop":
+            legacy = self.mode == "legacy" and domain == ORG
+            slot.desktop = DesktopClient(recipient, password_of(recipient), self.lab.imap(domain),
+                                         submission=self.lab.submission(domain), folders=folders,
+                                         process_recalls_on_arrival=legacy, name=f"desktop-{index}")
+            await slot.desktop.start()
+        else:
+            slot.web_dir = self.state_dir / f"slot{index}"
+            slot.web_dir.mkdir(parents=True, exist_ok=True)
+        return slot
+
+    async def close_slot(self, slot: Slot) -> None:
+        if slot.desktop is not None:
+            try:
+                # Drop the connections first: a polite LOGOUT out of IDLE can wait for the client's timeout.
+                await slot.desktop.go_offline()
+                await slot.desktop.stop()
+            except Exception:  # noqa: BLE001 - best effort at shutdown; the lab closes the sockets anyway
+                pass
+        if slot.smtp is not None:
+            try:
+                await slot.smtp.quit()
+            except Exception:  # noqa: BLE001
+                slot.smtp.close()
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    # --- one trial -----------------------------------------------------------------------------------------
+
+    async def run(self, slot: Slot, scenario: Scenario, plan: Plan, index: int) -> TrialResult:
+        started = time.perf_counter()
+        clock = self.shared_clock or self.clock_factory()
+        clock.start_trial()
+        nonce = next(_nonce)
+        mid = f"<trial.{scenario.name}.{self.mode}.{index}.{nonce}@{ORG}>"
+        ctx = TrialContext(scenario=scenario, plan=plan, mode=self.mode, index=index, slot=slot,
+                           message_id=mid, subject=f"Quarterly figures (trial {index})")
+        error = ""
+        outcome: dict[str, Any] = {}
+        try:
+            if slot.desktop is not None and not slot.desktop.online:
+                await slot.desktop.go_online()  # a previous trial may have ended offline
+            if scenario.client == "web":
+                from harness.clients.web import WebClient
+
+                ctx.web = WebClient(slot.recipient, password_of(slot.recipient),
+                                    self.lab.imap(slot.recipient_domain), slot.web_dir, name=f"web-{nonce}")
+            for event in plan.events:
+                await clock.advance_to(event.at)
+                ctx.notes = []
+                await self._step(ctx, event)
+                ctx.log.append(f"{event.at:.0f} {event.kind.value}")
+                if self.observer is not None:
+                    self.observer(ctx, event, list(ctx.notes))
+                if event.kind is EventKind.OBSERVE:
+                    outcome = self._outcome(ctx)
+        except Exception as exc:  # noqa: BLE001 - a failed step fails the trial, never the run
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        finally:
+            try:
+                await self._cleanup(ctx)
+            except Exception as exc:  # noqa: BLE001
+                error = error or f"cleanup: {exc}"
+        verdict = outcome.get("verdict", "failed") if not error else "failed"
+        return TrialResult(
+            scenario=scenario.name, mode=self.mode, index=index, seed=plan.seed, client=scenario.client,
+            recipient_kind=scenario.recipient, recall_at=plan.recall_at, verdict=verdict,
+            report_status=ctx.report_status, read_before_recall=ctx.read_before_recall,
+            preview_seen=ctx.preview_seen, server_copy=bool(outcome.get("server_copy")),
+            client_copy=bool(outcome.get("client_copy")), events=tuple(ctx.log), message_id=mid,
+            elapsed=time.perf_counter() - started, error=error)
+
+    # --- the events ----------------------------------------------------------------------------------------
+
+    async def _step(self, ctx: TrialContext, event: Event) -> None:
+        handler = getattr(self, "_on_" + event.kind.value.replace("-", "_"))
+        await handler(ctx, event)
+
+    async def _on_send(self, ctx: TrialContext, event: Event) -> None:
+        slot = ctx.slot
+        msg = EmailMessage()
+        msg["From"] = formataddr((slot.sender.partition("@")[0].rstrip("0123456789").title(), slot.sender))
+        msg["To"] = slot.recipient
+        msg["Subject"] = ctx.subject
+        msg["Message-ID"] = ctx.message_id
+        msg.set_content("The figures I sent this morning are wrong; please do not forward them.\n\n"
+                        "(recall-lab trial message)\n")
+        reply = await self._submit(slot, msg)
+        m = _QUEUE_ID.search(reply)
+        ctx.queue_id = m.group(1).rstrip(">") if m else None
+        ctx.note(f"{slot.sender} submits {ctx.message_id} to {slot.recipient} (SMTP {reply.strip()})")
+        if ctx.scenario.delayed_send is not None:
+            ctx.note(f"held in the outbox for {ctx.scenario.delayed_send:g} s (queue id {ctx.queue_id})")
+            return
+        await self._delivered(ctx)
+
+    async def _submit(self, slot: Slot, msg: EmailMessage) -> str:
+        """Submit over the slot's persistent submission connection (reconnecting when the server closed it)."""
+        for attempt in (1, 2):
+            if slot.smtp is None or not slot.smtp.is_connected:
+                ep = self.lab.submission(ORG)
+                slot.smtp = aiosmtplib.SMTP(hostname=ep.host, port=ep.port, start_tls=False, use_tls=False,
+                                            timeout=SETTLE_TIMEOUT)
+                await slot.smtp.connect()
+                await slot.smtp.login(slot.sender, password_of(slot.sender))
+            try:
+                _errors, reply = await slot.smtp.send_message(msg, sender=slot.sender,
+                                                              recipients=[slot.recipient])
+                return reply
+            except aiosmtplib.SMTPServerDisconnected:
+                slot.smtp = None
+                if attempt == 2:
+                    raise
+        raise TrialError("submission failed")
+
+    async def _delivered(self, ctx: TrialContext) -> None:
+        await self.lab.wait_idle()  # relay to another domain runs in the background
+        ctx.delivered = True
+        desktop = ctx.slot.desktop
+        if desktop is not None and desktop.online:
+            await desktop.wait_for_message(ctx.message_id, timeout=SETTLE_TIMEOUT)
+            ctx.note(f"{ctx.slot.recipient}'s desktop client (IDLE) hears EXISTS and caches it")
+
+    async def _on_release(self, ctx: TrialContext, event: Event) -> None:
+        from harness.scenarios import delayed
+
+        await delayed.release(self.lab, ORG, ctx.queue_id)
+        ctx.note(f"the outbox window ends: the server sends {ctx.message_id} on")
+        await self._delivered(ctx)
+
+    async def _on_cancel(self, ctx: TrialContext, event: Event) -> None:
+        from harness.scenarios import delayed
+
+        ok = await delayed.cancel(self.lab, ORG, ctx.queue_id)
+        ctx.cancelled = ok
+        ctx.report_status = "cancelled" if ok else "cancel-failed"
+        ctx.note(f"{ctx.slot.sender} cancels the delayed send after {event.at:.0f} s: "
+                 + ("it never left the outbox" if ok else "too late, it had left"))
+        if not ok:
+            ctx.delivered = True
+
+    async def _on_offline(self, ctx: TrialContext, event: Event) -> None:
+        assert ctx.slot.desktop is not None
+        await ctx.slot.desktop.go_offline()
+        ctx.note(f"{ctx.slot.recipient}'s laptop goes offline; its cache keeps what it had")
+
+    async def _on_online(self, ctx: TrialContext, event: Event) -> None:
+        desktop = ctx.slot.desktop
+        assert desktop is not None
+        mark = len(desktop.events)
+        await desktop.go_online()
+        await self._settle(ctx)
+        for e in desktop.events[mark:]:
+            if e.kind == "resync":
+                ctx.note(f"back online: resync by {e.data.get('method')}, dropped UIDs {e.data.get('dropped')}")
+        if not ctx.delivered:
+            return
+        if ctx.recalled and self.mode == "legacy" and not desktop.has_message_id(ctx.message_id):
+            ctx.note("the client processed the recall it found after reconnecting")
+
+    async def _on_rule_move(self, ctx: TrialContext, event: Event) -> None:
+        desktop = ctx.slot.desktop
+        if desktop is None or not desktop.has_message_id(ctx.message_id):
+            return
+        await desktop.move(ctx.message_id, event.note)
+        await self._settle(ctx)
+        ctx.note(f"a rule moves it to {event.note} (UID MOVE)")
+
+    async def _on_preview(self, ctx: TrialContext, event: Event) -> None:
+        desktop = ctx.slot.desktop
+        if desktop is None:
+            return
+        preview = desktop.preview(ctx.message_id)
+        if preview is not None:
+            ctx.preview_seen = True
+            ctx.note(f"notification: {preview.subject!r} - {preview.first_line!r}")
+
+    async def _on_page_load(self, ctx: TrialContext, event: Event) -> None:
+        if ctx.web is None:
+            return
+        await ctx.web.page_load()
+        shown = any(entry.message_id == ctx.message_id for entry in ctx.web.listing)
+        ctx.note(f"web page loaded: the message is {'listed' if shown else 'not listed'}")
+
+    async def _on_open(self, ctx: TrialContext, event: Event) -> None:
+        opened = False
+        if ctx.web is not None:
+            if any(entry.message_id == ctx.message_id for entry in ctx.web.listing):
+                try:
+                    path = await ctx.web.open(ctx.message_id)
+                    opened = True
+                    ctx.note(f"Bob opens it in the web page: snapshot {Path(path).name}")
+                except Exception:  # noqa: BLE001 - gone on the server meanwhile: nothing to open
+                    opened = False
+        elif ctx.slot.desktop is not None and ctx.slot.desktop.has_message_id(ctx.message_id):
+            desktop = ctx.slot.desktop
+            if desktop.online:
+                try:
+                    await desktop.open(ctx.message_id)
+                    opened = True
+                    ctx.note("the recipient opens it (FETCH BODY[] sets \\Seen)")
+                except LookupError:
+                    opened = False
+            else:
+                opened = True  # reading the cached copy offline: read, though the server learns of it later
+                ctx.note("the recipient reads the cached copy offline")
+        if opened:
+            ctx.opened = True
+            if not ctx.recalled:
+                ctx.read_before_recall = True
+
+    async def _on_delete(self, ctx: TrialContext, event: Event) -> None:
+        desktop = ctx.slot.desktop
+        if desktop is None or not desktop.online or not desktop.has_message_id(ctx.message_id):
+            return
+        await desktop.move(ctx.message_id, "Trash")
+        await self._settle(ctx)
+        ctx.note("the recipient deletes it (moved to Trash)")
+
+    async def _on_purge(self, ctx: TrialContext, event: Event) -> None:
+        from fake_servers.policies.retention import retention_for
+
+        policy = retention_for(self.lab.services(ORG))
+        if policy is None:
+            raise TrialError("the organisation runs no retention policy")
+        purged = await policy.purge_now()
+        await self._settle(ctx)
+        ctx.note(f"retention tick: {purged} Trash item(s) older than {ctx.scenario.purge_deleted_after:g} s purged")
+
+    async def _on_recall(self, ctx: TrialContext, event: Event) -> None:
+        from harness.recall_agent import RecallAgent
+
+        slot = ctx.slot
+        agent = RecallAgent(self.lab, slot.sender, password_of(slot.sender), timeout=SETTLE_TIMEOUT)
+        handle = await agent.recall(ctx.message_id)
+        ctx.recalled = True
+        ctx.recall_message_id = handle.recall_message_id
+        ctx.note(f"{slot.sender} recalls it: recall {handle.recall_message_id}")
+        await self._settle(ctx)
+        report = await handle.report(timeout=SETTLE_TIMEOUT)
+        status = report.statuses.get(slot.recipient)
+        ctx.report_status = status.value if status is not None else ""
+        ctx.note(f"recall report: {slot.recipient}: {ctx.report_status}")
+
+    async def _on_observe(self, ctx: TrialContext, event: Event) -> None:
+        await self._settle(ctx)
+
+    # --- settling, outcome, cleanup ------------------------------------------------------------------------
+
+    async def _settle(self, ctx: TrialContext) -> None:
+        await self.lab.wait_idle()
+        desktop = ctx.slot.desktop
+        if desktop is not None and desktop.online:
+            await asyncio.wait_for(desktop.settle(), SETTLE_TIMEOUT)
+            await self.lab.wait_idle()  # a legacy client's notice goes out over submission
+
+    def _outcome(self, ctx: TrialContext) -> dict[str, Any]:
+        from harness.clients.outcome import ClientCopy, RecipientOutcome, judge
+
+        slot = ctx.slot
+        store = self.lab.store(slot.recipient_domain)
+        server_copy = bool(store.find_by_message_id(slot.recipient, ctx.message_id))
+        copies = []
+        if slot.desktop is not None:
+            copies.append(ClientCopy(slot.desktop.name, "desktop", slot.desktop.has_message_id(ctx.message_id)))
+        if ctx.web is not None:
+            copies.append(ClientCopy(ctx.web.name, "web", ctx.web.has_message_id(ctx.message_id)))
+        client_copy = any(c.present for c in copies)
+        if ctx.cancelled and not server_copy and not client_copy:
+            # Delayed send cancelled in the outbox: nothing reached the recipient, wherever they are.
+            return {"verdict": "recalled", "server_copy": False, "client_copy": False}
+        outcome = RecipientOutcome(recipient=slot.recipient, server_copy=server_copy, clients=tuple(copies),
+                                   read_before_recall=ctx.read_before_recall, preview_seen=ctx.preview_seen,
+                                   external=ctx.scenario.recipient == "external")
+        verdict = judge(outcome)
+        return {"verdict": getattr(verdict, "value", str(verdict)), "server_copy": server_copy,
+                "client_copy": client_copy}
+
+    async def _cleanup(self, ctx: TrialContext) -> None:
+        """Empty the slot's mailboxes (store API) so the next trial starts from nothing, and let the desktop
+        client drop what it cached."""
+        slot = ctx.slot
+        if ctx.queue_id is not None and ctx.scenario.delayed_send is not None and not ctx.delivered \
+                and not ctx.cancelled:
+            from harness.scenarios import delayed
+
+            await delayed.cancel(self.lab, ORG, ctx.queue_id)
+        await self.lab.wait_idle()
+        for domain, user in ((ORG, slot.sender), (slot.recipient_domain, slot.recipient)):
+            store = self.lab.store(domain)
+            for info in store.list_mailboxes(user):
+                if info.exists:
+                    store.expunge(user, info.name, [r.uid for r in store.messages(user, info.name)],
+                                  origin="recall-lab-cleanup")
+        desktop = slot.desktop
+        if desktop is not None and desktop.online:
+            await asyncio.wait_for(desktop.settle(), SETTLE_TIMEOUT)

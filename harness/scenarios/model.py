@@ -1,0 +1,175 @@
+"""A scenario: one condition of the recall article's table, as data.
+
+Why declarative: a teacher (or a test) should be able to read a condition as a handful of facts ("the
+recipient reads mail in a web page that reloads every ten minutes; the sender notices the mistake within a
+few minutes") and change one without touching code. The same facts exist as TOML files shipped next to this
+module (`harness/scenarios/*.toml`) and as `Scenario` objects; `load_scenario_file` turns one into the other
+and the tests check both agree.
+
+Times are seconds of simulated time. The sender sends at t = 0; recipient-side delays count from the moment
+the message reaches the recipient's mailbox (later than 0 only with delayed send); the recall delay counts
+from the send, because it is the sender who notices the mistake.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from harness.scenarios.distributions import NEVER, Dist, ScenarioError
+
+RecipientKind = Literal["organisation", "external"]
+ClientKind = Literal["desktop", "web"]
+Mode = Literal["cloud", "legacy"]
+
+MODES: tuple[Mode, ...] = ("cloud", "legacy")
+CLIENTS: tuple[str, ...] = ("desktop", "web")
+RECIPIENTS: tuple[str, ...] = ("organisation", "external")
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One condition, with everything a trial samples from. See docs/readme/scenarios.md for each field."""
+
+    name: str  # slug, used on the command line (`--scenario same-org-desktop`)
+    condition: str  # the row label in the table, in the article's words where it has one
+    summary: str  # one or two sentences: what the condition is and why the outcome is what it is
+    order: int = 100  # row order in the table (the article's four rows first)
+    article: bool = False  # one of the article's own four conditions
+    recipient: RecipientKind = "organisation"
+    client: ClientKind = "desktop"
+    recall_delay: Dist = field(default_factory=lambda: Dist("uniform", low=60, high=600))
+    open_delay: Dist = NEVER  # after delivery; "never" = the user does not open it during the trial
+    preview: bool = True  # the client shows a notification preview (subject, first line) on arrival
+    move_to: str | None = None  # a rule moves the message to this folder on arrival
+    delete_delay: Dist = NEVER  # the user deletes the message (moves it to Trash)
+    page_load_interval: Dist | None = None  # web client: time between page loads (first load at delivery)
+    offline_at: Dist = NEVER  # desktop client: goes offline at this time after the send
+    offline_for: Dist = field(default_factory=lambda: Dist("fixed", value=0.0))
+    purge_deleted_after: float | None = None  # retention: Trash items older than this are purged
+    purge_lag: Dist = field(default_factory=lambda: Dist("fixed", value=0.0))  # purge tick after that age
+    legal_hold: bool = False  # the recipient's mailbox is on legal hold
+    delayed_send: float | None = None  # the submission waits this long in the sender's outbox
+    observe_for: float = 600.0  # after the recall, how long the trial keeps running before the outcome
+    policies: Mapping[str, Any] = field(default_factory=dict)  # extra settings for the organisation's policies
+    modes: tuple[Mode, ...] = MODES
+    narration: str = ""  # what the demo says before it walks this condition
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def lab_policies(self) -> dict[str, Any]:
+        """The organisation's policy settings this scenario needs besides the recall mode (its lab key)."""
+        out = dict(self.policies)
+        if self.purge_deleted_after is not None:
+            out["purge_deleted_after"] = self.purge_deleted_after
+        if self.delayed_send is not None:
+            out["delayed_send"] = self.delayed_send
+        return out
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """The table `load_scenario_data` reads back into an equal scenario."""
+        out: dict[str, Any] = {}
+        for key in _FIELDS:
+            value = getattr(self, key)
+            if isinstance(value, Dist):
+                out[key] = value.to_toml_value()
+            elif key == "modes":
+                out[key] = list(value)
+            elif key == "policies":
+                out[key] = dict(value)
+            elif value is not None:
+                out[key] = value
+        return out
+
+
+_FIELDS = tuple(f for f in Scenario.__dataclass_fields__)
+_DIST_FIELDS = ("recall_delay", "open_delay", "delete_delay", "page_load_interval", "offline_at", "offline_for",
+                "purge_lag")
+
+
+def validate(s: Scenario) -> None:
+    """Raise ScenarioError naming the scenario and the field when a combination makes no sense."""
+    where = f"scenario {s.name!r}"
+    if not _NAME.match(s.name or ""):
+        raise ScenarioError(f"{where}: name must be lower-case letters, digits and dashes")
+    if not s.condition.strip():
+        raise ScenarioError(f"{where}: condition must not be empty")
+    if s.recipient not in RECIPIENTS:
+        raise ScenarioError(f"{where}: recipient must be one of {', '.join(RECIPIENTS)}, got {s.recipient!r}")
+    if s.client not in CLIENTS:
+        raise ScenarioError(f"{where}: client must be one of {', '.join(CLIENTS)}, got {s.client!r}")
+    if not s.modes or any(m not in MODES for m in s.modes):
+        raise ScenarioError(f"{where}: modes must be a non-empty subset of {', '.join(MODES)}")
+    if s.recall_delay.kind == "never" or s.recall_delay.probability < 1.0:
+        raise ScenarioError(f"{where}: recall_delay must always happen (it is the point of the trial)")
+    if s.client == "web" and s.page_load_interval is None:
+        raise ScenarioError(f"{where}: a web client needs page_load_interval")
+    if s.client == "web" and s.page_load_interval is not None and s.page_load_interval.kind == "fixed" \
+            and s.page_load_interval.value <= 0:
+        raise ScenarioError(f"{where}: page_load_interval must be positive")
+    if s.client != "desktop" and s.offline_at.kind != "never":
+        raise ScenarioError(f"{where}: only a desktop client goes offline")
+    if s.purge_deleted_after is not None and s.purge_deleted_after < 0:
+        raise ScenarioError(f"{where}: purge_deleted_after cannot be negative")
+    if s.delayed_send is not None and s.delayed_send <= 0:
+        raise ScenarioError(f"{where}: delayed_send must be positive")
+    if s.observe_for <= 0:
+        raise ScenarioError(f"{where}: observe_for must be positive")
+    if s.move_to is not None and (not s.move_to.strip() or s.move_to.upper() == "INBOX"):
+        raise ScenarioError(f"{where}: move_to must name a folder other than INBOX")
+    if s.recipient == "external" and (s.legal_hold or s.purge_deleted_after is not None):
+        raise ScenarioError(f"{where}: legal hold and retention are the organisation's policies, "
+                            "not the external provider's")
+
+
+def load_scenario_data(data: Mapping[str, Any], where: str = "scenario") -> Scenario:
+    """A scenario from a parsed TOML table; unknown keys and wrong types are ScenarioError."""
+    if not isinstance(data, Mapping):
+        raise ScenarioError(f"{where}: expected a table")
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise ScenarioError(f"{where}: unknown key(s): {', '.join(unknown)}")
+    for required in ("name", "condition", "summary"):
+        if required not in data:
+            raise ScenarioError(f"{where}: missing {required}")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        at = f"{where}.{key}"
+        if key in _DIST_FIELDS:
+            kwargs[key] = Dist.parse(value, at)
+        elif key in ("name", "condition", "summary", "recipient", "client", "narration", "move_to"):
+            kwargs[key] = _typed(value, str, at)
+        elif key in ("article", "preview", "legal_hold"):
+            kwargs[key] = _typed(value, bool, at)
+        elif key == "order":
+            kwargs[key] = _typed(value, int, at)
+        elif key in ("purge_deleted_after", "delayed_send", "observe_for"):
+            kwargs[key] = float(_number(value, at))
+        elif key == "policies":
+            kwargs[key] = dict(_typed(value, Mapping, at))
+        elif key == "modes":
+            if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+                raise ScenarioError(f"{at}: expected a list of mode names")
+            kwargs[key] = tuple(value)
+    try:
+        return Scenario(**kwargs)
+    except ScenarioError as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
+
+
+def _typed(value: Any, kind: type, at: str) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ScenarioError(f"{at}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _number(value: Any, at: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ScenarioError(f"{at}: expected a number, got {value!r}")
+    return float(value)

@@ -1,0 +1,386 @@
+"""MessageView against the reference: Dovecot's ENVELOPE, BODYSTRUCTURE, BODY and BODY[section] answers.
+
+Each corpus message is APPENDed to a private Dovecot; for every message we FETCH the same items from
+Dovecot and from MessageView and compare them parsed (so quoting style does not matter, content does).
+LF-only messages: Dovecot reports sizes and sections as if the lines ended in CRLF; we serve stored
+bytes, so for those the comparison uses the message with CRLF line ends (same structure).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fake_servers.imap.message_view import MessageView
+from fake_servers.imap.mime_samples import SAMPLES
+from fake_servers.imap.mime_tree import Part
+
+DOVECOT = shutil.which("dovecot") or ("/usr/sbin/dovecot" if os.path.exists("/usr/sbin/dovecot") else None)
+
+pytestmark = pytest.mark.peer("dovecot")
+
+# --- a minimal IMAP response reader and parser ----------------------------------------------------
+
+_LITERAL = re.compile(rb"\{(\d+)\+?\}\r\n$")
+
+
+class ImapClient:
+    """Just enough IMAP to APPEND and FETCH and get raw responses back (literals included)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.file = self.sock.makefile("rb")
+        self.file.readline()
+        self.n = 0
+
+    def command(self, line: bytes, literal: bytes | None = None) -> tuple[bytes, list[bytes]]:
+        """-> (tagged status line, untagged responses with literals inlined)."""
+        self.n += 1
+        tag = b"T%d" % self.n
+        if literal is None:
+            self.sock.sendall(tag + b" " + line + b"\r\n")
+        else:
+            self.sock.sendall(tag + b" " + line + b" {%d+}\r\n" % len(literal) + literal + b"\r\n")
+        untagged: list[bytes] = []
+        cur = b""
+        while True:
+            chunk = self.file.readline()
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            cur += chunk
+            m = _LITERAL.search(chunk)
+            if m:
+                cur += self.file.read(int(m.group(1)))
+                continue
+            if cur.startswith(tag + b" "):
+                return cur, untagged
+            untagged.append(cur)
+            cur = b""
+
+    def close(self) -> None:
+        try:
+            self.command(b"LOGOUT")
+        finally:
+            self.file.close()
+            self.sock.close()
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.d = data
+        self.i = 0
+
+    def value(self):  # noqa: ANN201 - nested IMAP data
+        d = self.d
+        while d[self.i:self.i + 1] == b" ":
+            self.i += 1
+        c = d[self.i:self.i + 1]
+        if c == b"(":
+            self.i += 1
+            out = []
+            while True:
+                while d[self.i:self.i + 1] == b" ":
+                    self.i += 1
+                if d[self.i:self.i + 1] == b")":
+                    self.i += 1
+                    return out
+                out.append(self.value())
+        if c == b'"':
+            self.i += 1
+            buf = bytearray()
+            while True:
+                ch = d[self.i]
+                self.i += 1
+                if ch == 0x5C:
+                    buf.append(d[self.i])
+                    self.i += 1
+                elif ch == 0x22:
+                    return bytes(buf)
+                else:
+                    buf.append(ch)
+        if c == b"{":
+            end = d.index(b"}", self.i)
+            n = int(d[self.i + 1:end].rstrip(b"+"))
+            start = end + 3
+            self.i = start + n
+            return d[start:start + n]
+        start = self.i
+        depth = 0
+        while self.i < len(d):
+            ch = d[self.i:self.i + 1]
+            if ch == b"[":
+                depth += 1
+            elif ch == b"]":
+                depth -= 1
+            elif depth == 0 and ch in b" ()\r\n":
+                break
+            self.i += 1
+        atom = d[start:self.i]
+        if atom == b"NIL":
+            return None
+        if atom.isdigit():
+            return int(atom)
+        return ("ATOM", atom)
+
+
+def parse_fetch(response: bytes) -> dict[bytes, object]:
+    """`* n FETCH (NAME value ...)` -> {NAME: value} with strings as bytes."""
+    m = re.match(rb"\* \d+ FETCH ", response)
+    assert m, response
+    items = _Reader(response[m.end():]).value()
+    out: dict[bytes, object] = {}
+    for k in range(0, len(items), 2):
+        out[items[k][1].upper()] = items[k + 1]
+    return out
+
+
+def norm(value):  # noqa: ANN001, ANN201 - nested IMAP data
+    """Our value model in the reader's shape: strings as UTF-8 bytes."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (list, tuple)):
+        return [norm(v) for v in value]
+    return value
+
+
+# --- Dovecot ------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_dovecot(base: Path, users: dict[str, str]) -> tuple[int, Path]:
+    """Start a private Dovecot (config from /work/shared/PEERS.md) -> (port, dir). Stop with stop_dovecot."""
+    port = _free_port()
+    for sub in ("run", "state", "mail"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    shutil.chown(base / "mail", "nobody", "nogroup")
+    os.chmod(base, 0o755)
+    (base / "passwd").write_text("".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in users.items()))
+    conf = f"""protocols = imap
+listen = 127.0.0.1
+base_dir = {base}/run
+state_dir = {base}/state
+instance_name = lab-mv-{port}
+log_path = {base}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+default_internal_user = dovecot
+default_internal_group = dovecot
+default_login_user = dovenull
+mail_uid = nobody
+mail_gid = nogroup
+mail_location = maildir:{base}/mail/%u
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {base}/passwd
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {base}/passwd
+  default_fields = home={base}/mail/%u
+}}
+namespace inbox {{
+  inbox = yes
+  separator = /
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service stats {{
+  unix_listener stats-reader {{
+    mode = 0666
+  }}
+  unix_listener stats-writer {{
+    mode = 0666
+  }}
+}}
+"""
+    (base / "dovecot.conf").write_text(conf)
+    subprocess.run([DOVECOT, "-c", str(base / "dovecot.conf")], check=True, timeout=30)
+    # Readiness: the master forks the login listener asynchronously; poll the port until it accepts.
+    deadline = time.monotonic() + 15
+    pause = threading.Event()
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return port, base
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("dovecot did not start: " + (base / "dovecot.log").read_text()) from None
+            pause.wait(0.02)
+
+
+def stop_dovecot(base: Path) -> None:
+    pid_file = base / "run" / "master.pid"
+    if pid_file.exists():
+        pid = int(pid_file.read_text().strip())
+        try:
+            os.kill(pid, 15)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 10
+        pause = threading.Event()
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            pause.wait(0.02)
+
+
+# --- what to compare ------------------------------------------------------------------------------
+
+
+def _paths(part: Part, prefix: tuple[int, ...] = ()) -> list[tuple[int, ...]]:
+    """Every section path of the tree (RFC 3501 numbering), message parts included."""
+    out: list[tuple[int, ...]] = []
+    if part.kind == "message" and part.children:
+        inner = part.children[0]
+        if inner.kind == "multipart":
+            for i, c in enumerate(inner.children, 1):
+                out.append(prefix + (i,))
+                out += _paths(c, prefix + (i,))
+        else:
+            out.append(prefix + (1,))
+            out += _paths(inner, prefix + (1,)) if inner.kind == "message" else []
+    elif part.kind == "multipart":
+        for i, c in enumerate(part.children, 1):
+            out.append(prefix + (i,))
+            out += _paths(c, prefix + (i,))
+    return out
+
+
+def section_specs(raw: bytes) -> list[tuple[tuple[int, ...], str | None, tuple[str, ...]]]:
+    tree = MessageView(raw).tree
+    paths: list[tuple[int, ...]] = []
+    if tree.kind == "multipart":
+        paths = _paths(tree)
+    elif tree.kind == "message":
+        paths = [(1,)] + _paths(tree.children[0], (1,)) if tree.children else [(1,)]
+    else:
+        paths = [(1,)]
+    specs: list[tuple[tuple[int, ...], str | None, tuple[str, ...]]] = [
+        ((), None, ()), ((), "HEADER", ()), ((), "TEXT", ()),
+        ((), "HEADER.FIELDS", ("FROM", "SUBJECT", "X-FOLDED", "CONTENT-TYPE")),
+        ((), "HEADER.FIELDS.NOT", ("FROM", "SUBJECT")),
+        ((), "HEADER.FIELDS", ("X-NOT-THERE",)),
+    ]
+    for p in paths[:20]:
+        specs.append((p, None, ()))
+        specs.append((p, "MIME", ()))
+        specs.append((p, "HEADER", ()))
+        specs.append((p, "TEXT", ()))
+        specs.append((p, "HEADER.FIELDS", ("SUBJECT", "CONTENT-TYPE")))
+        specs.append((p, "HEADER.FIELDS.NOT", ("SUBJECT",)))
+    for p in [(9,), (1, 9), (1, 1), (1, 1, 1), (2, 1)]:
+        if p not in paths:
+            specs.append((p, None, ()))
+            specs.append((p, "MIME", ()))
+    return specs
+
+
+def section_label(path: tuple[int, ...], kind: str | None, fields: tuple[str, ...]) -> str:
+    parts = [".".join(str(n) for n in path)] if path else []
+    if kind:
+        parts.append(kind + (" (" + " ".join(fields) + ")" if fields else ""))
+    return ".".join(parts)
+
+
+# --- fixture: the corpus loaded into Dovecot ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dovecot_answers():
+    if DOVECOT is None:
+        pytest.skip("dovecot not installed")
+    if os.geteuid() != 0:
+        pytest.skip("dovecot test config needs root (mail_uid = nobody)")
+    # pytest's tmp dirs are 0700 and Dovecot's unprivileged processes must traverse the path
+    base = Path(tempfile.mkdtemp(prefix="recall-lab-dovecot-mv-"))
+    port, base = start_dovecot(base, {"mv": "mvpw"})
+    answers: dict[str, dict[bytes, object]] = {}
+    try:
+        c = ImapClient(port)
+        status, _ = c.command(b"LOGIN mv mvpw")
+        assert b"OK" in status, status
+        names = list(SAMPLES)
+        for name in names:
+            status, _ = c.command(b"APPEND INBOX", SAMPLES[name])
+            assert b" OK" in status, (name, status)
+        c.command(b"SELECT INBOX")
+        for seq, name in enumerate(names, 1):
+            got: dict[bytes, object] = {}
+            _, untagged = c.command(b"FETCH %d (ENVELOPE BODYSTRUCTURE BODY)" % seq)
+            got.update(parse_fetch(untagged[0]))
+            raw = SAMPLES[name]
+            for path, kind, fields in section_specs(raw):
+                label = section_label(path, kind, fields).encode()
+                status, untagged = c.command(b"FETCH %d (BODY.PEEK[%s])" % (seq, label))
+                fetched = [u for u in untagged if re.match(rb"\* \d+ FETCH", u)]
+                if b" OK" not in status or not fetched:
+                    got[b"BODY[" + label + b"]"] = ("ERROR", status)
+                    continue
+                items = parse_fetch(fetched[0])
+                (value,) = items.values()
+                got[b"BODY[" + label + b"]"] = value
+            answers[name] = got
+        c.close()
+    finally:
+        stop_dovecot(base)
+        shutil.rmtree(base, ignore_errors=True)
+    return answers
+
+
+def _crlf(raw: bytes) -> bytes:
+    return re.sub(rb"(?<!\r)\n", b"\r\n", raw)
+
+
+@pytest.mark.parametrize("name", list(SAMPLES))
+def test_envelope_and_bodystructure_match_dovecot(dovecot_answers, name):
+    raw = SAMPLES[name]
+    ref = dovecot_answers[name]
+    if b"\r\n" not in raw:
+        raw = _crlf(raw)
+    view = MessageView(raw)
+    assert norm(view.envelope()) == ref[b"ENVELOPE"]
+    assert norm(view.bodystructure()) == ref[b"BODYSTRUCTURE"]
+    assert norm(view.bodystructure(extended=False)) == ref[b"BODY"]
+
+
+@pytest.mark.parametrize("name", list(SAMPLES))
+def test_sections_match_dovecot(dovecot_answers, name):
+    raw = SAMPLES[name]
+    ref = dovecot_answers[name]
+    if b"\r\n" not in raw:
+        raw = _crlf(raw)
+    view = MessageView(raw)
+    mismatches = []
+    for path, kind, fields in section_specs(SAMPLES[name]):
+        label = section_label(path, kind, fields)
+        expected = ref[b"BODY[" + label.encode() + b"]"]
+        if isinstance(expected, tuple):
+            continue  # Dovecot refused this section; nothing to compare
+        ours = view.section(path, kind, fields)
+        if ours != (expected or b""):
+            mismatches.append((label, ours, expected))
+    assert not mismatches

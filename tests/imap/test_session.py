@@ -1,0 +1,262 @@
+"""Sans-I/O tests of the session state machine: commands and store events in, responses out."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fake_servers.accounts import Accounts
+from fake_servers.store.memory import MemoryStore
+
+from .conftest import ALICE, USERS, make_message
+from .sansio import Client
+
+
+def _store(n: int = 3) -> MemoryStore:
+    store = MemoryStore()
+    for user in USERS:
+        store.ensure_user(user)
+    for i in range(1, n + 1):
+        store.deliver(ALICE, make_message(i))
+    return store
+
+
+def _client(store=None, **config) -> Client:
+    return Client(store or _store(), Accounts(USERS), **config)
+
+
+def test_greeting_and_capability():
+    c = _client()
+    assert c.greeting.startswith(b"* OK [CAPABILITY IMAP4rev1 ")
+    out = c.send("a CAPABILITY")
+    caps = out.split(b"\r\n")[0].split()
+    for cap in [b"LITERAL+", b"IDLE", b"UIDPLUS", b"MOVE", b"NAMESPACE", b"ENABLE", b"SPECIAL-USE", b"ID",
+                b"UNSELECT", b"CHILDREN", b"SASL-IR", b"AUTH=PLAIN", b"CONDSTORE", b"QRESYNC"]:
+        assert cap in caps
+    assert b"STARTTLS" not in caps
+    assert out.endswith(b"a OK Capability completed.\r\n")
+
+
+def test_login_wrong_password_and_unknown_state():
+    c = _client()
+    assert c.send("a LOGIN alice@corp.example nope") == (
+        b"a NO [AUTHENTICATIONFAILED] Authentication failed: wrong user name or password\r\n")
+    assert c.send("b SELECT INBOX").startswith(b"b BAD ")
+    assert c.send('c LOGIN "ALICE@corp.example" "alice-password"').startswith(b"c OK [CAPABILITY")
+
+
+def test_authenticate_plain_with_and_without_initial_response():
+    import base64
+    token = base64.b64encode(b"\0alice@corp.example\0alice-password").decode()
+    c = _client()
+    assert c.send(f"a AUTHENTICATE PLAIN {token}").startswith(b"a OK")
+    c = _client()
+    assert c.send("a AUTHENTICATE PLAIN") == b"+ \r\n"
+    assert c.send(token).startswith(b"a OK")
+    c = _client()
+    c.send("a AUTHENTICATE PLAIN")
+    assert c.send("*").startswith(b"a BAD")
+    assert c.send("b NOOP") == b"b OK NOOP completed.\r\n"
+
+
+def test_select_responses():
+    c = _client()
+    c.login()
+    out = c.send("s SELECT INBOX").decode()
+    assert "* 3 EXISTS" in out and "* 3 RECENT" in out
+    assert "* OK [UIDVALIDITY " in out and "* OK [UIDNEXT 4]" in out and "[HIGHESTMODSEQ " in out
+    assert "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)]" in out
+    assert out.endswith("s OK [READ-WRITE] Select completed.\r\n")
+    # a second session gets no \Recent: exactly one session has it
+    c2 = _client(c.session.store)
+    c2.login()
+    assert "* 0 RECENT" in c2.send("s SELECT INBOX").decode()
+
+
+def test_bad_commands_keep_the_session_going():
+    c = _client()
+    c.login()
+    assert c.send("a FOO").startswith(b"a BAD Unknown command")
+    assert c.send("!!!").startswith(b"* BAD")
+    assert c.send("").startswith(b"* BAD")
+    assert c.send("b FETCH 1 FLAGS").startswith(b"b BAD")  # not selected
+    c.send("s SELECT INBOX")
+    assert c.send("c FETCH 1:9 FLAGS").startswith(b"c BAD")
+    assert c.send("d FETCH 1 (FLAGS").startswith(b"d BAD")
+    assert c.send("e SEARCH FROB").startswith(b"e BAD")
+    assert c.send("f SEARCH CHARSET KOI8-R ALL").startswith(b"f NO [BADCHARSET")
+    assert c.send("g NOOP") == b"g OK NOOP completed.\r\n"
+
+
+def test_fetch_sets_seen_unless_peek():
+    c = _client()
+    c.login()
+    c.send("s SELECT INBOX")
+    out = c.send("f FETCH 1 BODY.PEEK[TEXT]")
+    assert b"\\Seen" not in out
+    out = c.send("f FETCH 1 BODY[TEXT]")
+    assert b"BODY[TEXT] {20}\r\nBody of message 1.\r\n FLAGS (\\Seen \\Recent))" in out
+    out = c.send("f UID FETCH 2 (RFC822.HEADER BODY[HEADER]<0.4>)")
+    assert b"UID 2 RFC822.HEADER {" in out and b"BODY[HEADER]<0> {4}\r\nDate" in out
+
+
+def test_store_and_expunge_reach_another_session_at_the_right_time():
+    store = _store()
+    a, b = _client(store), _client(store)
+    for c in (a, b):
+        c.login()
+        c.send("s SELECT INBOX")
+    out = a.send("1 STORE 2 +FLAGS (\\Deleted)")
+    assert b"* 2 FETCH (FLAGS (\\Deleted" in out
+    assert b"* 2 FETCH (UID 2 FLAGS (\\Deleted))" in b.send("n NOOP")
+    a.send("2 EXPUNGE")
+    # FETCH may not carry EXPUNGE; the message still has its number until then
+    out = b.send("f FETCH 1:3 UID")
+    assert b"EXPUNGE" not in out and b"* 3 FETCH (UID 3)" in out
+    out = b.send("n NOOP")
+    assert b"* 2 EXPUNGE" in out
+    assert b"* 2 FETCH (UID 3)" in b.send("f FETCH 2 UID")
+
+
+def test_qresync_vanished():
+    store = _store(5)
+    c = _client(store)
+    c.login()
+    assert c.send("e ENABLE QRESYNC") == b"* ENABLED QRESYNC\r\ne OK Enabled.\r\n"
+    info = store.mailbox(ALICE, "INBOX")
+    modseq = info.highestmodseq
+    store.expunge(ALICE, "INBOX", [2, 3])
+    store.store_flags(ALICE, "INBOX", [4], ["\\Flagged"], "add")
+    out = c.send(f"s SELECT INBOX (QRESYNC ({info.uidvalidity} {modseq} 1:5))").decode()
+    assert "* VANISHED (EARLIER) 2:3\r\n" in out
+    assert re.search(r"\* 2 FETCH \(UID 4 FLAGS \(\\Flagged[^)]*\) MODSEQ \(\d+\)\)", out)
+    store.expunge(ALICE, "INBOX", [5])
+    assert b"* VANISHED 5\r\n" in c.send("n NOOP")
+
+
+def test_condstore_unchangedsince():
+    store = _store()
+    c = _client(store)
+    c.login()
+    out = c.send("s SELECT INBOX (CONDSTORE)").decode()
+    high = int(re.search(r"HIGHESTMODSEQ (\d+)", out).group(1))
+    store.store_flags(ALICE, "INBOX", [1], ["$Important"], "add")
+    out = c.send(f"t STORE 1:2 (UNCHANGEDSINCE {high}) +FLAGS.SILENT (\\Flagged)").decode()
+    assert "[MODIFIED 1]" in out
+    assert re.search(r"\* 2 FETCH \(MODSEQ \(\d+\)\)", out)
+    assert "* 1 FETCH (UID 1 FLAGS ($Important \\Recent) MODSEQ" in out  # the other change, unsolicited
+    out = c.send(f"f FETCH 1:* (FLAGS) (CHANGEDSINCE {high})").decode()
+    assert "* 1 FETCH" in out and "* 2 FETCH" in out and "* 3 FETCH" not in out
+
+
+def test_idle_push_and_done():
+    store = _store()
+    c = _client(store)
+    c.login()
+    c.send("s SELECT INBOX")
+    assert c.send("i IDLE") == b"+ idling\r\n"
+    store.deliver(ALICE, make_message(9))
+    assert c.take() == b"* 4 EXISTS\r\n* 4 RECENT\r\n"
+    store.expunge(ALICE, "INBOX", [1])
+    assert c.take() == b"* 1 EXPUNGE\r\n"
+    assert c.send("DONE") == b"i OK IDLE terminated.\r\n"
+
+
+def test_search_keys():
+    store = _store(4)
+    store.store_flags(ALICE, "INBOX", [2], ["\\Seen", "\\Answered"], "add")
+    c = _client(store)
+    c.login()
+    c.send("s SELECT INBOX")
+
+    def search(q: str) -> str:
+        out = c.send(f"x {q}").decode()
+        assert out.endswith("x OK Search completed.\r\n"), out
+        return out.split("\r\n")[0]
+    assert search("SEARCH ALL") == "* SEARCH 1 2 3 4"
+    assert search("SEARCH SEEN") == "* SEARCH 2"
+    assert search("SEARCH NOT SEEN UNANSWERED") == "* SEARCH 1 3 4"
+    assert search("SEARCH OR 1 3") == "* SEARCH 1 3"
+    assert search("UID SEARCH UID 2:*") == "* SEARCH 2 3 4"
+    assert search("SEARCH 2:3 (LARGER 10 SMALLER 100000)") == "* SEARCH 2 3"
+    assert search("SEARCH SINCE 1-Jan-2000 BEFORE 1-Jan-2999") == "* SEARCH 1 2 3 4"
+    assert search("SEARCH ON 1-Jan-2000") == "* SEARCH"
+    assert search("SEARCH NEW") == "* SEARCH 1 3 4"
+    assert search("SEARCH MODSEQ 1").startswith("* SEARCH 1 2 3 4 (MODSEQ ")
+
+
+def test_list_and_status():
+    store = _store()
+    c = _client(store)
+    c.login()
+    assert c.send("c CREATE Projects/Recall").startswith(b"c OK")
+    out = c.send('l LIST "" "*"').decode()
+    assert '* LIST (\\HasChildren) "/" Projects\r\n' in out
+    assert '* LIST (\\HasNoChildren) "/" Projects/Recall\r\n' in out
+    assert '* LIST (\\HasNoChildren \\Sent) "/" Sent\r\n' in out
+    out = c.send('l LIST "" "%"').decode()
+    assert "Projects/Recall" not in out and "Projects" in out
+    out = c.send('l LIST "" "*" RETURN (SPECIAL-USE)').decode()
+    assert "\\Trash" in out
+    assert c.send('l LIST "" ""').startswith(b'* LIST (\\Noselect) "/" ""')
+    out = c.send("t STATUS INBOX (MESSAGES UIDNEXT UNSEEN)").decode()
+    assert out.startswith("* STATUS INBOX (MESSAGES 3 UIDNEXT 4 UNSEEN 3)")
+    assert c.send("d DELETE Nope").startswith(b"d NO [NONEXISTENT]")
+
+
+def test_append_with_literal_and_flags():
+    store = _store(0)
+    c = _client(store)
+    c.login()
+    raw = make_message(1)
+    assert c.send(f'a APPEND INBOX (\\Seen $Work) "05-Nov-2026 10:00:00 +0100" {{{len(raw)}}}') == (
+        b"+ Ready for literal data\r\n")
+    out = c.send(raw + b"\r\n").decode()
+    assert re.match(r"a OK \[APPENDUID \d+ 1\] Append completed.", out)
+    rec = store.messages(ALICE, "INBOX")[0]
+    assert rec.flags == {"\\Seen", "$Work"} and rec.internaldate.day == 5
+    assert c.send(f"b APPEND Nope {{{len(raw)}+}}\r\n".encode() + raw + b"\r\n").startswith(b"b NO [TRYCREATE]")
+
+
+def test_copy_and_move_give_copyuid():
+    store = _store()
+    c = _client(store)
+    c.login()
+    c.send("s SELECT INBOX")
+    out = c.send("c COPY 1:2 Trash").decode()
+    assert re.match(r"c OK \[COPYUID \d+ 1:2 1:2\] Copy completed.", out)
+    out = c.send("m UID MOVE 3 Trash").decode()
+    assert re.search(r"\* OK \[COPYUID \d+ 3 3\]", out) and "* 3 EXPUNGE" in out
+
+
+def test_only_own_mailboxes():
+    store = _store()
+    c = _client(store)
+    c.login("bob@corp.example", "bob-password")
+    out = c.send("s SELECT INBOX")
+    assert b"* 0 EXISTS" in out
+
+
+vocabulary = st.sampled_from([
+    "FETCH", "STORE", "SEARCH", "UID", "SELECT", "LIST", "STATUS", "APPEND", "COPY", "MOVE", "EXPUNGE", "IDLE",
+    "DONE", "ENABLE", "QRESYNC", "CONDSTORE", "1", "1:*", "*", "2,3", "INBOX", "Trash", "(", ")", "\"", "\"x\"",
+    "{3}", "{2+}", "BODY[]", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]<0.5>", "FLAGS", "+FLAGS", "(\\Seen)", "ALL",
+    "OR", "NOT", "HEADER", "Message-ID", "<msg-1@corp.example>", "CHANGEDSINCE", "UNCHANGEDSINCE", "NIL", "\\",
+    "\r\n", " ", "x", "a", "RETURN", "%", "BEFORE", "1-Jan-2026", "BODY[1.MIME]", "CLOSE", "UNSELECT",
+])
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(vocabulary, min_size=1, max_size=8), min_size=1, max_size=6), st.binary(max_size=60))
+def test_arbitrary_input_only_gets_protocol_answers(commands, noise):
+    c = _client(_store(3), max_literal=1000)
+    c.login()
+    c.send("s SELECT INBOX")
+    lines = [b"t%d " % i + " ".join(words).encode() + b"\r\n" for i, words in enumerate(commands)]
+    for data in [*lines, noise, b"\r\nz NOOP\r\n"]:
+        out = c.send(data) if data else b""
+        assert b"SERVERBUG" not in out, out
+    text = bytes(c.io.out)
+    assert b"SERVERBUG" not in text

@@ -1,0 +1,97 @@
+"""Small SMTP and IMAP helpers for the SMTP, lab and CLI tests."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import imapclient
+
+from harness.lab import Endpoint, Lab
+
+
+class LineClient:
+    """A raw SMTP client: what tests need to see exact replies, send malformed lines and pipeline."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, ep: Endpoint) -> LineClient:
+        reader, writer = await asyncio.open_connection(ep.host, ep.port)
+        client = cls(reader, writer)
+        greeting = await client.reply()
+        assert greeting.startswith("220"), greeting
+        return client
+
+    async def reply(self) -> str:
+        """One (possibly multi-line) reply, lines joined with \n."""
+        lines = []
+        while True:
+            line = await asyncio.wait_for(self.reader.readline(), 10)
+            if not line:
+                raise ConnectionError("server closed the connection")
+            text = line.decode("utf-8", "replace").rstrip("\r\n")
+            lines.append(text)
+            if len(text) < 4 or text[3] != "-":
+                return "\n".join(lines)
+
+    async def cmd(self, line: str | bytes) -> str:
+        data = line if isinstance(line, bytes) else line.encode()
+        self.writer.write(data + b"\r\n")
+        await self.writer.drain()
+        return await self.reply()
+
+    async def ehlo(self) -> str:
+        return await self.cmd("EHLO client.test")
+
+    async def login(self, user: str, password: str) -> str:
+        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        return await self.cmd(f"AUTH PLAIN {token}")
+
+    async def data(self, raw: bytes) -> str:
+        reply = await self.cmd("DATA")
+        assert reply.startswith("354"), reply
+        body = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        lines = [b"." + ln if ln.startswith(b".") else ln for ln in body.split(b"\r\n")]
+        if lines and lines[-1] == b"":
+            lines.pop()
+        self.writer.write(b"\r\n".join(lines) + b"\r\n.\r\n")
+        await self.writer.drain()
+        return await self.reply()
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
+
+
+def message(sender: str, to: str, subject: str = "hello", body: str = "hi there\r\n",
+            extra: str = "") -> bytes:
+    return (f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\n{extra}\r\n{body}").encode()
+
+
+def _imap_fetch(ep: Endpoint, user: str, password: str, mailbox: str) -> list[tuple[bytes, tuple]]:
+    with imapclient.IMAPClient(ep.host, ep.port, ssl=False, timeout=10) as client:
+        client.login(user, password)
+        client.select_folder(mailbox, readonly=True)
+        uids = client.search("ALL")
+        if not uids:
+            return []
+        data = client.fetch(uids, ["BODY.PEEK[]", "FLAGS"])
+        return [(data[uid][b"BODY[]"], data[uid][b"FLAGS"]) for uid in sorted(data)]
+
+
+async def imap_messages(lab: Lab, user: str, mailbox: str = "INBOX") -> list[bytes]:
+    """Every message of the mailbox, read over IMAP with imapclient (in a thread: it blocks)."""
+    ep = lab.imap(lab.domain_of(user))
+    rows = await asyncio.to_thread(_imap_fetch, ep, user, lab.password(user), mailbox)
+    return [raw for raw, _ in rows]
+
+
+async def imap_rows(lab: Lab, user: str, mailbox: str = "INBOX") -> list[tuple[bytes, tuple]]:
+    ep = lab.imap(lab.domain_of(user))
+    return await asyncio.to_thread(_imap_fetch, ep, user, lab.password(user), mailbox)
