@@ -51,7 +51,7 @@ class MatrixOptions:
     progress: Progress | None = None
     observer: Observer | None = None  # called after every event of every trial (the demo narrates from it)
     observe_trials: Callable[[str, str, int], bool] | None = None  # which trials the observer hears
-    transcript_filter: Callable[[TranscriptLine], bool] | None = None
+    transcript_sink: Callable[[str, TranscriptLine], None] | None = None  # (mode, line) of recorded trials
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -165,7 +165,10 @@ async def _run_group(group: Group, options: MatrixOptions, finished: Callable[[T
 
     concurrency = 1 if group.exclusive_clock else min(options.concurrency, options.trials)
     slots_needed = concurrency * len(group.scenarios)
-    recorder = GatedRecorder(max_literal=4096, sink=None) if options.transcripts else None
+    recorder = GatedRecorder(max_literal=4096) if options.transcripts else None
+    if recorder is not None and options.transcript_sink is not None:
+        user_sink, mode = options.transcript_sink, group.mode
+        recorder.sink = lambda line: user_sink(mode, line)
     config = lab_config(group.mode, group.policies, slots_needed, options.base_config)
     shared = None
     if group.exclusive_clock:
@@ -187,9 +190,9 @@ async def _run_group(group: Group, options: MatrixOptions, finished: Callable[[T
                     user_observer(ctx, event, notes)
 
         engine = TrialEngine(lab, group.mode, clock_factory=clock_factory, shared_clock=shared, observer=observer)
+        per_scenario: list[tuple[Scenario, list]] = []
         try:
             slot_base = 0
-            per_scenario = []
             for s in group.scenarios:
                 slots = [await engine.open_slot(slot_base + k, s) for k in range(concurrency)]
                 slot_base += concurrency
@@ -198,11 +201,12 @@ async def _run_group(group: Group, options: MatrixOptions, finished: Callable[[T
             first = 0
             if recorder is not None:
                 for s, slots in per_scenario:
-                    recorder.capturing = group.mode == transcript_mode
+                    recorder.capturing = True
                     trial = await engine.run(slots[0], s, plan_trial(s, trial_seed(options.seed, s.name, 0)), 0)
                     recorder.capturing = False
+                    lines = recorder.take()
                     if group.mode == transcript_mode:
-                        result.transcripts[s.name] = recorder.take()
+                        result.transcripts[s.name] = lines
                     finished(trial)
                 first = 1
             if group.exclusive_clock:
@@ -214,7 +218,7 @@ async def _run_group(group: Group, options: MatrixOptions, finished: Callable[[T
                 await asyncio.gather(*(_deal(engine, s, slots, range(first, options.trials), options, finished)
                                        for s, slots in per_scenario))
         finally:
-            for _s, slots in per_scenario if "per_scenario" in locals() else []:
+            for _s, slots in per_scenario:
                 for slot in slots:
                     await engine.close_slot(slot)
             engine.close()

@@ -12,7 +12,7 @@ from ..store.base import SEPARATOR, MailboxExists, MailboxInfo, NoSuchMailbox
 from .errors import CommandFailed, ParseError
 from .lexer import Lexer
 from .search import _MONTHS
-from .selected import SelectedMailbox
+from .selected import MODSEQ_SHIFT, SelectedMailbox
 from .seqset import SequenceSet, compress
 from .serialise import quote
 from .utf7 import encode as utf7_encode
@@ -113,7 +113,7 @@ class MailboxCommands:
                 break
         out.append(f"* OK [UIDVALIDITY {info.uidvalidity}] UIDs valid")
         out.append(f"* OK [UIDNEXT {info.uidnext}] Predicted next UID")
-        out.append(f"* OK [HIGHESTMODSEQ {max(info.highestmodseq, 1)}] Highest")
+        out.append(f"* OK [HIGHESTMODSEQ {info.highestmodseq + MODSEQ_SHIFT}] Highest")
         self._write(("\r\n".join(out) + "\r\n").encode())
         if qresync_args is not None:
             self._qresync_select(sel, info, *qresync_args)
@@ -149,9 +149,9 @@ class MailboxCommands:
             self._write(b"* VANISHED (EARLIER) %s\r\n" % vanished.encode())
         for i, uid in enumerate(sel.uids):
             rec = sel.records[uid]
-            if rec.modseq > modseq:
+            if rec.modseq + MODSEQ_SHIFT > modseq:
                 flags = " ".join(sel.flags_of(uid))
-                self._write(f"* {i + 1} FETCH (UID {uid} FLAGS ({flags}) MODSEQ ({rec.modseq}))\r\n".encode())
+                self._write(f"* {i + 1} FETCH (UID {uid} FLAGS ({flags}) MODSEQ ({rec.modseq + MODSEQ_SHIFT}))\r\n".encode())
 
     # -- CREATE / DELETE / RENAME / SUBSCRIBE --------------------------------------------------------------
     def cmd_create(self, tag: str, lx: Lexer) -> None:
@@ -165,10 +165,14 @@ class MailboxCommands:
             raise CommandFailed("Empty mailbox name")
         if name == "INBOX":
             raise CommandFailed("INBOX always exists", "ALREADYEXISTS")
+        before = {b.name for b in self.store.list_mailboxes(self.user)}
         try:
             self.store.create_mailbox(self.user, name, origin=self)
         except MailboxExists:
             raise CommandFailed("Mailbox already exists", "ALREADYEXISTS") from None
+        for box in self.store.list_mailboxes(self.user):  # RFC 3501: CREATE does not subscribe
+            if box.name not in before and box.subscribed:
+                self.store.set_subscribed(self.user, box.name, False)
         self.ok(tag, "Create completed.")
 
     def cmd_delete(self, tag: str, lx: Lexer) -> None:
@@ -200,6 +204,10 @@ class MailboxCommands:
         lx.sp()
         name = lx.mailbox()
         lx.end()
+        try:
+            self.store.mailbox(self.user, name)
+        except NoSuchMailbox:
+            raise CommandFailed(f"Mailbox doesn't exist: {name}", "NONEXISTENT") from None
         self.store.set_subscribed(self.user, name, True)
         self.ok(tag, "Subscribe completed.")
 
@@ -295,9 +303,12 @@ class MailboxCommands:
             info = self.store.mailbox(self.user, name)
         except NoSuchMailbox:
             raise CommandFailed(f"Mailbox doesn't exist: {name}", "NONEXISTENT") from None
-        values = {"MESSAGES": info.exists, "RECENT": 0, "UIDNEXT": info.uidnext,
+        # STATUS RECENT needs to count without claiming; `recent_count` is an optional store method
+        recent_count = getattr(self.store, "recent_count", None)
+        recent = recent_count(self.user, info.name) if recent_count is not None else 0
+        values = {"MESSAGES": info.exists, "RECENT": recent, "UIDNEXT": info.uidnext,
                   "UIDVALIDITY": info.uidvalidity, "UNSEEN": info.unseen,
-                  "HIGHESTMODSEQ": max(info.highestmodseq, 1)}
+                  "HIGHESTMODSEQ": info.highestmodseq + MODSEQ_SHIFT}
         if "HIGHESTMODSEQ" in items:
             self.condstore = True
         body = " ".join(f"{item} {values[item]}" for item in items)

@@ -13,7 +13,7 @@ from .fetch_items import FetchItem, FetchRequest, parse_fetch_args
 from .lexer import Lexer
 from .mailbox_commands import missing_uids
 from .search import Msg, internal_date_text, parse_search
-from .selected import SelectedMailbox
+from .selected import MODSEQ_SHIFT, SelectedMailbox
 from .seqset import SequenceSet, compress
 from .serialise import serialise
 
@@ -93,7 +93,7 @@ class MessageCommands:
             if chosen:
                 self.store.expunge(self.user, sel.name, chosen, origin=self)
         self._tagged_updates("EXPUNGE")
-        code = f"[HIGHESTMODSEQ {sel.highestmodseq}] " if self.condstore else ""
+        code = f"[HIGHESTMODSEQ {sel.highestmodseq + MODSEQ_SHIFT}] " if self.condstore else ""
         self.ok(tag, f"{code}Expunge completed.", updates=False)
 
     # -- SEARCH -----------------------------------------------------------------------------------------------
@@ -132,7 +132,7 @@ class MessageCommands:
                     highest = rec.modseq
         line = "* SEARCH" + "".join(f" {n}" for n in hits)
         if prog.uses_modseq and hits:
-            line += f" (MODSEQ {highest})"
+            line += f" (MODSEQ {highest + MODSEQ_SHIFT})"
         self._write((line + "\r\n").encode())
         self.ok(tag, "Search completed.", "SEARCH")
 
@@ -161,7 +161,7 @@ class MessageCommands:
                 self._write(b"* VANISHED (EARLIER) %s\r\n" % vanished.encode())
         if req.changedsince is not None:
             cs = req.changedsince
-            idx = [i for i in idx if sel.records[sel.uids[i]].modseq > cs]
+            idx = [i for i in idx if sel.records[sel.uids[i]].modseq + MODSEQ_SHIFT > cs]
         if not sel.readonly and any(i.sets_seen for i in items):
             unseen = [sel.uids[i] for i in idx if sel.uids[i] not in sel.gone
                       and "\\Seen" not in sel.records[sel.uids[i]].flags]
@@ -169,6 +169,9 @@ class MessageCommands:
                 self.store.store_flags(self.user, sel.name, unseen, ["\\Seen"], "add", origin=self)
                 if "FLAGS" not in {i.name for i in items}:
                     items.append(FetchItem("FLAGS"))
+        names = {i.name for i in items}
+        if self.condstore and "FLAGS" in names and "MODSEQ" not in names:
+            items.append(FetchItem("MODSEQ"))  # RFC 7162 3.2: with CONDSTORE on, FLAGS come with their MODSEQ
         missing = self._render_fetch(sel, idx, items)
         self._tagged_updates("UID" if uid else "FETCH")
         if missing:
@@ -211,7 +214,7 @@ class MessageCommands:
         if name == "FLAGS":
             return b"FLAGS (%s)" % " ".join(sel.flags_of(u)).encode()
         if name == "MODSEQ":
-            return b"MODSEQ (%d)" % rec.modseq
+            return b"MODSEQ (%d)" % (rec.modseq + MODSEQ_SHIFT)
         if name == "RFC822.SIZE":
             return b"RFC822.SIZE %d" % rec.size
         if name == "INTERNALDATE":
@@ -279,7 +282,8 @@ class MessageCommands:
         if sel.readonly:
             raise CommandFailed("Mailbox is read-only", "READ-ONLY")
         targets = [sel.uids[i] for i in idx if sel.uids[i] not in sel.gone]
-        update = self.store.store_flags(self.user, sel.name, targets, flags, mode, unchanged_since, origin=self)
+        store_since = None if unchanged_since is None else unchanged_since - MODSEQ_SHIFT
+        update = self.store.store_flags(self.user, sel.name, targets, flags, mode, store_since, origin=self)
         failed = set(update.failed_modified)
         changed = {r.uid for r in update.changed}
         for r in (*update.changed, *update.unchanged):  # our own events may lag nothing, but be sure
@@ -300,7 +304,7 @@ class MessageCommands:
             if uid:
                 parts.insert(0, b"UID %d" % u)
             if self.condstore:
-                parts.append(b"MODSEQ (%d)" % rec.modseq)
+                parts.append(b"MODSEQ (%d)" % (rec.modseq + MODSEQ_SHIFT))
             out += b"* %d FETCH (%b)\r\n" % (i + 1, b" ".join(parts))
         self._tagged_updates("UID" if uid else "STORE")
         if failed:

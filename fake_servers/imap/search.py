@@ -170,7 +170,7 @@ class _Parser:
                     raise ParseError("bad MODSEQ entry type")
                 lx.sp()
             n = lx.number("mod-sequence")
-            return lambda m: m.record.modseq >= n
+            return lambda m: m.record.modseq + 1 >= n  # store MODSEQ + MODSEQ_SHIFT (selected.py)
         if name[:1].isdigit() or name[:1] == "*":
             sset = SequenceSet.parse(word)
             resolved = sset.resolve(self.count())

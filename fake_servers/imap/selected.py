@@ -18,6 +18,10 @@ from ..store.base import (
 )
 from .seqset import compress
 
+#: Added to the store's MODSEQ values on the wire: the store counts from 0 for an empty mailbox, while RFC 7162
+#: mod-sequences are positive (0 means NOMODSEQ) and must grow with the first append.
+MODSEQ_SHIFT = 1
+
 _SYSTEM_ORDER = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
@@ -138,7 +142,8 @@ class SelectedMailbox:
                 rec = self.records[uid]
                 flags = " ".join(self.flags_of(uid)).encode()
                 if condstore:
-                    out += b"* %d FETCH (UID %d FLAGS (%s) MODSEQ (%d))\r\n" % (seq, uid, flags, rec.modseq)
+                    out += b"* %d FETCH (UID %d FLAGS (%s) MODSEQ (%d))\r\n" % (seq, uid, flags,
+                                                                                   rec.modseq + MODSEQ_SHIFT)
                 else:
                     out += b"* %d FETCH (UID %d FLAGS (%s))\r\n" % (seq, uid, flags)
             self.pending_flags.clear()

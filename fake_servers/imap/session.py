@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -30,6 +31,7 @@ from .selected import SelectedMailbox
 from .view_cache import ViewCache
 
 log = logging.getLogger("fake_servers.imap")
+_LITERAL_AT_EOL = re.compile(rb"\{(\d+)\+?\}\r\n")
 
 NOT_AUTHENTICATED = "not authenticated"
 AUTHENTICATED = "authenticated"
@@ -138,7 +140,7 @@ class ImapSession(MailboxCommands, MessageCommands):
             if self.closed or self.state == LOGOUT:
                 break
             if isinstance(event, Command):
-                self._record("C", event.data)
+                self._record("C", b"********" if self.auth_tag is not None else event.data)
                 self._command(event.data)
                 if self.io_paused:
                     break
@@ -190,8 +192,26 @@ class ImapSession(MailboxCommands, MessageCommands):
             self.io.write(data)
 
     def _record(self, direction: str, data: bytes) -> None:
-        if self.transcript is not None:
-            self.transcript.record(self.label, direction, data)  # type: ignore[arg-type]
+        """Record protocol lines one by one, each literal as one block (the recorder abbreviates long ones)."""
+        if self.transcript is None:
+            return
+        pos = 0
+        n = len(data)
+        while pos < n:
+            m = _LITERAL_AT_EOL.search(data, pos)
+            if m is None:
+                chunk, pos = data[pos:], n
+                for line in chunk.split(b"\r\n"):
+                    if line:
+                        self.transcript.record(self.label, direction, line)  # type: ignore[arg-type]
+                break
+            for line in data[pos:m.end()].split(b"\r\n"):
+                if line:
+                    self.transcript.record(self.label, direction, line)  # type: ignore[arg-type]
+            size = int(m.group(1))
+            literal = data[m.end():m.end() + size]
+            self.transcript.record(self.label, direction, literal)  # type: ignore[arg-type]
+            pos = m.end() + size
 
     # -- store events ---------------------------------------------------------------------------------------
     def on_store_event(self, event) -> None:

@@ -114,6 +114,7 @@ class RelayQueue:
         self._idle = asyncio.Event()
         self._idle.set()
         self.delivered = 0  # recipients handed over with 250 (for tests and the benchmark)
+        self._attempted = asyncio.Condition()
 
     # -- public ---------------------------------------------------------------------------------------
     def enqueue(self, queue_id: str, mail_from: str, recipients: Sequence[str], raw: bytes,
@@ -188,6 +189,11 @@ class RelayQueue:
     def idle(self) -> bool:
         return self._idle.is_set()
 
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Until `predicate()` holds, checked after every delivery attempt (tests: "the first try failed")."""
+        async with self._attempted:
+            await self._attempted.wait_for(predicate)
+
     # -- internals ------------------------------------------------------------------------------------
     def _add(self, entry: RelayEntry) -> None:
         self._entries[entry.id] = entry
@@ -253,6 +259,8 @@ class RelayQueue:
                 finally:
                     self._inflight -= 1
                     self._update_idle()
+                async with self._attempted:
+                    self._attempted.notify_all()
         finally:
             if smtp is not None:
                 smtp.close()

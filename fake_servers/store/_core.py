@@ -142,6 +142,9 @@ class CoreStore(MailStore):
         self._last_uidvalidity = 0
 
     # -- hooks for implementations ---------------------------------------------------------------------
+    def _check_name(self, name: str) -> None:
+        """Refuse a (canonical) mailbox name this storage cannot hold, before anything is created."""
+
     def _load_account(self, user: str) -> Account | None:
         """An account that exists in storage but is not loaded yet, or None."""
         return None
@@ -314,6 +317,7 @@ class CoreStore(MailStore):
             raise MailboxExists(f"Mailbox already exists: {key}")
         if special_use is not None and special_use not in SPECIAL_USES:
             raise StoreError(f"Unknown special-use attribute: {special_use}")
+        self._check_name(key)
         for parent in parents(key):
             if parent not in account.mailboxes:
                 self._create_one(account, parent, None, origin)
@@ -344,6 +348,7 @@ class CoreStore(MailStore):
         if is_descendant(target, source.name):
             raise StoreError(f"Can't rename mailbox {source.name} under itself")
         if source.name == INBOX:
+            self._check_name(target)
             self._rename_inbox(account, source, target, origin)
             return
         moving = [source] + [account.mailboxes[name] for name in sorted(account.mailboxes)
@@ -352,6 +357,7 @@ class CoreStore(MailStore):
         for _, new_name in renames:
             if new_name in account.mailboxes:
                 raise MailboxExists(f"Mailbox already exists: {new_name}")
+            self._check_name(new_name)
         for parent in parents(target):
             if parent not in account.mailboxes:
                 self._create_one(account, parent, None, origin)

@@ -71,6 +71,9 @@ class MaildirStore(CoreStore):
             raise StoreError(f"Invalid user name for the Maildir store: {user!r}")
         return self.root / user
 
+    def _check_name(self, name: str) -> None:
+        mf.folder_dir_name(name)
+
     def _folder_path(self, account: Account, name: str) -> Path:
         home = self._home(account.name)
         return home if name == INBOX else home / mf.folder_dir_name(name)
@@ -206,13 +209,12 @@ class MaildirStore(CoreStore):
                 if not entry.name.startswith("."):
                     on_disk[mf.base_of(entry.name)] = f"{sub}/{entry.name}"
         numbered = set()
-        changed = False
+        changed = vanished = False
         for uid in sorted(entries):
             base = entries[uid]
             relfile = on_disk.get(base)
             if relfile is None or base in numbered:
-                if uid in known:
-                    changed = True  # expunged by someone else
+                vanished |= uid in known  # expunged by someone else
                 dirty = True
                 continue
             numbered.add(base)
@@ -222,7 +224,10 @@ class MaildirStore(CoreStore):
             mbox.add(record)
             if relfile.startswith("cur/"):
                 mbox.claimed.add(uid)
-        fresh = sorted((b for b in on_disk if b not in numbered), key=lambda b: (on_disk[b], b))
+        if vanished:  # an expunge is a change too: CONDSTORE clients must see HIGHESTMODSEQ move
+            mbox.next_modseq()
+            changed = True
+        fresh = sorted(b for b in on_disk if b not in numbered)
         for base in fresh:  # delivered by someone else: number them now, as Dovecot would
             uid = mbox.uidnext
             relfile = on_disk[base]
@@ -245,22 +250,24 @@ class MaildirStore(CoreStore):
                           ) -> tuple[MessageRecord, bool]:
         """A record for a file; (record, True) when its MODSEQ had to be raised (new or changed outside)."""
         folder: _Folder = mbox.backend
-        path = folder.path / relfile
         on_disk = frozenset(mf.flags_from_name(relfile, folder.keywords))
         if cached is not None and mf.base_of(cached[2].split("/", 1)[-1]) == mf.base_of(relfile.split("/", 1)[-1]):
             _, modseq, old_relfile, size, mtime, message_id, extra = cached[:7]
             extra = list(extra or [])
-            flags = on_disk | frozenset(extra)
+            flags = on_disk | frozenset(extra) if extra else on_disk
             if extra:
                 folder.extra[uid] = extra
-            was = frozenset(mf.flags_from_name(old_relfile, folder.keywords)) | frozenset(extra)
-            bumped = was != flags
+            bumped = False
+            if old_relfile != relfile:  # renamed since we last wrote it: did the flags change?
+                was = frozenset(mf.flags_from_name(old_relfile, folder.keywords)) | frozenset(extra)
+                bumped = was != flags
             if bumped:
                 modseq = mbox.highestmodseq + 1
             record = MessageRecord(uid, flags, datetime.fromtimestamp(int(mtime), tz=UTC), int(size),
                                    max(int(modseq), 1), message_id)
             mbox.highestmodseq = max(mbox.highestmodseq, record.modseq)
             return record, bumped
+        path = folder.path / relfile
         st = path.stat()
         size = mf.size_from_name(relfile)
         if size is None or size != st.st_size:

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 import aioimaplib
 
-from harness.clients.imap_parse import FetchRecord, parse_fetch, parse_untagged, status_text
+from harness.clients.imap_parse import (
+    FetchRecord,
+    ParseError,
+    parse_fetch,
+    parse_untagged,
+    parse_values,
+    status_text,
+)
 
 #: Seconds a single command may take before the connection is considered dead.
 COMMAND_TIMEOUT = 10.0
@@ -276,13 +283,20 @@ class ImapConnection:
 
     async def list_mailboxes(self) -> list[str]:
         response = await self._checked(self._protocol.simple_command("LIST", '""', '"*"'), "LIST")
+        # aioimaplib files "* LIST (...) "/" INBOX" under LIST with the word removed; the last line is the status
         names = []
-        for line in response.lines:
-            if isinstance(line, bytes) and line.upper().startswith(b"LIST "):
-                from harness.clients.imap_parse import parse_values
-
-                values = parse_values([line[5:]])
-                if len(values) >= 3 and isinstance(values[2], bytes):
+        for line in response.lines[:-1]:
+            if not isinstance(line, bytes):
+                continue
+            if line.upper().startswith(b"LIST "):
+                line = line[5:]
+            try:
+                values = parse_values([line])
+            except ParseError:
+                continue
+            if len(values) >= 3 and isinstance(values[0], list) and isinstance(values[2], bytes):
+                flags = {v.lower() for v in values[0] if isinstance(v, bytes)}
+                if b"\\noselect" not in flags and b"\\nonexistent" not in flags:
                     names.append(values[2].decode("utf-8", "replace"))
         return names
 

@@ -305,18 +305,26 @@ class _FolderMirror:
                 self.wake.set()
 
     async def disconnect(self, polite: bool) -> None:
+        """polite: wait for the worker's current step (it holds the lock), end IDLE, LOGOUT. Otherwise drop the
+        socket at once, whatever is in flight (a cancelled IDLE start would otherwise block a LOGOUT)."""
         self.online = False
+        self.wake.set()
+        conn = self.conn
+        if polite and conn is not None and not conn.closed:
+            try:
+                async with asyncio.timeout(self.client.timeout):
+                    async with self.lock:
+                        await conn.logout()
+            except (TimeoutError, ImapClientError):
+                pass
         task, self.task = self.task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        conn, self.conn = self.conn, None
+        self.conn = None
         if conn is not None:
-            if polite:
-                await conn.logout()
-            else:
-                conn.abort()
+            conn.abort()
 
 
 def _sender_of(raw: bytes) -> str:

@@ -42,9 +42,11 @@ def render_table(result: MatrixResult, title: str | None = None) -> Table:
     header, rows = table_rows(result)
     table = Table(title=title or "Likelihood of a successful recall (measured)", title_justify="left",
                   show_lines=False, header_style="bold")
-    table.add_column(header[0], overflow="fold", ratio=3)
+    table.add_column(header[0], overflow="fold", min_width=24)
     for name in header[1:-1]:
-        table.add_column(name, justify="left" if name.startswith("Likelihood") else "right", no_wrap=True)
+        what, _, mode = name.partition(" (")
+        table.add_column(f"{mode.rstrip(')')}\n{what}", justify="left" if what == "Likelihood" else "right",
+                         no_wrap=True)
     table.add_column(header[-1], justify="right")
     for row in rows:
         cells = [row[0]]

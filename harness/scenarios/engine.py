@@ -31,7 +31,7 @@ import aiosmtplib
 from harness.scenarios.clock import SimClock
 from harness.scenarios.model import Scenario
 from harness.scenarios.results import TrialResult
-from harness.scenarios.timeline import Event, EventKind, Plan
+from harness.scenarios.timeline import Event, Plan
 
 ORG = "corp.example"
 EXTERNAL = "mail.example"
@@ -94,6 +94,7 @@ class TrialContext:
     preview_seen: bool = False
     report_status: str = ""
     recall_message_id: str = ""
+    outcome: dict[str, Any] = field(default_factory=dict)  # set by the observe event
     log: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # human lines of the event just run (for the demo)
 
@@ -185,7 +186,6 @@ class TrialEngine:
         ctx = TrialContext(scenario=scenario, plan=plan, mode=self.mode, index=index, slot=slot,
                            message_id=mid, subject=f"Quarterly figures (trial {index})")
         error = ""
-        outcome: dict[str, Any] = {}
         try:
             if slot.desktop is not None and not slot.desktop.online:
                 await slot.desktop.go_online()  # a previous trial may have ended offline
@@ -201,8 +201,6 @@ class TrialEngine:
                 ctx.log.append(f"{event.at:.0f} {event.kind.value}")
                 if self.observer is not None:
                     self.observer(ctx, event, list(ctx.notes))
-                if event.kind is EventKind.OBSERVE:
-                    outcome = self._outcome(ctx)
         except Exception as exc:  # noqa: BLE001 - a failed step fails the trial, never the run
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         finally:
@@ -210,6 +208,7 @@ class TrialEngine:
                 await self._cleanup(ctx)
             except Exception as exc:  # noqa: BLE001
                 error = error or f"cleanup: {exc}"
+        outcome = ctx.outcome
         verdict = outcome.get("verdict", "failed") if not error else "failed"
         return TrialResult(
             scenario=scenario.name, mode=self.mode, index=index, seed=plan.seed, client=scenario.client,
@@ -393,6 +392,11 @@ class TrialEngine:
 
     async def _on_observe(self, ctx: TrialContext, event: Event) -> None:
         await self._settle(ctx)
+        ctx.outcome = self._outcome(ctx)
+        if ctx.web is not None and ctx.web.has_message_id(ctx.message_id):
+            where = "as an opened snapshot" if ctx.web.snapshot_visible(ctx.message_id) else "in the list"
+            ctx.note(f"the web page, loaded before the recall, still shows it {where}")
+        ctx.note(ctx.outcome["explain"])
 
     # --- settling, outcome, cleanup ------------------------------------------------------------------------
 
@@ -417,13 +421,13 @@ class TrialEngine:
         client_copy = any(c.present for c in copies)
         if ctx.cancelled and not server_copy and not client_copy:
             # Delayed send cancelled in the outbox: nothing reached the recipient, wherever they are.
-            return {"verdict": "recalled", "server_copy": False, "client_copy": False}
+            return {"verdict": "recalled", "server_copy": False, "client_copy": False,
+                    "explain": f"{slot.recipient}: recalled (cancelled in the outbox, never delivered)"}
         outcome = RecipientOutcome(recipient=slot.recipient, server_copy=server_copy, clients=tuple(copies),
                                    read_before_recall=ctx.read_before_recall, preview_seen=ctx.preview_seen,
                                    external=ctx.scenario.recipient == "external")
-        verdict = judge(outcome)
-        return {"verdict": getattr(verdict, "value", str(verdict)), "server_copy": server_copy,
-                "client_copy": client_copy}
+        return {"verdict": judge(outcome).value, "server_copy": server_copy, "client_copy": client_copy,
+                "explain": outcome.explain()}
 
     async def _cleanup(self, ctx: TrialContext) -> None:
         """Empty the slot's mailboxes (store API) so the next trial starts from nothing, and let the desktop

@@ -95,3 +95,46 @@ async def imap_messages(lab: Lab, user: str, mailbox: str = "INBOX") -> list[byt
 async def imap_rows(lab: Lab, user: str, mailbox: str = "INBOX") -> list[tuple[bytes, tuple]]:
     ep = lab.imap(lab.domain_of(user))
     return await asyncio.to_thread(_imap_fetch, ep, user, lab.password(user), mailbox)
+
+
+class ScriptedServer:
+    """A bare aiosmtpd server in the test's loop whose DATA replies follow a script (then 250 forever).
+
+    Stands for "another provider" that is down, busy (4xx) or refusing (5xx), reached through lab.set_route.
+    """
+
+    def __init__(self, data_replies: list[str] | None = None, rcpt_replies: list[str] | None = None) -> None:
+        self.data_replies = list(data_replies or [])
+        self.rcpt_replies = list(rcpt_replies or [])
+        self.received: list[tuple[str, list[str], bytes]] = []
+        self.attempts = 0
+        self.arrived = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.rcpt_replies:
+            return self.rcpt_replies.pop(0)
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.attempts += 1
+        if self.data_replies:
+            return self.data_replies.pop(0)
+        self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+        self.arrived.set()
+        return "250 2.0.0 OK"
+
+    async def start(self) -> None:
+        from aiosmtpd.smtp import SMTP
+
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: SMTP(self, hostname="scripted.test", enable_SMTPUTF8=True, loop=loop), "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

@@ -68,9 +68,9 @@ def test_layout_is_maildir_plus_plus(root):
     new = os.listdir(home / "new")
     assert new and all(":" not in n for n in new)  # unflagged, unclaimed mail waits in new/
     assert not os.listdir(home / "tmp")
-    for name in os.listdir(home) + os.listdir(home / ".Sent"):
-        assert not name.startswith(".recall") and (name.startswith(".") or not name.startswith("dovecot") or
-                                                   name in ("dovecot-uidlist", "dovecot-keywords"))
+    # our side files: never a dot-name (Dovecot would take it for a folder), never a dovecot-* name
+    ours = {n for n in os.listdir(home) + os.listdir(home / ".Sent") if "recall-lab" in n}
+    assert ours == {mf.ACCOUNT, mf.STATE, mf.JOURNAL}
 
 
 def test_file_mtime_is_internaldate_and_size_in_name(root):
@@ -147,7 +147,8 @@ def test_external_changes_are_picked_up(root):
     info = store.mailbox(ALICE, "INBOX")
     store.close()
     cur = root / ALICE / "cur"
-    names = sorted(os.listdir(cur))
+    by_body = {(cur / n).read_bytes(): n for n in os.listdir(cur)}
+    names = [by_body[message(0)], by_body[message(1)]]
     # someone flags message 1, deletes message 2, and delivers a new one into new/
     os.rename(cur / names[0], cur / (mf.base_of(names[0]) + ":2,FS"))
     os.unlink(cur / names[1])
@@ -197,7 +198,14 @@ def test_dot_in_name_is_refused_and_changes_nothing(root):
     store.ensure_user(ALICE)
     with pytest.raises(StoreError, match=r"\."):
         store.create_mailbox(ALICE, "v1.2/notes")
-    assert {m.name for m in store.list_mailboxes(ALICE)} == {"INBOX", "Sent", "Drafts", "Trash"}
+    with pytest.raises(StoreError, match=r"\."):
+        store.create_mailbox(ALICE, "fine/not.fine")
+    store.create_mailbox(ALICE, "kid/x")
+    with pytest.raises(StoreError, match=r"\."):
+        store.rename_mailbox(ALICE, "kid", "new/a.b")
+    with pytest.raises(StoreError, match=r"\."):
+        store.rename_mailbox(ALICE, "INBOX", "old.inbox")
+    assert {m.name for m in store.list_mailboxes(ALICE)} == {"INBOX", "Sent", "Drafts", "Trash", "kid", "kid/x"}
 
 
 def test_non_ascii_names_use_modified_utf7_directories(root):
@@ -276,3 +284,35 @@ def test_files_renamed_behind_our_back_are_found_again(root):
     store.close()
     again = MaildirStore(root)
     assert [r.uid for r in again.messages(ALICE, "INBOX")] == [1, 2]
+
+
+def test_external_expunge_moves_highestmodseq(root):
+    store = MaildirStore(root)
+    store.ensure_user(ALICE)
+    store.append(ALICE, "INBOX", message(1), ["\\Seen"])
+    store.append(ALICE, "INBOX", message(2), ["\\Seen"])
+    before = store.mailbox(ALICE, "INBOX").highestmodseq
+    store.close()
+    cur = root / ALICE / "cur"
+    (victim,) = [n for n in os.listdir(cur) if (cur / n).read_bytes() == message(2)]
+    os.unlink(root / ALICE / "cur" / victim)
+    again = MaildirStore(root)
+    assert [r.uid for r in again.messages(ALICE, "INBOX")] == [1]
+    assert again.mailbox(ALICE, "INBOX").highestmodseq == before + 1
+    again.close()
+    assert MaildirStore(root).mailbox(ALICE, "INBOX").highestmodseq == before + 1
+
+
+def test_recreated_mailbox_continues_uids_after_restart(root):
+    store = MaildirStore(root)
+    store.ensure_user(ALICE)
+    store.create_mailbox(ALICE, "box")
+    for n in range(3):
+        store.append(ALICE, "box", message(n))
+    old = store.mailbox(ALICE, "box").uidvalidity
+    store.delete_mailbox(ALICE, "box")
+    store.close()
+    again = MaildirStore(root)
+    info = again.create_mailbox(ALICE, "box")
+    assert info.uidvalidity > old and info.uidnext == 4
+    assert again.append(ALICE, "box", message(9)).uid == 4

@@ -1,0 +1,206 @@
+"""`recall-lab demo`: the teaching demo, and the README's first command.
+
+With no arguments it starts the default lab (corp.example with alice, bob, carol; mail.example with dave), walks
+one message and its recall through each condition of the article's table (and the extra ones) with a short
+narration and the protocol lines that matter, then measures every condition over many trials and ends with the
+table in the article's form.
+
+Why the walk shows so few protocol lines: a whole trial is a few hundred lines of SMTP and IMAP; what explains
+the outcome is a handful of them (the original's Message-ID, the recall that names it, the EXPUNGE or VANISHED
+the desktop client receives, the plain "would like to recall" text an outside provider delivers). The full
+transcript of each condition is in the HTML report (`recall-lab matrix --html FILE`).
+
+Time budget: under 30 s on a 2-core machine at the default trial count (see docs/readme/demo.md).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import defaultdict
+from email import policy as email_policy
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from harness.commands.matrix import (
+    load_base_config,
+    make_options,
+    progress_bar,
+    resolve_scenarios,
+    run_matrix_sync,
+    write_outputs,
+)
+
+DEFAULT_DEMO_TRIALS = 20
+
+#: Protocol lines worth showing, with what each one proves.
+KEY_LINES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^Message-ID: <trial\."), "the original's Message-ID"),
+    (re.compile(r"^Subject: Recall: "), "the recall instruction"),
+    (re.compile(r"^X-Recall-Message-ID: "), "it names the original"),
+    (re.compile(r"^\* \d+ EXPUNGE$"), "the desktop client hears the deletion"),
+    (re.compile(r"^\* VANISHED "), "the desktop client hears the deletion"),
+    (re.compile(r"^Subject: Recall (Success|Failure): "), "the recipient's client reports back"),
+    (re.compile(r"^Subject: Message Recall Report: "), "the sender's report"),
+    (re.compile(r"^\S+@\S+: (recalled|recalled-after-read|failed-\w+|not-found|held|external|pending)"),
+     "a line of the report"),
+)
+_RECALL_TEXT = re.compile(r"would like to recall the message")
+
+
+def _fmt_t(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:2d}:{s:02d}"
+
+
+def _key_lines(lines: list[Any], seen: set[str]) -> list[str]:
+    """The lines of `lines` (TranscriptLine) that matter, each text once per trial."""
+    out = []
+    for line in lines:
+        text = line.text.strip()
+        for pattern, why in KEY_LINES:
+            if pattern.search(text) and text not in seen:
+                seen.add(text)
+                out.append(f"{line.session} {line.direction}: {text}   <- {why}")
+                break
+    return out
+
+
+class Narrator:
+    """Prints one mode's trial live (observer + transcript sink) and remembers the other mode's outcome."""
+
+    def __init__(self, console: Console, live_mode: str = "cloud") -> None:
+        self.console = console
+        self.live_mode = live_mode
+        self.pending: dict[str, list[Any]] = defaultdict(list)
+        self.seen: dict[str, set[str]] = defaultdict(set)
+        self.summary: dict[str, dict[str, Any]] = {}
+
+    def sink(self, mode: str, line: Any) -> None:
+        self.pending[mode].append(line)
+
+    def observe(self, ctx: Any, event: Any, notes: list[str]) -> None:
+        from harness.scenarios.timeline import EventKind
+
+        lines, self.pending[ctx.mode] = self.pending[ctx.mode], []
+        key = _key_lines(lines, self.seen[ctx.mode])
+        extra = self._external_view(ctx, event)
+        if event.kind is EventKind.OBSERVE:
+            self.summary[ctx.mode] = {"verdict": ctx.outcome.get("verdict", "?"), "report": ctx.report_status,
+                                      "explain": ctx.outcome.get("explain", "")}
+        if ctx.mode != self.live_mode:
+            return
+        c = self.console
+        first, *rest = notes or [event.kind.value]
+        c.print(f"  [cyan]t={_fmt_t(event.at)}[/]  [bold]{escape(event.kind.value):9}[/] {escape(first)}",
+                highlight=False)
+        for note in rest + extra:
+            c.print(f"  {'':17} {escape(note)}", highlight=False)
+        for line in key:
+            c.print(f"  {'':17} [dim]{escape(line)}[/]", highlight=False)
+
+    def _external_view(self, ctx: Any, event: Any) -> list[str]:
+        """At an outside provider the recall is just mail: show what the recipient's client shows."""
+        from harness.scenarios.timeline import EventKind
+
+        desktop = ctx.slot.desktop
+        if event.kind is not EventKind.RECALL or ctx.scenario.recipient != "external" or desktop is None:
+            return []
+        found = desktop.cache.find(ctx.recall_message_id) if ctx.recall_message_id else []
+        if not found:
+            return []
+        msg = BytesParser(policy=email_policy.default).parsebytes(found[0].raw)
+        body = msg.get_body(preferencelist=("plain",))
+        text = " ".join(str(body.get_content()).split()) if body is not None else ""
+        out = [f"at {ctx.slot.recipient_domain}, {ctx.slot.recipient}'s client shows an ordinary message: "
+               f"Subject: {msg['Subject']}"]
+        if _RECALL_TEXT.search(text):
+            out.append(f'body: "{text}"   <- all an outside provider can do with a recall')
+        return out
+
+
+def walk(scenarios: list[Any], console: Console, seed: str, realtime: bool, speed: float, base: Any) -> None:
+    """One message and its recall through each condition, narrated (cloud live, legacy summarised)."""
+    for number, s in enumerate(scenarios, start=1):
+        console.rule(f"[bold]{number}. {escape(s.condition)}[/]", align="left")
+        if s.narration:
+            console.print(escape(s.narration), highlight=False)
+        console.print(f"[dim]{escape(s.summary)}[/]", highlight=False)
+        narrator = Narrator(console)
+        live = "cloud" if "cloud" in s.modes else s.modes[0]
+        narrator.live_mode = live
+        console.print(f"[bold]{live} recall[/], trial 0 of seed {seed}:", highlight=False)
+        options = make_options([s], 1, seed, tuple(s.modes), 1, realtime, speed, base, None,
+                               observer=narrator.observe, transcript_sink=narrator.sink)
+        run_matrix_sync(options)
+        for mode in s.modes:
+            got = narrator.summary.get(mode)
+            if got is None:
+                continue
+            report = f", report: {got['report']}" if got["report"] else ""
+            colour = {"recalled": "green", "partial": "yellow"}.get(got["verdict"], "red")
+            console.print(f"  => {mode:6}: [{colour}]{escape(got['verdict'])}[/]{escape(report)}"
+                          f"  [dim]{escape(got['explain'])}[/]", highlight=False)
+        console.print()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("demo")
+    def demo(
+        trials: int = typer.Option(DEFAULT_DEMO_TRIALS, "--trials", "-n",
+                                   help="Trials per condition and mode for the table."),
+        seed: str = typer.Option("1", "--seed", "-s", help="Seed: the same seed gives the same story."),
+        scenario: list[str] = typer.Option(None, "--scenario", help="Only these conditions (repeatable)."),
+        realtime: bool = typer.Option(False, "--realtime",
+                                      help="Walk the conditions on the wall clock (see --speed)."),
+        speed: float = typer.Option(120.0, "--speed",
+                                    help="With --realtime: simulated seconds per real second."),
+        no_walk: bool = typer.Option(False, "--no-walk", help="Skip the narrated walk; only the table."),
+        no_table: bool = typer.Option(False, "--no-table", help="Skip the measured table."),
+        html_path: Path = typer.Option(None, "--html", help="Also write the HTML report to FILE."),
+        json_path: Path = typer.Option(None, "--json", help="Also write the JSON result to FILE."),
+        config: Path = typer.Option(None, "--config", help="Base lab config (TOML)."),
+    ) -> None:
+        """Walk one message and its recall through each condition, then measure the table."""
+        from harness.report.table import LEGEND, render_table
+
+        started = time.perf_counter()
+        console = Console(highlight=False, width=None if Console().is_terminal else 130)
+        chosen = resolve_scenarios(scenario)
+        base = load_base_config(config)
+        make_options(chosen, trials, seed, ("cloud", "legacy"), 1, realtime, speed, base, None)  # validate
+        console.print("[bold]recall-lab demo[/]: Alice (alice@corp.example) sends a message by mistake and "
+                      "recalls it.\nThe lab runs real SMTP and IMAP servers for corp.example (Alice's "
+                      "organisation: bob, carol) and mail.example (another provider: dave).\nCloud recall: "
+                      "the organisation's server deletes the original. Legacy recall: the recipient's desktop "
+                      "client must do it.\n", highlight=False)
+        if not no_walk:
+            walk(chosen, console, seed, realtime, speed, base)
+        if no_table:
+            return
+        console.rule("[bold]The table, measured[/]", align="left")
+        console.print(f"{trials} trials per condition and mode over the real servers (simulated time, "
+                      f"seed {seed}) ...", highlight=False)
+        err = Console(stderr=True)
+        hint = trials * sum(len(s.modes) for s in chosen)
+        with progress_bar(hint, True, err) as progress:
+            options = make_options(chosen, trials, seed, ("cloud", "legacy"), 4, False, speed, base, None,
+                                   progress=progress, transcripts=html_path is not None)
+            result = run_matrix_sync(options)
+        written = write_outputs(result, json_path, html_path)
+        console.print(render_table(result, title="Likelihood of a successful recall (measured)"))
+        console.print(LEGEND, highlight=False)
+        errors = [t for t in result.all_trials() if t.error]
+        if errors:
+            console.print(f"[yellow]{len(errors)} trial(s) hit an error (counted as failed); first: "
+                          f"{errors[0].scenario}/{errors[0].mode}: {escape(errors[0].error)}[/]")
+        console.print(f"{result.trial_count} trials in {result.elapsed:.1f} s; demo took "
+                      f"{time.perf_counter() - started:.1f} s.", highlight=False)
+        for path in written:
+            console.print(f"wrote {path}", highlight=False)

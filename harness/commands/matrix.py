@@ -1,0 +1,188 @@
+"""`recall-lab matrix`: the measured table for chosen scenarios and modes, as text, JSON and HTML.
+
+    recall-lab matrix --trials 50 --seed 7
+    recall-lab matrix --trials 200 --scenario web-client --scenario same-org-desktop --mode cloud \\
+        --json out.json --html report.html
+
+Expected failures (an unknown scenario or mode, a malformed scenario file or lab config, a port in use, an
+unwritable output file) are one line on stderr and a non-zero exit, via CliError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from harness.cli import CliError
+from harness.scenarios.distributions import ScenarioError
+from harness.scenarios.model import MODES, Scenario
+
+DEFAULT_TRIALS = 20
+#: Show a progress bar from this many trials on (a short run is over before a bar is worth drawing).
+PROGRESS_FROM = 100
+
+
+def resolve_scenarios(names: Sequence[str] | None) -> list[Scenario]:
+    """Built-in scenarios by name or TOML files by path; all built-ins when none is named."""
+    from harness.scenarios.catalogue import builtin_scenarios, find_scenario
+
+    try:
+        if not names:
+            return builtin_scenarios()
+        chosen: dict[str, Scenario] = {}
+        for name in names:
+            s = find_scenario(name)
+            chosen.setdefault(s.name, s)
+        return list(chosen.values())
+    except ScenarioError as exc:
+        raise CliError(str(exc)) from None
+
+
+def resolve_modes(modes: Sequence[str] | None) -> tuple[str, ...]:
+    if not modes:
+        return MODES
+    out: list[str] = []
+    for m in modes:
+        m = m.strip().lower()
+        if m not in MODES:
+            raise CliError(f"unknown recall mode {m!r} (known: {', '.join(MODES)})")
+        if m not in out:
+            out.append(m)
+    return tuple(sorted(out, key=MODES.index))
+
+
+def load_base_config(path: Path | None) -> Any:
+    if path is None:
+        return None
+    from harness.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def progress_bar(total_hint: int, enabled: bool, console: Console) -> Iterator[Any]:
+    """A rich progress bar on stderr for long runs; yields a `progress(done, total)` callback or None."""
+    if not enabled or total_hint < PROGRESS_FROM or not console.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("trials", total=total_hint)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def run_matrix_sync(options: Any) -> Any:
+    """Run the matrix in a fresh event loop, turning the lab's expected failures into CliError."""
+    from harness.config import ConfigError
+    from harness.lab import LabStartError
+    from harness.matrix import run_matrix
+
+    try:
+        return asyncio.run(run_matrix(options))
+    except (LabStartError, ConfigError, ScenarioError) as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot start the lab: {exc.strerror or exc}") from None
+
+
+def make_options(scenarios: list[Scenario], trials: int, seed: str, modes: tuple[str, ...], concurrency: int,
+                 realtime: bool, speed: float, config: Any, port_base: int | None, **extra: Any) -> Any:
+    from harness.matrix import MatrixOptions
+
+    if trials < 1:
+        raise CliError("--trials must be at least 1")
+    if concurrency < 1:
+        raise CliError("--concurrency must be at least 1")
+    if speed <= 0:
+        raise CliError("--speed must be positive")
+    if port_base is not None and not 0 < port_base < 65500:
+        raise CliError("--port-base must be between 1 and 65499")
+    seed_value: int | str = int(seed) if seed.lstrip("-").isdigit() else seed
+    try:
+        return MatrixOptions(scenarios=scenarios, trials=trials, seed=seed_value, modes=modes,
+                             concurrency=concurrency, realtime=realtime, speed=speed, base_config=config,
+                             port_base=port_base, **extra)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+def write_outputs(result: Any, json_path: Path | None, html_path: Path | None) -> list[str]:
+    from harness.report.html_report import write_html
+    from harness.report.json_report import write_json
+
+    written = []
+    try:
+        if json_path is not None:
+            written.append(str(write_json(result, json_path)))
+        if html_path is not None:
+            written.append(str(write_html(result, html_path)))
+    except OSError as exc:
+        raise CliError(f"cannot write {exc.filename}: {exc.strerror or exc}") from None
+    return written
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("matrix")
+    def matrix(
+        trials: int = typer.Option(DEFAULT_TRIALS, "--trials", "-n", help="Trials per scenario and mode."),
+        seed: str = typer.Option("1", "--seed", "-s", help="Seed of the run: same seed, same trials."),
+        scenario: list[str] = typer.Option(None, "--scenario",
+                                           help="A built-in scenario name or a TOML file (repeatable; "
+                                                "default: all)."),
+        mode: list[str] = typer.Option(None, "--mode", help="cloud or legacy (repeatable; default: both)."),
+        json_path: Path = typer.Option(None, "--json", help="Write the result as JSON to FILE."),
+        html_path: Path = typer.Option(None, "--html", help="Write a self-contained HTML report to FILE."),
+        concurrency: int = typer.Option(4, "--concurrency", "-c",
+                                        help="Concurrent recipients per scenario and mode."),
+        realtime: bool = typer.Option(False, "--realtime", help="Run events on the wall clock."),
+        speed: float = typer.Option(60.0, "--speed", help="With --realtime: simulated seconds per second."),
+        config: Path = typer.Option(None, "--config", help="Base lab config (TOML) to build the labs from."),
+        port_base: int = typer.Option(None, "--port-base", help="Listen on fixed ports (first lab)."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no table."),
+        list_: bool = typer.Option(False, "--list", help="List the built-in scenarios and exit."),
+    ) -> None:
+        """Run N trials of each scenario in each recall mode over the real servers; print the table."""
+        from harness.report.table import LEGEND, render_table
+
+        out = Console()
+        if list_:
+            for s in resolve_scenarios(None):
+                out.print(f"{s.name:20} {s.condition}", highlight=False)
+            return
+        chosen = resolve_scenarios(scenario)
+        modes = resolve_modes(mode)
+        base = load_base_config(config)
+        err = Console(stderr=True)
+        hint = trials * sum(len([m for m in modes if m in s.modes]) for s in chosen)
+        with progress_bar(hint, not quiet, err) as progress:
+            options = make_options(chosen, trials, seed, modes, concurrency, realtime, speed, base, port_base,
+                                   progress=progress)
+            result = run_matrix_sync(options)
+        written = write_outputs(result, json_path, html_path)
+        if not quiet:
+            out.print(render_table(result))
+            out.print(LEGEND, highlight=False)
+            rate = result.trial_count / result.elapsed if result.elapsed else 0.0
+            out.print(f"{result.trial_count} trials in {result.elapsed:.1f} s ({rate:.0f} trials/s), "
+                      f"seed {result.seed}", highlight=False)
+            errors = [t for t in result.all_trials() if t.error]
+            if errors:
+                out.print(f"[yellow]{len(errors)} trial(s) hit an error (counted as failed); first: "
+                          f"{errors[0].scenario}/{errors[0].mode} #{errors[0].index}: {errors[0].error}[/]")
+            for path in written:
+                out.print(f"wrote {path}", highlight=False)

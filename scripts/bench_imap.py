@@ -1,0 +1,545 @@
+#!/usr/bin/env python3
+"""Benchmark our IMAP server against Dovecot, side by side in one run, with the same client (imaplib).
+
+Why side by side: absolute timings depend on the machine; the ratio ours/Dovecot on the same mailbox, the
+same client and the same moment does not (much). Both servers run in their own processes (ours in a child
+Python process, so the client does not share its GIL), both hold one INBOX of N generated messages of
+realistic sizes with unique Message-IDs (Dovecot's is written as a Maildir directly, then indexed by one
+untimed SELECT).
+
+Measured:
+  fetch_flags_uid    FETCH 1:* (FLAGS UID)                       median of --repeat runs
+  fetch_headers      FETCH 1:* BODY.PEEK[HEADER]                 median of --repeat runs
+  search_message_id  UID SEARCH HEADER Message-ID <id>            median of --searches ids (after a warm-up)
+  idle_flags         IDLE push latency of STORE +FLAGS from another connection: median and p99
+  idle_expunge       IDLE push latency of STORE \\Deleted + EXPUNGE from another connection: median and p99
+
+    python scripts/bench_imap.py --messages 10000 [--json out.json]
+
+Needs root (Dovecot's test config runs mail as nobody) and the `dovecot` binary; without it only our
+server is measured and the ratios are omitted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import imaplib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+USER = "alice@corp.example"
+PASSWORD = "alice-password"
+
+# --- the mailbox ---------------------------------------------------------------------------------------
+
+_WORDS = ("recall meeting budget quarterly report please review attached draft final numbers team update "
+          "schedule customer invoice project deadline thanks regards tomorrow agenda notes follow up "
+          "question answer change request approval release server migration weekend").split()
+
+
+def _para(rng: random.Random, size: int) -> str:
+    out: list[str] = []
+    line: list[str] = []
+    n = 0
+    while n < size:
+        w = rng.choice(_WORDS)
+        line.append(w)
+        n += len(w) + 1
+        if sum(len(x) + 1 for x in line) > 66:
+            out.append(" ".join(line))
+            line = []
+    out.append(" ".join(line))
+    return "\r\n".join(out)
+
+
+def _b64(rng: random.Random, size: int) -> str:
+    import base64
+
+    data = rng.randbytes(size)
+    text = base64.b64encode(data).decode()
+    return "\r\n".join(text[i:i + 76] for i in range(0, len(text), 76))
+
+
+def make_messages(n: int, seed: int = 1) -> list[bytes]:
+    """n messages: 70 % plain text (0.5-6 KB), 25 % multipart/alternative (3-20 KB), 5 % with a PDF
+    attachment (20-120 KB). Deterministic for a seed, so both processes build the same mailbox."""
+    rng = random.Random(seed)
+    people = ["alice@corp.example", "bob@corp.example", "carol@corp.example", "dave@mail.example",
+              "erin@mail.example"]
+    out: list[bytes] = []
+    for i in range(n):
+        kind = rng.random()
+        sender = rng.choice(people)
+        head = (f"Return-Path: <{sender}>\r\n"
+                f"Received: from mx.corp.example (mx.corp.example [192.0.2.{i % 250}])\r\n"
+                f"\tby imap.corp.example with ESMTPS id {rng.getrandbits(48):012x}\r\n"
+                f"\tfor <alice@corp.example>; Tue, 24 Nov 2026 09:{i % 60:02d}:00 +0100\r\n"
+                f"Date: Tue, 24 Nov 2026 {i % 24:02d}:{i % 60:02d}:{(i * 7) % 60:02d} +0100\r\n"
+                f"From: {sender.split('@')[0].title()} <{sender}>\r\n"
+                f"To: Alice <alice@corp.example>\r\n"
+                f"Subject: {rng.choice(_WORDS).title()} {rng.choice(_WORDS)} #{i}\r\n"
+                f"Message-ID: <{i:06d}.{rng.getrandbits(40):010x}@corp.example>\r\n"
+                f"MIME-Version: 1.0\r\n")
+        if kind < 0.70:
+            body = _para(rng, rng.randint(500, 6000)) + "\r\n"
+            msg = head + "Content-Type: text/plain; charset=utf-8\r\n\r\n" + body
+        elif kind < 0.95:
+            size = rng.randint(1500, 10000)
+            text = _para(rng, size)
+            b = f"alt-{i}-{rng.getrandbits(32):08x}"
+            msg = (head + f'Content-Type: multipart/alternative; boundary="{b}"\r\n\r\n'
+                   f"--{b}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n"
+                   f"--{b}\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<html><body><p>{text}</p>"
+                   f"</body></html>\r\n--{b}--\r\n")
+        else:
+            b = f"mix-{i}-{rng.getrandbits(32):08x}"
+            msg = (head + f'Content-Type: multipart/mixed; boundary="{b}"\r\n\r\n'
+                   f"--{b}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{_para(rng, 800)}\r\n"
+                   f"--{b}\r\nContent-Type: application/pdf; name=\"report-{i}.pdf\"\r\n"
+                   f"Content-Disposition: attachment; filename=\"report-{i}.pdf\"\r\n"
+                   f"Content-Transfer-Encoding: base64\r\n\r\n{_b64(rng, rng.randint(15000, 90000))}\r\n"
+                   f"--{b}--\r\n")
+        out.append(msg.encode("utf-8"))
+    return out
+
+
+def message_id(raw: bytes) -> str:
+    m = re.search(rb"\r\nMessage-ID: (<[^>]+>)", raw)
+    assert m
+    return m.group(1).decode()
+
+
+# --- our server, in a child process --------------------------------------------------------------------
+
+
+def serve_ours(n: int, seed: int) -> None:
+    """Child process: load the mailbox into a MemoryStore, serve it, print PORT, run until stdin closes."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from fake_servers.accounts import Accounts
+    from fake_servers.imap.server import ImapServer
+    from fake_servers.store.memory import MemoryStore
+
+    store = MemoryStore()
+    store.ensure_user(USER)
+    for raw in make_messages(n, seed):
+        store.append(USER, "INBOX", raw)
+
+    async def main() -> None:
+        srv = ImapServer(store, Accounts({USER: PASSWORD}), host="127.0.0.1", port=0)
+        await srv.start()
+        print(f"PORT {srv.port}", flush=True)
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        loop.add_reader(sys.stdin.fileno(), done.set)  # parent closes our stdin to stop us
+        await done.wait()
+        await srv.stop()
+
+    asyncio.run(main())
+
+
+class OursProcess:
+    def __init__(self, n: int, seed: int, profile: str | None) -> None:
+        cmd = [sys.executable, os.path.abspath(__file__), "--serve", "--messages", str(n), "--seed", str(seed)]
+        if profile:
+            cmd = [profile] + cmd if profile.endswith("pyinstrument") else cmd
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"our server did not start: {line!r}")
+        self.port = int(line.split()[1])
+
+    def stop(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+# --- Dovecot, from a temp dir (config per /work/shared/PEERS.md) ---------------------------------------
+
+_DOVECOT_CONF = """protocols = imap
+listen = 127.0.0.1
+base_dir = {d}/run
+state_dir = {d}/state
+instance_name = lab-bench-{port}
+log_path = {d}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+default_internal_user = dovecot
+default_internal_group = dovecot
+default_login_user = dovenull
+mail_uid = nobody
+mail_gid = nogroup
+mail_location = maildir:{d}/mail/%u
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/passwd
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {d}/passwd
+  default_fields = home={d}/mail/%u
+}}
+namespace inbox {{
+  inbox = yes
+  separator = /
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service stats {{
+  unix_listener stats-reader {{
+    mode = 0666
+  }}
+  unix_listener stats-writer {{
+    mode = 0666
+  }}
+}}
+"""
+
+
+class DovecotProcess:
+    def __init__(self, binary: str, messages: list[bytes]) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="recall-lab-bench-dovecot-"))
+        os.chmod(self.dir, 0o755)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        d = self.dir
+        for sub in ("run", "state"):
+            (d / sub).mkdir()
+        maildir = d / "mail" / USER
+        for sub in ("cur", "new", "tmp"):
+            (maildir / sub).mkdir(parents=True)
+        base = int(time.time()) - len(messages)
+        for i, raw in enumerate(messages):
+            # Maildir: one file per message, ascending names = ascending UIDs on first scan
+            name = f"{base + i}.M{i:06d}P1.bench,S={len(raw)}:2,"
+            (maildir / "cur" / name).write_bytes(raw)
+        subprocess.run(["chown", "-R", "nobody:nogroup", str(d / "mail")], check=True)
+        (d / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
+        (d / "dovecot.conf").write_text(_DOVECOT_CONF.format(d=d, port=self.port))
+        subprocess.run([binary, "-c", str(d / "dovecot.conf")], check=True, timeout=30)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("dovecot did not start") from None
+                time.sleep(0.02)  # a benchmark script, not a test: polling the listener is fine here
+
+    def stop(self) -> None:
+        pid_file = self.dir / "run" / "master.pid"
+        if pid_file.exists():
+            pid = int(pid_file.read_text().strip())
+            try:
+                os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    os.kill(pid, 0)
+                    time.sleep(0.05)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --- measurements --------------------------------------------------------------------------------------
+
+
+def connect(port: int) -> imaplib.IMAP4:
+    c = imaplib.IMAP4("127.0.0.1", port)
+    c.login(USER, PASSWORD)
+    typ, data = c.select("INBOX")
+    assert typ == "OK", data
+    return c
+
+
+def timed(fn, repeat: int) -> list[float]:  # noqa: ANN001
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def measure_fetch(c: imaplib.IMAP4, items: str, repeat: int, expect: int) -> list[float]:
+    def run() -> None:
+        typ, data = c.fetch("1:*", items)
+        assert typ == "OK", data
+        # imaplib: one tuple per response with a literal, else one bytes item like b"7 (UID 7 FLAGS ())"
+        count = sum(1 for d in data if isinstance(d, tuple) or (isinstance(d, bytes) and d[:1].isdigit()))
+        assert count >= expect, (count, expect)
+    run()  # warm-up (Dovecot builds its cache here, we fill the view cache)
+    return timed(run, repeat)
+
+
+def measure_search(c: imaplib.IMAP4, ids: list[str], expect_uids: dict[str, bytes] | None) -> list[float]:
+    def one(mid: str) -> bytes:
+        typ, data = c.uid("SEARCH", "HEADER", "Message-ID", f'"{mid}"')
+        assert typ == "OK", data
+        return data[0]
+    one(ids[0])  # warm-up: Dovecot adds the header to its cache on first use
+    out = []
+    for mid in ids:
+        t = time.perf_counter()
+        got = one(mid)
+        out.append(time.perf_counter() - t)
+        if expect_uids is None:
+            assert len(got.split()) == 1, (mid, got)
+        else:
+            assert got.split() == [expect_uids[mid]], (mid, got)
+    return out
+
+
+class RawIdler:
+    """An IDLE client on a raw socket (imaplib in 3.11 has no IDLE): reads pushed lines as they arrive."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.readline()
+        self.command(b"a LOGIN \"%s\" \"%s\"" % (USER.encode(), PASSWORD.encode()), b"a ")
+        self.command(b"b SELECT INBOX", b"b ")
+        self.sock.sendall(b"c IDLE\r\n")
+        while not self.readline().startswith(b"+"):
+            pass
+
+    def readline(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("server closed the IDLE connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def command(self, line: bytes, tag: bytes) -> None:
+        self.sock.sendall(line + b"\r\n")
+        while True:
+            got = self.readline()
+            if got.startswith(tag):
+                assert b" OK" in got, got
+                return
+
+    def wait_for(self, pattern: re.Pattern[bytes]) -> None:
+        while not pattern.search(self.readline()):
+            pass
+
+    def close(self) -> None:
+        try:
+            self.sock.sendall(b"DONE\r\nz LOGOUT\r\n")
+        finally:
+            self.sock.close()
+
+
+class RawActor:
+    """The other connection: sends a command and reads its tagged reply later (so the send time is exact)."""
+
+    def __init__(self, port: int) -> None:
+        self.idler = RawIdler.__new__(RawIdler)
+        self.idler.sock = socket.create_connection(("127.0.0.1", port))
+        self.idler.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.idler.buf = b""
+        self.idler.readline()
+        self.idler.command(b"a LOGIN \"%s\" \"%s\"" % (USER.encode(), PASSWORD.encode()), b"a ")
+        self.idler.command(b"b SELECT INBOX", b"b ")
+        self.n = 0
+
+    def send(self, command: bytes) -> bytes:
+        self.n += 1
+        tag = b"x%d " % self.n
+        self.idler.sock.sendall(tag + command + b"\r\n")
+        return tag
+
+    def finish(self, tag: bytes) -> None:
+        while not self.idler.readline().startswith(tag):
+            pass
+
+    def close(self) -> None:
+        self.idler.sock.sendall(b"z LOGOUT\r\n")
+        self.idler.sock.close()
+
+
+_FETCH = re.compile(rb"^\* \d+ FETCH")
+_EXPUNGE = re.compile(rb"^\* \d+ EXPUNGE")
+
+
+def measure_idle(port: int, events: int) -> tuple[list[float], list[float]]:
+    """-> (flag-change latencies, expunge latencies) seen by an idling second connection."""
+    idler = RawIdler(port)
+    actor = RawActor(port)
+    flags: list[float] = []
+    expunges: list[float] = []
+    try:
+        for k in range(events):
+            seq = 1 + ((k // 2) * 37) % 500  # set, then clear, the flag of the same message
+            op = b"+FLAGS" if k % 2 == 0 else b"-FLAGS"
+            t = time.perf_counter()
+            tag = actor.send(b"STORE %d %s (\\Flagged)" % (seq, op))
+            idler.wait_for(_FETCH)
+            flags.append(time.perf_counter() - t)
+            actor.finish(tag)
+        for k in range(events):
+            seq = 1 + (k * 13) % 400
+            tag = actor.send(b"STORE %d +FLAGS.SILENT (\\Deleted)" % seq)
+            actor.finish(tag)
+            idler.wait_for(_FETCH)  # the \Deleted flag change is pushed first
+            t = time.perf_counter()
+            tag = actor.send(b"EXPUNGE")
+            idler.wait_for(_EXPUNGE)
+            expunges.append(time.perf_counter() - t)
+            actor.finish(tag)
+    finally:
+        idler.close()
+        actor.close()
+    return flags, expunges
+
+
+def pctl(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def run_suite(port: int, ids: list[str], uids: dict[str, bytes] | None, n: int, args: argparse.Namespace,
+              idle_events: int) -> dict[str, dict[str, float]]:
+    c = connect(port)
+    res: dict[str, dict[str, float]] = {}
+    try:
+        t = measure_fetch(c, "(FLAGS UID)", args.repeat, n)
+        res["fetch_flags_uid"] = {"median_s": statistics.median(t)}
+        t = measure_fetch(c, "BODY.PEEK[HEADER]", args.repeat, n)
+        res["fetch_headers"] = {"median_s": statistics.median(t)}
+        t = measure_search(c, ids, uids)
+        res["search_message_id"] = {"median_s": statistics.median(t), "p99_s": pctl(t, 99)}
+    finally:
+        c.logout()
+    fl, ex = measure_idle(port, idle_events)
+    res["idle_flags"] = {"median_s": statistics.median(fl), "p99_s": pctl(fl, 99)}
+    res["idle_expunge"] = {"median_s": statistics.median(ex), "p99_s": pctl(ex, 99)}
+    return res
+
+
+# --- main ----------------------------------------------------------------------------------------------
+
+TARGETS = {  # name -> (what the target is, check(ours, dovecot) -> bool)
+    "fetch_flags_uid": ("<= 3x Dovecot", lambda o, d: d is None or o <= 3 * d),
+    "fetch_headers": ("<= 3x Dovecot", lambda o, d: d is None or o <= 3 * d),
+    "search_message_id": ("faster than Dovecot", lambda o, d: d is None or o < d),
+    "idle_flags": ("median < 2 ms, <= 3x", lambda o, d: o < 0.002 and (d is None or o <= 3 * d)),
+    "idle_expunge": ("median < 2 ms, <= 3x", lambda o, d: o < 0.002 and (d is None or o <= 3 * d)),
+}
+
+
+def fmt(seconds: float) -> str:
+    return f"{seconds * 1000:9.2f} ms" if seconds < 10 else f"{seconds:9.2f} s "
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=10000)
+    ap.add_argument("--searches", type=int, default=200, help="UID SEARCH HEADER Message-ID repetitions")
+    ap.add_argument("--idle-events", type=int, default=200, help="IDLE events per kind (flags, expunge)")
+    ap.add_argument("--dovecot-idle-events", type=int, default=50,
+                    help="IDLE events per kind for Dovecot (it batches changes for 0.5 s, so each costs that)")
+    ap.add_argument("--repeat", type=int, default=5, help="runs of each FETCH 1:* (median reported)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--dovecot", default=shutil.which("dovecot") or "/usr/sbin/dovecot")
+    ap.add_argument("--no-dovecot", action="store_true", help="measure our server only")
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.serve:
+        serve_ours(args.messages, args.seed)
+        return 0
+    if args.idle_events > min(400, args.messages) or args.messages < 500:
+        ap.error("--messages must be >= 500 and --idle-events <= 400")
+
+    t0 = time.perf_counter()
+    messages = make_messages(args.messages, args.seed)
+    total = sum(len(m) for m in messages)
+    rng = random.Random(args.seed + 1)
+    picks = [rng.randrange(args.messages) for _ in range(args.searches)]
+    ids = [message_id(messages[i]) for i in picks]
+    uids = {message_id(messages[i]): str(i + 1).encode() for i in picks}
+    print(f"mailbox: {args.messages} messages, {total / 1e6:.1f} MB "
+          f"(generated in {time.perf_counter() - t0:.1f} s)", flush=True)
+
+    use_dovecot = not args.no_dovecot and os.path.exists(args.dovecot) and os.geteuid() == 0
+    if not use_dovecot and not args.no_dovecot:
+        print("dovecot not available (binary missing or not root): measuring our server only")
+
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    ours = OursProcess(args.messages, args.seed, None)
+    try:
+        print("measuring ours ...", flush=True)
+        results["ours"] = run_suite(ours.port, ids, uids, args.messages, args, args.idle_events)
+    finally:
+        ours.stop()
+    if use_dovecot:
+        dv = DovecotProcess(args.dovecot, messages)
+        try:
+            c = connect(dv.port)  # untimed: Dovecot indexes the new Maildir on first SELECT
+            c.logout()
+            print("measuring dovecot ...", flush=True)
+            # Dovecot numbers a Maildir it finds in its own order: check one hit, not which UID
+            results["dovecot"] = run_suite(dv.port, ids, None, args.messages, args,
+                                           min(args.idle_events, args.dovecot_idle_events))
+        finally:
+            dv.stop()
+
+    rows = []
+    print()
+    print(f"{'operation':<20} {'ours':>12} {'dovecot':>12} {'ours/dovecot':>13}  {'target':<22} met")
+    for name, (target, check) in TARGETS.items():
+        o = results["ours"][name]["median_s"]
+        d = results.get("dovecot", {}).get(name, {}).get("median_s")
+        ratio = o / d if d else None
+        met = check(o, d)
+        rows.append({"operation": name, "ours_median_s": o, "dovecot_median_s": d, "ratio": ratio,
+                     "ours_p99_s": results["ours"][name].get("p99_s"),
+                     "dovecot_p99_s": results.get("dovecot", {}).get(name, {}).get("p99_s"),
+                     "target": target, "met": met})
+        print(f"{name:<20} {fmt(o)} {fmt(d) if d else '        -   '} "
+              f"{(f'{ratio:12.2f}x' if ratio else '            -')}  {target:<22} {'yes' if met else 'NO'}")
+    for name in ("search_message_id", "idle_flags", "idle_expunge"):
+        o = results["ours"][name]["p99_s"]
+        d = results.get("dovecot", {}).get(name, {}).get("p99_s")
+        print(f"{name + ' p99':<20} {fmt(o)} {fmt(d) if d else '        -   '}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "messages": args.messages, "mailbox_bytes": total, "searches": args.searches,
+            "idle_events": args.idle_events, "dovecot_idle_events": min(args.idle_events, args.dovecot_idle_events),
+            "repeat": args.repeat, "rows": rows, "raw": results,
+        }, indent=2))
+        print(f"\nwrote {args.json}")
+    return 0 if all(r["met"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The simulated user: reproducible delays, previews, rules, opening."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from harness.clients.preview import Preview, first_line, preview_of
+from harness.clients.user import (
+    ExponentialDelay,
+    FixedDelay,
+    LogNormalDelay,
+    MoveRule,
+    NeverOpens,
+    SimulatedUser,
+)
+
+
+class FakeClient:
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.messages = {"<a@x>": Preview("Lunch?", "Shall we meet at noon", "alice@corp.example")}
+        self.opened: list[str] = []
+        self.moves: list[tuple[str, str]] = []
+
+    def preview(self, mid):
+        return self.messages.get(mid)
+
+    def has_message_id(self, mid):
+        return mid in self.messages
+
+    async def open(self, mid):
+        self.opened.append(mid)
+        return b"raw"
+
+    async def move(self, mid, folder):
+        self.moves.append((mid, folder))
+
+
+def test_same_seed_same_delays_different_seed_different():
+    def delays(seed):
+        user = SimulatedUser("bob@corp.example", FakeClient(), seed=seed)
+        return [user.sample_open_delay() for _ in range(5)]
+
+    assert delays(7) == delays(7)
+    assert delays(7) != delays(8)
+
+
+def test_distributions_have_their_documented_centre():
+    import random
+
+    rng = random.Random(1)
+    lognormal = [LogNormalDelay(median=60, sigma=1.0).sample(rng) for _ in range(4000)]
+    assert 50 < statistics.median(lognormal) < 70
+    expo = [ExponentialDelay(mean=120).sample(rng) for _ in range(4000)]
+    assert 110 < statistics.mean(expo) < 130
+    assert FixedDelay(3).sample(rng) == 3
+    assert math.isinf(NeverOpens().sample(rng))
+
+
+def test_preview_only_where_the_client_shows_one():
+    shown = SimulatedUser("bob@corp.example", FakeClient(), seed=1)
+    assert shown.on_arrival("<a@x>").subject == "Lunch?" and shown.saw_preview("<a@x>")
+    hidden = SimulatedUser("bob@corp.example", FakeClient(), seed=1, shows_preview=False)
+    assert hidden.on_arrival("<a@x>") is None and not hidden.saw_preview("<a@x>")
+
+
+async def test_rule_moves_matching_messages_only():
+    client = FakeClient()
+    user = SimulatedUser("bob@corp.example", client, seed=1,
+                         rule=MoveRule("Projects", match=lambda p: p.subject.startswith("Lunch")))
+    assert await user.apply_rule("<a@x>")
+    assert client.moves == [("<a@x>", "Projects")]
+    other = SimulatedUser("bob@corp.example", client, seed=1, rule=MoveRule("X", match=lambda p: False))
+    assert not await other.apply_rule("<a@x>")
+
+
+async def test_run_with_an_injected_wait():
+    client = FakeClient()
+    waited: list[float] = []
+
+    async def wait(seconds: float) -> None:
+        waited.append(seconds)
+
+    user = SimulatedUser("bob@corp.example", client, seed=3, open_delay=FixedDelay(42))
+    assert await user.run("<a@x>", wait=wait) == 42
+    assert waited == [42] and client.opened == ["<a@x>"] and user.has_read("<a@x>")
+    never = SimulatedUser("bob@corp.example", client, seed=3, open_delay=NeverOpens())
+    assert math.isinf(await never.run("<a@x>", wait=wait))
+    assert not never.has_read("<a@x>")
+
+
+def test_preview_helpers():
+    raw = b"From: a@x\r\nSubject: Hi\r\n there\r\nContent-Type: text/plain\r\n\r\n\r\n  First   line \r\nnext\r\n"
+    assert preview_of(raw) == Preview("Hi there", "First line", "a@x")
+    assert first_line("\n\n") == ""
