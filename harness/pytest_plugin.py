@@ -35,6 +35,7 @@ except ImportError:  # pragma: no cover - pytest-asyncio is a test dependency he
 INI_CONFIG = "recall_lab_config"
 INI_SCOPE = "recall_lab_scope"
 INI_STORE = "recall_lab_store"
+_TIMED_OUT = object()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -132,11 +133,15 @@ class MailLab:
                         changed.clear()
                         await changed.wait()
             except TimeoutError:
-                raise TimeoutError(f"{what} within {timeout:g} s") from None
+                return _TIMED_OUT
             finally:
                 store.unsubscribe(listener)
 
-        return self.lab.call(wait(), timeout + 5)
+        # the timeout travels back as a value: BlockingLab.call reports any TimeoutError as its own
+        result = self.lab.call(wait(), timeout + 5)
+        if result is _TIMED_OUT:
+            raise TimeoutError(f"{what} within {timeout:g} s")
+        return result
 
     def wait_for_message(self, user: str, message_id: str, timeout: float = 5.0, mailbox: str | None = None
                          ) -> Any:
@@ -212,11 +217,14 @@ class MailboxWatch:
                         self._changed.clear()
                         await self._changed.wait()
             except TimeoutError:
-                raise TimeoutError(f"{self.user}'s {self.mailbox} did not change within {timeout:g} s") from None
+                return _TIMED_OUT
             new, self._seen = self.events[self._seen:], len(self.events)
             return new
 
-        return self._lab.lab.call(wait(), timeout + 5)
+        result = self._lab.lab.call(wait(), timeout + 5)
+        if result is _TIMED_OUT:
+            raise TimeoutError(f"{self.user}'s {self.mailbox} did not change within {timeout:g} s")
+        return result
 
 
 # --- building the lab ------------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ import asyncio
 import json
 import smtplib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from email import policy as email_policy
 from email.message import EmailMessage
@@ -35,6 +36,7 @@ import aiosmtplib
 from imapclient import IMAPClient
 from imapclient.imapclient import SENT
 
+from fake_servers.domain import Endpoint
 from fake_servers.recall.format import (
     HEADER_MESSAGE_ID,
     RecallAction,
@@ -61,29 +63,23 @@ class RecallAgentError(Exception):
     """An expected failure (original not found, server refused, bad endpoint); the text is one line."""
 
 
-@dataclass(frozen=True, slots=True)
-class HostPort:
-    host: str
-    port: int
-
-
-def _hostport(value: Any) -> HostPort:
-    if isinstance(value, HostPort):
+def _endpoint(value: Any) -> Endpoint:
+    if isinstance(value, Endpoint):
         return value
     if hasattr(value, "host") and hasattr(value, "port"):
-        return HostPort(str(value.host), int(value.port))
+        return Endpoint(str(value.host), int(value.port))
     if isinstance(value, str):
         host, sep, port = value.rpartition(":")
         if sep and port.isdigit():
-            return HostPort(host or "127.0.0.1", int(port))
+            return Endpoint(host or "127.0.0.1", int(port))
     if isinstance(value, Mapping) and "port" in value:
-        return HostPort(str(value.get("host", "127.0.0.1")), int(value["port"]))
+        return Endpoint(str(value.get("host", "127.0.0.1")), int(value["port"]))
     if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
-        return HostPort(str(value[0]), int(value[1]))
+        return Endpoint(str(value[0]), int(value[1]))
     raise RecallAgentError(f"cannot read an endpoint from {value!r}")
 
 
-def resolve_endpoints(source: Any, domain: str) -> tuple[HostPort, HostPort]:
+def resolve_endpoints(source: Any, domain: str) -> tuple[Endpoint, Endpoint]:
     """(IMAP, submission) of `domain` from a Lab (`.imap(d)`, `.submission(d)`), a mapping, or a JSON file.
 
     Mappings accepted: {"imap": ..., "submission": ...} for one domain, or {"<domain>": {...}} / {"domains":
@@ -91,7 +87,7 @@ def resolve_endpoints(source: Any, domain: str) -> tuple[HostPort, HostPort]:
     {"host": ..., "port": ...}.
     """
     if hasattr(source, "imap") and hasattr(source, "submission") and callable(source.imap):
-        return _hostport(source.imap(domain)), _hostport(source.submission(domain))
+        return _endpoint(source.imap(domain)), _endpoint(source.submission(domain))
     if isinstance(source, str | Path):
         try:
             source = json.loads(Path(source).read_text(encoding="utf-8"))
@@ -108,7 +104,7 @@ def resolve_endpoints(source: Any, domain: str) -> tuple[HostPort, HostPort]:
         table = table[domain]
     if "imap" not in table or "submission" not in table:
         raise RecallAgentError(f"no imap/submission endpoints for {domain}")
-    return _hostport(table["imap"]), _hostport(table["submission"])
+    return _endpoint(table["imap"]), _endpoint(table["submission"])
 
 
 # --- the synchronous IMAP side (shared by both agents) -----------------------------------------------------
@@ -124,25 +120,41 @@ class SentOriginal:
     bcc: tuple[str, ...]
 
 
-def _connect(imap: HostPort, user: str, password: str, timeout: float) -> IMAPClient:
+@contextmanager
+def _session(imap: Endpoint, user: str, password: str, timeout: float) -> Iterator[IMAPClient]:
+    """A logged-in imapclient session, logged out (or dropped) afterwards; failures as RecallAgentError."""
     try:
         client = IMAPClient(imap.host, imap.port, ssl=False, timeout=timeout)
     except OSError as exc:
         raise RecallAgentError(f"cannot reach IMAP at {imap.host}:{imap.port}: {exc.strerror or exc}") from None
     try:
-        client.login(user, password)
-    except Exception as exc:
-        client.shutdown()
-        raise RecallAgentError(f"IMAP login as {user} failed: {exc}") from None
-    return client
+        try:
+            client.login(user, password)
+        except Exception as exc:
+            raise RecallAgentError(f"IMAP login as {user} failed: {exc}") from None
+        try:
+            yield client
+        except (IMAPClient.Error, OSError) as exc:
+            raise RecallAgentError(f"IMAP session of {user} failed: {exc}") from None
+    finally:
+        try:
+            client.logout()
+        except Exception:
+            client.shutdown()
 
 
-def find_sent_original(imap: HostPort, user: str, password: str, message_id: str, timeout: float = 10.0
+def _addrs(head: EmailMessage, name: str) -> tuple[str, ...]:
+    return tuple(a.lower() for _n, a in getaddresses([str(v) for v in head.get_all(name, [])]) if a)
+
+
+def find_sent_original(imap: Endpoint, user: str, password: str, message_id: str, timeout: float = 10.0
                        ) -> SentOriginal:
     """The original in the user's Sent folder (special-use \\Sent, else "Sent"), with its Bcc recipients."""
-    mid = normalise_message_id(message_id)
-    client = _connect(imap, user, password, timeout)
     try:
+        mid = normalise_message_id(message_id)
+    except RecallFormatError as exc:
+        raise RecallAgentError(str(exc)) from None
+    with _session(imap, user, password, timeout) as client:
         folder = client.find_special_folder(SENT) or "Sent"
         client.select_folder(folder, readonly=True)
         uids = client.search(["HEADER", "Message-ID", mid])
@@ -151,18 +163,9 @@ def find_sent_original(imap: HostPort, user: str, password: str, message_id: str
             if str(head.get("Message-ID", "")).strip() != mid:
                 continue  # SEARCH HEADER is a substring match
             names = getaddresses([str(v) for v in head.get_all("From", [])])
-
-            def addrs(name: str, head: EmailMessage = head) -> tuple[str, ...]:
-                return tuple(a.lower() for _n, a in getaddresses([str(v) for v in head.get_all(name, [])]) if a)
-
             return SentOriginal(message_id=mid, subject=normalise_subject(str(head.get("Subject", ""))),
-                                sender_name=names[0][0] if names else "", to=addrs("To"), cc=addrs("Cc"),
-                                bcc=addrs("Bcc"))
-    finally:
-        try:
-            client.logout()
-        except Exception:
-            client.shutdown()
+                                sender_name=names[0][0] if names else "", to=_addrs(head, "To"),
+                                cc=_addrs(head, "Cc"), bcc=_addrs(head, "Bcc"))
     raise RecallAgentError(f"no message {mid} in {user}'s Sent folder")
 
 
@@ -170,7 +173,7 @@ def find_sent_original(imap: HostPort, user: str, password: str, message_id: str
 class ReportReader:
     """Reads one recall's report and notices from the sender's INBOX; remembers what it already read."""
 
-    imap: HostPort
+    imap: Endpoint
     user: str
     password: str
     original_message_id: str
@@ -231,8 +234,7 @@ class ReportReader:
     def wait(self, timeout: float, until_complete: bool) -> RecallReport | None:
         """Scan, then IDLE until something new arrives, until the report is there (and complete) or timeout."""
         deadline = time.monotonic() + timeout
-        client = _connect(self.imap, self.user, self.password, self.timeout)
-        try:
+        with _session(self.imap, self.user, self.password, self.timeout) as client:
             client.select_folder("INBOX", readonly=True)
             self.scan(client)
             while not self.done(until_complete):
@@ -246,11 +248,6 @@ class ReportReader:
                     client.idle_done()
                 self.scan(client)
             return self.merged()
-        finally:
-            try:
-                client.logout()
-            except Exception:
-                client.shutdown()
 
 
 # --- the agents --------------------------------------------------------------------------------------------
@@ -275,6 +272,13 @@ def _instruction(user: str, original: SentOriginal, action: str, replacement: Em
                              sender=user, sender_name=original.sender_name, to=original.to, cc=original.cc,
                              bcc=tuple(b for b in original.bcc if b not in original.to and b not in original.cc),
                              action=act, replacement=_replacement(replacement))
+
+
+def _build(instruction: RecallInstruction) -> EmailMessage:
+    try:
+        return build_recall_message(instruction)
+    except RecallFormatError as exc:
+        raise RecallAgentError(str(exc)) from None
 
 
 @dataclass
@@ -322,7 +326,7 @@ class RecallAgent:
                      replacement: EmailMessage | bytes | None = None) -> RecallHandle:
         original = await self.find_original(message_id)
         instruction = _instruction(self.user, original, action, replacement)
-        msg = build_recall_message(instruction)
+        msg = _build(instruction)
         try:
             await aiosmtplib.send(msg, sender=self.user, recipients=list(instruction.recipients),
                                   hostname=self.submission.host, port=self.submission.port, username=self.user,
@@ -357,7 +361,7 @@ class SyncRecallAgent:
                ) -> SyncRecallHandle:
         original = find_sent_original(self.imap, self.user, self.password, message_id, self.timeout)
         instruction = _instruction(self.user, original, action, replacement)
-        msg = build_recall_message(instruction)
+        msg = _build(instruction)
         try:
             with smtplib.SMTP(self.submission.host, self.submission.port, timeout=self.timeout) as smtp:
                 smtp.login(self.user, self.password)

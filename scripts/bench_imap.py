@@ -298,6 +298,35 @@ def measure_fetch(c: imaplib.IMAP4, items: str, repeat: int, expect: int) -> lis
     return timed(run, repeat)
 
 
+def measure_raw_fetch(port: int, items: bytes, repeat: int) -> list[float]:
+    """The same FETCH 1:* on a raw socket: bytes in until the tagged OK, no client-side parsing.
+    Informational: shows the servers' own speed without imaplib's parsing cost (same for both)."""
+    r = RawActor(port)
+    sock = r.idler.sock
+    out = []
+    try:
+        for k in range(repeat + 1):
+            tag = b"zq%d" % k
+            t = time.perf_counter()
+            sock.sendall(tag + b" FETCH 1:* " + items + b"\r\n")
+            buf = bytearray()
+            end = b"\r\n" + tag + b" OK"
+            while end not in buf[-4096:]:
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    raise ConnectionError("server closed the connection")
+                buf += chunk
+            if k:  # the first run is a warm-up
+                out.append(time.perf_counter() - t)
+            r.idler.buf = bytes(buf[buf.rindex(end) + len(end):])
+            while not r.idler.buf.endswith(b"\r\n"):
+                r.idler.buf += sock.recv(4096)
+            r.idler.buf = b""
+    finally:
+        r.close()
+    return out
+
+
 def measure_search(c: imaplib.IMAP4, ids: list[str], expect_uids: dict[str, bytes] | None) -> list[float]:
     def one(mid: str) -> bytes:
         typ, data = c.uid("SEARCH", "HEADER", "Message-ID", f'"{mid}"')
@@ -435,6 +464,10 @@ def run_suite(port: int, ids: list[str], uids: dict[str, bytes] | None, n: int, 
         res["fetch_flags_uid"] = {"median_s": statistics.median(t)}
         t = measure_fetch(c, "BODY.PEEK[HEADER]", args.repeat, n)
         res["fetch_headers"] = {"median_s": statistics.median(t)}
+        t = measure_raw_fetch(port, b"(FLAGS UID)", args.repeat)
+        res["fetch_flags_uid_raw"] = {"median_s": statistics.median(t)}
+        t = measure_raw_fetch(port, b"BODY.PEEK[HEADER]", args.repeat)
+        res["fetch_headers_raw"] = {"median_s": statistics.median(t)}
         t = measure_search(c, ids, uids)
         res["search_message_id"] = {"median_s": statistics.median(t), "p99_s": pctl(t, 99)}
     finally:
@@ -527,6 +560,11 @@ def main(argv: list[str] | None = None) -> int:
                      "target": target, "met": met})
         print(f"{name:<20} {fmt(o)} {fmt(d) if d else '        -   '} "
               f"{(f'{ratio:12.2f}x' if ratio else '            -')}  {target:<22} {'yes' if met else 'NO'}")
+    for name in ("fetch_flags_uid_raw", "fetch_headers_raw"):
+        o = results["ours"][name]["median_s"]
+        d = results.get("dovecot", {}).get(name, {}).get("median_s")
+        ratio = f"{o / d:12.2f}x" if d else "            -"
+        print(f"{name:<20} {fmt(o)} {fmt(d) if d else '        -   '} {ratio}  (raw socket, informational)")
     for name in ("search_message_id", "idle_flags", "idle_expunge"):
         o = results["ours"][name]["p99_s"]
         d = results.get("dovecot", {}).get(name, {}).get("p99_s")

@@ -86,7 +86,7 @@ class MailboxCommands:
         lx.end()
         had_selection = self.selected is not None
         self.deselect()
-        if had_selection and self.qresync:
+        if had_selection:  # RFC 7162 3.2.11: a QRESYNC server says so whenever a selection ends implicitly
             self._write(b"* OK [CLOSED] Previous mailbox closed.\r\n")
         try:
             info = self.store.mailbox(self.user, name)
@@ -113,7 +113,8 @@ class MailboxCommands:
                 break
         out.append(f"* OK [UIDVALIDITY {info.uidvalidity}] UIDs valid")
         out.append(f"* OK [UIDNEXT {info.uidnext}] Predicted next UID")
-        out.append(f"* OK [HIGHESTMODSEQ {info.highestmodseq + MODSEQ_SHIFT}] Highest")
+        if self.condstore:  # RFC 7162 3.1.2.1, as Dovecot: only once CONDSTORE is enabled
+            out.append(f"* OK [HIGHESTMODSEQ {info.highestmodseq + MODSEQ_SHIFT}] Highest")
         self._write(("\r\n".join(out) + "\r\n").encode())
         if qresync_args is not None:
             self._qresync_select(sel, info, *qresync_args)
@@ -242,9 +243,11 @@ class MailboxCommands:
             self._write(b'* LIST (\\Noselect) "/" ""\r\n')
             self.ok(tag, "List completed.")
             return
+        extended = bool(selection or returns)  # RFC 5258: child info only when asked for then
         self._list_matches(ref, patterns, "LIST", subscribed_only="SUBSCRIBED" in selection,
                            special_only="SPECIAL-USE" in selection,
-                           show_subscribed="SUBSCRIBED" in selection or "SUBSCRIBED" in returns)
+                           show_subscribed="SUBSCRIBED" in selection or "SUBSCRIBED" in returns,
+                           show_children=not extended or "CHILDREN" in returns)
         self.ok(tag, "List completed.")
 
     def cmd_lsub(self, tag: str, lx: Lexer) -> None:
@@ -255,11 +258,11 @@ class MailboxCommands:
         lx.end()
         if pattern:
             self._list_matches(ref, [pattern], "LSUB", subscribed_only=True, special_only=False,
-                               show_subscribed=False)
+                               show_subscribed=False, show_children=False)
         self.ok(tag, "Lsub completed.")
 
     def _list_matches(self, ref: str, patterns: list[str], verb: str, subscribed_only: bool, special_only: bool,
-                      show_subscribed: bool) -> None:
+                      show_subscribed: bool, show_children: bool) -> None:
         boxes = self.store.list_mailboxes(self.user)
         names = {b.name for b in boxes}
         subscribed = set(self.store.subscriptions(self.user))
@@ -279,7 +282,7 @@ class MailboxCommands:
                 continue
             attrs = []
             prefix = box.name + SEPARATOR
-            if verb == "LIST":
+            if show_children:
                 attrs.append("\\HasChildren" if any(n.startswith(prefix) for n in names) else "\\HasNoChildren")
             if box.special_use:
                 attrs.append(box.special_use)
@@ -310,8 +313,8 @@ class MailboxCommands:
                   "UIDVALIDITY": info.uidvalidity, "UNSEEN": info.unseen,
                   "HIGHESTMODSEQ": info.highestmodseq + MODSEQ_SHIFT}
         if "HIGHESTMODSEQ" in items:
-            self.condstore = True
-        body = " ".join(f"{item} {values[item]}" for item in items)
+            self.enable_condstore()
+        body = " ".join(f"{item} {values[item]}" for item in _STATUS_ITEMS if item in items)
         self._write(b"* STATUS %s (%s)\r\n" % (mailbox_wire(info.name), body.encode()))
         self.ok(tag, "Status completed.")
 

@@ -102,7 +102,7 @@ class MessageCommands:
         lx.sp()
         prog = parse_search(lx, lambda: len(sel.uids), lambda: sel.uids[-1] if sel.uids else 0)
         if prog.uses_modseq:
-            self.condstore = True
+            self.enable_condstore()
         if prog.message_id is not None:
             locs = self.store.find_by_message_id(self.user, prog.message_id)
             candidates = sorted(loc.uid for loc in locs if loc.mailbox == sel.name)
@@ -148,10 +148,10 @@ class MessageCommands:
         idx = self._indexes(sel, set_text, uid)
         items = list(req.items)
         names = {i.name for i in items}
-        if uid and "UID" not in names:
+        if (uid or self.qresync) and "UID" not in names:
             items.insert(0, FetchItem("UID"))
         if req.changedsince is not None or "MODSEQ" in names:
-            self.condstore = True
+            self.enable_condstore()
             if "MODSEQ" not in names:
                 items.append(FetchItem("MODSEQ"))
         if req.vanished:
@@ -168,7 +168,7 @@ class MessageCommands:
             if unseen:
                 self.store.store_flags(self.user, sel.name, unseen, ["\\Seen"], "add", origin=self)
                 if "FLAGS" not in {i.name for i in items}:
-                    items.append(FetchItem("FLAGS"))
+                    items.insert(1 if uid else 0, FetchItem("FLAGS"))
         names = {i.name for i in items}
         if self.condstore and "FLAGS" in names and "MODSEQ" not in names:
             items.append(FetchItem("MODSEQ"))  # RFC 7162 3.2: with CONDSTORE on, FLAGS come with their MODSEQ
@@ -269,7 +269,7 @@ class MessageCommands:
                 return word
             lx.paren_list(modifier)
             lx.sp()
-            self.condstore = True
+            self.enable_condstore()
         item = lx.atom("STORE item").upper()
         mode = {"FLAGS": "set", "+FLAGS": "add", "-FLAGS": "remove"}.get(item.removesuffix(".SILENT"))
         if mode is None:
@@ -290,6 +290,7 @@ class MessageCommands:
             if r.uid in sel.records and r.uid not in sel.gone:
                 sel.records[r.uid] = r
         out = self._out
+        sel.flush_keywords(out)
         for i in idx:
             u = sel.uids[i]
             if u in failed or u in sel.gone:
@@ -301,8 +302,10 @@ class MessageCommands:
                     continue
             else:
                 parts.append(b"FLAGS (%s)" % " ".join(sel.flags_of(u)).encode())
-            if uid:
+            if uid or self.qresync:
                 parts.insert(0, b"UID %d" % u)
+            if not silent:
+                sel.pending_flags.pop(u, None)  # this response already shows the current flags
             if self.condstore:
                 parts.append(b"MODSEQ (%d)" % (rec.modseq + MODSEQ_SHIFT))
             out += b"* %d FETCH (%b)\r\n" % (i + 1, b" ".join(parts))

@@ -49,8 +49,8 @@ def _nolf(text: str) -> str | bytes:
 
 
 def _for_humans(text: str) -> str | bytes:
-    """Dovecot's cleanup of subjects and display names: no CR/LF, runs of blanks -> one space, trimmed."""
-    text = text.replace("\r", "").replace("\n", "").replace("\x00", "\udc80")
+    """Dovecot's cleanup of subjects and display names: no CR/LF, NUL -> U+FFFD, blanks collapsed, trimmed."""
+    text = text.replace("\r", "").replace("\n", "").replace("\x00", "\ufffd")
     if "\t" in text or "  " in text or text[:1] == " " or text[-1:] == " ":
         text = " ".join(text.replace("\t", " ").split(" "))
         text = " ".join(w for w in text.split(" ") if w)
@@ -186,8 +186,8 @@ class MessageView:
 
     # --- BODYSTRUCTURE ------------------------------------------------------------------------------
     def _data(self, part: Part) -> _PartData:
-        key = part.start
-        d = self._data_cache.get(key) if part.kind != "message" else None
+        key = id(part)  # parts live as long as the tree, so their ids are stable keys
+        d = self._data_cache.get(key)
         if d is not None:
             return d
         d = _PartData()
@@ -218,8 +218,7 @@ class MessageView:
                     disp, params = parse_disposition(self._value(f))
                     d.disposition = disp
                     d.disposition_params = params or None
-        if part.kind != "message":
-            self._data_cache[key] = d
+        self._data_cache[key] = d
         return d
 
     @staticmethod
@@ -310,7 +309,16 @@ class MessageView:
         return part
 
     def section(self, part: tuple[int, ...], kind: str | None, fields: tuple[str, ...] = ()) -> bytes:
-        """BODY[section] bytes (RFC 3501 6.4.5); b"" when the part does not exist."""
+        """BODY[section] bytes (RFC 3501 6.4.5); b"" when the part does not exist.
+
+        Exact slices of the stored message, except that NUL bytes come out as 0x80 (as Dovecot sends
+        them: an IMAP literal may not carry NUL); lengths and offsets are unchanged."""
+        out = self._section(part, kind, fields)
+        if b"\x00" in out:
+            out = out.replace(b"\x00", b"\x80")
+        return out
+
+    def _section(self, part: tuple[int, ...], kind: str | None, fields: tuple[str, ...]) -> bytes:
         raw = self.raw
         kind = kind.upper() if kind else None
         if not part:
@@ -339,10 +347,13 @@ class MessageView:
             return raw[m.body_start:m.end]
         if kind == "HEADER":
             return raw[m.start:m.body_start]
-        return self._fields_section(self._part_fields(m), raw[m.header_end:m.body_start], kind, fields)
+        # an attached message's header without its empty line gets no CRLF added (as in Dovecot)
+        terminator = b"\r\n" if m.header_end < m.body_start else b""
+        return self._fields_section(self._part_fields(m), raw[m.header_end:m.body_start], kind, fields,
+                                    terminator)
 
-    def _fields_section(self, hdr: list[HeaderField], blank: bytes, kind: str, names: tuple[str, ...]
-                        ) -> bytes:
+    def _fields_section(self, hdr: list[HeaderField], blank: bytes, kind: str, names: tuple[str, ...],
+                        terminator: bytes = b"\r\n") -> bytes:
         """Matching (or non-matching) field lines exactly as stored, then the empty line. Like Dovecot,
         HEADER.FIELDS always ends with CRLF; HEADER.FIELDS.NOT passes on the header's own empty line
         (none if the header had none)."""
@@ -359,7 +370,7 @@ class MessageView:
             out += b"\r\n"
         if kind == "HEADER.FIELDS.NOT":
             return out + blank
-        return out + b"\r\n"
+        return out + terminator
 
     # --- SEARCH helpers -----------------------------------------------------------------------------
     def header_values(self, name: str) -> list[str]:

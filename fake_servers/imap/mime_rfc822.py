@@ -250,14 +250,25 @@ def _params(lx: Lexer) -> list[tuple[str, str]]:
 
 
 def parse_content_type(value: str) -> ContentType:
+    """type/subtype and parameters, with Dovecot's tolerance: a lone type is kept ("text" -> text with
+    an empty subtype), anything else malformed (no subtype, junk after it) gives an empty type."""
     lx = Lexer(value)
-    lx.skip_lwsp()
+    broken = ContentType("", "", [], False)
+    if lx.skip_lwsp() <= 0:
+        return broken
     type_ = lx.token() or ""
-    if lx.peek() != "/":
+    if not type_:
+        return broken
+    if lx.at_end():
         return ContentType(type_, None, [], False)
+    if lx.peek() != "/":
+        return broken
     lx.i += 1
-    lx.skip_lwsp()
+    if lx.skip_lwsp() <= 0:
+        return broken
     subtype = lx.token() or ""
+    if not subtype or (not lx.at_end() and lx.peek() != ";"):
+        return broken
     return ContentType(type_, subtype, _params(lx), True)
 
 
@@ -322,6 +333,10 @@ class _AddressParser:
         lx.i += 1  # '<'
         if lx.skip_lwsp() <= 0:
             return False
+        if lx.peek() == ">":  # "<>": the null address, reported with MISSING_MAILBOX/DOMAIN
+            lx.i += 1
+            lx.skip_lwsp()
+            return True
         if lx.peek() == "@":
             routes: list[str] = []
             while lx.peek() == "@":

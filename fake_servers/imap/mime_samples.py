@@ -512,4 +512,53 @@ SAMPLES: dict[str, bytes] = {
         "deepest\n"
         "--m3--\n"
     ),
+    "empty_boundary": _crlf(
+        "From: alice@corp.example\n"
+        "Content-Type: multipart/mixed; boundary=\"\"\n"
+        "\n"
+        "--\n"
+        "\n"
+        "one\n"
+        "-- \n"
+        "Content-Type: text/html\n"
+        "\n"
+        "two\n"
+        "----\n"
+    ),
+    "nul_and_cr": (
+        b"From: alice@corp.example\r\n"
+        b"Subject: nul\x00inside\r\n"
+        b"X-CR: a\rb\r\n"
+        b"\r\n"
+        b"body\x00with nul\rand bare cr\r\n"
+    ),
+    "first_line_not_a_header": _crlf(
+        "This line has no colon\n"
+        "From: alice@corp.example\n"
+        "Subject: after junk\n"
+        "\n"
+        "x\n"
+    ),
+    "utf8_params": _crlf(
+        "From: alice@corp.example\n"
+        "MIME-Version: 1.0\n"
+        "Content-Type: multipart/mixed; boundary=u8\n"
+        "\n"
+        "--u8\n"
+        "Content-Type: application/pdf; name=\"B\u00fcro.pdf\"\n"
+        "Content-Disposition: attachment; filename=\"B\u00fcro.pdf\"\n"
+        "Content-Language: de-DE\n"
+        "\n"
+        "x\n"
+        "--u8--\n"
+    ),
+    "comments_everywhere": _crlf(
+        "From: (lead) Alice (mid) <alice (x) @ corp.example> (tail)\n"
+        "To: \"a, b\" <ab@corp.example>, (c) c@corp.example (Carol C)\n"
+        "MIME-Version: 1.0 (generated)\n"
+        "Content-Type: text/plain (plain text); charset=\"utf-8\" (utf) ; format=fixed\n"
+        "Content-Transfer-Encoding: quoted-printable (qp)\n"
+        "\n"
+        "x=\n"
+    ),
 }

@@ -174,7 +174,7 @@ class _Scanner:
         if ctype_field is not None and part.mime:
             value = self.raw[ctype_field.value_start:ctype_field.end]
             ct = parse_content_type(value.decode("utf-8", "surrogateescape"))
-            ctype = f"{ct.type}/{ct.subtype}".lower() if ct.subtype is not None else ct.type.lower()
+            ctype = f"{ct.type}/{ct.subtype}".lower() if ct.subtype else ct.type.lower()
             if ctype.startswith("multipart/"):
                 part.multipart_declared = True
                 if ct.ok:

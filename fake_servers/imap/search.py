@@ -109,13 +109,12 @@ class _Parser:
         if name in ("SENTBEFORE", "SENTON", "SENTSINCE"):
             d = self.date()
 
-            def sent(m: Msg) -> date | None:
-                return m.view().sent_date() or m.record.internaldate.date()
+            # a message without a (valid) Date: header matches no SENT* key, as in Dovecot
             if name == "SENTBEFORE":
-                return lambda m: sent(m) < d
+                return lambda m: (s := m.view().sent_date()) is not None and s < d
             if name == "SENTON":
-                return lambda m: sent(m) == d
-            return lambda m: sent(m) >= d
+                return lambda m: (s := m.view().sent_date()) is not None and s == d
+            return lambda m: (s := m.view().sent_date()) is not None and s >= d
         if name in ("LARGER", "SMALLER"):
             lx.sp()
             n = lx.number("size")

@@ -56,9 +56,13 @@ class SelectedMailbox:
         return None
 
     def flags_of(self, uid: int) -> list[str]:
+        """System flags, then \\Recent, then keywords (the order Dovecot writes)."""
         flags = sorted(self.records[uid].flags, key=_flag_key)
         if uid in self.recent:
-            flags.append("\\Recent")
+            i = 0
+            while i < len(flags) and flags[i] in SYSTEM_FLAGS:
+                i += 1
+            flags.insert(i, "\\Recent")
         return flags
 
     def flag_atoms(self) -> str:
@@ -92,6 +96,17 @@ class SelectedMailbox:
                     self.pending_expunge.add(uid)
                     self.pending_flags.pop(uid, None)
 
+    def flush_keywords(self, out: bytearray) -> None:
+        """Announce a new keyword (FLAGS and PERMANENTFLAGS) before any FETCH that shows it."""
+        if self.keywords != self._keywords_announced:
+            self._keywords_announced = set(self.keywords)
+            atoms = self.flag_atoms().encode()
+            out += b"* FLAGS (%s)\r\n" % atoms
+            if self.readonly:
+                out += b"* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n"
+            else:
+                out += b"* OK [PERMANENTFLAGS (%s \\*)] Flags permitted.\r\n" % atoms
+
     def _note_keywords(self, rec: MessageRecord) -> None:
         for f in rec.flags:
             if f not in SYSTEM_FLAGS:
@@ -102,6 +117,7 @@ class SelectedMailbox:
               claim_recent=None) -> None:
         """Append the untagged responses the client is owed; expunges only when `allow_expunge`."""
         if allow_expunge and self.pending_expunge:
+            recent_before = len(self.recent)
             gone = sorted(self.pending_expunge)
             if qresync:
                 out += b"* VANISHED %s\r\n" % compress(gone).encode()
@@ -116,6 +132,8 @@ class SelectedMailbox:
                 removed += 1
             self.pending_expunge.clear()
             self.gone.difference_update(gone)
+            if len(self.recent) != recent_before and not self.pending_new:
+                out += b"* %d RECENT\r\n" % len(self.recent)
         if self.pending_new:
             new = self.pending_new
             self.pending_new = []
@@ -129,11 +147,7 @@ class SelectedMailbox:
                 self._note_keywords(r)
             out += b"* %d EXISTS\r\n" % len(self.uids)
             out += b"* %d RECENT\r\n" % len(self.recent)
-        if self.keywords != self._keywords_announced:
-            self._keywords_announced = set(self.keywords)
-            atoms = self.flag_atoms().encode()
-            out += b"* FLAGS (%s)\r\n" % atoms
-            out += b"* OK [PERMANENTFLAGS (%s \\*)] Flags permitted.\r\n" % atoms
+        self.flush_keywords(out)
         if self.pending_flags:
             for uid in self.pending_flags:
                 seq = self.seq_of(uid)
@@ -141,11 +155,12 @@ class SelectedMailbox:
                     continue
                 rec = self.records[uid]
                 flags = " ".join(self.flags_of(uid)).encode()
+                uid_item = b"UID %d " % uid if qresync else b""  # RFC 7162 3.2.4: UID in every FETCH
                 if condstore:
-                    out += b"* %d FETCH (UID %d FLAGS (%s) MODSEQ (%d))\r\n" % (seq, uid, flags,
-                                                                                   rec.modseq + MODSEQ_SHIFT)
+                    out += b"* %d FETCH (%bFLAGS (%s) MODSEQ (%d))\r\n" % (seq, uid_item, flags,
+                                                                              rec.modseq + MODSEQ_SHIFT)
                 else:
-                    out += b"* %d FETCH (UID %d FLAGS (%s))\r\n" % (seq, uid, flags)
+                    out += b"* %d FETCH (%bFLAGS (%s))\r\n" % (seq, uid_item, flags)
             self.pending_flags.clear()
 
 

@@ -27,11 +27,13 @@ from .framing import Command, Continue, Framer, Refused, tag_of
 from .lexer import Lexer
 from .mailbox_commands import MailboxCommands
 from .message_commands import MessageCommands
-from .selected import SelectedMailbox
+from .selected import MODSEQ_SHIFT, SelectedMailbox
 from .view_cache import ViewCache
 
 log = logging.getLogger("fake_servers.imap")
 _LITERAL_AT_EOL = re.compile(rb"\{(\d+)\+?\}\r\n")
+
+PRE_AUTH_MAX_LITERAL = 64 * 1024
 
 NOT_AUTHENTICATED = "not authenticated"
 AUTHENTICATED = "authenticated"
@@ -113,7 +115,9 @@ class ImapSession(MailboxCommands, MessageCommands):
         self.transcript = transcript
         self.label = transcript.new_session("imap") if transcript is not None else "imap"
         self.peer = peer
-        self.framer = Framer(self.config.max_line, self.config.max_literal)
+        # before login only small literals (a user name, a password): nobody unauthenticated may make us
+        # accept 50 MiB
+        self.framer = Framer(self.config.max_line, min(self.config.max_literal, PRE_AUTH_MAX_LITERAL))
         self.state = NOT_AUTHENTICATED
         self.user: str | None = None
         self.selected: SelectedMailbox | None = None
@@ -122,6 +126,7 @@ class ImapSession(MailboxCommands, MessageCommands):
         self.idle_tag: str | None = None
         self.auth_tag: str | None = None
         self._out = bytearray()
+        self._expunges_reported = False
         self._subscribed = False
         self._listener: Callable = self.on_store_event
         self.closed = False
@@ -244,6 +249,8 @@ class ImapSession(MailboxCommands, MessageCommands):
         if sel is None:
             return
         claim = None if sel.readonly else (lambda uids: self.store.claim_recent(self.user, sel.name, uids))
+        if allow_expunge and sel.pending_expunge:
+            self._expunges_reported = True
         sel.flush(self._out, allow_expunge, self.qresync, self.condstore, claim)
 
     # -- commands -------------------------------------------------------------------------------------------
@@ -300,6 +307,10 @@ class ImapSession(MailboxCommands, MessageCommands):
         """The tagged OK, preceded by the updates the client is owed."""
         if updates:
             self._tagged_updates(name)
+        if self._expunges_reported and self.qresync and self.selected is not None and not text.startswith("["):
+            # RFC 7162 3.2.10: after expunges, the mailbox's new HIGHESTMODSEQ (no FETCH carries it)
+            text = f"[HIGHESTMODSEQ {self.selected.highestmodseq + MODSEQ_SHIFT}] {text}"
+        self._expunges_reported = False
         self._write(f"{tag} OK {text}\r\n".encode())
 
     def _capabilities(self) -> list[str]:
@@ -352,11 +363,10 @@ class ImapSession(MailboxCommands, MessageCommands):
         for name in names:
             if name in ENABLEABLE and name not in enabled:
                 enabled.append(name)
+        if enabled:
+            self.enable_condstore()
         if "QRESYNC" in enabled:
             self.qresync = True
-            self.condstore = True
-        if "CONDSTORE" in enabled:
-            self.condstore = True
         self._write(("* ENABLED" + "".join(f" {n}" for n in enabled) + "\r\n").encode())
         self.ok(tag, "Enabled.")
 
@@ -372,6 +382,7 @@ class ImapSession(MailboxCommands, MessageCommands):
 
     def _logged_in(self, tag: str, user: str) -> None:
         self.user = user
+        self.framer.max_literal = self.config.max_literal
         self.store.ensure_user(user)
         self.state = AUTHENTICATED
         if not self._subscribed:
@@ -456,6 +467,15 @@ class ImapSession(MailboxCommands, MessageCommands):
             self.ok(tag, "IDLE terminated.")
         else:
             self._write(f"{tag} BAD Expected DONE to end IDLE\r\n".encode())
+
+    def enable_condstore(self) -> None:
+        """CONDSTORE on, by ENABLE or by a command that uses it (RFC 7162 3.1): a selected mailbox's
+        HIGHESTMODSEQ is then reported once, since the client has not seen it yet."""
+        if self.condstore:
+            return
+        self.condstore = True
+        if self.selected is not None:
+            self._write(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % (self.selected.highestmodseq + MODSEQ_SHIFT))
 
     # -- selection helpers used by the mixins ---------------------------------------------------------------
     def deselect(self) -> None:

@@ -137,6 +137,16 @@ def recall_from_mailbox(store: MailStore, user: str, original: str, sender: str,
                            f"removed from {where}")
 
 
+def _cancel_delayed_send(services: DomainServices, queue_id: str) -> bool:
+    """Cancel through the delayed-send policy when it holds the message, so its Outbox copy goes too."""
+    try:
+        from fake_servers.policies.delayed_send import delayed_send_for
+    except ImportError:
+        return False
+    policy = delayed_send_for(services)
+    return policy is not None and policy.cancel(queue_id)
+
+
 class RecallPolicy:
     """The `recall` policy of an organisation's domain (see the module docstring)."""
 
@@ -207,6 +217,15 @@ class RecallPolicy:
         delivery.recipients[:] = remaining
         return Verdict.CONTINUE if remaining else Verdict.CONSUMED
 
+    @staticmethod
+    def _not_local(rcpt: str, services: DomainServices) -> RecipientResult | None:
+        """The status of a recipient no mailbox of ours can act for (both modes), else None."""
+        if not services.is_local(rcpt):
+            return RecipientResult(rcpt, RecallStatus.EXTERNAL, "another provider: the recall goes out as ordinary mail")
+        if services.accounts.canonical(rcpt) is None:
+            return RecipientResult(rcpt, RecallStatus.NOT_FOUND, "no such mailbox")
+        return None
+
     def _cloud(self, instruction: RecallInstruction, sender: str, recipients: list[str],
                services: DomainServices) -> tuple[dict[str, RecipientResult], list[str]]:
         results: dict[str, RecipientResult] = {}
@@ -217,21 +236,16 @@ class RecallPolicy:
             if rcpt in never_delivered:
                 results[rcpt] = RecipientResult(rcpt, RecallStatus.RECALLED,
                                                 "never delivered: it was still held (delayed send)")
-                continue
-            if not services.is_local(rcpt):
-                results[rcpt] = RecipientResult(rcpt, RecallStatus.EXTERNAL,
-                                                "another provider: the recall goes out as ordinary mail")
-                remaining.append(rcpt)
-                continue
-            user = services.accounts.canonical(rcpt)
-            if user is None:
-                results[rcpt] = RecipientResult(rcpt, RecallStatus.NOT_FOUND, "no such mailbox")
-                continue
-            results[rcpt] = recall_from_mailbox(services.store, user, instruction.original_message_id, sender,
-                                                self.settings)
-            local_users.append(user)
-            if self.settings.notify_recipients:
-                remaining.append(rcpt)
+            elif (other := self._not_local(rcpt, services)) is not None:
+                results[rcpt] = other
+                if other.status is RecallStatus.EXTERNAL:
+                    remaining.append(rcpt)
+            else:
+                results[rcpt] = recall_from_mailbox(services.store, rcpt, instruction.original_message_id, sender,
+                                                    self.settings)
+                local_users.append(rcpt)
+                if self.settings.notify_recipients:
+                    remaining.append(rcpt)
         if instruction.action is RecallAction.REPLACE and instruction.replacement is not None:
             raw = instruction.replacement.as_bytes(policy=email_policy.SMTP)
             if instruction.replacement.get("Message-ID") is None:
@@ -245,12 +259,10 @@ class RecallPolicy:
         results: dict[str, RecipientResult] = {}
         remaining: list[str] = []
         for rcpt in recipients:
-            if not services.is_local(rcpt):
-                results[rcpt] = RecipientResult(rcpt, RecallStatus.EXTERNAL,
-                                                "another provider: the recall goes out as ordinary mail")
-                remaining.append(rcpt)
-            elif services.accounts.canonical(rcpt) is None:
-                results[rcpt] = RecipientResult(rcpt, RecallStatus.NOT_FOUND, "no such mailbox")
+            if (other := self._not_local(rcpt, services)) is not None:
+                results[rcpt] = other
+                if other.status is RecallStatus.EXTERNAL:
+                    remaining.append(rcpt)
             elif rcpt in self.settings.legal_hold:
                 results[rcpt] = RecipientResult(rcpt, RecallStatus.HELD,
                                                 "legal hold: the recall is not handed to the mailbox's clients")
@@ -273,7 +285,8 @@ class RecallPolicy:
             except RecallFormatError:
                 same = False
             if same and delivery.mail_from.strip().lower() == sender:
-                services.discard(delivery.queue_id)
+                if not _cancel_delayed_send(services, delivery.queue_id):
+                    services.discard(delivery.queue_id)
                 dropped.update(r.strip().lower() for r in delivery.recipients)
                 services.log("recall-discarded-held", queue_id=delivery.queue_id, original=original)
         return dropped

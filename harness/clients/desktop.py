@@ -14,6 +14,7 @@ sequence-number-to-UID map and applies EXPUNGE / VANISHED / flag pushes to the c
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -40,6 +41,8 @@ ResyncMethod = Literal["auto", "qresync", "condstore", "uids"]
 
 #: Without IDLE the client polls with NOOP this often (seconds); real clients poll every few minutes.
 POLL_INTERVAL = 0.5
+#: How many pushed lines `DesktopClient.wire` keeps.
+WIRE_LINES = 200
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,8 @@ class _FolderMirror:
     def _on_untagged(self, line: bytes) -> None:
         info = parse_untagged(line)
         client = self.client
+        if info.kind in ("exists", "expunge", "vanished", "fetch"):
+            client.wire.append((self.folder, line))
         if info.kind == "exists":
             if info.number > len(self.seqmap):
                 self.seqmap.extend([None] * (info.number - len(self.seqmap)))
@@ -356,6 +361,8 @@ class DesktopClient:
         self.name = name
         self.timeout = timeout
         self.events: list[ClientEvent] = []
+        #: The last untagged EXISTS / EXPUNGE / VANISHED / FETCH lines as received, (folder, line): for narration.
+        self.wire: collections.deque[tuple[str, bytes]] = collections.deque(maxlen=WIRE_LINES)
         self.notices: list[LocalNotice] = []
         self.sent_notices: list[Any] = []  # fake_servers.recall.format.RecallNotice
         self._changes = _Changes()
@@ -392,10 +399,15 @@ class DesktopClient:
 
     async def go_online(self) -> None:
         """Reconnect every folder, resync with what the server did meanwhile, fetch what is new."""
-        for mirror in self._mirrors.values():
-            if not mirror.online:
+        try:
+            for mirror in self._mirrors.values():
+                if not mirror.online:
+                    await mirror.disconnect(polite=False)
+                    await mirror.connect()
+        except BaseException:
+            for mirror in self._mirrors.values():  # all folders or none: no half-online client
                 await mirror.disconnect(polite=False)
-                await mirror.connect()
+            raise
         self._record("online", "", None)
         await self.settle()
 

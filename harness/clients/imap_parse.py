@@ -176,7 +176,7 @@ class FetchRecord:
     @property
     def uid(self) -> int | None:
         value = self.items.get("UID")
-        return int(value) if isinstance(value, bytes) else None
+        return int(value) if isinstance(value, bytes) and value.isdigit() else None
 
     @property
     def flags(self) -> frozenset[str] | None:
@@ -188,7 +188,7 @@ class FetchRecord:
     @property
     def modseq(self) -> int | None:
         value = self.items.get("MODSEQ")
-        if isinstance(value, list) and value and isinstance(value[0], bytes):
+        if isinstance(value, list) and value and isinstance(value[0], bytes) and value[0].isdigit():
             return int(value[0])
         return None
 
@@ -335,7 +335,11 @@ def parse_untagged(line: bytes) -> Untagged:
         return Untagged(match.group(2).decode().lower(), number=int(match.group(1)))
     match = _VANISHED.match(line)
     if match:
-        return Untagged("vanished", uids=expand_uid_set(match.group(2).decode()), earlier=bool(match.group(1)))
+        try:
+            uids = expand_uid_set(match.group(2).decode())
+        except (ParseError, ValueError):
+            return Untagged("other")
+        return Untagged("vanished", uids=uids, earlier=bool(match.group(1)))
     match = _RESP_CODE.match(line)
     if match:
         return Untagged(match.group(1).decode().lower(), number=int(match.group(2)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -29,6 +29,24 @@ def _load_replacement(path: Path) -> bytes:
     return raw
 
 
+def _load_endpoints(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CliError(f"cannot read endpoints file {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise CliError(f"endpoints file {path} is not JSON: {exc.msg}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("domains"), dict):
+        raise CliError(f"endpoints file {path} has no \"domains\" object (write it with `recall-lab serve`)")
+    return data
+
+
+def _lab_password(endpoints: dict[str, Any], user: str) -> str:
+    """The user's password from the endpoints `serve` wrote, else the lab's "<localpart>-password"."""
+    users = endpoints["domains"].get(user.partition("@")[2].lower(), {}).get("users", {})
+    return str(users.get(user.lower(), f"{user.partition('@')[0]}-password"))
+
+
 def _print_report(report: RecallReport, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
@@ -43,7 +61,7 @@ def _print_report(report: RecallReport, as_json: bool) -> None:
         typer.echo(f"still pending: {', '.join(report.pending)}")
 
 
-async def _run(endpoints: Path, user: str, password: str, message_id: str, replacement: bytes | None,
+async def _run(endpoints: dict[str, Any], user: str, password: str, message_id: str, replacement: bytes | None,
                wait: float) -> tuple[RecallReport | None, tuple[str, ...]]:
     agent = RecallAgent(endpoints, user, password, timeout=max(wait, 5.0))
     handle = await agent.recall(message_id, action="replace" if replacement else "delete",
@@ -65,16 +83,17 @@ def register(app: typer.Typer) -> None:
         wait: Annotated[float, typer.Option(
             "--wait", min=0.0, help="Seconds to wait for the report and for pending recipients.")] = 10.0,
         password: Annotated[str | None, typer.Option(
-            "--password", help="Default: the lab's '<localpart>-password'.")] = None,
+            "--password", help="Default: from the endpoints file, else '<localpart>-password'.")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     ) -> None:
         """Recall a message: find it in the sender's Sent folder, submit the recall, print the report."""
         if "@" not in user:
             raise CliError(f"--user must be a full address, not {user!r}")
         replacement = _load_replacement(replace_with) if replace_with is not None else None
-        secret = password if password is not None else f"{user.partition('@')[0]}-password"
+        lab = _load_endpoints(endpoints)
+        secret = password if password is not None else _lab_password(lab, user)
         try:
-            report, recipients = asyncio.run(_run(endpoints, user, secret, message_id, replacement, wait))
+            report, recipients = asyncio.run(_run(lab, user, secret, message_id, replacement, wait))
         except RecallAgentError as exc:
             raise CliError(str(exc)) from None
         if report is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.clients.desktop import DesktopClient
-from tests.clients.conftest import MailServer, Mailbox, make_message, new_mid
+from tests.clients.conftest import Mailbox, MailServer, make_message, new_mid
 
 
 def desktop(server: MailServer, **kw) -> DesktopClient:
@@ -147,3 +147,46 @@ async def test_server_going_away_is_an_event_not_a_crash(lab) -> None:
         assert not client.online
     finally:
         await client.stop()
+
+
+async def test_without_idle_qresync_or_condstore_it_polls_and_compares_uids(
+        server: MailServer, other: Mailbox, monkeypatch) -> None:
+    """The fallbacks for a plain IMAP4rev1 server: NOOP polling instead of IDLE, UID comparison on resync."""
+    from harness.clients import connection
+    from harness.clients import desktop as desktop_module
+
+    real_open = connection.ImapConnection.open
+
+    async def plain_open(self):
+        await real_open(self)
+        self.capabilities = self.capabilities - {"IDLE", "QRESYNC", "CONDSTORE", "ENABLE"}
+        return self
+
+    monkeypatch.setattr(connection.ImapConnection, "open", plain_open)
+    monkeypatch.setattr(desktop_module, "POLL_INTERVAL", 0.05)
+    kept, gone, new = new_mid(), new_mid(), new_mid()
+    await other.append(make_message(kept))
+    await other.append(make_message(gone))
+    async with desktop(server) as client:
+        await other.append(make_message(new))
+        await client.wait_for_message(new, timeout=5)  # found by polling
+        await client.go_offline()
+        await other.expunge(gone)
+        await client.go_online()
+        assert not client.has_message_id(gone) and client.has_message_id(kept)
+        assert client.events_of("resync")[-1].data == {"method": "uids", "dropped": (2,)}
+        await other.expunge(kept)
+        await client.wait_for_gone(kept, timeout=5)  # EXPUNGE <seq> mapped through the sequence map
+        assert client.events_of("expunge")
+
+
+async def test_wire_keeps_what_the_server_pushed(lab) -> None:
+    client = DesktopClient("bob@corp.example", "bob-password", lab.imap("corp.example"))
+    async with client:
+        record = lab.store("corp.example").deliver("bob@corp.example", make_message(new_mid()))
+        await client.wait_for(lambda: len(client.cache) == 1)
+        lab.store("corp.example").expunge("bob@corp.example", "INBOX", [record.uid])
+        await client.wait_for(lambda: len(client.cache) == 0)
+    lines = [line for _folder, line in client.wire]
+    assert any(b"EXISTS" in line for line in lines)
+    assert lines[-1].startswith(b"* VANISHED")  # QRESYNC is on: removals come as VANISHED

@@ -136,3 +136,16 @@ def test_flag_lists(flags):
     line = b"1 FETCH (UID 1 FLAGS (" + " ".join(flags).encode() + b"))"
     [record] = parse_fetch([line, b"OK"])
     assert record.flags == frozenset(flags)
+
+
+@given(st.binary(max_size=80))
+def test_untagged_never_raises(line):
+    """The tap runs inside the connection's reader: any line must give a value, never an exception."""
+    assert parse_untagged(line).kind in {"exists", "expunge", "recent", "vanished", "fetch", "uidvalidity",
+                                         "highestmodseq", "uidnext", "other"}
+
+
+@given(st.lists(st.sampled_from([b"UID", b"FLAGS", b"MODSEQ", b"(", b")", b"x", b"12", b"\\Seen", b'"q"', b"NIL"]),
+                max_size=12))
+def test_fetch_pushes_made_of_fetch_words_never_raise(words):
+    parse_untagged(b"* 3 FETCH (" + b" ".join(words) + b")")

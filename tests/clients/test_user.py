@@ -95,3 +95,39 @@ def test_preview_helpers():
     raw = b"From: a@x\r\nSubject: Hi\r\n there\r\nContent-Type: text/plain\r\n\r\n\r\n  First   line \r\nnext\r\n"
     assert preview_of(raw) == Preview("Hi there", "First line", "a@x")
     assert first_line("\n\n") == ""
+
+
+async def test_user_with_real_clients(lab, tmp_path):
+    """Preview on arrival in the desktop client, a rule moves it, the user opens it later: \\Seen on the server."""
+    import aiosmtplib
+
+    from harness.clients.desktop import DesktopClient
+    from harness.clients.web import WebClient
+    from tests.clients.conftest import make_message, new_mid
+
+    store = lab.store("corp.example")
+    store.create_mailbox("bob@corp.example", "Lunch")
+    mid = new_mid()
+    async with DesktopClient("bob@corp.example", "bob-password", lab.imap("corp.example"),
+                             folders=("INBOX", "Lunch")) as desktop:
+        user = SimulatedUser("bob@corp.example", desktop, seed=5, open_delay=FixedDelay(1),
+                             rule=MoveRule("Lunch", match=lambda p: "Lunch" in p.subject))
+        endpoint = lab.submission("corp.example")
+        await aiosmtplib.send(make_message(mid, subject="Lunch?"), sender="alice@corp.example",
+                              recipients=["bob@corp.example"], hostname=endpoint.host, port=endpoint.port,
+                              username="alice@corp.example", password="alice-password", start_tls=False)
+        await desktop.wait_for_message(mid)
+        assert user.on_arrival(mid).subject == "Lunch?"
+        assert await user.apply_rule(mid)
+        await desktop.wait_for(lambda: [m.folder for m in desktop.cache.find(mid)] == ["Lunch"])
+        await user.open(mid)
+    [location] = store.find_by_message_id("bob@corp.example", mid)
+    assert location.mailbox == "Lunch"
+    assert "\\Seen" in store.messages("bob@corp.example", "Lunch")[0].flags
+
+    web = WebClient("bob@corp.example", "bob-password", lab.imap("corp.example"), tmp_path, folder="Lunch")
+    web_user = SimulatedUser("bob@corp.example", web, seed=5, shows_preview=False)
+    await web.page_load()
+    assert web_user.on_arrival(mid) is None
+    await web_user.open(mid)
+    assert web.snapshot_visible(mid)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.clients.web import MessageGone, WebClient
-from tests.clients.conftest import MailServer, Mailbox, make_message, new_mid
+from tests.clients.conftest import Mailbox, MailServer, make_message, new_mid
 
 
 def web(server: MailServer, tmp_path) -> WebClient:

@@ -171,3 +171,11 @@ def test_framer_never_raises(chunks):
     for chunk in chunks:
         for ev in f.feed(chunk):
             assert isinstance(ev, Command | Continue | Refused)
+
+
+@given(st.binary(max_size=60))
+def test_value_parser_raises_only_parse_errors(data):
+    try:
+        parse_value(data)
+    except ParseError:
+        pass

@@ -167,6 +167,7 @@ def _valid_body(bs: object, extended: bool) -> None:
 ]), max_size=40).map(b"".join))
 def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     view = MessageView(raw)
+    served = raw.replace(b"\x00", b"\x80")  # NUL goes out as 0x80, as Dovecot sends it
     env = view.envelope()
     assert isinstance(env, list) and len(env) == 10
     serialise(env)
@@ -181,8 +182,8 @@ def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
             out = view.section(path, kind, ("From", "To"))
             assert isinstance(out, bytes)
             if kind in (None, "HEADER", "TEXT", "MIME"):
-                assert out in raw
-    assert view.section((), "HEADER") + view.section((), "TEXT") == raw
+                assert out in served
+    assert view.section((), "HEADER") + view.section((), "TEXT") == served
     view.header_values("from")
     view.header_text()
     view.body_text()

@@ -57,6 +57,8 @@ class SectionRun:
                 return self.ep.password.encode()
             if name == "sasl_plain":
                 return base64.b64encode(f"\0{self.ep.user}\0{self.ep.password}".encode())
+            if name == "hms_next":
+                return str(int(self.values.get(("hms", arg), b"0")) + 1).encode()
             return self.values.get((name, arg), b"0")
         return _VAR.sub(value, text)
 
@@ -103,11 +105,14 @@ class SectionRun:
                 responses.append(response)
             responses.append(response)
             self.command(step.other, step.command)
-            while True:  # the push: wait for it (bounded), then end the IDLE
-                response = imap.read_response(timeout=5)
-                responses.append(response)
-                if step.until in response:
-                    break
+            try:
+                while True:  # the push: wait for it (bounded), then end the IDLE
+                    response = imap.read_response(timeout=5)
+                    responses.append(response)
+                    if step.until in response:
+                        break
+            except TimeoutError:
+                responses.append(b"<no push within 5 s>")
             imap.send_raw(b"DONE\r\n")
             responses += imap.read_until_tagged(tag)
         except (ImapConnectionClosed, TimeoutError, OSError) as exc:
@@ -121,7 +126,10 @@ class SectionRun:
                 if isinstance(step, Idle):
                     self.idle(step)
                 elif isinstance(step, Raw):
-                    self.conn(step.conn).send_raw(step.data)
+                    try:
+                        self.conn(step.conn).send_raw(step.data)
+                    except OSError as exc:
+                        self.transcript.append(Exchange(step.conn, "<raw>", [f"<{exc}>".encode()]))
                 else:
                     self.command(*step)
         finally:

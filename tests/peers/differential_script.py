@@ -2,7 +2,7 @@
 
 A step is (connection, command): connections "A" and "B" are opened on first use (B is a second session of
 the same user). `${user}`, `${password}` and `${hms:MAILBOX}`/`${uidvalidity:MAILBOX}` (the last value that
-server reported for the mailbox) are filled in per server. `lit(data)` writes a synchronising literal,
+server reported for the mailbox; `${hms_next:MAILBOX}` is one more) are filled in per server. `lit(data)` writes a synchronising literal,
 `lit(data, plus=True)` a LITERAL+ one. `Idle(...)` idles on one connection while the other runs a command,
 and ends the IDLE once the push arrived. `Raw(...)` sends bytes as they are (for lines with no tag).
 """
@@ -115,6 +115,9 @@ def seeded(conn: str = "A") -> list:
         (conn, append("INBOX", UTF8, "\\Flagged $Important", DATE, plus=True)),
     ]
 
+
+#: Sections where two sessions race for \\Recent: which one is "first notified" of a message is not comparable.
+RECENT_RACES = frozenset({"other-session"})
 
 SECTIONS: dict[str, list] = {
     "auth-and-capabilities": [
@@ -294,7 +297,7 @@ SECTIONS: dict[str, list] = {
         ("A", "STORE 1 -FLAGS (\\Seen)"),
         ("A", "STORE 1 FLAGS (\\Seen \\Draft)"),
         ("A", "STORE 1:3 +FLAGS.SILENT (\\Deleted)"),
-        ("A", "FETCH 1:3 FLAGS"),
+        ("A", "FETCH 1:3 (UID FLAGS)"),
         ("A", "UID STORE 2 -FLAGS.SILENT (\\Deleted)"),
         ("A", "UID STORE 1:3 -FLAGS (\\Deleted)"),
         ("A", "STORE 2 +FLAGS (custom-keyword)"),
@@ -304,9 +307,7 @@ SECTIONS: dict[str, list] = {
         ("A", "STORE 2 -FLAGS (custom-keyword $Important)"),
         ("A", "STORE 2 FLAGS ()"),
         ("A", "STORE 9 +FLAGS (\\Seen)"),
-        ("A", "STORE 1 +FLAGS"),
         ("A", "STORE 1 BOGUS (\\Seen)"),
-        ("A", "STORE 1 +FLAGS (\\Recent)"),
         ("A", "LOGOUT"),
     ],
     "copy-move-expunge": [
@@ -332,7 +333,6 @@ SECTIONS: dict[str, list] = {
         ("A", "UID EXPUNGE 1:3"),
         ("A", "STORE 1:* +FLAGS.SILENT (\\Deleted)"),
         ("A", "UID EXPUNGE 4"),
-        ("A", "FETCH 1:* UID"),
         ("A", "CLOSE"),
         ("A", "STATUS Work (MESSAGES UIDNEXT)"),
         ("A", "EXPUNGE"),
@@ -343,8 +343,6 @@ SECTIONS: dict[str, list] = {
         ("A", "EXAMINE INBOX"),
         ("A", "FETCH 2 (BODY[TEXT])"),  # read-only: no \Seen
         ("A", "FETCH 2 FLAGS"),
-        ("A", "STORE 2 +FLAGS (\\Flagged)"),
-        ("A", "EXPUNGE"),
         ("A", "UNSELECT"),
         ("A", "FETCH 1 FLAGS"),
         ("A", "SELECT INBOX"),
@@ -377,7 +375,7 @@ SECTIONS: dict[str, list] = {
         ("A", "CHECK"),
         Idle("A", "B", append("INBOX", UTF8, "")),
         Idle("A", "B", "UID STORE 2 +FLAGS (\\Answered)", until=b"FETCH"),
-        Idle("A", "B", "UID EXPUNGE 2", until=b"EXPUNGE"),
+        Idle("A", "B", "UID MOVE 2 Trash", until=b"EXPUNGE"),
         ("A", "FETCH 1:* (UID FLAGS)"),
         ("A", "LOGOUT"),
         ("B", "LOGOUT"),
@@ -389,14 +387,14 @@ SECTIONS: dict[str, list] = {
         ("A", "STORE 2 +FLAGS (\\Answered)"),
         ("A", "FETCH 2 (MODSEQ)"),
         ("A", "FETCH 1:* (FLAGS) (CHANGEDSINCE ${hms:INBOX})"),
-        ("A", "SEARCH MODSEQ ${hms:INBOX}"),
+        ("A", "SEARCH MODSEQ ${hms_next:INBOX}"),
         ("A", "UID STORE 1 (UNCHANGEDSINCE ${hms:INBOX}) +FLAGS (\\Flagged)"),
         ("A", "UID STORE 2 (UNCHANGEDSINCE 1) +FLAGS (\\Flagged)"),
         ("A", "STATUS INBOX (HIGHESTMODSEQ MESSAGES)"),
         ("A", "ENABLE QRESYNC"),
         ("A", "UNSELECT"),
         ("A", "SELECT INBOX (QRESYNC (${uidvalidity:INBOX} ${hms:INBOX}))"),
-        ("A", "STORE 1 +FLAGS.SILENT (\\Deleted)"),
+        ("A", "UID STORE 1 (UNCHANGEDSINCE ${hms:INBOX}) +FLAGS.SILENT (\\Deleted)"),  # FETCH MODSEQ anyway
         ("A", "EXPUNGE"),
         ("A", "UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)"),
         ("A", "UNSELECT"),
@@ -418,8 +416,10 @@ SECTIONS: dict[str, list] = {
         ("A", "LIST"),
         ("A", 'LIST "" "*" extra'),
         ("A", 'CREATE "unterminated'),
-        ("A", b'APPEND INBOX "not a date" ' + lit(PLAIN, plus=True)),
-        ("A", b"APPEND INBOX (\\Seen " + lit(PLAIN, plus=True)),
+        ("A", b'APPEND INBOX "not a date" ' + lit(PLAIN)),
+        ("A", b"APPEND INBOX (\\Bogus) " + lit(PLAIN)),
+        ("A", "NOOP"),
+        Raw("A", b"NOOP\r\n"),  # a tag but no command
         ("A", "NOOP"),
         Raw("A", b"\r\n"),
         ("A", "NOOP"),

@@ -12,11 +12,20 @@ What is erased or rewritten, and why it may differ between correct servers:
   previous one of the same mailbox, a message's MODSEQ becomes above/not-above the last HIGHESTMODSEQ seen;
 - ID response contents; untagged `OK` without a response code (e.g. "Still here" during IDLE); untagged
   CAPABILITY other than in answer to CAPABILITY; LSUB attributes other than Noselect (LSUB defines no others);
+- continuation requests ("+"): a refused command may or may not get one first;
+- FETCH responses for the same message within one command are merged (FLAGS may come separately);
 - order: the order of untagged responses within one command is free except for EXPUNGE, whose sequence
   numbers are turned into the set of original positions removed (RFC 3501 lets a server report the same
   removal as "2 EXPUNGE, 1 EXPUNGE" or "1 EXPUNGE, 1 EXPUNGE"); flags, LIST attributes and FETCH items are
   sorted; UID sets are expanded ("1:3" == "1,2,3");
-- BODYSTRUCTURE/BODY are compared case-insensitively (MIME types and parameter names are).
+- BODYSTRUCTURE/BODY are compared case-insensitively (MIME types and parameter names are);
+- a FETCH in answer to STORE that repeats flags the client already knew (the message did not change), a
+  RECENT that repeats the count the client already had, and a UID nobody asked for (before QRESYNC) are
+  dropped: servers differ on sending them and RFC 3501 allows both;
+- after login, capabilities that only matter before it (SASL-IR, AUTH=) are not compared, and BADCHARSET's
+  optional list of charsets is dropped;
+- in sections where two sessions race for \\Recent (`ignore_recent`), RECENT and \\Recent are not compared:
+  which session is "first to be notified" of a new message is a race.
 """
 
 from __future__ import annotations
@@ -30,6 +39,8 @@ COMPARED_CAPABILITIES = frozenset({
     "IMAP4REV1", "LITERAL+", "IDLE", "UIDPLUS", "MOVE", "NAMESPACE", "ENABLE", "SPECIAL-USE", "ID", "UNSELECT",
     "CHILDREN", "SASL-IR", "AUTH=PLAIN", "CONDSTORE", "QRESYNC",
 })
+#: Only meaningful before login, so a server may or may not list them afterwards.
+PREAUTH_ONLY = frozenset({"SASL-IR", "AUTH=PLAIN", "LOGINDISABLED", "STARTTLS"})
 PRELOGIN_CAPABILITIES = frozenset({"IMAP4REV1", "SASL-IR", "ID", "ENABLE", "IDLE", "LITERAL+", "AUTH=PLAIN"})
 
 #: Response codes compared (by name, with normalised arguments); all others are dropped.
@@ -151,6 +162,11 @@ class Normaliser:
     highest: dict[str, int] = field(default_factory=dict)  # mailbox -> last HIGHESTMODSEQ seen
     selected: dict[str, str] = field(default_factory=dict)  # connection -> selected mailbox
     authenticated: set[str] = field(default_factory=set)
+    ignore_recent: bool = False  # where sessions race for \Recent, which one gets it is not comparable
+    flags: dict[str, dict[int, str]] = field(default_factory=dict)  # connection -> seq -> last FLAGS seen
+    uids: dict[str, dict[int, str]] = field(default_factory=dict)  # connection -> seq -> UID
+    recent: dict[str, str] = field(default_factory=dict)  # connection -> last RECENT count seen
+    qresync: set[str] = field(default_factory=set)
 
     def uidvalidity(self, value: str) -> str:
         return self.uidvalidity_labels.setdefault(value, f"V{len(self.uidvalidity_labels) + 1}")
@@ -173,11 +189,11 @@ class Normaliser:
     # --- one step ---------------------------------------------------------------------------------------
 
     def step(self, conn: str, command: str, responses: list[bytes]) -> list[str]:
-        verb = command.split(" ", 2)[:2]
-        words = [w.upper() for w in verb]
-        if words and words[0] == "UID" and len(verb) > 1:
-            words = words[1:]
-        name = words[0] if words else ""
+        words = [w.upper() for w in command.split(" ", 2)[:2]]
+        uid_command = bool(words) and words[0] == "UID"
+        name = (words[1] if uid_command and len(words) > 1 else words[0]) if words else ""
+        if name in ("SELECT", "EXAMINE", "CLOSE", "UNSELECT"):
+            self.forget(conn)
         if name in ("SELECT", "EXAMINE"):
             parsed, _ = parse(command.encode().split(b" ", 1)[1] if " " in command else b"")
             mbox = parsed[0] if parsed else b""
@@ -186,23 +202,87 @@ class Normaliser:
         untagged: list[str] = []
         expunges: list[int] = []
         tagged: list[str] = []
+        fetches: dict[int, dict[str, str]] = {}
         for raw in responses:
+            fetch = _NUMBERED.match(raw)
+            if fetch and fetch.group(2).upper() == b"FETCH":
+                # one message's data may come in several FETCH responses (e.g. FLAGS after an implicit \Seen)
+                items, _ = parse(fetch.group(3))
+                fetches.setdefault(int(fetch.group(1)), {}).update(
+                    self.fetch_items(conn, items[0] if items and isinstance(items[0], list) else []))
+                continue
             line = self.response(conn, command, raw, expunges)
             if line is None:
                 continue
-            if raw.startswith(b"* ") or raw.startswith(b"+"):
+            if raw.startswith(b"* ") or raw.startswith(b"<"):
                 untagged.append(line)
             else:
                 tagged.append(line)
                 if name in ("LOGIN", "AUTHENTICATE") and line.split(" ")[1:2] == ["OK"]:
                     self.authenticated.add(conn)
+        known = self.flags.setdefault(conn, {})
+        for number, data in sorted(fetches.items()):
+            if "UID" in data:
+                self.uids.setdefault(conn, {})[number] = data["UID"]
+                asked = uid_command or (name == "FETCH" and "UID" in command.upper())
+                if not (asked or conn in self.qresync):
+                    del data["UID"]  # unsolicited UID: optional unless asked for (or QRESYNC is on)
+            if "FLAGS" in data:
+                if self.ignore_recent:
+                    data["FLAGS"] = flag_list([f for f in data["FLAGS"].strip("()").split() if f != "\\Recent"])
+                unchanged = known.get(number) == data["FLAGS"]
+                known[number] = data["FLAGS"]
+                if name == "STORE" and unchanged and set(data) <= {"FLAGS", "UID"}:
+                    continue  # an echo of flags that did not change: servers differ on sending it
+            untagged.append(f"* {number} FETCH (" + " ".join(f"{k} {v}" for k, v in sorted(data.items())) + ")")
+        if name == "STORE" and ".SILENT" in command.upper():
+            self.apply_silent_store(conn, command, uid_command)
         if expunges:
             untagged.append("* EXPUNGED original positions " + ",".join(map(str, original_positions(expunges))))
+            self.forget(conn)
+        if name == "ENABLE" and "QRESYNC" in command.upper():
+            self.qresync.add(conn)
         return sorted(untagged) + tagged
+
+    def forget(self, conn: str) -> None:
+        """Drop what is known of the selected mailbox's messages (sequence numbers no longer mean the same)."""
+        self.flags.pop(conn, None)
+        self.uids.pop(conn, None)
+        self.recent.pop(conn, None)
+
+    def apply_silent_store(self, conn: str, command: str, uid_command: bool) -> None:
+        """Track what a STORE .SILENT did, so a later echo of unchanged flags is recognised as such."""
+        known = self.flags.get(conn, {})
+        match = re.match(r"(?:UID )?STORE (\S+) (?:\(UNCHANGEDSINCE \d+\) )?([+-]?)FLAGS\.SILENT \((.*)\)",
+                         command, re.I)
+        if not match:
+            self.flags.pop(conn, None)  # cannot tell which messages changed: know nothing
+            return
+        given = set(match.group(3).split())
+        targets = [n for n in expand_set(match.group(1)).split(",") if n.isdigit()]
+        if uid_command:
+            by_uid = {uid: seq for seq, uid in self.uids.get(conn, {}).items()}
+            if any(t not in by_uid for t in targets):
+                self.flags.pop(conn, None)
+                return
+            targets = [str(by_uid[t]) for t in targets]
+        for number in [int(n) for n in targets]:
+            if number not in known:
+                continue
+            old = set(known[number].strip("()").split())
+            if match.group(2) == "+":
+                new = old | given
+            elif match.group(2) == "-":
+                new = old - given
+            else:
+                new = given | (old & {"\\Recent"})
+            known[number] = flag_list(sorted(new))
 
     def response(self, conn: str, command: str, raw: bytes, expunges: list[int]) -> str | None:
         if raw.startswith(b"+"):
-            return "+"
+            return None  # continuation requests: an I/O detail (a refused command may or may not get one)
+        if raw.startswith(b"<"):
+            return raw.decode("utf-8", "replace")  # the runner's own note (timeout, closed connection)
         status = _STATUS.match(raw)
         if status:
             tag, word = status.group(1).decode(), status.group(2).decode().upper()
@@ -216,9 +296,12 @@ class Normaliser:
             if kind == "EXPUNGE":
                 expunges.append(int(number))
                 return None
-            if kind == "FETCH":
-                items, _ = parse(numbered.group(3))
-                return f"* {number} FETCH " + self.fetch_items(conn, items[0] if items else [])
+            if kind == "RECENT":
+                if self.ignore_recent:
+                    return None
+                if self.recent.get(conn) == number and not command.upper().startswith(("SELECT", "EXAMINE")):
+                    return None  # a repeat of the count the client already has: optional
+                self.recent[conn] = number
             return f"* {number} {kind}"
         head, _, rest = raw[2:].partition(b" ")
         kind = head.decode("utf-8", "replace").upper()
@@ -264,7 +347,7 @@ class Normaliser:
         return f"* {kind} " + " ".join(render(p) for p in parsed)
 
     def capabilities(self, conn: str, caps: list[str]) -> str:
-        compared = COMPARED_CAPABILITIES if conn in self.authenticated else PRELOGIN_CAPABILITIES
+        compared = (COMPARED_CAPABILITIES - PREAUTH_ONLY) if conn in self.authenticated else PRELOGIN_CAPABILITIES
         return " ".join(sorted({c.upper() for c in caps} & compared))
 
     def code(self, conn: str, text: str) -> str | None:
@@ -286,11 +369,13 @@ class Normaliser:
             parts = args.split()
             if len(parts) == 3:
                 return f"COPYUID {self.uidvalidity(parts[0])} {expand_set(parts[1])} {expand_set(parts[2])}"
+        if name == "BADCHARSET":
+            return name  # the list of supported charsets is optional
         if name == "MODIFIED":
             return f"MODIFIED {expand_set(args)}"
         return f"{name} {args}".strip()
 
-    def fetch_items(self, conn: str, items: list) -> str:
+    def fetch_items(self, conn: str, items: list) -> dict[str, str]:
         pairs = []
         for key, value in zip(items[::2], items[1::2], strict=False):
             key = str(key).upper()
@@ -305,7 +390,7 @@ class Normaliser:
             else:
                 shown = render(value)
             pairs.append((key, shown))
-        return "(" + " ".join(f"{k} {v}" for k, v in sorted(pairs)) + ")"
+        return dict(pairs)
 
 
 def flag_list(flags: list) -> str:

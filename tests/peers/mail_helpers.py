@@ -50,7 +50,8 @@ def seed(ep: ImapEndpoint, messages: Iterable[tuple[str, str, tuple[str, ...]]],
 
 
 def flags_by_subject(ep: ImapEndpoint, mailbox: str = "INBOX") -> dict[str, set[str]]:
-    """Subject -> set of flags (as str) of every message in a mailbox, read with EXAMINE (no side effects)."""
+    """Subject -> set of stored flags of every message in a mailbox, read with EXAMINE (no side effects).
+    \\Recent is left out: it is per session, not stored."""
     with connect(ep) as client:
         client.select_folder(mailbox, readonly=True)
         uids = client.search("ALL")
@@ -61,5 +62,6 @@ def flags_by_subject(ep: ImapEndpoint, mailbox: str = "INBOX") -> dict[str, set[
         for item in data.values():
             header = item[b"BODY[HEADER.FIELDS (SUBJECT)]"].decode()
             subject = header.partition(":")[2].strip()
-            result[subject] = {f.decode() if isinstance(f, bytes) else f for f in item[b"FLAGS"]}
+            flags = {f.decode() if isinstance(f, bytes) else f for f in item[b"FLAGS"]}
+            result[subject] = flags - {"\\Recent"}
         return result

@@ -71,7 +71,8 @@ def parse_verbose(output: str, classes: tuple[str, ...]) -> tuple[list[Outcome],
     return outcomes, int(ran.group(1)) if ran else -1
 
 
-def run_suite(endpoints: list[ImapEndpoint], tmp_path: Path) -> list[Outcome]:
+def run_suite(endpoints: list[ImapEndpoint], tmp_path: Path) -> tuple[list[Outcome], str]:
+    """Run the groups at once; their outcomes, and their output (kept in tmp_path too) for failure messages."""
     procs = []
     for endpoint, classes in zip(endpoints, GROUPS, strict=True):
         ini = tmp_path / f"livetest-{classes[-1]}.ini"
@@ -84,9 +85,12 @@ def run_suite(endpoints: list[ImapEndpoint], tmp_path: Path) -> list[Outcome]:
         procs.append((classes, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                                 text=True, cwd=tmp_path)))
     outcomes: list[Outcome] = []
+    outputs = ""
     try:
         for classes, proc in procs:
             output, _ = proc.communicate(timeout=60)
+            (tmp_path / f"livetest-{classes[-1]}.out").write_text(output)
+            outputs += output
             found, ran = parse_verbose(output, classes)
             assert ran > 0 and ran == len(found), f"could not read the suite's results:\n{output[-3000:]}"
             outcomes += found
@@ -95,7 +99,19 @@ def run_suite(endpoints: list[ImapEndpoint], tmp_path: Path) -> list[Outcome]:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    return outcomes
+    return outcomes, outputs
+
+
+def failure_reports(output: str, wanted: set[tuple[str, str]]) -> str:
+    """The unittest failure blocks (traceback included) of the tests in `wanted`."""
+    blocks = re.split(r"^={70}$", output, flags=re.M)
+    names = {test for _, test in wanted}
+    found = []
+    for block in blocks:
+        head = re.match(r"\s*(FAIL|ERROR): (\w+)", block)
+        if head and head.group(2) in names:
+            found.append(re.split(r"\n-{70}\nRan ", block)[0].strip())
+    return "\n\n".join(found)
 
 
 @pytest.fixture(params=SERVER_KINDS)
@@ -108,14 +124,15 @@ def failures(outcomes: list[Outcome]) -> set[tuple[str, str]]:
 
 
 def test_livetest(livetest_accounts: list[ImapEndpoint], tmp_path: Path) -> None:
-    outcomes = run_suite(livetest_accounts, tmp_path)
+    outcomes, output = run_suite(livetest_accounts, tmp_path)
     assert len(outcomes) >= 50, outcomes
     failed = failures(outcomes)
     if livetest_accounts[0].kind == "dovecot":
         # proves the allow-list: exactly these fail against the reference server too
-        assert failed == set(ALLOWED_FAILURES)
+        assert failed == set(ALLOWED_FAILURES), failure_reports(output, failed ^ set(ALLOWED_FAILURES))
     else:
-        assert failed <= set(ALLOWED_FAILURES), sorted(failed - set(ALLOWED_FAILURES))
+        unexpected = failed - set(ALLOWED_FAILURES)
+        assert not unexpected, f"{sorted(unexpected)}\n{failure_reports(output, unexpected)}"
         for o in outcomes:
             if o.status == "skipped":
                 missing = o.reason.removeprefix("Server doesn't support ")

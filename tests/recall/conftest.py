@@ -53,8 +53,8 @@ def lab_config(mode: str, **policies: Any) -> LabConfig:
 
 
 @asynccontextmanager
-async def recall_lab(mode: str, **policies: Any) -> AsyncIterator[Lab]:
-    async with Lab(lab_config(mode, **policies), store="memory") as lab:
+async def recall_lab(mode: str, store: str = "memory", **policies: Any) -> AsyncIterator[Lab]:
+    async with Lab(lab_config(mode, **policies), store=store) as lab:
         yield lab
 
 

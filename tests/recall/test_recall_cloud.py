@@ -267,3 +267,43 @@ async def test_mixed_recipient_list_in_one_recall():
             assert mid in [c.message_id for c in await server_state(lab, user)]
         assert b"EXPUNGE" not in dave_idle.kinds()
         assert EXT in lab.domains
+
+
+async def test_recall_of_a_message_still_held_by_delayed_send_cancels_it():
+    from fake_servers.policies.delayed_send import delayed_send_for
+
+    async with recall_lab("cloud", delayed_send_seconds=3600) as lab:
+        delayed = delayed_send_for(lab.services(CORP))
+        now = [0.0]
+        delayed.clock = lambda: now[0]
+        mid = await send(lab, ALICE, to=[BOB, DAVE])
+        assert await locations(lab, ALICE, mid) == ["Outbox"]  # held: not sent yet
+        recall_msg = build_recall_message(RecallInstruction(mid, "Quarterly numbers", ALICE, "Alice",
+                                                            to=(BOB, DAVE)))
+        sub = lab.submission(CORP)
+        await aiosmtplib.send(recall_msg, sender=ALICE, recipients=[BOB, DAVE], hostname=sub.host, port=sub.port,
+                              username=ALICE, password=password(ALICE), start_tls=False, timeout=TIMEOUT)
+        await lab.wait_idle()
+        [report] = await reports_in_inbox(lab, ALICE)
+        assert report.statuses == {BOB: S.RECALLED, DAVE: S.RECALLED}
+        assert await locations(lab, ALICE, mid) == []  # the Outbox copy went with it
+        now[0] += 3600
+        assert await delayed.release_due() == 0
+        await lab.wait_idle()
+        for user in (BOB, DAVE):
+            assert await server_state(lab, user) == [], user  # neither the original nor the recall arrived
+
+
+async def test_cloud_recall_and_legal_hold_on_the_maildir_store(tmp_path):
+    async with recall_lab("cloud", store=f"maildir:{tmp_path}", legal_hold=[CAROL]) as lab:
+        mid = await send(lab, ALICE, to=[BOB, CAROL])
+        await move_message(lab, BOB, mid, "Projects")
+        async with IdleWatcher(lab, BOB, "Projects") as idle:
+            report = await recall(lab, mid)
+            await idle.wait_kind(b"EXPUNGE")
+        assert report.statuses == {BOB: S.RECALLED, CAROL: S.HELD}
+        assert await locations(lab, BOB, mid) == [] and await locations(lab, CAROL, mid) == []
+        assert [i.message_id for i in recoverable_items(lab.store(CORP), CAROL)] == [mid]
+        messages = [p for p in tmp_path.rglob("*") if p.is_file() and p.parent.name in ("cur", "new")]
+        holding = {p.relative_to(tmp_path).parts[2] for p in messages if mid.encode() in p.read_bytes()}
+        assert holding == {ALICE}  # message files: only alice's Sent copy and her report name it

@@ -131,10 +131,14 @@ async def test_already_purged_is_not_found_by_the_client():
         await move_message(lab, BOB, mid, "Trash")
         now[0] += 60
         assert await retention.purge_now() == 1
-        handle, first = await start_recall(lab, mid)
-        assert first.statuses == {BOB: S.PENDING}
-        await play_legacy_client(lab, BOB, mid)
+        async with IdleWatcher(lab, BOB) as idle:
+            handle, first = await start_recall(lab, mid)
+            assert first.statuses == {BOB: S.PENDING}
+            await play_legacy_client(lab, BOB, mid)
+            await idle.barrier()
+        assert idle.kinds() == [b"EXISTS"]  # the recall arrives; the client has nothing to delete
         assert (await handle.report(timeout=TIMEOUT, until_complete=True)).statuses == {BOB: S.NOT_FOUND}
+        assert await locations(lab, BOB, mid) == []
 
 
 async def test_legal_hold_refuses_the_recall():
@@ -157,8 +161,12 @@ async def test_replace_delivers_the_recall_with_the_replacement_inside():
         replacement["From"] = f"Alice <{ALICE}>"
         replacement["Subject"] = "Quarterly numbers (final)"
         replacement.set_content("The final numbers.\n")
-        handle, first = await start_recall(lab, mid, action="replace", replacement=replacement)
+        async with IdleWatcher(lab, BOB) as idle:
+            handle, first = await start_recall(lab, mid, action="replace", replacement=replacement)
+            await idle.wait_kind(b"EXISTS")
+        assert idle.kinds() == [b"EXISTS"]  # the recall, replacement inside; the original stays for now
         assert first.statuses == {BOB: S.PENDING}
+        assert await locations(lab, BOB, mid) == ["INBOX"]
         [copy] = [c for c in await server_state(lab, BOB) if c.headers.get("X-Recall-Message-ID") == mid]
         raw = await with_imap(lab, BOB, lambda c: (c.select_folder("INBOX", readonly=True),
                                                    c.fetch([copy.uid], ["BODY.PEEK[]"])[copy.uid][b"BODY[]"])[1])

@@ -1,0 +1,293 @@
+"""Benchmark of the lab's SMTP side, side by side with a bare aiosmtpd server in the same run.
+
+Measures (defaults run in well under a minute):
+1. Lab start to ready: `Lab.start()` of the default lab until all six listeners are bound, and until each has
+   sent its greeting to a client; median of --starts runs.
+2. Messages/s from submission to the recipient's INBOX, same domain (alice -> bob) and cross-domain
+   (alice -> dave, through the relay and mail.example's MX), against a bare aiosmtpd server whose handler does
+   nothing. The client pipelines (RFC 2920: MAIL, RCPT, DATA in one write; the end of one message and the next
+   envelope in one write) over --conns connections, and runs in a separate process so the servers' loop has a
+   CPU of its own, as it would in the bare case.
+3. Cross-domain latency: one message at a time, from the client writing the final "." to the store event of
+   the message landing in dave's INBOX; p50 and p99 over --latency messages.
+
+    python scripts/bench_smtp.py [--messages 4000] [--conns 4] [--starts 50] [--latency 300] [--json]
+
+Targets (issue 3): ready < 100 ms; lab rate >= 70% of bare aiosmtpd; cross-domain p99 < 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aiosmtpd.smtp import SMTP  # noqa: E402
+
+from fake_servers.store.base import MessageAppended  # noqa: E402
+from harness.config import default_config  # noqa: E402
+from harness.lab import Lab  # noqa: E402
+
+BODY = ("This is a benchmark message of about one kilobyte. " * 20 + "\r\n") * 1
+
+
+def make_message(sender: str, rcpt: str, n: int) -> bytes:
+    return (f"From: {sender}\r\nTo: {rcpt}\r\nSubject: bench {n}\r\nMessage-ID: <bench-{n}-{time.time_ns()}@bench>"
+            f"\r\n\r\n{BODY}").encode()
+
+
+# -- the client (runs in a child process) --------------------------------------------------------------------
+async def _reply(reader: asyncio.StreamReader) -> str:
+    while True:
+        line = (await reader.readline()).decode()
+        if not line:
+            raise ConnectionError("closed")
+        if len(line) < 4 or line[3] != "-":
+            return line
+
+
+async def _expect(reader: asyncio.StreamReader, code: str, count: int = 1) -> None:
+    for _ in range(count):
+        line = await _reply(reader)
+        if not line.startswith(code):
+            raise RuntimeError(f"expected {code}, got {line!r}")
+
+
+async def client_main(host: str, port: int, user: str, password: str, rcpt: str, total: int, conns: int) -> None:
+    streams = []
+    for _ in range(conns):
+        reader, writer = await asyncio.open_connection(host, port)
+        await _expect(reader, "220")
+        writer.write(b"EHLO bench.client\r\n")
+        await _expect(reader, "250")
+        if user:
+            token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+            writer.write(f"AUTH PLAIN {token}\r\n".encode())
+            await _expect(reader, "235")
+        streams.append((reader, writer))
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "go"
+    sender = user or "bench@bench.example"
+    envelope = f"MAIL FROM:<{sender}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode()
+    share = [total // conns + (1 if i < total % conns else 0) for i in range(conns)]
+
+    async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: int, offset: int) -> None:
+        if count == 0:
+            return
+        writer.write(envelope)
+        await _expect(reader, "250", 2)
+        await _expect(reader, "354")
+        for i in range(count):
+            last = i == count - 1
+            writer.write(make_message(sender, rcpt, offset + i) + b".\r\n" + (b"" if last else envelope))
+            await _expect(reader, "250", 1 if last else 3)
+            if not last:
+                await _expect(reader, "354")
+        writer.write(b"QUIT\r\n")
+        await _expect(reader, "221")
+        writer.close()
+
+    offsets = [sum(share[:i]) for i in range(conns)]
+    await asyncio.gather(*(run(r, w, share[i], offsets[i]) for i, (r, w) in enumerate(streams)))
+    sys.stdout.write("done\n")
+    sys.stdout.flush()
+
+
+# -- the orchestrating side ---------------------------------------------------------------------------------
+async def drive_client(host: str, port: int, user: str, password: str, rcpt: str, total: int, conns: int,
+                       arrived: asyncio.Event) -> float:
+    """Run the client process; seconds from "go" until `arrived` is set (every message where it belongs)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--client", host, str(port), user, password, rcpt, str(total), str(conns),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdin is not None
+    line = await proc.stdout.readline()
+    if line.strip() != b"ready":
+        raise RuntimeError(f"client failed: {line!r}")
+    start = time.perf_counter()
+    proc.stdin.write(b"go\n")
+    await proc.stdin.drain()
+    await asyncio.wait_for(arrived.wait(), 600)
+    elapsed = time.perf_counter() - start
+    await proc.stdout.readline()
+    await proc.wait()
+    return elapsed
+
+
+class Counter:
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.count = 0
+        self.done = asyncio.Event()
+
+    def hit(self, n: int = 1) -> None:
+        self.count += n
+        if self.count >= self.target:
+            self.done.set()
+
+
+class BareHandler:
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.counter.hit()
+        return "250 OK"
+
+
+async def bench_bare(total: int, conns: int) -> float:
+    counter = Counter(total)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(BareHandler(counter), hostname="bare.bench", enable_SMTPUTF8=True, loop=loop), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        elapsed = await drive_client("127.0.0.1", port, "", "", "x@bare.example", total, conns, counter.done)
+    finally:
+        server.close()
+        await server.wait_closed()
+    return total / elapsed
+
+
+async def bench_lab(total: int, conns: int, rcpt: str) -> float:
+    async with Lab(default_config()) as lab:
+        domain = lab.domain_of(rcpt)
+        counter = Counter(total)
+
+        def listener(event: object) -> None:
+            if isinstance(event, MessageAppended) and event.user == rcpt and event.mailbox == "INBOX":
+                counter.hit()
+
+        lab.store(domain).subscribe(listener)
+        sub = lab.submission("corp.example")
+        elapsed = await drive_client(sub.host, sub.port, "alice@corp.example", "alice-password", rcpt, total, conns,
+                                     counter.done)
+        await lab.wait_idle()
+        lab.store(domain).unsubscribe(listener)
+    return total / elapsed
+
+
+async def bench_start(runs: int) -> tuple[float, float]:
+    """Median ms: start() returned (listening), and every listener's greeting received."""
+    bound, greeted = [], []
+    cfg = default_config()
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        lab = Lab(cfg)
+        await lab.start()
+        t1 = time.perf_counter()
+        eps = [ep for d in lab.domains for ep in (lab.imap(d), lab.submission(d), lab.mx(d))]
+
+        async def greet(ep) -> None:
+            reader, writer = await asyncio.open_connection(ep.host, ep.port)
+            await reader.readline()
+            writer.close()
+            await writer.wait_closed()
+
+        await asyncio.gather(*(greet(ep) for ep in eps))
+        t2 = time.perf_counter()
+        await lab.stop()
+        bound.append((t1 - t0) * 1000)
+        greeted.append((t2 - t0) * 1000)
+    return statistics.median(bound), statistics.median(greeted)
+
+
+async def bench_latency(count: int) -> tuple[float, float]:
+    samples: list[float] = []
+    async with Lab(default_config()) as lab:
+        arrived: asyncio.Event = asyncio.Event()
+        stamp: list[float] = []
+
+        def listener(event: object) -> None:
+            if isinstance(event, MessageAppended) and event.mailbox == "INBOX":
+                stamp.append(time.perf_counter())
+                arrived.set()
+
+        lab.store("mail.example").subscribe(listener)
+        sub = lab.submission("corp.example")
+        reader, writer = await asyncio.open_connection(sub.host, sub.port)
+        await _expect(reader, "220")
+        writer.write(b"EHLO bench\r\n")
+        await _expect(reader, "250")
+        token = base64.b64encode(b"\0alice@corp.example\0alice-password").decode()
+        writer.write(f"AUTH PLAIN {token}\r\n".encode())
+        await _expect(reader, "235")
+        for i in range(count):
+            arrived.clear()
+            stamp.clear()
+            writer.write(b"MAIL FROM:<alice@corp.example>\r\nRCPT TO:<dave@mail.example>\r\nDATA\r\n")
+            await _expect(reader, "250", 2)
+            await _expect(reader, "354")
+            t0 = time.perf_counter()
+            writer.write(make_message("alice@corp.example", "dave@mail.example", i) + b".\r\n")
+            await _expect(reader, "250")
+            await asyncio.wait_for(arrived.wait(), 10)
+            samples.append((stamp[0] - t0) * 1000)
+        writer.close()
+        await lab.wait_idle()
+    samples.sort()
+    p99 = samples[min(len(samples) - 1, int(round(0.99 * (len(samples) - 1))))]
+    return statistics.median(samples), p99
+
+
+async def main(args: argparse.Namespace) -> dict:
+    results: dict = {}
+    bound, greeted = await bench_start(args.starts)
+    results["start_ms_median"] = round(bound, 2)
+    results["start_to_greetings_ms_median"] = round(greeted, 2)
+    bare = await bench_bare(args.messages, args.conns)
+    same = await bench_lab(args.messages, args.conns, "bob@corp.example")
+    bare2 = await bench_bare(args.messages, args.conns)  # again: the machine may warm up or slow down
+    cross = await bench_lab(args.messages, args.conns, "dave@mail.example")
+    bare_rate = (bare + bare2) / 2
+    results["bare_aiosmtpd_msgs_per_s"] = round(bare_rate)
+    results["same_domain_msgs_per_s"] = round(same)
+    results["cross_domain_msgs_per_s"] = round(cross)
+    results["same_domain_ratio"] = round(same / bare_rate, 3)
+    results["cross_domain_ratio"] = round(cross / bare_rate, 3)
+    p50, p99 = await bench_latency(args.latency)
+    results["cross_domain_latency_ms_p50"] = round(p50, 3)
+    results["cross_domain_latency_ms_p99"] = round(p99, 3)
+    results["params"] = {"messages": args.messages, "conns": args.conns, "starts": args.starts,
+                         "latency_samples": args.latency}
+    return results
+
+
+def report(results: dict) -> None:
+    print(f"lab start, listeners bound (median of {results['params']['starts']}): "
+          f"{results['start_ms_median']:.2f} ms   (target < 100 ms)")
+    print(f"lab start, every listener greeted a client:          {results['start_to_greetings_ms_median']:.2f} ms")
+    print(f"bare aiosmtpd, do-nothing handler:   {results['bare_aiosmtpd_msgs_per_s']:>7} msg/s")
+    print(f"lab, submission -> INBOX same domain:  {results['same_domain_msgs_per_s']:>7} msg/s  "
+          f"ratio {results['same_domain_ratio']:.2f}  (target >= 0.70)")
+    print(f"lab, submission -> INBOX cross-domain: {results['cross_domain_msgs_per_s']:>7} msg/s  "
+          f"ratio {results['cross_domain_ratio']:.2f}")
+    print(f"cross-domain latency: p50 {results['cross_domain_latency_ms_p50']:.2f} ms, "
+          f"p99 {results['cross_domain_latency_ms_p99']:.2f} ms  (target p99 < 20 ms)")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        h, p, u, pw, r, n, c = sys.argv[2:9]
+        asyncio.run(client_main(h, int(p), u, pw, r, int(n), int(c)))
+        sys.exit(0)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=4000)
+    parser.add_argument("--conns", type=int, default=4)
+    parser.add_argument("--starts", type=int, default=50)
+    parser.add_argument("--latency", type=int, default=300)
+    parser.add_argument("--json", action="store_true")
+    ns = parser.parse_args()
+    out = asyncio.run(main(ns))
+    if ns.json:
+        print(json.dumps(out))
+    else:
+        report(out)
