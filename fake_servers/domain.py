@@ -44,7 +44,7 @@ from fake_servers.smtp.handlers import MxHandler, SubmissionHandler
 from fake_servers.smtp.listener import SmtpListener
 from fake_servers.smtp.relay import Failure, RelayEntry, RelayQueue, Route
 from fake_servers.smtp.spool import Spool
-from fake_servers.store.base import MailStore, MessageRecord
+from fake_servers.store.base import MailStore, MessageRecord, StoreError
 from fake_servers.transcript import TranscriptRecorder
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ class DomainServer:
             SubmissionHandler(self), host=host, port=self.ports.submission, hostname=self.hostname,
             data_size_limit=spec.max_message_size, tls_context=tls_context, transcripts=transcripts)
         self._held: dict[str, Delivery] = {}
+        self._sent_names: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._running = False
 
@@ -204,9 +205,10 @@ class DomainServer:
         return address.rpartition("@")[2].lower() in self.local_domains
 
     async def accept(self, *, channel: Channel, auth_user: str | None, mail_from: str, recipients: list[str],
-                     raw: bytes, smtputf8: bool, helo: str | None, peer: Any, tls: bool) -> str:
+                     raw: bytes, smtputf8: bool, helo: str | None, peer: Any, tls: bool,
+                     header_block: headers.HeaderBlock | None = None) -> str:
         delivery = self._stamp(channel=channel, auth_user=auth_user, mail_from=mail_from, recipients=recipients,
-                               raw=raw, smtputf8=smtputf8, helo=helo, peer=peer, tls=tls)
+                               raw=raw, smtputf8=smtputf8, helo=helo, peer=peer, tls=tls, block=header_block)
         task = self._track(self.pipeline.run(delivery), f"deliver {delivery.queue_id}")
         try:
             await asyncio.shield(task)
@@ -221,21 +223,25 @@ class DomainServer:
 
     def _stamp(self, *, channel: Channel, auth_user: str | None, mail_from: str, recipients: list[str],
                raw: bytes, smtputf8: bool, helo: str | None = None, peer: Any = None, tls: bool = False,
-               marks: set[str] | None = None, save_sent_copy: bool | None = None) -> Delivery:
+               marks: set[str] | None = None, save_sent_copy: bool | None = None,
+               block: headers.HeaderBlock | None = None) -> Delivery:
         """A Delivery for an accepted message, with the server's trace and submission fix-ups applied."""
         queue_id = new_queue_id()
         now = datetime.now(UTC)
         bcc: list[str] = []
         if channel in ("submission", "internal"):
-            if channel == "submission" or headers.has_header(raw, "Bcc"):
-                named = set(headers.addresses(raw, "To", "Cc"))
+            block = block or headers.HeaderBlock(raw)
+            has_bcc = block.has("Bcc")
+            if channel == "submission" or has_bcc:
+                named = set(block.addresses("To", "Cc"))
                 bcc = [r for r in recipients if r.lower() not in named]
-                raw = headers.remove_headers(raw, ["Bcc"])
+                if has_bcc:
+                    raw = headers.remove_headers(raw, ["Bcc"])
             missing = []
-            if not headers.has_header(raw, "Message-ID"):
+            if not block.has("Message-ID"):
                 missing.append(("Message-ID", make_msgid(domain=self.domain)))
-            if not headers.has_header(raw, "Date"):
-                missing.append(("Date", format_datetime(now)))
+            if not block.has("Date"):
+                missing.append(("Date", _rfc5322_date(now)))
             if missing:
                 raw = headers.append_headers(raw, missing)
         raw = headers.prepend_headers(raw, [("Received", self._received(channel, helo, peer, tls, auth_user,
@@ -256,7 +262,7 @@ class DomainServer:
             source = f"from {helo or 'unknown'} ([{ip}])"
             proto = ("UTF8SMTP" if smtputf8 else "ESMTP") + ("S" if tls else "") + ("A" if auth_user else "")
         who = f" for <{recipients[0]}>" if len(recipients) == 1 else ""
-        return f"{source} by {self.hostname} (recall-lab) with {proto} id {queue_id}{who}; {format_datetime(now)}"
+        return f"{source} by {self.hostname} (recall-lab) with {proto} id {queue_id}{who}; {_rfc5322_date(now)}"
 
     # -- final delivery (after the policies) ----------------------------------------------------------
     async def _final_delivery(self, delivery: Delivery) -> None:
@@ -299,13 +305,25 @@ class DomainServer:
         raw = delivery.raw
         if delivery.bcc:
             raw = headers.append_headers(headers.remove_headers(raw, ["Bcc"]), [("Bcc", ", ".join(delivery.bcc))])
-        return self.store.append(user, self._sent_mailbox(user), raw, ["\\Seen"])
+        try:
+            return self.store.append(user, self._sent_mailbox(user), raw, ["\\Seen"])
+        except StoreError:  # the Sent folder was renamed or deleted since it was cached: look again
+            self._sent_names.pop(user, None)
+            return self.store.append(user, self._sent_mailbox(user), raw, ["\\Seen"])
 
     def _sent_mailbox(self, user: str) -> str:
+        """The user's \\Sent mailbox (cached: listing every mailbox per message would dominate delivery;
+        save_sent_copy forgets the cache when an append to it fails)."""
+        name = self._sent_names.get(user)
+        if name is not None:
+            return name
+        name = "Sent"
         for info in self.store.list_mailboxes(user):
             if info.special_use == "\\Sent":
-                return info.name
-        return "Sent"
+                name = info.name
+                break
+        self._sent_names[user] = name
+        return name
 
     # -- held deliveries ------------------------------------------------------------------------------
     def _hold(self, delivery: Delivery) -> None:
@@ -384,6 +402,18 @@ class DomainServer:
     @property
     def busy(self) -> bool:
         return bool(self._tasks) or not self.relay.idle
+
+
+_date_cache: tuple[int, str] = (-1, "")
+
+
+def _rfc5322_date(now: datetime) -> str:
+    """format_datetime, computed once per second (every accepted message stamps one or two)."""
+    global _date_cache
+    second = int(now.timestamp())
+    if _date_cache[0] != second:
+        _date_cache = (second, format_datetime(now.replace(microsecond=0)))
+    return _date_cache[1]
 
 
 def _needs_smtputf8(mail_from: str, recipients: Sequence[str]) -> bool:

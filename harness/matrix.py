@@ -151,6 +151,7 @@ async def run_matrix(options: MatrixOptions) -> MatrixResult:
     if options.progress is not None:
         options.progress(0, total)
     transcript_mode = options.modes[0] if options.modes else "cloud"
+    _widen_default_executor(options.concurrency * len(groups))
     await asyncio.gather(*(
         _run_group(g, options, finished, result, transcript_mode, port_base=options.port_base if i == 0 else None)
         for i, g in enumerate(groups)))
@@ -240,6 +241,16 @@ async def _deal(engine: TrialEngine, scenario: Scenario, slots: list, indexes: r
             finished(await engine.run(slot, scenario, plan, i))
 
     await asyncio.gather(*(worker(slot) for slot in slots))
+
+
+def _widen_default_executor(concurrent_trials: int) -> None:
+    """The recall agent runs its IMAP calls in worker threads (asyncio.to_thread); they mostly wait on the
+    network, so with many trials side by side the loop's default pool of cpu+4 threads becomes the bottleneck."""
+    import concurrent.futures
+
+    workers = max(8, min(64, 2 * concurrent_trials))
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recall-lab-matrix"))
 
 
 def _drive_retention_clock(lab: Any, clock: SimClock) -> None:

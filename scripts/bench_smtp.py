@@ -35,7 +35,7 @@ from fake_servers.store.base import MessageAppended  # noqa: E402
 from harness.config import default_config  # noqa: E402
 from harness.lab import Lab  # noqa: E402
 
-BODY = ("This is a benchmark message of about one kilobyte. " * 20 + "\r\n") * 1
+BODY = "This is a benchmark message of about one kilobyte, in lines.\r\n" * 16
 
 
 def make_message(sender: str, rcpt: str, n: int) -> bytes:
@@ -115,10 +115,16 @@ async def drive_client(host: str, port: int, user: str, password: str, rcpt: str
     start = time.perf_counter()
     proc.stdin.write(b"go\n")
     await proc.stdin.drain()
-    await asyncio.wait_for(arrived.wait(), 600)
+    waiter = asyncio.ensure_future(arrived.wait())
+    exited = asyncio.ensure_future(proc.wait())
+    await asyncio.wait({waiter, exited}, timeout=600, return_when=asyncio.FIRST_COMPLETED)
+    if not waiter.done() and exited.done() and proc.returncode != 0:
+        waiter.cancel()
+        raise RuntimeError(f"client failed with status {proc.returncode}")
+    await asyncio.wait_for(waiter, 600)
     elapsed = time.perf_counter() - start
     await proc.stdout.readline()
-    await proc.wait()
+    await exited
     return elapsed
 
 

@@ -94,7 +94,10 @@ class MailboxCommands:
             raise CommandFailed(f"Mailbox doesn't exist: {name}", "NONEXISTENT") from None
         records = self.store.messages(self.user, info.name)
         uids = [r.uid for r in records]
-        recent = set() if readonly else self.store.claim_recent(self.user, info.name, uids)
+        if readonly:  # EXAMINE shows \Recent but leaves it for a later SELECT (RFC 3501 6.3.2)
+            recent = self.store.peek_recent(self.user, info.name) & set(uids)
+        else:
+            recent = self.store.claim_recent(self.user, info.name, uids)
         sel = SelectedMailbox(self.user, info.name, readonly, info.uidvalidity, records, recent,
                               info.highestmodseq)
         self.selected = sel
@@ -306,10 +309,7 @@ class MailboxCommands:
             info = self.store.mailbox(self.user, name)
         except NoSuchMailbox:
             raise CommandFailed(f"Mailbox doesn't exist: {name}", "NONEXISTENT") from None
-        # STATUS RECENT needs to count without claiming; `recent_count` is an optional store method
-        recent_count = getattr(self.store, "recent_count", None)
-        recent = recent_count(self.user, info.name) if recent_count is not None else 0
-        values = {"MESSAGES": info.exists, "RECENT": recent, "UIDNEXT": info.uidnext,
+        values = {"MESSAGES": info.exists, "RECENT": len(self.store.peek_recent(self.user, info.name)), "UIDNEXT": info.uidnext,
                   "UIDVALIDITY": info.uidvalidity, "UNSEEN": info.unseen,
                   "HIGHESTMODSEQ": info.highestmodseq + MODSEQ_SHIFT}
         if "HIGHESTMODSEQ" in items:

@@ -5,9 +5,10 @@ SEARCH, then a BODYSTRUCTURE). MessageView parses lazily and remembers: the top 
 with two `bytes.find` calls (that is all `BODY.PEEK[HEADER]` of a whole mailbox needs); the MIME tree is
 built only for part sections and BODYSTRUCTURE; text decoding only for SEARCH.
 
-Sections are exact slices of the raw bytes (CRLF or LF kept as stored). ENVELOPE and BODYSTRUCTURE match
-what Dovecot 2.3 answers for the same message (tests/imap/test_message_view_dovecot.py checks that),
-except that sizes and line counts are those of the stored bytes (Dovecot counts LF-only lines as CRLF).
+Sections are exact slices of the raw bytes (CRLF or LF kept as stored; only NUL goes out as 0x80, as in
+Dovecot). ENVELOPE, BODYSTRUCTURE and the section rules match what Dovecot 2.3 answers for the same
+message (tests/imap/test_message_view_dovecot.py checks that), except that sizes and line counts are those
+of the stored bytes (Dovecot counts LF-only lines as if they ended in CRLF).
 Values follow fake_servers/imap/values.py: None -> NIL, str -> string, bytes -> literal (used for
 header bytes that are not UTF-8), lists -> parenthesised lists.
 """
@@ -52,8 +53,7 @@ def _for_humans(text: str) -> str | bytes:
     """Dovecot's cleanup of subjects and display names: no CR/LF, NUL -> U+FFFD, blanks collapsed, trimmed."""
     text = text.replace("\r", "").replace("\n", "").replace("\x00", "\ufffd")
     if "\t" in text or "  " in text or text[:1] == " " or text[-1:] == " ":
-        text = " ".join(text.replace("\t", " ").split(" "))
-        text = " ".join(w for w in text.split(" ") if w)
+        text = " ".join(w for w in text.replace("\t", " ").split(" ") if w)
     return _out(text)
 
 
@@ -246,7 +246,27 @@ class MessageView:
 
     def bodystructure(self, extended: bool = True) -> ImapValue:
         """RFC 3501 BODYSTRUCTURE (extended) or BODY (extended=False) of the whole message."""
-        return self._structure(self.tree, extended)
+        root = self.tree
+        if root.kind == "leaf" and self._plain_7bit(self._data(root)):
+            # Dovecot recognises a plain us-ascii 7bit message and answers its canonical form
+            # (lowercase "7bit" and charset whatever case the header used)
+            out: list[ImapValue] = ["text", "plain", ["charset", "us-ascii"], None, None, "7bit",
+                                    root.end - root.body_start,
+                                    self.raw.count(b"\n", root.body_start, root.end)]
+            return out + [None, None, None, None] if extended else out
+        return self._structure(root, extended)
+
+    @staticmethod
+    def _plain_7bit(d: _PartData) -> bool:
+        if d.type is not None and (d.type.lower() != "text" or (d.subtype or "").lower() != "plain"):
+            return False
+        if len(d.params) > 1 or (d.params and (d.params[0][0].lower() != "charset"
+                                               or d.params[0][1].lower() != "us-ascii")):
+            return False
+        if d.encoding is not None and d.encoding.lower() != "7bit":
+            return False
+        return (d.id is None and d.description is None and d.md5 is None and d.disposition is None
+                and d.language is None and d.location is None)
 
     def _structure(self, part: Part, extended: bool) -> list[ImapValue]:
         raw = self.raw

@@ -195,7 +195,7 @@ def _all_of(preds: list[Pred]) -> Pred:
 def parse_search(lx: Lexer, count: Callable[[], int], largest_uid: Callable[[], int]) -> SearchProgram:
     """Parse `[CHARSET x] key *(SP key)` (after the command name and its space)."""
     first = lx.pos
-    word = lx.atom("search key")
+    word = lx.atom("search key") if lx.peek() not in (0x28, None) else ""
     if word.upper() == "CHARSET":
         lx.sp()
         charset = lx.astring().upper()

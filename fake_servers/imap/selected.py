@@ -137,7 +137,7 @@ class SelectedMailbox:
         if self.pending_new:
             new = self.pending_new
             self.pending_new = []
-            if claim_recent is not None and not self.readonly:
+            if claim_recent is not None:
                 self.recent |= claim_recent([r.uid for r in new])
             for r in new:
                 if self.uids and r.uid <= self.uids[-1]:

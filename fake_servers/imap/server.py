@@ -8,7 +8,9 @@ when a client vanishes. Timers give the inactivity timeouts (60 s before login, 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 import ssl
 
 from ..accounts import Accounts
@@ -31,7 +33,6 @@ class _Connection(asyncio.Protocol):
         self.peer = "?"
         self._timer: asyncio.TimerHandle | None = None
         self._tls_task: asyncio.Task | None = None
-        self._pending: list[bytes] = []
         self._closing = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
@@ -52,8 +53,7 @@ class _Connection(asyncio.Protocol):
         session = self.session
         if session is None or self._closing:
             return
-        if session.io_paused:
-            self._pending.append(data)
+        if session.io_paused:  # bytes sent before the TLS handshake must not be acted on (RFC 3501 6.2.1)
             return
         session.feed(data)
         self._arm_timer()
@@ -115,9 +115,6 @@ class _Connection(asyncio.Protocol):
         self.transport = new  # type: ignore[assignment]
         if self.session is not None:
             self.session.tls_started()
-            pending, self._pending = self._pending, []
-            for data in pending:  # anything sent before the handshake must be ignored (RFC 3501 6.2.1)
-                del data
 
     # -- timers ---------------------------------------------------------------------------------------------
     def _arm_timer(self) -> None:
@@ -139,6 +136,24 @@ class _Connection(asyncio.Protocol):
         if self.session is not None and not self.session.closed:
             log.info("IMAP %s: inactivity timeout", self.peer)
             self.session.timeout()
+
+
+def _bind_literal(host: str, port: int) -> socket.socket | None:
+    """A listening socket for an IP-literal host; None for a host name. Raises OSError (e.g. EADDRINUSE)."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(100)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class ImapServer:
@@ -174,8 +189,12 @@ class ImapServer:
     async def start(self) -> None:
         """Listen; returns once the socket is bound (raises OSError, e.g. EADDRINUSE)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port,
-                                                reuse_address=True)
+        sock = _bind_literal(self.host, self.port)
+        if sock is not None:  # an IP literal: bind here, no getaddrinfo (and no executor thread) needed
+            self._server = await loop.create_server(lambda: _Connection(self), sock=sock)
+        else:
+            self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port,
+                                                    reuse_address=True)
         sock = self._server.sockets[0].getsockname()
         self.host, self.port = sock[0], sock[1]
         log.info("IMAP server %s listening on %s:%d", self.name, self.host, self.port)

@@ -127,6 +127,7 @@ class ImapSession(MailboxCommands, MessageCommands):
         self.auth_tag: str | None = None
         self._out = bytearray()
         self._expunges_reported = False
+        self._tls_pending = False
         self._subscribed = False
         self._listener: Callable = self.on_store_event
         self.closed = False
@@ -158,7 +159,7 @@ class ImapSession(MailboxCommands, MessageCommands):
     @property
     def io_paused(self) -> bool:
         """True after STARTTLS: nothing more may be read until the handshake is done."""
-        return getattr(self, "_tls_pending", False)
+        return self._tls_pending
 
     def tls_started(self) -> None:
         self._tls_pending = False
@@ -248,7 +249,12 @@ class ImapSession(MailboxCommands, MessageCommands):
         sel = self.selected
         if sel is None:
             return
-        claim = None if sel.readonly else (lambda uids: self.store.claim_recent(self.user, sel.name, uids))
+        if sel.readonly:
+            def claim(uids):
+                return self.store.peek_recent(self.user, sel.name) & set(uids)
+        else:
+            def claim(uids):
+                return self.store.claim_recent(self.user, sel.name, uids)
         if allow_expunge and sel.pending_expunge:
             self._expunges_reported = True
         sel.flush(self._out, allow_expunge, self.qresync, self.condstore, claim)
@@ -270,7 +276,11 @@ class ImapSession(MailboxCommands, MessageCommands):
             return
         tag = tag_of(data)
         if tag is None:
-            self._write(b"* BAD Missing or invalid tag\r\n" if data.strip() else b"* BAD Empty command line\r\n")
+            lone = tag_of(data + b" x")  # a tag alone on its line: answer it, as Dovecot does
+            if lone is not None and len(lone) == len(data):
+                self._write(f"{lone} BAD Missing command name\r\n".encode())
+            else:
+                self._write(b"* BAD Missing or invalid tag\r\n" if data.strip() else b"* BAD Empty command line\r\n")
             return
         lx = Lexer(data, len(tag) + 1)
         name = ""

@@ -8,7 +8,7 @@ removes the Outbox copy and releases the delivery (Sent copy, local INBOXes, rel
 been submitted.
 
 Settings (the domain's `policies` table):
-    delayed_send_seconds = 30      # absent or 0: no delay
+    delayed_send_seconds = 30      # absent or 0: no delay (`delayed_send = 30` is accepted as an alias)
 
 What is held: mail submitted by an authenticated user (channel "submission"). Machine messages carrying recall
 headers (recall instructions, notices) are not held: delaying a recall or its notice helps nobody.
@@ -45,6 +45,7 @@ from fake_servers.store.base import (
 )
 
 SETTING = "delayed_send_seconds"
+ALIAS = "delayed_send"
 OUTBOX = "Outbox"
 ORIGIN = "delayed-send"
 #: Headers that mark a machine message of the recall protocol (never held).
@@ -59,9 +60,13 @@ def delayed_send_for(services: DomainServices) -> DelayedSendPolicy | None:
 
 
 def delay_from(settings: Mapping[str, Any]) -> float:
-    value = settings.get(SETTING, 0)
+    """The window in seconds: `delayed_send_seconds`, or its short alias `delayed_send`; 0 when neither is set."""
+    name = SETTING if SETTING in settings else ALIAS
+    value = settings.get(name, 0)
+    if value is None:
+        return 0.0
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ValueError(f"policies.{SETTING} must be a number of seconds >= 0")
+        raise ValueError(f"policies.{name} must be a number of seconds >= 0")
     return float(value)
 
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email import policy
@@ -271,7 +271,7 @@ def parse_recall_instruction(msg: EmailMessage | Message | bytes) -> RecallInstr
         original_subject=subject,
         sender=sender.lower(),
         sender_name=normalise_subject(sender_name),
-        to=tuple(a for a in _addresses(m.get_all("To", [])) if a),
+        to=tuple(_addresses(m.get_all("To", []))),
         cc=tuple(_addresses(m.get_all("Cc", []))),
         action=action,
         replacement=replacement,
@@ -570,11 +570,6 @@ def pending_report(instruction: RecallInstruction, statuses: Mapping[str, Recall
                         recall_message_id=instruction.message_id, mode=mode)
 
 
-def results_in_order(recipients: Sequence[str], results: Mapping[str, RecipientResult]) -> tuple[RecipientResult, ...]:
-    """Results in the recipients' order (a report reads in the order the sender addressed people)."""
-    return tuple(results[r] for r in recipients if r in results)
-
-
 __all__ = [
     "HEADER_ACTION", "HEADER_DETAIL", "HEADER_MESSAGE_ID", "HEADER_NOTICE", "HEADER_RECIPIENT", "HEADER_REPORT",
     "HEADER_REPORT_MODE", "HEADER_STATUS", "HEADER_VERIFIED", "RECALL_HEADERS", "RecallAction", "RecallFormatError",
@@ -582,5 +577,5 @@ __all__ = [
     "build_recall_message", "build_report", "has_recall_headers", "is_notice", "is_recall_instruction", "is_report",
     "mark_verified", "merge_report", "normalise_address", "normalise_message_id", "normalise_subject", "notice_sender",
     "parse_notice", "parse_recall_instruction", "parse_report", "pending_report", "recall_body_text",
-    "results_in_order", "strip_verified", "verified_by",
+    "strip_verified", "verified_by",
 ]

@@ -170,35 +170,35 @@ class RecallPolicy:
         if is_notice(msg):
             return self._notice(delivery, services)
         if is_recall_instruction(msg):
-            return await self._recall(delivery, services)
+            return self._recall(delivery, services)
         return Verdict.CONTINUE
 
     # -- recalls -----------------------------------------------------------------------------------------
 
-    async def _recall(self, delivery: Delivery, services: DomainServices) -> Verdict:
+    @staticmethod
+    def _refuse(delivery: Delivery, services: DomainServices, reason: str, **fields: Any) -> Verdict:
+        """Log the attempt; the recall goes on as the ordinary mail it then is."""
+        services.log("recall-refused", reason=reason, queue_id=delivery.queue_id, channel=delivery.channel,
+                     auth_user=delivery.auth_user, mail_from=delivery.mail_from,
+                     recipients=list(delivery.recipients), **fields)
+        return Verdict.CONTINUE
+
+    def _recall(self, delivery: Delivery, services: DomainServices) -> Verdict:
         msg = delivery.message
         try:
             instruction = parse_recall_instruction(msg)
         except RecallFormatError as exc:
-            services.log("recall-refused", reason=f"malformed: {exc}", queue_id=delivery.queue_id,
-                         channel=delivery.channel, auth_user=delivery.auth_user, mail_from=delivery.mail_from)
-            return Verdict.CONTINUE
+            return self._refuse(delivery, services, f"malformed: {exc}")
         assert instruction is not None
+        original = instruction.original_message_id
         decision = judge_submission(delivery.channel, delivery.auth_user, delivery.mail_from, msg,
                                     services.local_domains)
         if not decision.honoured:
-            services.log("recall-refused", reason=decision.reason, queue_id=delivery.queue_id,
-                         channel=delivery.channel, auth_user=delivery.auth_user, mail_from=delivery.mail_from,
-                         sender=instruction.sender, original=instruction.original_message_id,
-                         recipients=list(delivery.recipients))
-            return Verdict.CONTINUE
+            return self._refuse(delivery, services, decision.reason, sender=instruction.sender, original=original)
         sender = (delivery.auth_user or "").lower()
-        if not sent_by(services.store, sender, instruction.original_message_id):
-            services.log("recall-refused", reason=f"no message {instruction.original_message_id} sent by {sender} "
-                         "in her mailbox", queue_id=delivery.queue_id, channel=delivery.channel,
-                         auth_user=delivery.auth_user, mail_from=delivery.mail_from, sender=instruction.sender,
-                         original=instruction.original_message_id, recipients=list(delivery.recipients))
-            return Verdict.CONTINUE
+        if not sent_by(services.store, sender, original):
+            return self._refuse(delivery, services, f"no message {original} sent by {sender} in her mailbox",
+                                sender=instruction.sender, original=original)
         delivery.trusted_marks.add(MARK_RECALL)
         recipients = list(dict.fromkeys(r.strip().lower() for r in delivery.recipients))
         if self.settings.mode == "cloud":

@@ -38,7 +38,8 @@ class MailAcceptor(Protocol):
     def is_local(self, address: str) -> bool: ...
 
     async def accept(self, *, channel: Kind, auth_user: str | None, mail_from: str, recipients: list[str],
-                     raw: bytes, smtputf8: bool, helo: str | None, peer: Any, tls: bool) -> str: ...
+                     raw: bytes, smtputf8: bool, helo: str | None, peer: Any, tls: bool,
+                     header_block: headers.HeaderBlock | None = None) -> str: ...
 
 
 def normalise_address(address: str) -> str | None:
@@ -103,14 +104,15 @@ class _BaseHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
         auth_user = session.auth_data if self.kind == "submission" and session.authenticated else None
-        refusal = self.check_content(auth_user, raw)
+        block = headers.HeaderBlock(raw)
+        refusal = self.check_content(auth_user, block)
         if refusal:
             return refusal
         mail_from = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
         return await self.acceptor.accept(
             channel=self.kind, auth_user=auth_user, mail_from=mail_from, recipients=list(envelope.rcpt_tos),
             raw=raw, smtputf8=bool(envelope.smtp_utf8), helo=session.host_name, peer=session.peer,
-            tls=session.ssl is not None)
+            tls=session.ssl is not None, header_block=block)
 
     async def handle_exception(self, error: Exception) -> str:
         log.exception("SMTP %s session error", self.kind, exc_info=error)
@@ -123,7 +125,7 @@ class _BaseHandler:
     def may_relay(self, session: Session) -> bool:
         return False
 
-    def check_content(self, auth_user: str | None, raw: bytes) -> str | None:
+    def check_content(self, auth_user: str | None, block: headers.HeaderBlock) -> str | None:
         return None
 
 
@@ -165,15 +167,15 @@ class SubmissionHandler(_BaseHandler):
     def may_relay(self, session: Session) -> bool:
         return bool(session.authenticated)
 
-    def check_content(self, auth_user: str | None, raw: bytes) -> str | None:
+    def check_content(self, auth_user: str | None, block: headers.HeaderBlock) -> str | None:
         if auth_user is None:  # cannot happen past MAIL, but never deliver unauthenticated submissions
             return "530 5.7.0 Authentication required"
-        senders = headers.addresses(raw, "From")
+        senders = block.addresses("From")
         if not senders:
             return "553 5.7.1 Message has no From header; it must name you"
         if any(s != auth_user for s in senders):
             return f"553 5.7.1 From header must be your address <{auth_user}>"
-        extra = headers.addresses(raw, "Sender")
+        extra = block.addresses("Sender")
         if any(s != auth_user for s in extra):
             return f"553 5.7.1 Sender header must be your address <{auth_user}>"
         return None

@@ -42,20 +42,70 @@ def _name(field: bytes) -> bytes:
     return field.split(b":", 1)[0].strip().lower()
 
 
+class HeaderBlock:
+    """The header fields of a message, split once (the DATA handler asks several questions of the same block)."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, raw: bytes) -> None:
+        head, _ = split_message(raw)
+        self.fields = [(_name(f), f) for f in _fields(head) if b":" in f]
+
+    def values(self, name: str) -> list[str]:
+        key = name.lower().encode()
+        out = []
+        for fname, f in self.fields:
+            if fname == key:
+                value = f.split(b":", 1)[1]
+                if b"\n" in value.rstrip(b"\r\n"):
+                    value = _FOLD.sub(b" ", value)
+                out.append(value.strip().decode("utf-8", "replace"))
+        return out
+
+    def has(self, name: str) -> bool:
+        key = name.lower().encode()
+        return any(fname == key for fname, _ in self.fields)
+
+    def addresses(self, *names: str) -> list[str]:
+        """Every addr-spec in the named address fields, lower-cased."""
+        out: list[str] = []
+        for name in names:
+            for value in self.values(name):
+                out.extend(_address_list(value))
+        return out
+
+
+_FOLD = re.compile(rb"\r?\n[ \t]")
+
+
+def _address_list(value: str) -> list[str]:
+    """addr-specs of one address-list value; a fast path for the plain lists clients write, else email.utils."""
+    if '"' not in value and "(" not in value and ";" not in value and ":" not in value:
+        out = []
+        for part in value.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "<" in part:
+                lt, gt = part.rfind("<"), part.rfind(">")
+                if gt < lt:
+                    break
+                part = part[lt + 1:gt].strip()
+            if part.count("@") != 1 or any(c.isspace() or c in "<>" for c in part):
+                break
+            out.append(part.lower())
+        else:
+            return out
+    return [addr.lower() for _, addr in getaddresses([value]) if addr]
+
+
 def header_values(raw: bytes, name: str) -> list[str]:
     """The unfolded values of every field called `name` (case-insensitive), decoded as UTF-8."""
-    key = name.lower().encode()
-    head, _ = split_message(raw)
-    out = []
-    for f in _fields(head):
-        if b":" in f and _name(f) == key:
-            value = f.split(b":", 1)[1]
-            out.append(re.sub(rb"\r?\n[ \t]", b" ", value).strip().decode("utf-8", "replace"))
-    return out
+    return HeaderBlock(raw).values(name)
 
 
 def has_header(raw: bytes, name: str) -> bool:
-    return bool(header_values(raw, name))
+    return HeaderBlock(raw).has(name)
 
 
 def remove_headers(raw: bytes, names: Iterable[str]) -> bytes:
@@ -86,7 +136,4 @@ def append_headers(raw: bytes, fields: Iterable[tuple[str, str]]) -> bytes:
 
 def addresses(raw: bytes, *names: str) -> list[str]:
     """Every addr-spec in the named address fields (To, Cc, ...), lower-cased."""
-    values: list[str] = []
-    for name in names:
-        values.extend(header_values(raw, name))
-    return [addr.lower() for _, addr in getaddresses(values) if addr]
+    return HeaderBlock(raw).addresses(*names)

@@ -280,5 +280,11 @@ class MailStore(abc.ABC):
         """Of these UIDs, those that no IMAP session has claimed as \\Recent yet, now claimed: so that
         \\Recent is given to exactly one session (RFC 3501 2.3.2)."""
 
+    def peek_recent(self, user: str, mailbox: str) -> set[int]:
+        """The UIDs no IMAP session has claimed as \\Recent yet, without claiming them: what STATUS RECENT
+        counts and EXAMINE shows (RFC 3501 6.3.2, 6.3.10). Implementations should override; this default
+        cannot tell and says none."""
+        return set()
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files or handles; the memory store has none."""

@@ -12,6 +12,7 @@ _EXPORTS = {
     "DesktopClient": "harness.clients.desktop",
     "ClientEvent": "harness.clients.desktop",
     "LocalNotice": "harness.clients.desktop",
+    "OfflinePeriod": "harness.clients.desktop",
     "WebClient": "harness.clients.web",
     "MessageGone": "harness.clients.web",
     "ListEntry": "harness.clients.web",
@@ -44,6 +45,7 @@ __all__ = [
     "MessageGone",
     "MoveRule",
     "NeverOpens",
+    "OfflinePeriod",
     "Preview",
     "RecipientOutcome",
     "SimulatedUser",
@@ -54,7 +56,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from harness.clients.connection import ImapClientError, ImapCommandError
-    from harness.clients.desktop import ClientEvent, DesktopClient, LocalNotice
+    from harness.clients.desktop import ClientEvent, DesktopClient, LocalNotice, OfflinePeriod
     from harness.clients.outcome import ClientCopy, RecipientOutcome, Verdict, judge
     from harness.clients.preview import Preview
     from harness.clients.user import (

@@ -13,10 +13,13 @@ from email import policy
 from email.parser import BytesHeaderParser
 from pathlib import Path
 
+_HEADERS = BytesHeaderParser(policy=policy.compat32)
+
 
 def message_id_of(raw: bytes) -> str | None:
     """The Message-ID header of raw message bytes, angle brackets kept, or None."""
-    headers = BytesHeaderParser(policy=policy.default).parsebytes(raw)
+    # compat32: the raw header value is all we need, and it parses far faster than policy.default
+    headers = _HEADERS.parsebytes(raw)
     value = headers.get("Message-ID")
     if value is None:
         return None

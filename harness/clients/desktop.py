@@ -17,8 +17,9 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -62,6 +63,23 @@ class LocalNotice:
     kind: str  # "recalled" (the sender recalled a message) | "recall-failed" (both kept; the user is told)
     message_id: str
     text: str
+
+
+@dataclass(frozen=True)
+class OfflinePeriod:
+    """The client is offline from `start` to `end` seconds after its schedule begins (`math.inf`: for good)."""
+
+    start: float
+    end: float = math.inf
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start <= self.end:
+            raise ValueError(f"an offline period needs 0 <= start <= end, not {self.start}..{self.end}")
+
+
+def offline_at(periods: Sequence[OfflinePeriod], t: float) -> bool:
+    """Whether a schedule has the client offline at time `t` (simulated-time engines ask this)."""
+    return any(p.start <= t < p.end for p in periods)
 
 
 class _Changes:
@@ -348,7 +366,7 @@ class DesktopClient:
                  folders: Sequence[str] = ("INBOX",), cache_path: Path | str | None = None,
                  resync: ResyncMethod = "auto", process_recalls_on_arrival: bool = False,
                  delete_recall_message_on_success: bool = True, name: str = "desktop",
-                 timeout: float = 10.0) -> None:
+                 offline_periods: Sequence[OfflinePeriod] = (), timeout: float = 10.0) -> None:
         self.user = user.strip().lower()
         self.password = password
         self.imap = imap
@@ -359,6 +377,7 @@ class DesktopClient:
         self.process_recalls_on_arrival = process_recalls_on_arrival
         self.delete_recall_message_on_success = delete_recall_message_on_success
         self.name = name
+        self.offline_periods = tuple(offline_periods)
         self.timeout = timeout
         self.events: list[ClientEvent] = []
         #: The last untagged EXISTS / EXPUNGE / VANISHED / FETCH lines as received, (folder, line): for narration.
@@ -410,6 +429,22 @@ class DesktopClient:
             raise
         self._record("online", "", None)
         await self.settle()
+
+    async def follow_schedule(self, periods: Sequence[OfflinePeriod] | None = None, *,
+                              wait: Callable[[float], Awaitable[None]] | None = None) -> None:
+        """Go offline and back online at the planned times (`offline_periods` by default). `wait(seconds)` is
+        asyncio.sleep for a live demo; a simulated-time engine passes its own clock's wait."""
+        waiter = wait or asyncio.sleep
+        now = 0.0
+        for period in sorted(periods if periods is not None else self.offline_periods, key=lambda p: p.start):
+            await waiter(max(0.0, period.start - now))
+            now = max(now, period.start)
+            await self.go_offline()
+            if math.isinf(period.end):
+                return
+            await waiter(period.end - now)
+            now = period.end
+            await self.go_online()
 
     async def settle(self) -> None:
         """Return once everything the server did before this call is reflected (a NOOP round trip per folder,

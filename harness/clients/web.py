@@ -150,9 +150,15 @@ class WebClient:
                 header = record.section("BODY[HEADER]") or b""
                 text = record.section("BODY[TEXT]") or b""
                 mid = env.message_id or message_id_of(header)
-                entries.append(ListEntry(record.uid, mid, env.subject, env.sender,
-                                         preview_of(header + text).first_line if header else first_line(
-                                             text.decode("utf-8", "replace")),
+                subject, sender = env.subject, env.sender
+                if header:
+                    # the header literal is exact; aioimaplib strips every "* " from a response's first line,
+                    # which can eat part of an ENVELOPE subject
+                    shown = preview_of(header + text)
+                    subject, sender, line = shown.subject or subject, shown.sender or sender, shown.first_line
+                else:
+                    line = first_line(text.decode("utf-8", "replace"))
+                entries.append(ListEntry(record.uid, mid, subject, sender, line,
                                          "\\Seen" in (record.flags or frozenset())))
                 if mid and normalise_mid(mid) in self._opened:
                     bodies_needed[normalise_mid(mid)] = record.uid

@@ -21,7 +21,7 @@ from collections import defaultdict
 from email import policy as email_policy
 from email.parser import BytesParser
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -43,8 +43,8 @@ KEY_LINES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^Message-ID: <trial\."), "the original's Message-ID"),
     (re.compile(r"^Subject: Recall: "), "the recall instruction"),
     (re.compile(r"^X-Recall-Message-ID: "), "it names the original"),
-    (re.compile(r"^\* \d+ EXPUNGE$"), "the desktop client hears the deletion"),
-    (re.compile(r"^\* VANISHED "), "the desktop client hears the deletion"),
+    (re.compile(r"^\* \d+ EXPUNGE$"), "pushed to the IMAP session that has the folder open"),
+    (re.compile(r"^\* VANISHED "), "pushed to the IMAP session that has the folder open (QRESYNC)"),
     (re.compile(r"^Subject: Recall (Success|Failure): "), "the recipient's client reports back"),
     (re.compile(r"^Subject: Message Recall Report: "), "the sender's report"),
     (re.compile(r"^\S+@\S+: (recalled|recalled-after-read|failed-\w+|not-found|held|external|pending)"),
@@ -56,7 +56,7 @@ _RECALL_TEXT = re.compile(r"would like to recall the message")
 def _fmt_t(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:2d}:{s:02d}"
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def _key_lines(lines: list[Any], seen: set[str]) -> list[str]:
@@ -153,19 +153,19 @@ def walk(scenarios: list[Any], console: Console, seed: str, realtime: bool, spee
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
-        trials: int = typer.Option(DEFAULT_DEMO_TRIALS, "--trials", "-n",
-                                   help="Trials per condition and mode for the table."),
-        seed: str = typer.Option("1", "--seed", "-s", help="Seed: the same seed gives the same story."),
-        scenario: list[str] = typer.Option(None, "--scenario", help="Only these conditions (repeatable)."),
-        realtime: bool = typer.Option(False, "--realtime",
-                                      help="Walk the conditions on the wall clock (see --speed)."),
-        speed: float = typer.Option(120.0, "--speed",
-                                    help="With --realtime: simulated seconds per real second."),
-        no_walk: bool = typer.Option(False, "--no-walk", help="Skip the narrated walk; only the table."),
-        no_table: bool = typer.Option(False, "--no-table", help="Skip the measured table."),
-        html_path: Path = typer.Option(None, "--html", help="Also write the HTML report to FILE."),
-        json_path: Path = typer.Option(None, "--json", help="Also write the JSON result to FILE."),
-        config: Path = typer.Option(None, "--config", help="Base lab config (TOML)."),
+        trials: Annotated[int, typer.Option("--trials", "-n",
+                                   help="Trials per condition and mode for the table.")] = DEFAULT_DEMO_TRIALS,
+        seed: Annotated[str, typer.Option("--seed", "-s", help="Seed: the same seed gives the same story.")] = "1",
+        scenario: Annotated[list[str] | None, typer.Option("--scenario", help="Only these conditions (repeatable).")] = None,
+        realtime: Annotated[bool, typer.Option("--realtime",
+                                      help="Walk the conditions on the wall clock (see --speed).")] = False,
+        speed: Annotated[float, typer.Option("--speed",
+                                    help="With --realtime: simulated seconds per real second.")] = 120.0,
+        no_walk: Annotated[bool, typer.Option("--no-walk", help="Skip the narrated walk; only the table.")] = False,
+        no_table: Annotated[bool, typer.Option("--no-table", help="Skip the measured table.")] = False,
+        html_path: Annotated[Path | None, typer.Option("--html", help="Also write the HTML report to FILE.")] = None,
+        json_path: Annotated[Path | None, typer.Option("--json", help="Also write the JSON result to FILE.")] = None,
+        config: Annotated[Path | None, typer.Option("--config", help="Base lab config (TOML).")] = None,
     ) -> None:
         """Walk one message and its recall through each condition, then measure the table."""
         from harness.report.table import LEGEND, render_table

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -139,22 +139,22 @@ def write_outputs(result: Any, json_path: Path | None, html_path: Path | None) -
 def register(app: typer.Typer) -> None:
     @app.command("matrix")
     def matrix(
-        trials: int = typer.Option(DEFAULT_TRIALS, "--trials", "-n", help="Trials per scenario and mode."),
-        seed: str = typer.Option("1", "--seed", "-s", help="Seed of the run: same seed, same trials."),
-        scenario: list[str] = typer.Option(None, "--scenario",
+        trials: Annotated[int, typer.Option("--trials", "-n", help="Trials per scenario and mode.")] = DEFAULT_TRIALS,
+        seed: Annotated[str, typer.Option("--seed", "-s", help="Seed of the run: same seed, same trials.")] = "1",
+        scenario: Annotated[list[str] | None, typer.Option("--scenario",
                                            help="A built-in scenario name or a TOML file (repeatable; "
-                                                "default: all)."),
-        mode: list[str] = typer.Option(None, "--mode", help="cloud or legacy (repeatable; default: both)."),
-        json_path: Path = typer.Option(None, "--json", help="Write the result as JSON to FILE."),
-        html_path: Path = typer.Option(None, "--html", help="Write a self-contained HTML report to FILE."),
-        concurrency: int = typer.Option(4, "--concurrency", "-c",
-                                        help="Concurrent recipients per scenario and mode."),
-        realtime: bool = typer.Option(False, "--realtime", help="Run events on the wall clock."),
-        speed: float = typer.Option(60.0, "--speed", help="With --realtime: simulated seconds per second."),
-        config: Path = typer.Option(None, "--config", help="Base lab config (TOML) to build the labs from."),
-        port_base: int = typer.Option(None, "--port-base", help="Listen on fixed ports (first lab)."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no table."),
-        list_: bool = typer.Option(False, "--list", help="List the built-in scenarios and exit."),
+                                                "default: all).")] = None,
+        mode: Annotated[list[str] | None, typer.Option("--mode", help="cloud or legacy (repeatable; default: both).")] = None,
+        json_path: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON to FILE.")] = None,
+        html_path: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report to FILE.")] = None,
+        concurrency: Annotated[int, typer.Option("--concurrency", "-c",
+                                        help="Concurrent recipients per scenario and mode.")] = 4,
+        realtime: Annotated[bool, typer.Option("--realtime", help="Run events on the wall clock.")] = False,
+        speed: Annotated[float, typer.Option("--speed", help="With --realtime: simulated seconds per second.")] = 60.0,
+        config: Annotated[Path | None, typer.Option("--config", help="Base lab config (TOML) to build the labs from.")] = None,
+        port_base: Annotated[int | None, typer.Option("--port-base", help="Listen on fixed ports (first lab).")] = None,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no table.")] = False,
+        list_: Annotated[bool, typer.Option("--list", help="List the built-in scenarios and exit.")] = False,
     ) -> None:
         """Run N trials of each scenario in each recall mode over the real servers; print the table."""
         from harness.report.table import LEGEND, render_table
@@ -162,7 +162,7 @@ def register(app: typer.Typer) -> None:
         out = Console()
         if list_:
             for s in resolve_scenarios(None):
-                out.print(f"{s.name:20} {s.condition}", highlight=False)
+                out.print(f"{s.name:20} {s.condition}", highlight=False, soft_wrap=True)
             return
         chosen = resolve_scenarios(scenario)
         modes = resolve_modes(mode)

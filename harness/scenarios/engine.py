@@ -36,6 +36,8 @@ from harness.scenarios.timeline import Event, Plan
 ORG = "corp.example"
 EXTERNAL = "mail.example"
 SETTLE_TIMEOUT = 10.0
+#: A trial that takes longer than this (wall seconds, simulated time) is stopped and recorded as an error.
+TRIAL_TIMEOUT = 60.0
 
 _QUEUE_ID = re.compile(r"queued as (\S+)", re.IGNORECASE)
 _nonce = itertools.count(1)
@@ -194,13 +196,15 @@ class TrialEngine:
 
                 ctx.web = WebClient(slot.recipient, password_of(slot.recipient),
                                     self.lab.imap(slot.recipient_domain), slot.web_dir, name=f"web-{nonce}")
-            for event in plan.events:
-                await clock.advance_to(event.at)
-                ctx.notes = []
-                await self._step(ctx, event)
-                ctx.log.append(f"{event.at:.0f} {event.kind.value}")
-                if self.observer is not None:
-                    self.observer(ctx, event, list(ctx.notes))
+            budget = None if clock.realtime else TRIAL_TIMEOUT
+            async with asyncio.timeout(budget):
+                for event in plan.events:
+                    await clock.advance_to(event.at)
+                    ctx.notes = []
+                    await self._step(ctx, event)
+                    ctx.log.append(f"{event.at:.0f} {event.kind.value}")
+                    if self.observer is not None:
+                        self.observer(ctx, event, list(ctx.notes))
         except Exception as exc:  # noqa: BLE001 - a failed step fails the trial, never the run
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         finally:
@@ -279,11 +283,12 @@ class TrialEngine:
     async def _on_cancel(self, ctx: TrialContext, event: Event) -> None:
         from harness.scenarios import delayed
 
-        ok = await delayed.cancel(self.lab, ORG, ctx.queue_id)
+        slot = ctx.slot
+        ok = await delayed.cancel(self.lab, slot.sender, password_of(slot.sender), ctx.message_id)
         ctx.cancelled = ok
         ctx.report_status = "cancelled" if ok else "cancel-failed"
-        ctx.note(f"{ctx.slot.sender} cancels the delayed send after {event.at:.0f} s: "
-                 + ("it never left the outbox" if ok else "too late, it had left"))
+        ctx.note(f"{slot.sender} deletes it from her Outbox after {event.at:.0f} s (IMAP UID EXPUNGE): "
+                 + ("the send is cancelled, nothing left the server" if ok else "too late, it had left"))
         if not ok:
             ctx.delivered = True
 
@@ -433,11 +438,11 @@ class TrialEngine:
         """Empty the slot's mailboxes (store API) so the next trial starts from nothing, and let the desktop
         client drop what it cached."""
         slot = ctx.slot
-        if ctx.queue_id is not None and ctx.scenario.delayed_send is not None and not ctx.delivered \
-                and not ctx.cancelled:
+        if ctx.scenario.delayed_send is not None and not ctx.delivered and not ctx.cancelled:
             from harness.scenarios import delayed
 
-            await delayed.cancel(self.lab, ORG, ctx.queue_id)
+            if delayed.still_held(self.lab, ORG, ctx.queue_id):
+                delayed.discard(self.lab, ORG, ctx.queue_id or "")
         await self.lab.wait_idle()
         for domain, user in ((ORG, slot.sender), (slot.recipient_domain, slot.recipient)):
             store = self.lab.store(domain)

@@ -156,6 +156,14 @@ async def test_off_by_default(lab) -> None:
 def test_bad_setting(bad) -> None:
     with pytest.raises(ValueError, match="delayed_send_seconds"):
         delay_from({"delayed_send_seconds": bad})
+    with pytest.raises(ValueError, match="policies.delayed_send "):
+        delay_from({"delayed_send": bad})
+
+
+def test_setting_and_alias() -> None:
+    assert delay_from({}) == 0 and delay_from({"delayed_send": None}) == 0
+    assert delay_from({"delayed_send": 60}) == 60.0
+    assert delay_from({"delayed_send_seconds": 5, "delayed_send": 60}) == 5.0
 
 
 async def test_send_now_and_release_behind_the_policys_back(delayed_lab) -> None:

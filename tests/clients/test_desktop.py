@@ -190,3 +190,23 @@ async def test_wire_keeps_what_the_server_pushed(lab) -> None:
     lines = [line for _folder, line in client.wire]
     assert any(b"EXISTS" in line for line in lines)
     assert lines[-1].startswith(b"* VANISHED")  # QRESYNC is on: removals come as VANISHED
+
+
+async def test_offline_schedule(lab) -> None:
+    from harness.clients.desktop import OfflinePeriod, offline_at
+
+    periods = [OfflinePeriod(10, 20), OfflinePeriod(30)]
+    assert [offline_at(periods, t) for t in (0, 10, 19.9, 20, 31, 1e9)] == [False, True, True, False, True, True]
+    with pytest.raises(ValueError):
+        OfflinePeriod(5, 1)
+    waited: list[float] = []
+    client = DesktopClient("bob@corp.example", "bob-password", lab.imap("corp.example"), offline_periods=periods)
+
+    async def wait(seconds: float) -> None:
+        waited.append(seconds)
+
+    async with client:
+        await client.follow_schedule(wait=wait)
+        assert waited == [10, 10, 10] and not client.online
+        kinds = [e.kind for e in client.events if e.kind in ("offline", "online")]
+        assert kinds == ["online", "offline", "online", "offline"]

@@ -88,3 +88,10 @@ async def test_web_client_never_processes_recalls(legacy_lab, tmp_path):
 async def test_empty_folder(server, tmp_path):
     client = web(server, tmp_path)
     assert await client.page_load() == []
+
+
+async def test_subject_with_an_asterisk_survives(server, other: Mailbox, tmp_path):
+    mid = new_mid()
+    await other.append(make_message(mid, subject="Re: * urgent * figures"))
+    [entry] = await web(server, tmp_path).page_load()
+    assert entry.subject == "Re: * urgent * figures"

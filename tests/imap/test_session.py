@@ -81,7 +81,8 @@ def test_bad_commands_keep_the_session_going():
     c = _client()
     c.login()
     assert c.send("a FOO").startswith(b"a BAD Unknown command")
-    assert c.send("!!!").startswith(b"* BAD")
+    assert c.send("(((").startswith(b"* BAD")
+    assert c.send("lonely") == b"lonely BAD Missing command name\r\n"
     assert c.send("").startswith(b"* BAD")
     assert c.send("b FETCH 1 FLAGS").startswith(b"b BAD")  # not selected
     c.send("s SELECT INBOX")
@@ -303,3 +304,14 @@ def test_own_store_response_is_not_repeated_as_an_update():
     a.send("1 STORE 1 +FLAGS (\\Seen)")
     out = b.send("2 STORE 1 +FLAGS (\\Flagged)")
     assert out.count(b"* 1 FETCH") == 1 and b"\\Seen" in out and b"\\Flagged" in out
+
+
+def test_starttls_discards_commands_pipelined_before_the_handshake():
+    c = _client(tls_available=True, login_disabled_without_tls=True)
+    assert b"STARTTLS" in c.greeting and b"LOGINDISABLED" in c.greeting
+    out = c.send(b"a STARTTLS\r\nb LOGIN alice@corp.example alice-password\r\n")
+    assert out == b"a OK Begin TLS negotiation now.\r\n" and c.io.tls_requested
+    c.session.tls_started()
+    assert c.send("c CAPABILITY").startswith(b"* CAPABILITY IMAP4rev1") and c.session.user is None
+    out = c.send("d CAPABILITY")
+    assert b"STARTTLS" not in out and b"LOGINDISABLED" not in out and b"AUTH=PLAIN" in out

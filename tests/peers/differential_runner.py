@@ -57,6 +57,11 @@ class SectionRun:
                 return self.ep.password.encode()
             if name == "sasl_plain":
                 return base64.b64encode(f"\0{self.ep.user}\0{self.ep.password}".encode())
+            if name == "sasl_wrong":
+                return base64.b64encode(f"\0{self.ep.user}\0not-{self.ep.password}".encode())
+            if name == "lit":
+                data = value(_VAR.match(b"${%s}" % arg.encode()))
+                return b"{%d}\r\n%s" % (len(data), data)
             if name == "hms_next":
                 return str(int(self.values.get(("hms", arg), b"0")) + 1).encode()
             return self.values.get((name, arg), b"0")
@@ -127,7 +132,7 @@ class SectionRun:
                     self.idle(step)
                 elif isinstance(step, Raw):
                     try:
-                        self.conn(step.conn).send_raw(step.data)
+                        self.conn(step.conn).send_raw(self.fill(step.data))
                     except OSError as exc:
                         self.transcript.append(Exchange(step.conn, "<raw>", [f"<{exc}>".encode()]))
                 else:

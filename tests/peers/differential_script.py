@@ -75,6 +75,27 @@ UTF8 = (
 ).encode()
 
 
+FORWARD = (
+    b"From: bob@corp.example\r\n"
+    b"To: alice@corp.example\r\n"
+    b"Subject: Fwd: Plain hello\r\n"
+    b"Date: Tue, 24 Nov 2026 09:15:00 +0000\r\n"
+    b"Message-ID: <fwd@corp.example>\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="fwd"\r\n'
+    b"\r\n"
+    b"--fwd\r\n"
+    b"Content-Type: text/plain\r\n"
+    b"\r\n"
+    b"See below.\r\n"
+    b"--fwd\r\n"
+    b"Content-Type: message/rfc822\r\n"
+    b"\r\n"
+    + PLAIN
+    + b"--fwd--\r\n"
+)
+
+
 def lit(data: bytes, plus: bool = False) -> bytes:
     return b"{%d%s}\r\n" % (len(data), b"+" if plus else b"") + data
 
@@ -137,8 +158,19 @@ SECTIONS: dict[str, list] = {
         ("A", "LOGOUT"),
     ],
     "authenticate-plain": [
+        ("A", "AUTHENTICATE PLAIN ${sasl_wrong}"),
         ("A", "AUTHENTICATE PLAIN ${sasl_plain}"),  # SASL-IR
         ("A", "LOGOUT"),
+        Raw("B", b"b1 AUTHENTICATE PLAIN\r\n"),  # without SASL-IR: "+", then the response line
+        Raw("B", b"${sasl_plain}\r\n"),
+        ("B", "NOOP"),
+        Raw("C", b"c1 AUTHENTICATE PLAIN\r\n"),
+        Raw("C", b"*\r\n"),  # the client cancels the exchange
+        ("C", "NOOP"),
+        ("C", "AUTHENTICATE X-UNKNOWN"),
+        ("C", "LOGIN ${lit:user} ${lit:password}"),  # synchronising literals
+        ("C", "SELECT INBOX"),
+        ("C", "LOGOUT"),
     ],
     "list-and-mailboxes": [
         login(),
@@ -227,6 +259,13 @@ SECTIONS: dict[str, list] = {
         ("A", "UID FETCH 2:* FLAGS"),
         ("A", "FETCH 4 FLAGS"),
         ("A", "FETCH * FLAGS"),
+        ("A", append("INBOX", FORWARD, "\\Seen")),
+        ("A", "FETCH 4 (BODYSTRUCTURE BODY RFC822.SIZE)"),
+        ("A", "FETCH 4 (ENVELOPE)"),
+        ("A", "FETCH 4 (BODY[2.HEADER] BODY[2.TEXT] BODY[2.1] BODY[2.MIME])"),
+        ("A", "FETCH 4 (BODY.PEEK[2.HEADER.FIELDS (SUBJECT)] BODY.PEEK[1]<0.3>)"),
+        ("A", "SEARCH BODY needle"),
+        ("A", "SEARCH HEADER Subject Fwd"),
         ("A", "FETCH 1 (FLAGS BOGUS)"),
         ("A", "FETCH 1 BODY[4.X]"),
         ("A", "LOGOUT"),
@@ -418,6 +457,7 @@ SECTIONS: dict[str, list] = {
         ("A", 'CREATE "unterminated'),
         ("A", b'APPEND INBOX "not a date" ' + lit(PLAIN)),
         ("A", b"APPEND INBOX (\\Bogus) " + lit(PLAIN)),
+        ("A", b"APPEND INBOX {999999999}\r\n"),  # far too big: refused before any data is sent
         ("A", "NOOP"),
         Raw("A", b"NOOP\r\n"),  # a tag but no command
         ("A", "NOOP"),

@@ -1,0 +1,98 @@
+"""The engine over the real servers: each condition's outcome, and determinism (same seed, same trial).
+
+One matrix with hand-made scenarios whose times are fixed runs once for the module (a couple of seconds); the
+tests read its cells. Fixed times make each outcome certain, so every assertion can fail for one reason only.
+"""
+
+import asyncio
+
+import pytest
+
+from harness.matrix import MatrixOptions, run_matrix
+from harness.scenarios import Scenario, find_scenario
+from harness.scenarios.distributions import fixed
+
+
+def _s(name: str, **kw) -> Scenario:
+    kw.setdefault("recall_delay", fixed(300))
+    kw.setdefault("observe_for", 120)
+    return Scenario(name=name, condition=name, summary=name, **kw)
+
+
+SCENARIOS = [
+    _s("unread"),
+    _s("external", recipient="external", open_delay=fixed(600)),
+    _s("read-first", open_delay=fixed(60)),
+    _s("web-stale", client="web", page_load_interval=fixed(10_000), preview=False),
+    _s("web-reloaded", client="web", page_load_interval=fixed(350), preview=False),
+    _s("moved", move_to="Projects"),
+    _s("held", legal_hold=True),
+    _s("purged", delete_delay=fixed(30), purge_deleted_after=60, purge_lag=fixed(0)),
+    _s("offline", offline_at=fixed(10), offline_for=fixed(400), observe_for=600),
+]
+
+
+@pytest.fixture(scope="module")
+def matrix():
+    return asyncio.run(run_matrix(MatrixOptions(scenarios=SCENARIOS, trials=1, seed=3, concurrency=1,
+                                                transcripts=False)))
+
+
+def _trial(matrix, scenario: str, mode: str):
+    cell = matrix.cells[(scenario, mode)]
+    assert len(cell.trials) == 1
+    trial = cell.trials[0]
+    assert trial.error == "", trial.error
+    return trial
+
+
+@pytest.mark.parametrize(("scenario", "mode", "verdict", "status"), [
+    ("unread", "cloud", "recalled", "recalled"),
+    ("unread", "legacy", "recalled", "recalled"),
+    ("external", "cloud", "impossible", "external"),
+    ("external", "legacy", "impossible", "external"),
+    ("read-first", "cloud", "partial", "recalled-after-read"),
+    ("read-first", "legacy", "failed", "failed-read"),
+    ("web-stale", "cloud", "partial", "recalled"),
+    ("web-reloaded", "cloud", "recalled", "recalled"),
+    ("web-stale", "legacy", "failed", "pending"),
+    ("moved", "cloud", "recalled", "recalled"),
+    ("moved", "legacy", "failed", "failed-moved"),
+    ("held", "cloud", "recalled", "held"),
+    ("held", "legacy", "failed", "held"),
+    ("purged", "cloud", "recalled", "not-found"),
+    ("offline", "cloud", "recalled", "recalled"),
+    ("offline", "legacy", "recalled", "pending"),
+])
+def test_condition_outcomes(matrix, scenario: str, mode: str, verdict: str, status: str) -> None:
+    trial = _trial(matrix, scenario, mode)
+    assert (trial.verdict, trial.report_status) == (verdict, status), trial
+
+
+def test_web_stale_page_still_shows_what_the_server_deleted(matrix) -> None:
+    trial = _trial(matrix, "web-stale", "cloud")
+    assert not trial.server_copy and trial.client_copy and not trial.read_before_recall
+
+
+def test_external_copy_stays_on_the_other_server(matrix) -> None:
+    trial = _trial(matrix, "external", "cloud")
+    assert trial.server_copy and trial.client_copy
+
+
+def test_offline_client_drops_the_copy_when_back(matrix) -> None:
+    trial = _trial(matrix, "offline", "cloud")
+    assert [e.split()[1] for e in trial.events] == ["send", "preview", "offline", "recall", "online", "observe"]
+    assert not trial.client_copy
+
+
+def test_same_seed_same_trials() -> None:
+    s = find_scenario("same-org-desktop")
+
+    def run(seed: int):
+        result = asyncio.run(run_matrix(MatrixOptions(scenarios=[s], trials=4, seed=seed, concurrency=2,
+                                                      transcripts=False, modes=("legacy",))))
+        return [(t.index, t.events, t.verdict, t.report_status, round(t.recall_at, 6)) for t in result.all_trials()]
+
+    first = run(11)
+    assert first == run(11)
+    assert first != run(12)
