@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import ssl
-import uuid
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -85,8 +86,12 @@ class ListenError(Exception):
         self.errno = errno
 
 
+_QUEUE_IDS = itertools.count()
+
+
 def new_queue_id() -> str:
-    return uuid.uuid4().hex[:16].upper()
+    """Unique across the process and across restarts (a spool file is named by it): time, then a counter."""
+    return f"{time.time_ns() // 1000:X}{next(_QUEUE_IDS) & 0xFFFF:04X}"
 
 
 class DomainServer:

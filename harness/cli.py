@@ -41,6 +41,12 @@ def build_app() -> typer.Typer:
     return app
 
 
+def _is_click_exception(exc: BaseException) -> bool:
+    """True for click's own errors (usage errors, bad parameters), whichever click typer uses."""
+    return any(cls.__name__ == "ClickException" and cls.__module__.endswith("exceptions")
+               for cls in type(exc).__mro__)
+
+
 def main(argv: list[str] | None = None) -> None:
     app = build_app()
     try:
@@ -50,17 +56,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.code)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click's usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # usage errors: typer >= 0.20 bundles its own click, older typer uses click
+        if not _is_click_exception(exc):
+            raise
+        exc.show()
+        sys.exit(exc.exit_code)
     sys.exit(0)
 
 

@@ -52,12 +52,15 @@ class MatrixOptions:
     observer: Observer | None = None  # called after every event of every trial (the demo narrates from it)
     observe_trials: Callable[[str, str, int], bool] | None = None  # which trials the observer hears
     transcript_sink: Callable[[str, TranscriptLine], None] | None = None  # (mode, line) of recorded trials
+    only_trials: Sequence[int] | None = None  # run just these trial indexes (the demo narrates one)
 
     def __post_init__(self) -> None:
         if self.trials < 1:
             raise ValueError("trials must be at least 1")
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if self.only_trials is not None and (not self.only_trials or min(self.only_trials) < 0):
+            raise ValueError("only_trials must name trial indexes >= 0")
         for m in self.modes:
             if m not in MODES:
                 raise ValueError(f"unknown recall mode {m!r} (known: {', '.join(MODES)})")
@@ -138,7 +141,7 @@ async def run_matrix(options: MatrixOptions) -> MatrixResult:
     result = MatrixResult(seed=options.seed, trials_per_cell=options.trials, scenarios=list(scenarios),
                           modes=tuple(options.modes), realtime=options.realtime)
     groups = group_scenarios(scenarios, options.modes)
-    total = sum(len(g.scenarios) for g in groups) * options.trials
+    total = sum(len(g.scenarios) for g in groups) * len(_indexes(options))
     done = 0
 
     def finished(trial: TrialResult) -> None:
@@ -164,7 +167,8 @@ async def _run_group(group: Group, options: MatrixOptions, finished: Callable[[T
                      result: MatrixResult, transcript_mode: str, port_base: int | None) -> None:
     from harness.lab import Lab
 
-    concurrency = 1 if group.exclusive_clock else min(options.concurrency, options.trials)
+    indexes = _indexes(options)
+    concurrency = 1 if group.exclusive_clock else min(options.concurrency, len(indexes))
     slots_needed = concurrency * len(group.scenarios)
     recorder = GatedRecorder(max_literal=4096) if options.transcripts else None
     if recorder is not None and options.transcript_sink is not None:
@@ -198,25 +202,26 @@ async def _run_group(group: Group, options: MatrixOptions, finished: Callable[[T
                 slots = [await engine.open_slot(slot_base + k, s) for k in range(concurrency)]
                 slot_base += concurrency
                 per_scenario.append((s, slots))
-            # Trial 0 of each scenario alone, recorded, when transcripts are wanted.
-            first = 0
+            # The first trial of each scenario alone, recorded, when transcripts are wanted.
             if recorder is not None:
+                first = indexes[0]
                 for s, slots in per_scenario:
                     recorder.capturing = True
-                    trial = await engine.run(slots[0], s, plan_trial(s, trial_seed(options.seed, s.name, 0)), 0)
+                    trial = await engine.run(slots[0], s, plan_trial(s, trial_seed(options.seed, s.name, first)),
+                                             first)
                     recorder.capturing = False
                     lines = recorder.take()
                     if group.mode == transcript_mode:
                         result.transcripts[s.name] = lines
                     finished(trial)
-                first = 1
+                indexes = indexes[1:]
             if group.exclusive_clock:
                 for s, slots in per_scenario:
-                    for i in range(first, options.trials):
+                    for i in indexes:
                         finished(await engine.run(slots[0], s, plan_trial(s, trial_seed(options.seed, s.name, i)),
                                                   i))
             else:
-                await asyncio.gather(*(_deal(engine, s, slots, range(first, options.trials), options, finished)
+                await asyncio.gather(*(_deal(engine, s, slots, indexes, options, finished)
                                        for s, slots in per_scenario))
         finally:
             for _s, slots in per_scenario:
@@ -225,7 +230,11 @@ async def _run_group(group: Group, options: MatrixOptions, finished: Callable[[T
             engine.close()
 
 
-async def _deal(engine: TrialEngine, scenario: Scenario, slots: list, indexes: range, options: MatrixOptions,
+def _indexes(options: MatrixOptions) -> list[int]:
+    return sorted(set(options.only_trials)) if options.only_trials is not None else list(range(options.trials))
+
+
+async def _deal(engine: TrialEngine, scenario: Scenario, slots: list, indexes: Sequence[int], options: MatrixOptions,
                 finished: Callable[[TrialResult], None]) -> None:
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in indexes:

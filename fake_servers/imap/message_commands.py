@@ -16,9 +16,10 @@ from .search import Msg, internal_date_text, parse_search
 from .selected import MODSEQ_SHIFT, SelectedMailbox
 from .seqset import SequenceSet, compress
 from .serialise import serialise
+from .sort import parse_criteria
 
 _VIEW_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
-_UID_COMMANDS = ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE")
+_UID_COMMANDS = ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE", "SORT")
 
 
 def _header_end(raw: bytes) -> int:
@@ -97,39 +98,53 @@ class MessageCommands:
         self.ok(tag, f"{code}Expunge completed.", updates=False)
 
     # -- SEARCH -----------------------------------------------------------------------------------------------
-    def cmd_search(self, tag: str, lx: Lexer, uid: bool = False) -> None:
+    def cmd_sort(self, tag: str, lx: Lexer, uid: bool = False) -> None:
         sel = self._sel()
         lx.sp()
+        key = parse_criteria(lx.paren_list(lambda: lx.atom("sort key")))
+        lx.sp()
+        charset = lx.astring().upper()
+        if charset not in ("UTF-8", "US-ASCII", "UTF8"):
+            raise CommandFailed(f"charset {charset} is not supported", "BADCHARSET (UTF-8 US-ASCII)")
+        lx.sp()
         prog = parse_search(lx, lambda: len(sel.uids), lambda: sel.uids[-1] if sel.uids else 0)
-        if prog.uses_modseq:
-            self.enable_condstore()
+        hits = self._matches(sel, prog)
+        hits.sort(key=key)
+        self._write(("* SORT" + "".join(f" {m.uid if uid else m.seq}" for m in hits) + "\r\n").encode())
+        self.ok(tag, "Sort completed.", "SEARCH")
+
+    def _matches(self, sel: SelectedMailbox, prog) -> list[Msg]:
+        """The messages a search program selects, in sequence order."""
         if prog.message_id is not None:
             locs = self.store.find_by_message_id(self.user, prog.message_id)
             candidates = sorted(loc.uid for loc in locs if loc.mailbox == sel.name)
             positions = [p - 1 for p in (sel.seq_of(u) for u in candidates) if p is not None]
         else:
             positions = range(len(sel.uids))
-        uids = sel.uids
-        records = sel.records
-        recent = sel.recent
-        gone = sel.gone
-        hits: list[int] = []
-        highest = 0
+        uids, records, recent, gone = sel.uids, sel.records, sel.recent, sel.gone
         pred = prog.pred
+        out = []
         for i in positions:
             u = uids[i]
             if u in gone:
                 continue
-            rec = records[u]
-            msg = Msg(i + 1, u, rec, u in recent, lambda u=u: self._view(sel, u))
+            msg = Msg(i + 1, u, records[u], u in recent, lambda u=u: self._view(sel, u))
             try:
-                matched = pred(msg)
+                if pred(msg):
+                    out.append(msg)
             except NoSuchMessage:
                 continue
-            if matched:
-                hits.append(u if uid else i + 1)
-                if rec.modseq > highest:
-                    highest = rec.modseq
+        return out
+
+    def cmd_search(self, tag: str, lx: Lexer, uid: bool = False) -> None:
+        sel = self._sel()
+        lx.sp()
+        prog = parse_search(lx, lambda: len(sel.uids), lambda: sel.uids[-1] if sel.uids else 0)
+        if prog.uses_modseq:
+            self.enable_condstore()
+        matches = self._matches(sel, prog)
+        hits = [m.uid if uid else m.seq for m in matches]
+        highest = max((m.record.modseq for m in matches), default=0)
         line = "* SEARCH" + "".join(f" {n}" for n in hits)
         if prog.uses_modseq and hits:
             line += f" (MODSEQ {highest + MODSEQ_SHIFT})"

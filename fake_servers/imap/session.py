@@ -91,6 +91,7 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "UNSELECT": ("cmd_unselect", _SEL),
     "EXPUNGE": ("cmd_expunge", _SEL),
     "SEARCH": ("cmd_search", _SEL),
+    "SORT": ("cmd_sort", _SEL),
     "FETCH": ("cmd_fetch", _SEL),
     "STORE": ("cmd_store", _SEL),
     "COPY": ("cmd_copy", _SEL),
@@ -99,7 +100,7 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 #: Commands during which no EXPUNGE/VANISHED may be sent (RFC 3501 7.4.1).
-NO_EXPUNGE_DURING = frozenset({"FETCH", "STORE", "SEARCH"})
+NO_EXPUNGE_DURING = frozenset({"FETCH", "STORE", "SEARCH", "SORT"})
 
 
 class ImapSession(MailboxCommands, MessageCommands):

@@ -76,6 +76,7 @@ class HeaderBlock:
 
 
 _FOLD = re.compile(rb"\r?\n[ \t]")
+_SIMPLE_ADDR = re.compile(r"[^\s<>@,]+@[^\s<>@,]+")
 
 
 def _address_list(value: str) -> list[str]:
@@ -91,7 +92,7 @@ def _address_list(value: str) -> list[str]:
                 if gt < lt:
                     break
                 part = part[lt + 1:gt].strip()
-            if part.count("@") != 1 or any(c.isspace() or c in "<>" for c in part):
+            if not _SIMPLE_ADDR.fullmatch(part):
                 break
             out.append(part.lower())
         else:
@@ -117,7 +118,7 @@ def remove_headers(raw: bytes, names: Iterable[str]) -> bytes:
 
 def prepend_headers(raw: bytes, fields: Iterable[tuple[str, str]]) -> bytes:
     """Put `Name: value` lines before the existing header block, in the order given (trace fields go on top)."""
-    eol = b"\r\n" if b"\r\n" in raw[:2000] or not raw else b"\n"
+    eol = b"\r\n" if not raw or raw.find(b"\r\n", 0, 2000) >= 0 else b"\n"
     top = b"".join(f"{name}: {value}".encode() + eol for name, value in fields)
     return top + raw
 

@@ -96,7 +96,8 @@ class _Lane:
 class RelayQueue:
     def __init__(self, domain: str, spool: Spool, route: Callable[[str], Route | None],
                  on_bounce: BounceCallback, *, retry_delays: Sequence[float] = (1.0, 5.0, 30.0),
-                 hostname: str | None = None, connections_per_domain: int = 2, timeout: float = 30.0) -> None:
+                 hostname: str | None = None, connections_per_domain: int = 2, timeout: float = 30.0,
+                 linger: float = 1.0) -> None:
         self.domain = domain
         self.spool = spool
         self.route = route
@@ -105,6 +106,7 @@ class RelayQueue:
         self.hostname = hostname or domain
         self.connections_per_domain = max(1, connections_per_domain)
         self.timeout = timeout
+        self.linger = linger  # keep an idle connection this long for the next message (bursts, latency)
         self._lanes: dict[str, _Lane] = {}
         self._seq = itertools.count()
         self._entries: dict[str, RelayEntry] = {}
@@ -234,7 +236,18 @@ class RelayQueue:
             if lane.ready:
                 return lane.ready.popleft()
             if smtp is not None:
-                return None  # release the connection before waiting
+                # Nothing due: keep the connection a moment for the next message, then release it.
+                lane.wakeup.clear()
+                timeout = self.linger
+                if lane.delayed:
+                    timeout = min(timeout, max(0.0, lane.delayed[0][0] - time.time()))
+                try:
+                    await asyncio.wait_for(lane.wakeup.wait(), timeout)
+                except TimeoutError:
+                    pass
+                if lane.ready or (lane.delayed and lane.delayed[0][0] <= time.time()):
+                    continue
+                return None
             if not lane.delayed:
                 return None
             lane.wakeup.clear()

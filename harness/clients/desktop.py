@@ -534,6 +534,12 @@ class DesktopClient:
             return
         if instruction is None:
             return
+        if recall_format.verified_by(message.raw) != self.user.rpartition("@")[2]:
+            # Only a recall that the recipient's own server vouched for (it came in through that organisation's
+            # authenticated submission) is obeyed; a look-alike that came in through MX is ordinary mail.
+            self._record("recall-unverified", mirror.folder, {"message_id": instruction.original_message_id,
+                                                              "recall_from": instruction.sender})
+            return
         conn = mirror.conn
         assert conn is not None
         original_mid = instruction.original_message_id

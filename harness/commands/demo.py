@@ -30,6 +30,7 @@ from rich.markup import escape
 from harness.commands.matrix import (
     load_base_config,
     make_options,
+    output_console,
     progress_bar,
     resolve_scenarios,
     run_matrix_sync,
@@ -98,12 +99,13 @@ class Narrator:
             return
         c = self.console
         first, *rest = notes or [event.kind.value]
-        c.print(f"  [cyan]t={_fmt_t(event.at)}[/]  [bold]{escape(event.kind.value):9}[/] {escape(first)}",
-                highlight=False)
+        stamp = f"t={_fmt_t(event.at)}".ljust(9)
+        c.print(f"  [cyan]{stamp}[/] [bold]{escape(event.kind.value).ljust(10)}[/]{escape(first)}", highlight=False)
+        pad = " " * 22
         for note in rest + extra:
-            c.print(f"  {'':17} {escape(note)}", highlight=False)
+            c.print(f"{pad}{escape(note)}", highlight=False)
         for line in key:
-            c.print(f"  {'':17} [dim]{escape(line)}[/]", highlight=False)
+            c.print(f"{pad}[dim]{escape(line)}[/]", highlight=False)
 
     def _external_view(self, ctx: Any, event: Any) -> list[str]:
         """At an outside provider the recall is just mail: show what the recipient's client shows."""
@@ -135,9 +137,10 @@ def walk(scenarios: list[Any], console: Console, seed: str, realtime: bool, spee
         narrator = Narrator(console)
         live = "cloud" if "cloud" in s.modes else s.modes[0]
         narrator.live_mode = live
-        console.print(f"[bold]{live} recall[/], trial 0 of seed {seed}:", highlight=False)
-        options = make_options([s], 1, seed, tuple(s.modes), 1, realtime, speed, base, None,
-                               observer=narrator.observe, transcript_sink=narrator.sink)
+        console.print(f"[bold]{live} recall[/], trial {s.demo_trial} of seed {seed}:", highlight=False)
+        options = make_options([s], s.demo_trial + 1, seed, tuple(s.modes), 1, realtime, speed, base, None,
+                               observer=narrator.observe, transcript_sink=narrator.sink, transcripts=True,
+                               only_trials=(s.demo_trial,))
         run_matrix_sync(options)
         for mode in s.modes:
             got = narrator.summary.get(mode)
@@ -171,7 +174,7 @@ def register(app: typer.Typer) -> None:
         from harness.report.table import LEGEND, render_table
 
         started = time.perf_counter()
-        console = Console(highlight=False, width=None if Console().is_terminal else 130)
+        console = output_console()
         chosen = resolve_scenarios(scenario)
         base = load_base_config(config)
         make_options(chosen, trials, seed, ("cloud", "legacy"), 1, realtime, speed, base, None)  # validate

@@ -28,6 +28,12 @@ DEFAULT_TRIALS = 20
 PROGRESS_FROM = 100
 
 
+def output_console() -> Console:
+    """stdout; when it is not a terminal (a file, a pipe, a test), wide enough for the table not to wrap."""
+    probe = Console()
+    return Console(highlight=False, width=None if probe.is_terminal else 130)
+
+
 def resolve_scenarios(names: Sequence[str] | None) -> list[Scenario]:
     """Built-in scenarios by name or TOML files by path; all built-ins when none is named."""
     from harness.scenarios.catalogue import builtin_scenarios, find_scenario
@@ -159,7 +165,7 @@ def register(app: typer.Typer) -> None:
         """Run N trials of each scenario in each recall mode over the real servers; print the table."""
         from harness.report.table import LEGEND, render_table
 
-        out = Console()
+        out = output_console()
         if list_:
             for s in resolve_scenarios(None):
                 out.print(f"{s.name:20} {s.condition}", highlight=False, soft_wrap=True)

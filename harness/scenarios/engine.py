@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -96,6 +97,7 @@ class TrialContext:
     preview_seen: bool = False
     report_status: str = ""
     recall_message_id: str = ""
+    recall_handle: Any | None = None  # harness.recall_agent.RecallHandle
     outcome: dict[str, Any] = field(default_factory=dict)  # set by the observe event
     log: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # human lines of the event just run (for the demo)
@@ -151,7 +153,7 @@ class TrialEngine:
             legacy = self.mode == "legacy" and domain == ORG
             slot.desktop = DesktopClient(recipient, password_of(recipient), self.lab.imap(domain),
                                          submission=self.lab.submission(domain), folders=folders,
-                                         process_recalls_on_arrival=legacy, name=f"desktop-{index}")
+                                         process_recalls_on_arrival=legacy, name="desktop client")
             await slot.desktop.start()
         else:
             slot.web_dir = self.state_dir / f"slot{index}"
@@ -195,7 +197,8 @@ class TrialEngine:
                 from harness.clients.web import WebClient
 
                 ctx.web = WebClient(slot.recipient, password_of(slot.recipient),
-                                    self.lab.imap(slot.recipient_domain), slot.web_dir, name=f"web-{nonce}")
+                                    self.lab.imap(slot.recipient_domain), slot.web_dir / f"trial-{nonce}",
+                                    name="web page")
             budget = None if clock.realtime else TRIAL_TIMEOUT
             async with asyncio.timeout(budget):
                 for event in plan.events:
@@ -387,6 +390,7 @@ class TrialEngine:
         agent = RecallAgent(self.lab, slot.sender, password_of(slot.sender), timeout=SETTLE_TIMEOUT)
         handle = await agent.recall(ctx.message_id)
         ctx.recalled = True
+        ctx.recall_handle = handle
         ctx.recall_message_id = handle.recall_message_id
         ctx.note(f"{slot.sender} recalls it: recall {handle.recall_message_id}")
         await self._settle(ctx)
@@ -397,6 +401,13 @@ class TrialEngine:
 
     async def _on_observe(self, ctx: TrialContext, event: Event) -> None:
         await self._settle(ctx)
+        if ctx.report_status == "pending" and ctx.recall_handle is not None:
+            # Legacy: a client that was offline at the recall may have acted since; its notice updates the report.
+            report = await ctx.recall_handle.report(timeout=SETTLE_TIMEOUT)
+            status = report.statuses.get(ctx.slot.recipient)
+            if status is not None and status.value != "pending":
+                ctx.report_status = status.value
+                ctx.note(f"recall report, updated by the client's notice: {ctx.slot.recipient}: {status.value}")
         ctx.outcome = self._outcome(ctx)
         if ctx.web is not None and ctx.web.has_message_id(ctx.message_id):
             where = "as an opened snapshot" if ctx.web.snapshot_visible(ctx.message_id) else "in the list"
@@ -453,3 +464,5 @@ class TrialEngine:
         desktop = slot.desktop
         if desktop is not None and desktop.online:
             await asyncio.wait_for(desktop.settle(), SETTLE_TIMEOUT)
+        if ctx.web is not None:
+            shutil.rmtree(ctx.web.root.parent, ignore_errors=True)

@@ -58,6 +58,7 @@ class Scenario:
     policies: Mapping[str, Any] = field(default_factory=dict)  # extra settings for the organisation's policies
     modes: tuple[Mode, ...] = MODES
     narration: str = ""  # what the demo says before it walks this condition
+    demo_trial: int = 0  # which trial the demo narrates (one that shows the condition's typical outcome)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -119,6 +120,8 @@ def validate(s: Scenario) -> None:
         raise ScenarioError(f"{where}: purge_deleted_after cannot be negative")
     if s.delayed_send is not None and s.delayed_send <= 0:
         raise ScenarioError(f"{where}: delayed_send must be positive")
+    if s.demo_trial < 0:
+        raise ScenarioError(f"{where}: demo_trial cannot be negative")
     if s.observe_for <= 0:
         raise ScenarioError(f"{where}: observe_for must be positive")
     if s.move_to is not None and (not s.move_to.strip() or s.move_to.upper() == "INBOX"):
@@ -147,7 +150,7 @@ def load_scenario_data(data: Mapping[str, Any], where: str = "scenario") -> Scen
             kwargs[key] = _typed(value, str, at)
         elif key in ("article", "preview", "legal_hold"):
             kwargs[key] = _typed(value, bool, at)
-        elif key == "order":
+        elif key in ("order", "demo_trial"):
             kwargs[key] = _typed(value, int, at)
         elif key in ("purge_deleted_after", "delayed_send", "observe_for"):
             kwargs[key] = float(_number(value, at))

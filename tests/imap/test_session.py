@@ -315,3 +315,17 @@ def test_starttls_discards_commands_pipelined_before_the_handshake():
     assert c.send("c CAPABILITY").startswith(b"* CAPABILITY IMAP4rev1") and c.session.user is None
     out = c.send("d CAPABILITY")
     assert b"STARTTLS" not in out and b"LOGINDISABLED" not in out and b"AUTH=PLAIN" in out
+
+
+def test_sort():
+    store = _store(0)
+    for n, (subject, body) in enumerate([("Re: banana", "x" * 50), ("apple", "x" * 10), ("[list] Cherry", "x" * 30)]):
+        store.deliver(ALICE, make_message(n, subject=subject, body=body))
+    c = _client(store)
+    c.login()
+    c.send("s SELECT INBOX")
+    assert c.send("a SORT (SUBJECT) UTF-8 ALL").startswith(b"* SORT 2 1 3\r\n")
+    assert c.send("a SORT (REVERSE SIZE) UTF-8 ALL").startswith(b"* SORT 1 3 2\r\n")
+    assert c.send("a UID SORT (SIZE) US-ASCII NOT SUBJECT apple").startswith(b"* SORT 3 1\r\n")
+    assert c.send("a SORT (ARRIVAL) KOI8-R ALL").startswith(b"a NO [BADCHARSET")
+    assert c.send("a SORT (REVERSE) UTF-8 ALL").startswith(b"a BAD")

@@ -77,8 +77,6 @@ async def test_moved_by_a_rule_fails_moved():
         assert await locations(lab, BOB, mid) == ["Projects"]
 
 
-@pytest.mark.xfail(strict=True, reason="the desktop client does not yet require the server's X-Recall-Verified "
-                                       "mark, so a recall forged via MX with alice's From is obeyed")
 async def test_a_recall_forged_via_mx_is_not_obeyed_by_the_client():
     async with recall_lab("legacy") as lab:
         async with bob_with_an_original(lab) as (desktop, mid):

@@ -62,7 +62,7 @@ def _trial(matrix, scenario: str, mode: str):
     ("held", "legacy", "failed", "held"),
     ("purged", "cloud", "recalled", "not-found"),
     ("offline", "cloud", "recalled", "recalled"),
-    ("offline", "legacy", "recalled", "pending"),
+    ("offline", "legacy", "recalled", "recalled"),  # the notice sent after reconnecting updates the report
 ])
 def test_condition_outcomes(matrix, scenario: str, mode: str, verdict: str, status: str) -> None:
     trial = _trial(matrix, scenario, mode)

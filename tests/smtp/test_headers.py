@@ -73,3 +73,18 @@ def test_success_replies_are_left_alone(code, text):
 def test_normalise_address_never_raises(text):
     out = normalise_address(text)
     assert out is None or out == "" or "@" in out
+
+
+local = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._+-", min_size=1, max_size=10)
+domain = st.sampled_from(["corp.example", "mail.example", "x.y.example"])
+display = st.one_of(st.none(), st.text(alphabet="abcdefg hijk", min_size=1, max_size=10))
+
+
+@given(st.lists(st.tuples(display, local, domain), min_size=1, max_size=4))
+def test_fast_address_list_agrees_with_email_utils(entries):
+    from email.utils import getaddresses
+
+    parts = [f"{name.strip()} <{lp}@{d}>" if name and name.strip() else f"{lp}@{d}" for name, lp, d in entries]
+    value = ", ".join(parts)
+    expected = [a.lower() for _, a in getaddresses([value]) if a]
+    assert headers.addresses(f"To: {value}\r\n\r\n".encode(), "To") == expected

@@ -1,0 +1,61 @@
+"""`recall-lab demo` end to end, as a user runs it: a subprocess against the default lab."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from harness.cli import main
+
+
+@pytest.fixture(scope="module")
+def demo_output() -> str:
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "demo", "--trials", "2"],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return proc.stdout
+
+
+def test_walks_every_condition_in_table_order(demo_output: str) -> None:
+    headings = re.findall(r"^(\d+)\. (.+?) ─", demo_output, flags=re.MULTILINE)
+    assert [h[1] for h in headings][:4] == [
+        "The recipient has not opened the email",
+        "The recipient uses the same organisation's server (desktop client)",
+        "The recipient uses a web client",
+        "The recipient uses a different email provider",
+    ]
+    assert len(headings) == 10
+
+
+def test_shows_the_protocol_lines_that_matter(demo_output: str) -> None:
+    assert re.search(r"C: Message-ID: <trial\.unopened\.cloud\.0\.\d+@corp\.example>", demo_output)
+    assert re.search(r"C: Subject: Recall: Quarterly figures", demo_output)
+    assert re.search(r"C: X-Recall-Message-ID: <trial\.", demo_output)
+    assert re.search(r"S: \* (VANISHED \d+|\d+ EXPUNGE)", demo_output)  # what the desktop client hears
+    assert "the web page, loaded before the recall, still shows it" in demo_output
+    assert re.search(r'body: "Alice would like to recall the message, "Quarterly figures', demo_output)
+    assert "deletes it from her Outbox" in demo_output  # delayed send: cancelled inside the window
+
+
+def test_each_condition_ends_with_both_modes(demo_output: str) -> None:
+    assert demo_output.count("=> cloud :") == 10 and demo_output.count("=> legacy:") == 10
+    assert "=> cloud : impossible" in demo_output  # the external provider
+    assert "=> legacy: failed, report: failed-moved" in demo_output  # moved by a rule
+
+
+def test_ends_with_the_measured_table(demo_output: str) -> None:
+    table = demo_output[demo_output.index("The table, measured"):]
+    assert "Condition" in table and "cloud recall" in table and "legacy recall" in table
+    assert re.search(r"different email provider\s*│\s*None\s*│\s*0\.00 \[0\.00-0\.66\]\s*│\s*None", table)
+    assert re.search(r"has not opened the email\s*│\s*High\s*│\s*1\.00 \[0\.34-1\.00\]", table)
+    assert "Wilson score, 95%" in table
+    assert re.search(r"40 trials in [\d.]+ s; demo took [\d.]+ s\.", table)
+
+
+def test_demo_unknown_scenario_is_one_line(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--scenario", "nope"])
+    _out, err = capsys.readouterr()
+    assert info.value.code == 1 and err.startswith("recall-lab: unknown scenario 'nope'") and err.count("\n") == 1

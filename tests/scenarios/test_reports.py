@@ -1,0 +1,81 @@
+"""The table, the JSON form and the HTML report, from a result built by hand (no lab needed)."""
+
+import json
+import re
+
+import pytest
+
+from harness.report import load_json, render_html, table_text, write_json
+from harness.report.plot import binned_success, success_by_delay_svg
+from harness.scenarios import find_scenario
+from harness.scenarios.results import MatrixResult, TrialResult
+
+
+def _trial(scenario: str, mode: str, i: int, verdict: str, recall_at: float = 300.0, client: str = "desktop",
+           kind: str = "organisation") -> TrialResult:
+    return TrialResult(scenario=scenario, mode=mode, index=i, seed=f"1:{scenario}:{i}", client=client,
+                       recipient_kind=kind, recall_at=recall_at, verdict=verdict, report_status="recalled",
+                       read_before_recall=False, preview_seen=True, server_copy=False, client_copy=False,
+                       events=("0 send", f"{recall_at:.0f} recall"), message_id=f"<t{i}@corp.example>")
+
+
+@pytest.fixture
+def result() -> MatrixResult:
+    scenarios = [find_scenario("same-org-desktop"), find_scenario("web-client"), find_scenario("external-provider")]
+    r = MatrixResult(seed=1, trials_per_cell=10, scenarios=scenarios)
+    for i in range(10):
+        r.add(_trial("same-org-desktop", "cloud", i, "recalled" if i < 9 else "partial", 60 * (i + 1)))
+        r.add(_trial("same-org-desktop", "legacy", i, "recalled" if i < 8 else "failed", 60 * (i + 1)))
+        r.add(_trial("web-client", "cloud", i, "recalled" if i < 5 else "partial", 60 * (i + 1), client="web"))
+        r.add(_trial("web-client", "legacy", i, "failed", 60 * (i + 1), client="web"))
+        r.add(_trial("external-provider", "cloud", i, "impossible", kind="external"))
+        r.add(_trial("external-provider", "legacy", i, "impossible", kind="external"))
+    r.transcripts["web-client"] = ["imap#1 S: * VANISHED 1", "smtp#2 C: <script>alert(1)</script>"]
+    r.elapsed = 1.5
+    return r
+
+
+def test_table_text_has_the_articles_form(result: MatrixResult) -> None:
+    text = table_text(result)
+    lines = text.splitlines()
+    assert lines[0].split("|")[1].strip() == "Condition"
+    assert "Likelihood (cloud recall)" in lines[0] and "Rate [95% CI] (legacy recall)" in lines[0]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in lines[2:]}
+    assert rows["The recipient uses the same organisation's server (desktop client)"] == [
+        "High", "0.90 [0.60-0.98]", "High", "0.80 [0.49-0.94]", "10"]
+    assert rows["The recipient uses a web client"] == ["Moderate", "0.50 [0.24-0.76]", "None", "0.00 [0.00-0.28]", "10"]
+    assert rows["The recipient uses a different email provider"][0::2] == ["None", "None", "10"]
+
+
+def test_json_round_trip(result: MatrixResult, tmp_path) -> None:
+    path = write_json(result, tmp_path / "out.json")
+    data = json.loads(path.read_text())
+    assert data["version"] == 1 and data["interval"]["method"] == "wilson"
+    web = next(row for row in data["table"] if row["scenario"] == "web-client")
+    assert web["cloud"]["likelihood"] == "Moderate" and web["cloud"]["successes"] == 5
+    assert web["cloud"]["ci95"] == [0.2366, 0.7634]
+    assert web["legacy"]["verdicts"] == {"recalled": 0, "partial": 0, "failed": 10, "impossible": 0}
+    assert len(data["trials"]) == 60
+    again = load_json(path)
+    assert table_text(again) == table_text(result)
+    assert again.transcripts == result.transcripts
+
+
+def test_html_is_self_contained_and_escaped(result: MatrixResult) -> None:
+    page = render_html(result)
+    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+    assert "<svg" in page and "<script" not in page.replace("&lt;script&gt;", "")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert not re.search(r"""<link\b|@import|url\(\s*["']?https?:""", page)
+    assert "* VANISHED 1" in page
+    assert "The recipient uses a web client" in page and "Moderate" in page
+
+
+def test_plot_bins_success_by_delay(result: MatrixResult) -> None:
+    web = [t for t in result.all_trials() if t.scenario == "web-client" and t.mode == "cloud"]
+    points = binned_success(web)
+    assert sum(n for _x, _y, n in points) == 10
+    assert points[0][1] == 1.0 and points[-1][1] == 0.0  # early recalls succeed, late ones do not
+    svg = success_by_delay_svg(result)
+    assert svg.startswith("<svg") and "<metadata>" not in svg
