@@ -53,12 +53,17 @@ class MatrixOptions:
     observe_trials: Callable[[str, str, int], bool] | None = None  # which trials the observer hears
     transcript_sink: Callable[[str, TranscriptLine], None] | None = None  # (mode, line) of recorded trials
     only_trials: Sequence[int] | None = None  # run just these trial indexes (the demo narrates one)
+    cells: Sequence[tuple[str, str]] | None = None  # run just these (scenario, mode) cells (worker processes)
+    transcript_mode: str | None = None  # the mode whose first trial is the scenario's transcript (default: first)
+    workers: int = 1  # processes (run_matrix_blocking); each runs its share of the cells in labs of its own
 
     def __post_init__(self) -> None:
         if self.trials < 1:
             raise ValueError("trials must be at least 1")
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
         if self.only_trials is not None and (not self.only_trials or min(self.only_trials) < 0):
             raise ValueError("only_trials must name trial indexes >= 0")
         for m in self.modes:
@@ -94,11 +99,13 @@ class Group:
         return any(s.purge_deleted_after is not None for s in self.scenarios)
 
 
-def group_scenarios(scenarios: Sequence[Scenario], modes: Sequence[str]) -> list[Group]:
+def group_scenarios(scenarios: Sequence[Scenario], modes: Sequence[str],
+                    cells: Sequence[tuple[str, str]] | None = None) -> list[Group]:
     groups: dict[tuple[str, tuple], Group] = {}
+    wanted = set(cells) if cells is not None else None
     for mode in modes:
         for s in scenarios:
-            if mode not in s.modes:
+            if mode not in s.modes or (wanted is not None and (s.name, mode) not in wanted):
                 continue
             policies = s.lab_policies
             key = (mode, tuple(sorted((k, repr(v)) for k, v in policies.items())))
@@ -140,7 +147,7 @@ async def run_matrix(options: MatrixOptions) -> MatrixResult:
     scenarios = sorted(options.scenarios, key=lambda s: (s.order, s.name))
     result = MatrixResult(seed=options.seed, trials_per_cell=options.trials, scenarios=list(scenarios),
                           modes=tuple(options.modes), realtime=options.realtime)
-    groups = group_scenarios(scenarios, options.modes)
+    groups = group_scenarios(scenarios, options.modes, options.cells)
     total = sum(len(g.scenarios) for g in groups) * len(_indexes(options))
     done = 0
 
@@ -153,7 +160,7 @@ async def run_matrix(options: MatrixOptions) -> MatrixResult:
 
     if options.progress is not None:
         options.progress(0, total)
-    transcript_mode = options.modes[0] if options.modes else "cloud"
+    transcript_mode = options.transcript_mode or (options.modes[0] if options.modes else "cloud")
     _widen_default_executor(options.concurrency * len(groups))
     await asyncio.gather(*(
         _run_group(g, options, finished, result, transcript_mode, port_base=options.port_base if i == 0 else None)
@@ -271,4 +278,87 @@ def _drive_retention_clock(lab: Any, clock: SimClock) -> None:
         policy.clock = clock.now
 
 
-__all__ = ["CAST", "DEFAULT_CONCURRENCY", "MatrixOptions", "group_scenarios", "lab_config", "run_matrix"]
+# --- several processes ----------------------------------------------------------------------------------------
+
+
+def run_matrix_blocking(options: MatrixOptions) -> MatrixResult:
+    """Run the matrix from synchronous code: in this process, or split over `options.workers` processes.
+
+    Why processes: one event loop runs the servers and the clients of every trial, so a run is bound to one
+    core; with W workers each process takes a share of the (scenario, mode) cells, starts labs of its own and
+    reports its trials back. Trial seeds do not depend on who runs a trial, so the result is the same.
+    The observer and the transcript sink cannot cross processes: a narrated run stays in one.
+    """
+    cells = [(s.name, m) for m in options.modes for s in options.scenarios if m in s.modes]
+    workers = min(options.workers, len(cells))
+    if workers <= 1 or options.observer is not None or options.transcript_sink is not None:
+        return asyncio.run(run_matrix(options))
+    import dataclasses
+    import multiprocessing
+
+    started = time.perf_counter()
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    shares: list[list[tuple[str, str]]] = [[] for _ in range(workers)]
+    for i, cell in enumerate(cells):  # the same scenario's modes go to different workers: even shares
+        shares[i % workers].append(cell)
+    transcript_mode = options.transcript_mode or (options.modes[0] if options.modes else "cloud")
+    procs = []
+    for w, share in enumerate(shares):
+        sub = dataclasses.replace(options, cells=share, workers=1, progress=None, observer=None,
+                                  observe_trials=None, transcript_sink=None, transcript_mode=transcript_mode,
+                                  port_base=options.port_base if w == 0 else None)
+        proc = ctx.Process(target=_worker_main, args=(sub, queue), name=f"recall-lab-matrix-{w}", daemon=True)
+        proc.start()
+        procs.append(proc)
+    total = len(cells) * len(_indexes(options))
+    result = MatrixResult(seed=options.seed, trials_per_cell=options.trials,
+                          scenarios=sorted(options.scenarios, key=lambda s: (s.order, s.name)),
+                          modes=tuple(options.modes), realtime=options.realtime)
+    done, finished_workers, failure = 0, 0, None
+    if options.progress is not None:
+        options.progress(0, total)
+    try:
+        while finished_workers < len(procs):
+            kind, payload = queue.get()
+            if kind == "trial":
+                done += 1
+                if options.progress is not None:
+                    options.progress(done, total)
+            elif kind == "result":
+                finished_workers += 1
+                for t in payload["trials"]:
+                    result.add(TrialResult.from_json(t))
+                result.transcripts.update(payload["transcripts"])
+            else:  # "error": an expected failure (a port in use) or a bug, re-raised here as it was
+                finished_workers += 1
+                failure = failure or payload
+    finally:
+        for proc in procs:
+            proc.join(timeout=30)
+    if failure is not None:
+        raise failure
+    result.sort()
+    result.elapsed = time.perf_counter() - started
+    return result
+
+
+def _worker_main(options: MatrixOptions, queue: Any) -> None:
+    def progress(done: int, total: int) -> None:
+        if done:
+            queue.put(("trial", None))
+
+    try:
+        options.progress = progress
+        result = asyncio.run(run_matrix(options))
+        queue.put(("result", {"trials": [t.to_json() for t in result.all_trials()],
+                              "transcripts": result.transcripts}))
+    except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
+        try:
+            queue.put(("error", exc))
+        except Exception:  # noqa: BLE001 - unpicklable: send its text
+            queue.put(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
+
+
+__all__ = ["CAST", "DEFAULT_CONCURRENCY", "MatrixOptions", "group_scenarios", "lab_config", "run_matrix",
+           "run_matrix_blocking"]

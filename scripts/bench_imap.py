@@ -150,10 +150,8 @@ def serve_ours(n: int, seed: int) -> None:
 
 
 class OursProcess:
-    def __init__(self, n: int, seed: int, profile: str | None) -> None:
+    def __init__(self, n: int, seed: int) -> None:
         cmd = [sys.executable, os.path.abspath(__file__), "--serve", "--messages", str(n), "--seed", str(seed)]
-        if profile:
-            cmd = [profile] + cmd if profile.endswith("pyinstrument") else cmd
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -528,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         print("dovecot not available (binary missing or not root): measuring our server only")
 
     results: dict[str, dict[str, dict[str, float]]] = {}
-    ours = OursProcess(args.messages, args.seed, None)
+    ours = OursProcess(args.messages, args.seed)
     try:
         print("measuring ours ...", flush=True)
         results["ours"] = run_suite(ours.port, ids, uids, args.messages, args, args.idle_events)

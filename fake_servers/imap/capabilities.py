@@ -4,7 +4,7 @@ from __future__ import annotations
 
 #: Extensions always on, in the order they are announced.
 EXTENSIONS = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE",
-              "UNSELECT", "CHILDREN", "SPECIAL-USE", "CONDSTORE", "QRESYNC", "SORT")
+              "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC", "SORT")
 
 #: What ENABLE accepts (RFC 5161); anything else is ignored, as the RFC says.
 ENABLEABLE = ("CONDSTORE", "QRESYNC")

@@ -19,6 +19,8 @@ from .utf7 import encode as utf7_encode
 
 _DATE_TIME = re.compile(r"([ \d]\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)\Z")
 _ATOM_SAFE = re.compile(r"[A-Za-z0-9_.\-/&+,:;=!~@#$^'`|?<>]+\Z")
+_SPECIAL_USES = {u.lower(): u for u in ("\\Sent", "\\Trash", "\\Drafts", "\\Junk", "\\Archive", "\\All",
+                                       "\\Flagged")}
 _STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
 
 
@@ -116,8 +118,9 @@ class MailboxCommands:
                 break
         out.append(f"* OK [UIDVALIDITY {info.uidvalidity}] UIDs valid")
         out.append(f"* OK [UIDNEXT {info.uidnext}] Predicted next UID")
-        if self.condstore:  # RFC 7162 3.1.2.1, as Dovecot: only once CONDSTORE is enabled
-            out.append(f"* OK [HIGHESTMODSEQ {info.highestmodseq + MODSEQ_SHIFT}] Highest")
+        # RFC 7162 3.1.2.1: a server that keeps mod-sequences sends HIGHESTMODSEQ on every SELECT/EXAMINE
+        # (Dovecot only once modseqs are active for the mailbox, which they always are here)
+        out.append(f"* OK [HIGHESTMODSEQ {info.highestmodseq + MODSEQ_SHIFT}] Highest")
         self._write(("\r\n".join(out) + "\r\n").encode())
         if qresync_args is not None:
             self._qresync_select(sel, info, *qresync_args)
@@ -161,8 +164,13 @@ class MailboxCommands:
     def cmd_create(self, tag: str, lx: Lexer) -> None:
         lx.sp()
         name = lx.mailbox()
-        if lx.maybe_sp():  # RFC 6154 CREATE-SPECIAL-USE parameters: accepted and ignored
-            lx.value()
+        special_use = None
+        if lx.maybe_sp():  # RFC 6154 CREATE-SPECIAL-USE: CREATE name (USE (\Sent))
+            params = lx.value()
+            if isinstance(params, list) and len(params) == 2 and str(params[0]).upper() == "USE":
+                uses = params[1] if isinstance(params[1], list) else [params[1]]
+                known = [str(u) for u in uses if str(u).lower() in _SPECIAL_USES]
+                special_use = _SPECIAL_USES[known[0].lower()] if known else None
         lx.end()
         name = name.rstrip(SEPARATOR)
         if not name:
@@ -171,7 +179,7 @@ class MailboxCommands:
             raise CommandFailed("INBOX always exists", "ALREADYEXISTS")
         before = {b.name for b in self.store.list_mailboxes(self.user)}
         try:
-            self.store.create_mailbox(self.user, name, origin=self)
+            self.store.create_mailbox(self.user, name, special_use, origin=self)
         except MailboxExists:
             raise CommandFailed("Mailbox already exists", "ALREADYEXISTS") from None
         for box in self.store.list_mailboxes(self.user):  # RFC 3501: CREATE does not subscribe

@@ -170,8 +170,9 @@ class MessageCommands:
             if "MODSEQ" not in names:
                 items.append(FetchItem("MODSEQ"))
         if req.vanished:
-            vanished = missing_uids(SequenceSet.parse(set_text), sel.uids,
-                                    (sel.uids[-1] + 1) if sel.uids else 1)
+            uidnext = self.store.mailbox(self.user, sel.name).uidnext
+            vanished = missing_uids(SequenceSet.parse(set_text), [u for u in sel.uids if u not in sel.gone],
+                                    uidnext)
             if vanished:
                 self._write(b"* VANISHED (EARLIER) %s\r\n" % vanished.encode())
         if req.changedsince is not None:

@@ -217,6 +217,8 @@ class ImapSession(MailboxCommands, MessageCommands):
                     self.transcript.record(self.label, direction, line)  # type: ignore[arg-type]
             size = int(m.group(1))
             literal = data[m.end():m.end() + size]
+            if size > self.transcript.max_literal:
+                literal = f"<{size} octets>".encode()
             self.transcript.record(self.label, direction, literal)  # type: ignore[arg-type]
             pos = m.end() + size
 
@@ -243,7 +245,11 @@ class ImapSession(MailboxCommands, MessageCommands):
             return
         sel.on_event(event, own=event.origin is self)
         if self.idle_tag is not None:
+            if self.qresync and sel.pending_expunge:
+                # no tagged OK will follow soon: the new HIGHESTMODSEQ goes untagged (as Dovecot does)
+                self._write(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % (sel.highestmodseq + MODSEQ_SHIFT))
             self._flush_updates(allow_expunge=True)
+            self._expunges_reported = False
             self._flush()
 
     def _flush_updates(self, allow_expunge: bool) -> None:

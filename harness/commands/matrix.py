@@ -10,8 +10,8 @@ unwritable output file) are one line on stderr and a non-zero exit, via CliError
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +26,8 @@ from harness.scenarios.model import MODES, Scenario
 DEFAULT_TRIALS = 20
 #: Show a progress bar from this many trials on (a short run is over before a bar is worth drawing).
 PROGRESS_FROM = 100
+#: Split a run over two processes from this many trials on (see auto_workers).
+AUTO_WORKERS_FROM = 200
 
 
 def output_console() -> Console:
@@ -76,30 +78,46 @@ def load_base_config(path: Path | None) -> Any:
 
 @contextlib.contextmanager
 def progress_bar(total_hint: int, enabled: bool, console: Console) -> Iterator[Any]:
-    """A rich progress bar on stderr for long runs; yields a `progress(done, total)` callback or None."""
+    """A rich progress bar on stderr for long runs; yields a `progress(done, total)` callback or None.
+
+    The bar (and its refresh thread) starts at the first call, after any worker processes were started."""
     if not enabled or total_hint < PROGRESS_FROM or not console.is_terminal:
         yield None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
-        task = bar.add_task("trials", total=total_hint)
+    bar = Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                   transient=True)
+    task = bar.add_task("trials", total=total_hint)
+    started = False
 
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    def update(done: int, total: int) -> None:
+        nonlocal started
+        if not started:
+            bar.start()
+            started = True
+        bar.update(task, completed=done, total=total)
 
+    try:
         yield update
+    finally:
+        if started:
+            bar.stop()
+
+
+def auto_workers(total_trials: int) -> int:
+    """Processes for a run: two on a multi-core machine once a run is long enough to repay starting them."""
+    return 2 if (os.cpu_count() or 1) >= 2 and total_trials >= AUTO_WORKERS_FROM else 1
 
 
 def run_matrix_sync(options: Any) -> Any:
     """Run the matrix in a fresh event loop, turning the lab's expected failures into CliError."""
     from harness.config import ConfigError
     from harness.lab import LabStartError
-    from harness.matrix import run_matrix
+    from harness.matrix import run_matrix_blocking
 
     try:
-        return asyncio.run(run_matrix(options))
+        return run_matrix_blocking(options)
     except (LabStartError, ConfigError, ScenarioError) as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:
@@ -110,6 +128,10 @@ def make_options(scenarios: list[Scenario], trials: int, seed: str, modes: tuple
                  realtime: bool, speed: float, config: Any, port_base: int | None, **extra: Any) -> Any:
     from harness.matrix import MatrixOptions
 
+    if extra.get("workers") is not None and extra["workers"] < 1:
+        raise CliError("--workers must be at least 1")
+    if extra.get("workers") is None:
+        extra["workers"] = auto_workers(trials * sum(len([m for m in modes if m in s.modes]) for s in scenarios))
     if trials < 1:
         raise CliError("--trials must be at least 1")
     if concurrency < 1:
@@ -159,6 +181,8 @@ def register(app: typer.Typer) -> None:
         speed: Annotated[float, typer.Option("--speed", help="With --realtime: simulated seconds per second.")] = 60.0,
         config: Annotated[Path | None, typer.Option("--config", help="Base lab config (TOML) to build the labs from.")] = None,
         port_base: Annotated[int | None, typer.Option("--port-base", help="Listen on fixed ports (first lab).")] = None,
+        workers: Annotated[int | None, typer.Option("--workers", "-w",
+                                                    help="Processes (default: 2 for long runs on 2+ cores).")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no table.")] = False,
         list_: Annotated[bool, typer.Option("--list", help="List the built-in scenarios and exit.")] = False,
     ) -> None:
@@ -177,7 +201,7 @@ def register(app: typer.Typer) -> None:
         hint = trials * sum(len([m for m in modes if m in s.modes]) for s in chosen)
         with progress_bar(hint, not quiet, err) as progress:
             options = make_options(chosen, trials, seed, modes, concurrency, realtime, speed, base, port_base,
-                                   progress=progress)
+                                   progress=progress, workers=workers)
             result = run_matrix_sync(options)
         written = write_outputs(result, json_path, html_path)
         if not quiet:

@@ -143,6 +143,7 @@ async def test_transcripts_record_both_directions_with_password_masked(store, ac
         raw = await Raw.connect(server.host, server.port)
         await raw.command(b"a", f"LOGIN {ALICE} {ALICE_PW}".encode())
         await raw.command(b"b", b"SELECT INBOX")
+        await raw.command(b"x", b"APPEND INBOX {500+}\r\n" + b"y" * 500)
         await raw.command(b"c", b"LOGOUT")
         await raw.close()
     finally:
@@ -152,3 +153,4 @@ async def test_transcripts_record_both_directions_with_password_masked(store, ac
     assert f"imap#1 C: a LOGIN {ALICE} ********" in text
     assert ALICE_PW not in text
     assert "imap#1 S: b OK [READ-WRITE] Select completed." in text
+    assert "imap#1 C: x APPEND INBOX {500+}" in text and "imap#1 C: <500 octets>" in text

@@ -66,7 +66,7 @@ def test_select_responses():
     c.login()
     out = c.send("s SELECT INBOX").decode()
     assert "* 3 EXISTS" in out and "* 3 RECENT" in out
-    assert "* OK [UIDVALIDITY " in out and "* OK [UIDNEXT 4]" in out and "[HIGHESTMODSEQ " not in out
+    assert "* OK [UIDVALIDITY " in out and "* OK [UIDNEXT 4]" in out and "* OK [HIGHESTMODSEQ 4] Highest" in out
     assert "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)]" in out
     assert out.endswith("s OK [READ-WRITE] Select completed.\r\n")
     # a second session gets no \Recent: exactly one session has it
@@ -329,3 +329,12 @@ def test_sort():
     assert c.send("a UID SORT (SIZE) US-ASCII NOT SUBJECT apple").startswith(b"* SORT 3 1\r\n")
     assert c.send("a SORT (ARRIVAL) KOI8-R ALL").startswith(b"a NO [BADCHARSET")
     assert c.send("a SORT (REVERSE) UTF-8 ALL").startswith(b"a BAD")
+
+
+def test_create_special_use():
+    store = _store(0)
+    c = _client(store)
+    c.login()
+    assert c.send("c CREATE Archive (USE (\\Archive))").startswith(b"c OK")
+    assert c.send('l LIST "" Archive').startswith(b'* LIST (\\HasNoChildren \\Archive) "/" Archive\r\n')
+    assert store.mailbox(ALICE, "Archive").special_use == "\\Archive"

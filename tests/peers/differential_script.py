@@ -438,7 +438,14 @@ SECTIONS: dict[str, list] = {
         ("A", "UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)"),
         ("A", "UNSELECT"),
         ("A", "SELECT INBOX (QRESYNC (${uidvalidity:INBOX} 1 1:10))"),
+        login("B"),
+        ("B", "SELECT INBOX"),
+        # the recall path: another session (or the store) deletes a message while A idles with QRESYNC on
+        Idle("A", "B", "UID STORE 3 +FLAGS.SILENT (\\Deleted)", until=b"FETCH"),
+        Idle("A", "B", "UID EXPUNGE 3", until=b"VANISHED"),
+        ("A", "UID FETCH 1:10 (FLAGS) (CHANGEDSINCE 1 VANISHED)"),  # not 1:*: "*" is now UID 2
         ("A", "LOGOUT"),
+        ("B", "LOGOUT"),
     ],
     "bad-input": [
         login(),

@@ -4,7 +4,7 @@ What is erased or rewritten, and why it may differ between correct servers:
 - free text after a status (and after a response code): RFC 3501 leaves it to the server;
 - CAPABILITY: only the capabilities recall-lab must have are compared (Dovecot has many more; order is free),
   and CAPABILITY response codes, which are optional, are dropped;
-- RFC 5530 response codes other than AUTHENTICATIONFAILED (optional) are dropped;
+- RFC 5530 response codes other than AUTHENTICATIONFAILED (optional), and ALERT (text for the user) are dropped;
 - UIDVALIDITY values: each distinct value becomes V1, V2... in order of appearance (so "stable" and
   "distinct per mailbox" are still compared);
 - dates: INTERNALDATE is compared as an instant in UTC (the zone it is shown in is the server's choice);
@@ -24,6 +24,9 @@ What is erased or rewritten, and why it may differ between correct servers:
   dropped: servers differ on sending them and RFC 3501 allows both;
 - after login, capabilities that only matter before it (SASL-IR, AUTH=) are not compared, and BADCHARSET's
   optional list of charsets is dropped;
+- HIGHESTMODSEQ: in a SELECT/EXAMINE before the connection used CONDSTORE it is not compared (RFC 7162
+  3.1.2.1 wants it on every SELECT of a server with persistent mod-sequences; Dovecot sends it only once the
+  mailbox has them); on a tagged OK or an untagged OK it is the same news, so both become an untagged line;
 - in sections where two sessions race for \\Recent (`ignore_recent`), RECENT and \\Recent are not compared:
   which session is "first to be notified" of a new message is a race.
 """
@@ -151,6 +154,7 @@ def utc_instant(text: str) -> str:
 # --- normalising ------------------------------------------------------------------------------------------
 
 _STATUS = re.compile(rb"^(\*|[^ ]+) (OK|NO|BAD|BYE|PREAUTH)(?: |$)(?:\[([^\]]*)\])?", re.I)
+_CONDSTORE_ENABLING = re.compile(r"CONDSTORE|QRESYNC|MODSEQ|CHANGEDSINCE", re.I)
 _NUMBERED = re.compile(rb"^\* (\d+) (EXISTS|RECENT|EXPUNGE|FETCH)\b ?(.*)$", re.I | re.S)
 
 
@@ -167,6 +171,7 @@ class Normaliser:
     uids: dict[str, dict[int, str]] = field(default_factory=dict)  # connection -> seq -> UID
     recent: dict[str, str] = field(default_factory=dict)  # connection -> last RECENT count seen
     qresync: set[str] = field(default_factory=set)
+    condstore: set[str] = field(default_factory=set)  # connections that issued a CONDSTORE enabling command
 
     def uidvalidity(self, value: str) -> str:
         return self.uidvalidity_labels.setdefault(value, f"V{len(self.uidvalidity_labels) + 1}")
@@ -189,6 +194,8 @@ class Normaliser:
     # --- one step ---------------------------------------------------------------------------------------
 
     def step(self, conn: str, command: str, responses: list[bytes]) -> list[str]:
+        if _CONDSTORE_ENABLING.search(command):
+            self.condstore.add(conn)
         words = [w.upper() for w in command.split(" ", 2)[:2]]
         uid_command = bool(words) and words[0] == "UID"
         name = (words[1] if uid_command and len(words) > 1 else words[0]) if words else ""
@@ -217,6 +224,9 @@ class Normaliser:
             if raw.startswith(b"* ") or raw.startswith(b"<"):
                 untagged.append(line)
             else:
+                if " [HIGHESTMODSEQ " in line:  # the same news whether on the tagged OK or an untagged one
+                    line, _, code = line.partition(" [")
+                    untagged.append(f"* OK [{code}")
                 tagged.append(line)
                 if name in ("LOGIN", "AUTHENTICATE") and line.split(" ")[1:2] == ["OK"]:
                     self.authenticated.add(conn)
@@ -289,6 +299,9 @@ class Normaliser:
             code = self.code(conn, status.group(3).decode("utf-8", "replace")) if status.group(3) else None
             if tag == "*" and word == "OK" and code is None:
                 return None  # greeting text, "Still here", hints: free text only
+            if (code and code.startswith("HIGHESTMODSEQ") and conn not in self.condstore
+                    and command.upper().startswith(("SELECT", "EXAMINE"))):
+                return None  # see the module docstring: only compared once CONDSTORE is in play
             return f"{tag} {word}" + (f" [{code}]" if code else "")
         numbered = _NUMBERED.match(raw)
         if numbered:
