@@ -339,7 +339,8 @@ class DomainServer:
         delivery = self._held.pop(queue_id)
         held_by, delivery.held_by = delivery.held_by, None
         try:
-            await self._track(self.pipeline.run(delivery, start_after=held_by), f"release {queue_id}")
+            # shielded: a policy's timer task cancelled at shutdown must not cut a delivery in half
+            await asyncio.shield(self._track(self.pipeline.run(delivery, start_after=held_by), f"release {queue_id}"))
         except BaseException:
             if queue_id not in self._held:  # failed before anyone held it again: keep it held
                 delivery.held_by = held_by
@@ -363,7 +364,7 @@ class DomainServer:
         delivery = self._stamp(channel=channel, auth_user=auth_user, mail_from=mail_from,
                                recipients=list(recipients), raw=raw, smtputf8=_needs_smtputf8(mail_from, recipients),
                                marks=marks, save_sent_copy=save_sent_copy)
-        await self._track(self.pipeline.run(delivery), f"submit {delivery.queue_id}")
+        await asyncio.shield(self._track(self.pipeline.run(delivery), f"submit {delivery.queue_id}"))
         return delivery.queue_id
 
     async def _bounce(self, entry: RelayEntry, failures: list[Failure], gave_up: bool) -> None:

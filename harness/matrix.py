@@ -30,7 +30,7 @@ from harness.scenarios.model import MODES, Scenario
 from harness.scenarios.results import MatrixResult, TrialResult
 from harness.scenarios.timeline import plan_trial, trial_seed
 
-DEFAULT_CONCURRENCY = 4
+DEFAULT_CONCURRENCY = 2
 
 #: What a matrix tells a progress bar: (trials done, trials in all).
 Progress = Callable[[int, int], None]

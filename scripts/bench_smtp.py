@@ -38,12 +38,13 @@ from fake_servers.store.base import MessageAppended  # noqa: E402
 from harness.config import default_config  # noqa: E402
 from harness.lab import Lab  # noqa: E402
 
+DATE = "Tue, 24 Nov 2026 07:00:00 +0000"  # real clients send Date and Message-ID; the server adds neither then
 BODY = "This is a benchmark message of about one kilobyte, in lines.\r\n" * 16
 
 
 def make_message(sender: str, rcpt: str, n: int) -> bytes:
-    return (f"From: {sender}\r\nTo: {rcpt}\r\nSubject: bench {n}\r\nMessage-ID: <bench-{n}-{time.time_ns()}@bench>"
-            f"\r\n\r\n{BODY}").encode()
+    return (f"From: {sender}\r\nTo: {rcpt}\r\nSubject: bench {n}\r\nDate: {DATE}\r\n"
+            f"Message-ID: <bench-{n}-{time.time_ns()}@bench>\r\n\r\n{BODY}").encode()
 
 
 # -- the client (runs in a child process) --------------------------------------------------------------------

@@ -13,6 +13,7 @@ an accepted message is the domain's `accept` (the delivery pipeline), not the ha
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Literal, Protocol
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -42,17 +43,18 @@ class MailAcceptor(Protocol):
                      header_block: headers.HeaderBlock | None = None) -> str: ...
 
 
+_DOMAIN = re.compile(r"[^\s@.]+(\.[^\s@.]+)+")
+
+
 def normalise_address(address: str) -> str | None:
-    """The address as the lab compares it (lower-cased domain and local part), or None when malformed."""
+    """The address as the lab compares it (lower-cased), "" for the null path <>, None when malformed."""
     address = address.strip()
     if address in ("", "<>"):
         return ""
     local, at, domain = address.rpartition("@")
-    if not at or not local or not domain or "." not in domain.strip(".") or any(c.isspace() for c in domain):
+    if not at or not local or not _DOMAIN.fullmatch(domain):
         return None
-    if domain.startswith(".") or domain.endswith(".") or ".." in domain:
-        return None
-    return f"{local}@{domain}".lower()
+    return address.lower()
 
 
 class _BaseHandler:

@@ -18,6 +18,9 @@ def split_message(raw: bytes) -> tuple[bytes, bytes]:
     """(header block including its final line end, rest from the blank line on)."""
     if raw.startswith((b"\r\n", b"\n")):
         return b"", raw
+    end = raw.find(b"\r\n\r\n")
+    if end >= 0 and b"\n\n" not in raw[:end]:  # the usual CRLF message: a C-speed search
+        return raw[:end + 2], raw[end + 2:]
     m = _HEADER_END.search(raw)
     if m is None:
         # No body: all header (or garbage); keep it whole as the header block.

@@ -44,7 +44,9 @@ DEFAULT_ENHANCED: dict[str, str] = {
 
 def with_enhanced_code(reply: str) -> str:
     """Give a 4xx/5xx reply line an enhanced status code when it has none ("500 x" -> "500 5.5.2 x")."""
-    if len(reply) < 3 or reply[0] not in "45" or not reply[:3].isdigit() or _HAS_ENHANCED.match(reply):
+    if len(reply) < 3 or reply[0] not in "45" or not reply[:3].isdigit():
+        return reply
+    if _HAS_ENHANCED.match(reply) and reply[4] == reply[0]:  # "550 5.1.1 ...": already there, same class
         return reply
     code, sep, text = reply[:3], reply[3:4] or " ", reply[4:]
     enhanced = DEFAULT_ENHANCED.get(code, f"{code[0]}.0.0")

@@ -153,6 +153,10 @@ class RelayQueue:
                 await task
         for lane in self._lanes.values():
             lane.workers.clear()
+        if tasks:
+            # A closed transport releases its socket in a callback of the next loop turn: let it run, so
+            # that a stopped lab holds no file descriptor.
+            await asyncio.sleep(0)
         self._idle.set()
 
     def pause(self) -> None:

@@ -511,6 +511,11 @@ class CoreStore(MailStore):
             targets = self._existing(mbox, uids)
         return self._expunge_records(account, mbox, targets, origin)
 
+    def peek_recent(self, user: str, mailbox: str) -> set[int]:
+        """UIDs no session has claimed as \\Recent yet, left unclaimed (STATUS and EXAMINE only look)."""
+        mbox = self._mbox(self._account(user), mailbox)
+        return {uid for uid in mbox.records if uid not in mbox.claimed}
+
     def claim_recent(self, user: str, mailbox: str, uids: Iterable[int]) -> set[int]:
         account = self._account(user)
         mbox = self._mbox(account, mailbox)

@@ -65,6 +65,8 @@ def _key_lines(lines: list[Any], seen: set[str]) -> list[str]:
     out = []
     for line in lines:
         text = line.text.strip()
+        if text.endswith("="):  # a quoted-printable soft line break: the line goes on in the next one
+            text = text[:-1] + "..."
         for pattern, why in KEY_LINES:
             if pattern.search(text) and text not in seen:
                 seen.add(text)
@@ -193,7 +195,7 @@ def register(app: typer.Typer) -> None:
         err = Console(stderr=True)
         hint = trials * sum(len(s.modes) for s in chosen)
         with progress_bar(hint, True, err) as progress:
-            options = make_options(chosen, trials, seed, ("cloud", "legacy"), 4, False, speed, base, None,
+            options = make_options(chosen, trials, seed, ("cloud", "legacy"), 2, False, speed, base, None,
                                    progress=progress, transcripts=html_path is not None)
             result = run_matrix_sync(options)
         written = write_outputs(result, json_path, html_path)

@@ -24,6 +24,7 @@ from harness.scenarios.distributions import ScenarioError
 from harness.scenarios.model import MODES, Scenario
 
 DEFAULT_TRIALS = 20
+DEFAULT_CONCURRENCY = 2  # harness.matrix.DEFAULT_CONCURRENCY (not imported here: it would load the lab early)
 #: Show a progress bar from this many trials on (a short run is over before a bar is worth drawing).
 PROGRESS_FROM = 100
 #: Split a run over two processes from this many trials on (see auto_workers).
@@ -176,7 +177,7 @@ def register(app: typer.Typer) -> None:
         json_path: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON to FILE.")] = None,
         html_path: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report to FILE.")] = None,
         concurrency: Annotated[int, typer.Option("--concurrency", "-c",
-                                        help="Concurrent recipients per scenario and mode.")] = 4,
+                                        help="Concurrent recipients per scenario and mode.")] = DEFAULT_CONCURRENCY,
         realtime: Annotated[bool, typer.Option("--realtime", help="Run events on the wall clock.")] = False,
         speed: Annotated[float, typer.Option("--speed", help="With --realtime: simulated seconds per second.")] = 60.0,
         config: Annotated[Path | None, typer.Option("--config", help="Base lab config (TOML) to build the labs from.")] = None,

@@ -364,6 +364,8 @@ class TrialEngine:
             ctx.opened = True
             if not ctx.recalled:
                 ctx.read_before_recall = True
+        else:
+            ctx.note("the recipient goes to open it: it is no longer there")
 
     async def _on_delete(self, ctx: TrialContext, event: Event) -> None:
         desktop = ctx.slot.desktop
@@ -446,8 +448,7 @@ class TrialEngine:
                 "explain": outcome.explain()}
 
     async def _cleanup(self, ctx: TrialContext) -> None:
-        """Empty the slot's mailboxes (store API) so the next trial starts from nothing, and let the desktop
-        client drop what it cached."""
+        """Empty the slot's mailboxes (store API) so the next trial starts from nothing."""
         slot = ctx.slot
         if ctx.scenario.delayed_send is not None and not ctx.delivered and not ctx.cancelled:
             from harness.scenarios import delayed
@@ -461,8 +462,7 @@ class TrialEngine:
                 if info.exists:
                     store.expunge(user, info.name, [r.uid for r in store.messages(user, info.name)],
                                   origin="recall-lab-cleanup")
-        desktop = slot.desktop
-        if desktop is not None and desktop.online:
-            await asyncio.wait_for(desktop.settle(), SETTLE_TIMEOUT)
+        # No settle here: the desktop client drops what was expunged in the background, and the next trial
+        # waits for its own new message, which the IDLE push reports after these VANISHED lines.
         if ctx.web is not None:
             shutil.rmtree(ctx.web.root.parent, ignore_errors=True)

@@ -136,7 +136,11 @@ def test_qresync_vanished():
     assert "* VANISHED (EARLIER) 2:3\r\n" in out
     assert re.search(r"\* 2 FETCH \(UID 4 FLAGS \(\\Flagged[^)]*\) MODSEQ \(\d+\)\)", out)
     store.expunge(ALICE, "INBOX", [5])
-    assert b"* VANISHED 5\r\n" in c.send("n NOOP")
+    out = c.send("n NOOP")
+    assert b"* VANISHED 5\r\n" in out and re.search(rb"n OK \[HIGHESTMODSEQ \d+\] NOOP", out)
+    # the last UID is gone too: VANISHED (EARLIER) must still name it (UIDNEXT bounds the range, not the view)
+    out = c.send(f"v UID FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq} VANISHED)").decode()
+    assert "* VANISHED (EARLIER) 2:3,5\r\n" in out
 
 
 def test_condstore_unchangedsince():
@@ -338,3 +342,37 @@ def test_create_special_use():
     assert c.send("c CREATE Archive (USE (\\Archive))").startswith(b"c OK")
     assert c.send('l LIST "" Archive').startswith(b'* LIST (\\HasNoChildren \\Archive) "/" Archive\r\n')
     assert store.mailbox(ALICE, "Archive").special_use == "\\Archive"
+
+
+class _PeekingStore(MemoryStore):
+    """A MemoryStore whose peek_recent is built from its own claims (public API only), for the tests below
+    until the store implements MailStore.peek_recent itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims: dict[tuple[str, str], set[int]] = {}
+
+    def claim_recent(self, user, mailbox, uids):
+        got = super().claim_recent(user, mailbox, uids)
+        self.claims.setdefault((user, mailbox), set()).update(got)
+        return got
+
+    def peek_recent(self, user, mailbox):
+        return {r.uid for r in self.messages(user, mailbox)} - self.claims.get((user, mailbox), set())
+
+
+def test_status_and_examine_show_recent_without_claiming_it():
+    store = _PeekingStore()
+    store.ensure_user(ALICE)
+    for i in range(3):
+        store.deliver(ALICE, make_message(i))
+    c = _client(store)
+    c.login()
+    assert c.send("a STATUS INBOX (RECENT)").startswith(b"* STATUS INBOX (RECENT 3)")
+    out = c.send("b EXAMINE INBOX")
+    assert b"* 3 RECENT" in out
+    assert b"* 1 FETCH (FLAGS (\\Recent))" in c.send("c FETCH 1 FLAGS")
+    store.deliver(ALICE, make_message(9))
+    assert b"* 4 EXISTS\r\n* 4 RECENT" in c.send("d NOOP")
+    assert b"* 4 RECENT" in c.send("e SELECT INBOX")  # SELECT claims them...
+    assert c.send("f STATUS INBOX (RECENT)").startswith(b"* STATUS INBOX (RECENT 0)")  # ...for good

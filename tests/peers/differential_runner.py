@@ -30,6 +30,10 @@ def shown(command: bytes) -> str:
 
 
 class SectionRun:
+    """One run of one section against one server: opens connections on first use, fills in `${...}` from what
+    this server said before, and records every exchange. Errors (timeouts, a closed connection) are recorded
+    as responses, so the comparison shows them instead of stopping."""
+
     def __init__(self, endpoint: ImapEndpoint) -> None:
         self.ep = endpoint
         self.conns: dict[str, RawImap] = {}

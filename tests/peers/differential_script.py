@@ -464,6 +464,7 @@ SECTIONS: dict[str, list] = {
         ("A", 'CREATE "unterminated'),
         ("A", b'APPEND INBOX "not a date" ' + lit(PLAIN)),
         ("A", b"APPEND INBOX (\\Bogus) " + lit(PLAIN)),
+        ("A", b"SEARCH SUBJECT " + b"x" * 70_000),  # a line over 64 KiB: BAD, and the connection goes on
         ("A", "NOOP"),
         Raw("A", b"NOOP\r\n"),  # a tag but no command
         ("A", "NOOP"),

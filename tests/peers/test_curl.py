@@ -57,6 +57,17 @@ def test_fetch_by_uid_returns_the_message_and_marks_it_seen(imap_server: ImapEnd
     assert "\\Seen" not in flags_by_subject(imap_server)["one"]
 
 
+@pytest.mark.parametrize(
+    ("section", "present", "absent"),
+    [("TEXT", "second body", "Subject: two"), ("HEADER", "Subject: two", "second body"),
+     ("HEADER.FIELDS%20(SUBJECT)", "Subject: two", "From:"), ("1", "second body", "Subject:")],
+)
+def test_fetch_a_section(imap_server: ImapEndpoint, section: str, present: str, absent: str) -> None:
+    seed(imap_server, [("one", "first body", ()), ("two", "second body", ())])
+    out = ok(curl(imap_server, f"INBOX;UID=2;SECTION={section}"))
+    assert present in out and absent not in out
+
+
 def test_fetch_of_a_missing_uid_fails(imap_server: ImapEndpoint) -> None:
     seed(imap_server, [("one", "first body", ())])
     result = curl(imap_server, "INBOX;UID=99")

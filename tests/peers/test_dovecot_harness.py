@@ -22,9 +22,16 @@ def greeting(port: int) -> bytes:
         return sock.recv(4096)
 
 
-def test_start_greets_and_stop_ends_every_process(tmp_path: Path) -> None:
+def test_start_greets_and_stop_ends_every_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    busy = socket.socket()  # the first port it picks is taken: it must try another
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    ports = iter([busy.getsockname()[1]])
+    real = dovecot_module.free_port
+    monkeypatch.setattr(dovecot_module, "free_port", lambda host: next(ports, None) or real(host))
     server = DovecotServer(tmp_path, {"Alice@Corp.Example": "alice-password"})
-    with server as dv:
+    with server as dv, busy:
+        assert dv.port != busy.getsockname()[1]
         assert greeting(dv.port).startswith(b"* OK")
         master = dv._proc.pid  # noqa: SLF001 - the test checks the process really ends
         run_dir = dv._run_dir  # noqa: SLF001
@@ -43,21 +50,6 @@ def test_start_greets_and_stop_ends_every_process(tmp_path: Path) -> None:
     with pytest.raises(ConnectionRefusedError):
         greeting(ep.port)
     server.stop()  # idempotent
-
-
-def test_a_taken_port_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    busy = socket.socket()
-    busy.bind(("127.0.0.1", 0))
-    busy.listen()
-    ports = iter([busy.getsockname()[1]])
-    real = dovecot_module.free_port
-    monkeypatch.setattr(dovecot_module, "free_port", lambda host: next(ports, None) or real(host))
-    try:
-        with DovecotServer(tmp_path, {"a@corp.example": "pw"}) as dv:
-            assert dv.port != busy.getsockname()[1]
-            assert greeting(dv.port).startswith(b"* OK")
-    finally:
-        busy.close()
 
 
 def test_serves_an_existing_maildir_tree(tmp_path: Path) -> None:

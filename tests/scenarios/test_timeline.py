@@ -5,7 +5,15 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.scenarios import Dist, EventKind, Scenario, builtin_scenarios, find_scenario, plan_trial, trial_seed
+from harness.scenarios import (
+    Dist,
+    EventKind,
+    Scenario,
+    builtin_scenarios,
+    find_scenario,
+    plan_trial,
+    trial_seed,
+)
 from harness.scenarios.distributions import NEVER, exponential, fixed, lognormal, uniform
 
 

@@ -1,0 +1,166 @@
+"""`recall-lab serve` as a long-running program: signals, fixed ports, a port already taken, a Maildir lab that
+is stopped and started again, and Dovecot serving the same Maildir.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+from contextlib import ExitStack
+
+import pytest
+
+from .conftest import cli_command, cli_env, message_ids, run_cli, start_serve
+from .test_journey_cloud import recall, send
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_stops_serve_cleanly(tmp_path, sig):
+    served = start_serve(tmp_path)
+    port = served.imap_port("corp.example")
+    code, err = served.stop(sig)
+    assert code == 0
+    assert err == "", err
+    with socket.socket() as s:  # every listener is closed: nothing answers any more
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _free_port_base(count: int = 2) -> tuple[int, ExitStack]:
+    """A base N whose N+10i..N+10i+2 ports are all free; held by bound (unlistened) sockets until released.
+
+    Why hold them: another test (or xdist worker) must not take them between the check and the start.
+    """
+    for _attempt in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + 10 * count > 65000:
+            continue
+        stack = ExitStack()
+        try:
+            for i in range(count):
+                for off in range(3):
+                    s = stack.enter_context(socket.socket())
+                    s.bind(("127.0.0.1", base + 10 * i + off))
+        except OSError:
+            stack.close()
+            continue
+        return base, stack
+    raise AssertionError("no free port base found")
+
+
+def test_port_base_gives_documented_ports_and_a_second_lab_is_refused(tmp_path):
+    base, held = _free_port_base()
+    held.close()
+    served = start_serve(tmp_path, "--port-base", str(base))
+    try:
+        ports = {d: (i["imap"]["port"], i["submission"]["port"], i["mx"]["port"])
+                 for d, i in served.endpoints["domains"].items()}
+        assert ports == {"corp.example": (base, base + 1, base + 2),
+                         "mail.example": (base + 10, base + 11, base + 12)}
+        second = run_cli("serve", "--json", "--port-base", str(base), timeout=30)
+        assert second.returncode == 2
+        assert second.stdout == ""
+        lines = second.stderr.splitlines()
+        assert len(lines) == 1, second.stderr
+        m = re.fullmatch(r"recall-lab: port 127\.0\.0\.1:(\d+) \((\S+) (IMAP|submission|MX)\) is already in use",
+                         lines[0])
+        assert m, lines[0]
+        assert int(m.group(1)) in ports[m.group(2)]
+    finally:
+        code, err = served.stop()
+    assert code == 0 and err == ""
+
+
+def test_port_in_use_names_that_port(tmp_path):
+    base, held = _free_port_base()
+    with held, socket.socket() as squatter:
+        held.close()
+        squatter.bind(("127.0.0.1", base + 11))  # mail.example's submission port
+        squatter.listen()
+        result = run_cli("serve", "--json", "--port-base", str(base), timeout=30)
+    assert result.returncode == 2
+    assert result.stderr == f"recall-lab: port 127.0.0.1:{base + 11} (mail.example submission) is already in use\n"
+
+
+def test_maildir_lab_keeps_mail_across_a_restart_and_can_still_recall(tmp_path):
+    store = tmp_path / "mail"
+    first = start_serve(tmp_path, "--store", f"maildir:{store}", name="first")
+    try:
+        mid = send(first, "alice@corp.example", "--to", "bob@corp.example", "--to", "dave@mail.example",
+                   "--subject", "Persist", "--body", "keep me")
+        bob = first.imap("bob@corp.example")
+        info = bob.select_folder("INBOX")
+        uid = message_ids(bob)[mid]
+        bob.select_folder("INBOX")
+        bob.add_flags([uid], [b"\\Flagged"])
+        bob.logout()
+        dave = first.imap("dave@mail.example")
+        assert mid in message_ids(dave)
+        dave.logout()
+    finally:
+        code, err = first.stop(signal.SIGINT)
+    assert code == 0 and "Traceback" not in err
+
+    second = start_serve(tmp_path, "--store", f"maildir:{store}", name="second")
+    try:
+        bob = second.imap("bob@corp.example")
+        assert bob.select_folder("INBOX")[b"UIDVALIDITY"] == info[b"UIDVALIDITY"]
+        assert message_ids(bob) == {mid: uid}
+        assert b"\\Flagged" in bob.get_flags([uid])[uid]
+        dave = second.imap("dave@mail.example")
+        assert list(message_ids(dave)) == [mid], "delivered once: not lost, not duplicated by the restart"
+        dave.logout()
+        # alice's Sent copy survived too: she can still recall it
+        result = recall(second, mid)
+        assert result.returncode == 0, result.stderr
+        assert re.search(r"^\s+bob@corp\.example\s+recalled\s", result.stdout, re.M), result.stdout
+        assert mid not in message_ids(bob)
+        bob.logout()
+    finally:
+        code, err = second.stop(signal.SIGTERM)
+    assert code == 0 and "Traceback" not in err
+
+
+def test_dovecot_serves_the_labs_maildir(tmp_path):
+    dovecot = pytest.importorskip("harness.dovecot")
+    if dovecot.dovecot_binary() is None:
+        pytest.skip("dovecot not installed")
+    with dovecot.reachable_temp_dir() as store:
+        served = start_serve(tmp_path, "--store", f"maildir:{store}")
+        try:
+            mid = send(served, "alice@corp.example", "--to", "bob@corp.example", "--subject", "For Dovecot",
+                       "--body", "read me elsewhere")
+        finally:
+            code, _ = served.stop()
+        assert code == 0
+        import imapclient
+
+        with dovecot.DovecotServer(tmp_path / "dovecot", {"bob@corp.example": "pw"},
+                                   mail_root=store / "corp.example" / "mail") as dv:
+            client = imapclient.IMAPClient("127.0.0.1", dv.port, ssl=False, timeout=10)
+            client.login("bob@corp.example", "pw")
+            assert mid in message_ids(client)
+            client.logout()
+
+
+def test_serve_without_json_prints_the_accounts_table(tmp_path):
+    """The human form: a table of endpoints and the accounts, then a hint how to stop."""
+    proc = subprocess.Popen([*cli_command(), "serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True, env=cli_env())
+    try:
+        lines = []
+        for line in proc.stdout:  # the table is printed in one go once the lab is ready
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        text = "".join(lines)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0 and err == ""
+    for needle in ("corp.example", "mail.example", "organisation", "external", "alice@corp.example",
+                   "alice-password", "dave@mail.example", "dave-password", "Ctrl-C"):
+        assert needle in text, needle
