@@ -561,4 +561,7 @@ SAMPLES: dict[str, bytes] = {
         "\n"
         "x=\n"
     ),
+    "rfc822_part_cut_by_boundary": (
+        b"Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\nContent-Type: message/rfc822\r\n--a\r\n"
+    ),
 }
