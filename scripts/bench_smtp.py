@@ -8,6 +8,9 @@ Measures (defaults run in well under a minute):
    nothing. The client pipelines (RFC 2920: MAIL, RCPT, DATA in one write; the end of one message and the next
    envelope in one write) over --conns connections, and runs in a separate process so the servers' loop has a
    CPU of its own, as it would in the bare case.
+   Cross-domain is also compared with a bare relay chain (bare aiosmtpd -> queue -> aiosmtplib -> bare aiosmtpd),
+   the same three SMTP roles with none of the lab's work, since the one-server bare rate cannot be reached by a
+   path that runs two servers and a client in one loop.
 3. Cross-domain latency: one message at a time, from the client writing the final "." to the store event of
    the message landing in dave's INBOX; p50 and p99 over --latency messages.
 
@@ -32,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import aiosmtplib  # noqa: E402
 from aiosmtpd.smtp import SMTP  # noqa: E402
 
 from fake_servers.store.base import MessageAppended  # noqa: E402
@@ -169,6 +173,56 @@ async def bench_bare(total: int, conns: int) -> float:
     return total / elapsed, cpu / total * 1e6
 
 
+class ForwardHandler:
+    """The reference for cross-domain: accept, queue, forward with aiosmtplib to a second bare server."""
+
+    def __init__(self, queue: asyncio.Queue) -> None:
+        self.queue = queue
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.queue.put_nowait((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+        return "250 OK"
+
+
+async def bench_bare_relay(total: int, conns: int, relay_conns: int = 2) -> tuple[float, float]:
+    """Bare aiosmtpd -> queue -> aiosmtplib (persistent connections) -> bare aiosmtpd: the same hops as the lab's
+    cross-domain path, with none of its work (no auth, store, pipeline, spool, headers)."""
+    counter = Counter(total)
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    sink = await loop.create_server(
+        lambda: SMTP(BareHandler(counter), hostname="sink.bench", enable_SMTPUTF8=True, loop=loop), "127.0.0.1", 0)
+    front = await loop.create_server(
+        lambda: SMTP(ForwardHandler(queue), hostname="front.bench", enable_SMTPUTF8=True, loop=loop),
+        "127.0.0.1", 0)
+    sink_port = sink.sockets[0].getsockname()[1]
+
+    async def forward() -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=sink_port, start_tls=False)
+        await client.connect()
+        try:
+            while True:
+                mail_from, rcpts, raw = await queue.get()
+                await client.sendmail(mail_from, rcpts, raw)
+        finally:
+            client.close()
+
+    workers = [loop.create_task(forward()) for _ in range(relay_conns)]
+    try:
+        cpu0 = time.process_time()
+        elapsed = await drive_client("127.0.0.1", front.sockets[0].getsockname()[1], "", "", "x@sink.example", total,
+                                     conns, counter.done)
+        cpu = time.process_time() - cpu0
+    finally:
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        for srv in (front, sink):
+            srv.close()
+            await srv.wait_closed()
+    return total / elapsed, cpu / total * 1e6
+
+
 async def bench_lab(total: int, conns: int, rcpt: str) -> float:
     async with Lab(default_config()) as lab:
         domain = lab.domain_of(rcpt)
@@ -260,10 +314,11 @@ async def main(args: argparse.Namespace) -> dict:
     # Alternate reference and lab runs and take medians: on a shared machine the load drifts during a run.
     # Besides wall-clock rates, the servers' CPU time per message (the client runs in another process) is a
     # steadier measure of the work each path does.
-    bare, same, cross = [], [], []
+    bare, same, cross, chain = [], [], [], []
     for _ in range(args.rounds):
         bare.append(await bench_bare(args.messages, args.conns))
         same.append(await bench_lab(args.messages, args.conns, "bob@corp.example"))
+        chain.append(await bench_bare_relay(args.messages, args.conns))
         cross.append(await bench_lab(args.messages, args.conns, "dave@mail.example"))
     med = statistics.median
     results["bare_aiosmtpd_msgs_per_s"] = round(med(r for r, _ in bare))
@@ -271,6 +326,9 @@ async def main(args: argparse.Namespace) -> dict:
     results["cross_domain_msgs_per_s"] = round(med(r for r, _ in cross))
     results["same_domain_ratio"] = round(med(s_[0] / b[0] for s_, b in zip(same, bare, strict=True)), 3)
     results["cross_domain_ratio"] = round(med(c[0] / b[0] for c, b in zip(cross, bare, strict=True)), 3)
+    results["bare_relay_chain_msgs_per_s"] = round(med(r for r, _ in chain))
+    results["cross_domain_vs_chain_ratio"] = round(med(c[0] / b[0] for c, b in zip(cross, chain, strict=True)), 3)
+    results["bare_relay_chain_cpu_us_per_msg"] = round(med(c for _, c in chain), 1)
     results["same_domain_ratio_per_round"] = [round(s_[0] / b[0], 3) for s_, b in zip(same, bare, strict=True)]
     results["bare_cpu_us_per_msg"] = round(med(c for _, c in bare), 1)
     results["same_domain_cpu_us_per_msg"] = round(med(c for _, c in same), 1)
@@ -297,9 +355,12 @@ def report(results: dict) -> None:
           f"{', '.join(f'{r:.2f}' for r in results['same_domain_ratio_per_round'])})")
     print(f"lab, submission -> INBOX cross-domain: {results['cross_domain_msgs_per_s']:>7} msg/s  "
           f"ratio {results['cross_domain_ratio']:.2f}")
+    print(f"bare relay chain (aiosmtpd -> aiosmtplib -> aiosmtpd): {results['bare_relay_chain_msgs_per_s']} msg/s; "
+          f"lab cross-domain / chain = {results['cross_domain_vs_chain_ratio']:.2f}")
     print(f"server CPU per message: bare {results['bare_cpu_us_per_msg']} us, same domain "
           f"{results['same_domain_cpu_us_per_msg']} us (bare/lab {results['same_domain_cpu_ratio']:.2f}), "
-          f"cross-domain {results['cross_domain_cpu_us_per_msg']} us (bare/lab {results['cross_domain_cpu_ratio']:.2f})")
+          f"cross-domain {results['cross_domain_cpu_us_per_msg']} us (bare/lab {results['cross_domain_cpu_ratio']:.2f}, "
+          f"chain {results['bare_relay_chain_cpu_us_per_msg']} us)")
     print(f"cross-domain latency: p50 {results['cross_domain_latency_ms_p50']:.2f} ms, "
           f"p99 {results['cross_domain_latency_ms_p99']:.2f} ms  (target p99 < 20 ms)")
 

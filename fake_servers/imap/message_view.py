@@ -304,13 +304,6 @@ class MessageView:
             out.append(self._envelope_of(self._part_fields(child)))
             out.append(self._structure(child, extended))
             out.append(raw.count(b"\n", part.body_start, part.end))
-        elif (d.type or "").lower() == "message" and (d.subtype or "").lower() == "rfc822":
-            # A message/rfc822 part cut short (no body) still has the body-type-msg shape RFC 3501 requires:
-            # as Dovecot does, an all-NIL envelope around an empty text/plain message.
-            empty: list[ImapValue] = ["text", "plain", ["charset", "us-ascii"], None, None, "7bit", 0, 0]
-            if extended:
-                empty += [None, None, None, None]
-            out += [[None] * 10, empty, raw.count(b"\n", part.body_start, part.end)]
         if extended:
             out.append(None if d.md5 is None else _nolf(d.md5))
             out += self._ext_common(d)
@@ -374,6 +367,8 @@ class MessageView:
             return raw[m.body_start:m.end]
         if kind == "HEADER":
             return raw[m.start:m.body_start]
+        if m.cut_short:  # an attached message a boundary cut to nothing: Dovecot answers an empty header
+            return b"\r\n"
         # an attached message's header without its empty line gets no CRLF added (as in Dovecot)
         terminator = b"\r\n" if m.header_end < m.body_start else b""
         return self._fields_section(self._part_fields(m), raw[m.header_end:m.body_start], kind, fields,

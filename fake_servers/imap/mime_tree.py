@@ -52,6 +52,7 @@ class Part:
     in_digest: bool = False
     children: list[Part] = field(default_factory=list)
     fields: list[HeaderField] | None = None
+    cut_short: bool = False  # the empty message Dovecot sees inside a message/rfc822 part a boundary cut short
 
 
 class _Scanner:
@@ -215,7 +216,9 @@ class _Scanner:
         if cut is not None:
             part.end = body_start
             if part.kind == "message":
-                part.kind = "leaf"  # Dovecot: the body is empty; keep it a plain leaf
+                # Dovecot: the body is empty, so the encapsulated message is an empty one (no header, no body)
+                part.children.append(Part(start=body_start, body_start=body_start, end=body_start,
+                                          header_end=body_start, cut_short=True))
             elif part.kind == "multipart":
                 part.boundary = None
             return part, cut, stack

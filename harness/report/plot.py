@@ -16,15 +16,17 @@ import re
 
 from harness.scenarios.results import MatrixResult, TrialResult
 
+#: x-axis ticks, minutes.
+TICKS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30)
+
 #: Bin edges of the recall delay, in seconds of simulated time.
 BIN_EDGES = (0, 30, 60, 120, 300, 600, 900, 1800, 3600, float("inf"))
 
 
-def client_type(trial: TrialResult) -> str:
-    """How the plot names where the recipient reads mail."""
-    if trial.recipient_kind == "external":
-        return "external provider"
-    return f"{trial.client} client"
+def client_type(trial: TrialResult, delayed_send: bool = False) -> str:
+    """How the plot names where the recipient reads mail (delayed send apart: its early "recalls" are cancels)."""
+    where = "external provider" if trial.recipient_kind == "external" else f"{trial.client} client"
+    return f"{where}, delayed send" if delayed_send else where
 
 
 def binned_success(trials: list[TrialResult]) -> list[tuple[float, float, int]]:
@@ -47,31 +49,40 @@ def success_by_delay_svg(result: MatrixResult) -> str:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    delayed = {s.name for s in result.scenarios if s.delayed_send is not None}
     modes = [m for m in result.modes if any(c.mode == m and c.trials for c in result.cells.values())] or \
         list(result.modes)
     with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": "recall-lab", "font.size": 9}):
-        fig, axes = plt.subplots(1, len(modes), figsize=(5.2 * len(modes), 3.6), sharey=True, squeeze=False)
+        fig, axes = plt.subplots(1, len(modes), figsize=(5.2 * len(modes), 3.9), sharey=True, squeeze=False)
         for ax, mode in zip(axes[0], modes, strict=True):
             by_type: dict[str, list[TrialResult]] = {}
             for t in result.all_trials():
                 if t.mode == mode:
-                    by_type.setdefault(client_type(t), []).append(t)
+                    by_type.setdefault(client_type(t, t.scenario in delayed), []).append(t)
             for name in sorted(by_type):
                 points = binned_success(by_type[name])
                 if not points:
                     continue
                 xs, ys, ns = zip(*points, strict=True)
-                ax.plot(xs, ys, marker="o", linewidth=1.5, label=name)
-                ax.scatter(xs, ys, s=[10 + 2 * n for n in ns], alpha=0.35)
+                (line,) = ax.plot(xs, ys, marker="o", linewidth=1.5, label=name)
+                ax.scatter(xs, ys, s=[10 + 2 * n for n in ns], alpha=0.3, color=line.get_color())
             ax.set_title(f"{mode} recall")
             ax.set_xlabel("recall delay after sending (minutes, log scale)")
-            ax.set_xscale("symlog", linthresh=1.0)
+            ax.set_xscale("log")
+            ax.set_xlim(0.1, 30)
+            ax.set_xticks(TICKS, [f"{t:g}" for t in TICKS])
+            ax.minorticks_off()
             ax.set_ylim(-0.05, 1.05)
             ax.grid(True, alpha=0.3)
-            if by_type:
-                ax.legend(loc="best", fontsize=8)
         axes[0][0].set_ylabel("success rate (verdict recalled)")
-        fig.tight_layout()
+        legend: dict[str, object] = {}
+        for ax in axes[0]:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                legend.setdefault(label, handle)
+        if legend:
+            fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(4, len(legend)),
+                       fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
         buf = io.StringIO()
         fig.savefig(buf, format="svg", metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
         plt.close(fig)

@@ -396,20 +396,15 @@ class TrialEngine:
         ctx.recall_message_id = handle.recall_message_id
         ctx.note(f"{slot.sender} recalls it: recall {handle.recall_message_id}")
         await self._settle(ctx)
-        report = await handle.report(timeout=SETTLE_TIMEOUT)
-        status = report.statuses.get(slot.recipient)
-        ctx.report_status = status.value if status is not None else ""
-        ctx.note(f"recall report: {slot.recipient}: {ctx.report_status}")
 
     async def _on_observe(self, ctx: TrialContext, event: Event) -> None:
         await self._settle(ctx)
-        if ctx.report_status == "pending" and ctx.recall_handle is not None:
-            # Legacy: a client that was offline at the recall may have acted since; its notice updates the report.
+        if ctx.recall_handle is not None:
+            # Read once, at the end: by then a legacy client's notice (even one sent after reconnecting) is in.
             report = await ctx.recall_handle.report(timeout=SETTLE_TIMEOUT)
             status = report.statuses.get(ctx.slot.recipient)
-            if status is not None and status.value != "pending":
-                ctx.report_status = status.value
-                ctx.note(f"recall report, updated by the client's notice: {ctx.slot.recipient}: {status.value}")
+            ctx.report_status = status.value if status is not None else ""
+            ctx.note(f"Alice's recall report: {ctx.slot.recipient}: {ctx.report_status}")
         ctx.outcome = self._outcome(ctx)
         if ctx.web is not None and ctx.web.has_message_id(ctx.message_id):
             where = "as an opened snapshot" if ctx.web.snapshot_visible(ctx.message_id) else "in the list"

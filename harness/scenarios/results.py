@@ -102,8 +102,11 @@ class MatrixResult:
             c.trials.sort(key=lambda t: t.index)
 
     def all_trials(self) -> Iterable[TrialResult]:
-        for c in self.cells.values():
-            yield from c.trials
+        """Every trial in table order (scenario, then mode, then index), whatever order they finished in."""
+        rank = {s.name: i for i, s in enumerate(self.scenarios)}
+        modes = {m: i for i, m in enumerate(self.modes)}
+        for key in sorted(self.cells, key=lambda k: (rank.get(k[0], len(rank)), k[0], modes.get(k[1], 9), k[1])):
+            yield from self.cells[key].trials
 
     @property
     def trial_count(self) -> int:
@@ -141,7 +144,7 @@ class MatrixResult:
             "scenarios": [s.to_toml_dict() for s in self.scenarios],
             "table": self.rows(),
             "trials": [t.to_json() for t in self.all_trials()],
-            "transcripts": self.transcripts,
+            "transcripts": {s.name: self.transcripts[s.name] for s in self.scenarios if s.name in self.transcripts},
         }
 
     @classmethod

@@ -447,6 +447,35 @@ SECTIONS: dict[str, list] = {
         ("A", "LOGOUT"),
         ("B", "LOGOUT"),
     ],
+    "edge-cases": [
+        *seeded(),
+        ("A", "CREATE Parent"),
+        ("A", "CREATE Parent/Child"),
+        ("A", 'LIST "" "Parent*"'),
+        ("A", "SUBSCRIBE INBOX"),  # a fresh account's subscriptions are server policy; make them agree
+        ("A", "SUBSCRIBE Parent/Child"),
+        ("A", 'LSUB "" "%"'),  # Parent is not subscribed but has a subscribed child: \\Noselect (RFC 3501 6.3.9)
+        ("A", 'LSUB "" "Parent/%"'),
+        ("A", "SELECT INBOX"),
+        ("A", "UID FETCH 4:* UID"),  # "*" is the highest UID in use: 4:* means 3:4
+        ("A", "UID SEARCH UID 4:*"),
+        ("A", "FETCH 3:* UID"),
+        ("A", "SEARCH 1,3:*"),
+        ("A", "SEARCH NOT UID 2"),
+        ("A", "SEARCH OR OR SEEN FLAGGED UID 2"),
+        ("A", "SEARCH LARGER 231 SMALLER 233"),  # exactly 232 octets: neither larger nor smaller
+        ("A", "SEARCH HEADER X-Nothing-Like-This \"\""),
+        ("A", "FETCH 1 (BODY.PEEK[HEADER.FIELDS (X-NOTHING)])"),
+        ("A", "STORE 1 +FLAGS (\\SEEN \\flagged)"),  # flag names are case-insensitive
+        ("A", "COPY 1 INBOX"),  # into the selected mailbox itself: EXISTS follows
+        ("A", "MOVE 1:2 Parent/Child"),
+        ("A", "STATUS INBOX (MESSAGES UIDNEXT)"),  # STATUS of the selected mailbox
+        ("A", "EXPUNGE"),  # nothing \Deleted: no EXPUNGE responses
+        ("A", "ENABLE X-NOT-A-CAPABILITY"),
+        ("A", "SELECT INBOX (CONDSTORE)"),
+        ("A", "UID STORE 3 (UNCHANGEDSINCE 0) +FLAGS (\\Answered)"),  # 0 always fails (RFC 7162 3.1.3)
+        ("A", "LOGOUT"),
+    ],
     "bad-input": [
         login(),
         ("A", "FOO"),

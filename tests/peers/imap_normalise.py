@@ -12,6 +12,7 @@ What is erased or rewritten, and why it may differ between correct servers:
   previous one of the same mailbox, a message's MODSEQ becomes above/not-above the last HIGHESTMODSEQ seen;
 - ID response contents; untagged `OK` without a response code (e.g. "Still here" during IDLE); untagged
   CAPABILITY other than in answer to CAPABILITY; LSUB attributes other than Noselect (LSUB defines no others);
+  an ENABLED response that lists nothing;
 - continuation requests ("+"): a refused command may or may not get one first;
 - FETCH responses for the same message within one command are merged (FLAGS may come separately);
 - order: the order of untagged responses within one command is free except for EXPUNGE, whose sequence
@@ -296,12 +297,13 @@ class Normaliser:
         status = _STATUS.match(raw)
         if status:
             tag, word = status.group(1).decode(), status.group(2).decode().upper()
-            code = self.code(conn, status.group(3).decode("utf-8", "replace")) if status.group(3) else None
-            if tag == "*" and word == "OK" and code is None:
-                return None  # greeting text, "Still here", hints: free text only
-            if (code and code.startswith("HIGHESTMODSEQ") and conn not in self.condstore
+            text = status.group(3).decode("utf-8", "replace") if status.group(3) else ""
+            if (text.upper().startswith("HIGHESTMODSEQ") and conn not in self.condstore
                     and command.upper().startswith(("SELECT", "EXAMINE"))):
                 return None  # see the module docstring: only compared once CONDSTORE is in play
+            code = self.code(conn, text) if text else None
+            if tag == "*" and word == "OK" and code is None:
+                return None  # greeting text, "Still here", hints: free text only
             return f"{tag} {word}" + (f" [{code}]" if code else "")
         numbered = _NUMBERED.match(raw)
         if numbered:
@@ -353,6 +355,8 @@ class Normaliser:
         if kind == "FLAGS" and parsed and isinstance(parsed[0], list):
             return "* FLAGS " + flag_list(parsed[0])
         if kind == "ENABLED":
+            if not parsed:
+                return None  # nothing enabled: RFC 5161 servers differ on sending an empty ENABLED
             return "* ENABLED " + " ".join(sorted(str(p).upper() for p in parsed))
         if kind == "VANISHED":
             earlier = " (EARLIER)" if parsed and isinstance(parsed[0], list) else ""

@@ -29,6 +29,8 @@ SCENARIOS = [
     _s("held", legal_hold=True),
     _s("purged", delete_delay=fixed(30), purge_deleted_after=60, purge_lag=fixed(0)),
     _s("offline", offline_at=fixed(10), offline_for=fixed(400), observe_for=600),
+    _s("delayed-cancel", recipient="external", delayed_send=60, recall_delay=fixed(20)),
+    _s("delayed-late", recipient="external", delayed_send=60, recall_delay=fixed(90), open_delay=fixed(5)),
 ]
 
 
@@ -62,6 +64,9 @@ def _trial(matrix, scenario: str, mode: str):
     ("held", "legacy", "failed", "held"),
     ("purged", "cloud", "recalled", "not-found"),
     ("offline", "cloud", "recalled", "recalled"),
+    ("delayed-cancel", "cloud", "recalled", "cancelled"),
+    ("delayed-cancel", "legacy", "recalled", "cancelled"),
+    ("delayed-late", "cloud", "impossible", "external"),
     ("offline", "legacy", "recalled", "recalled"),  # the notice sent after reconnecting updates the report
 ])
 def test_condition_outcomes(matrix, scenario: str, mode: str, verdict: str, status: str) -> None:
@@ -83,6 +88,24 @@ def test_offline_client_drops_the_copy_when_back(matrix) -> None:
     trial = _trial(matrix, "offline", "cloud")
     assert [e.split()[1] for e in trial.events] == ["send", "preview", "offline", "recall", "online", "observe"]
     assert not trial.client_copy
+
+
+def test_delayed_send_cancel_leaves_nothing_anywhere(matrix) -> None:
+    trial = _trial(matrix, "delayed-cancel", "cloud")
+    assert [e.split()[1] for e in trial.events] == ["send", "cancel", "observe"]
+    assert not trial.server_copy and not trial.client_copy
+    late = _trial(matrix, "delayed-late", "cloud")
+    assert [e.split()[1] for e in late.events][:2] == ["send", "release"] and late.read_before_recall
+
+
+def test_realtime_runs_the_same_plan_on_the_wall_clock() -> None:
+    s = _s("quick", recall_delay=fixed(120), observe_for=60)
+    result = asyncio.run(run_matrix(MatrixOptions(scenarios=[s], trials=1, seed=3, modes=("cloud",),
+                                                  realtime=True, speed=1200, transcripts=False)))
+    trial = result.cells[("quick", "cloud")].trials[0]
+    assert trial.error == "" and trial.verdict == "recalled"
+    assert [e.split()[1] for e in trial.events] == ["send", "preview", "recall", "observe"]
+    assert trial.elapsed >= 180 / 1200  # the wall clock ran the 180 simulated seconds
 
 
 def test_same_seed_same_trials() -> None:

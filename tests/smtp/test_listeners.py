@@ -278,3 +278,43 @@ def _submit_args(lab, user: str) -> dict:
     ep = lab.submission(lab.domain_of(user))
     return {"hostname": ep.host, "port": ep.port, "username": user, "password": lab.password(user),
             "start_tls": False}
+
+
+async def test_mx_takes_bounces_from_the_null_sender(lab):
+    c = await LineClient.connect(lab.mx("corp.example"))
+    try:
+        await c.ehlo()
+        assert (await c.cmd("MAIL FROM:<>")).startswith("250")
+        assert (await c.cmd("RCPT TO:<bob@corp.example>")).startswith("250")
+        assert (await c.data(message("MAILER-DAEMON@mail.example", "bob@corp.example", "bounce"))).startswith("250")
+    finally:
+        await c.close()
+    [got] = await imap_messages(lab, "bob@corp.example")
+    assert got.startswith(b"Return-Path: <>\r\n")
+
+
+async def test_client_vanishing_mid_data_delivers_nothing_and_after_data_at_most_once(lab):
+    c = await LineClient.connect(lab.mx("corp.example"))
+    await c.ehlo()
+    await c.cmd("MAIL FROM:<dave@mail.example>")
+    await c.cmd("RCPT TO:<bob@corp.example>")
+    assert (await c.cmd("DATA")).startswith("354")
+    c.writer.write(b"Subject: half\r\n\r\nonly half of it")
+    await c.writer.drain()
+    await c.close()
+    c = await LineClient.connect(lab.mx("corp.example"))
+    await c.ehlo()
+    await c.cmd("MAIL FROM:<dave@mail.example>")
+    await c.cmd("RCPT TO:<bob@corp.example>")
+    assert (await c.cmd("DATA")).startswith("354")
+    c.writer.write(message("dave@mail.example", "bob@corp.example", "whole") + b".\r\n")  # then gone at once
+    await c.writer.drain()
+    await c.close()
+    c = await LineClient.connect(lab.mx("corp.example"))  # the server still serves
+    assert (await c.ehlo()).startswith("250")
+    await c.close()
+    await lab.wait_idle()
+    store = lab.store("corp.example")
+    subjects = [store.fetch_raw("bob@corp.example", "INBOX", r.uid) for r in store.messages("bob@corp.example",
+                                                                                           "INBOX")]
+    assert len(subjects) <= 1 and all(b"Subject: whole" in s for s in subjects)

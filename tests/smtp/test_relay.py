@@ -111,3 +111,18 @@ async def test_retry_when_the_other_server_is_down_then_up(lab):
         assert len(partner2.received) == 1
     finally:
         await partner2.stop()
+
+
+async def test_dsn_when_the_other_server_stays_down(lab):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]  # closed again: connections are refused
+    lab.set_route("partner.example", "127.0.0.1", dead)
+    await aiosmtplib.send(message("alice@corp.example", "pat@partner.example"), sender="alice@corp.example",
+                          recipients=["pat@partner.example"], **_args(lab, "alice@corp.example"))
+    await lab.wait_idle()
+    [bounce] = await imap_messages(lab, "alice@corp.example")
+    _, _, blocks, _ = _dsn_parts(bounce)
+    assert blocks[1]["Status"] == "4.4.1" and blocks[1]["Action"] == "failed"

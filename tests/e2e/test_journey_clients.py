@@ -1,0 +1,118 @@
+"""Recall as recipients with real programs meet it: a laptop that syncs with mbsync, and a legacy lab where
+the server only delivers the recall and no client has acted yet.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from email import message_from_bytes
+from email import policy as email_policy
+from pathlib import Path
+
+from .conftest import fetch_all, message_ids
+from .peers import need
+from .test_journey_cloud import recall, send
+
+LEGACY_LAB = """\
+[domains."corp.example"]
+role = "organisation"
+users = ["alice", "bob", "carol"]
+[domains."corp.example".policies]
+recall_mode = "legacy"
+[domains."mail.example"]
+role = "external"
+users = ["dave", "erin"]
+"""
+
+
+def _mbsync(home: Path, port: int) -> None:
+    """One mbsync run of bob's INBOX into home/Mail (isync 1.4: SSLType None, AuthMechs LOGIN)."""
+    binary = need("mbsync")
+    config = home / "mbsyncrc"
+    config.write_text(f"""IMAPAccount lab
+Host 127.0.0.1
+Port {port}
+User bob@corp.example
+Pass bob-password
+SSLType None
+AuthMechs LOGIN
+
+IMAPStore remote
+Account lab
+
+MaildirStore local
+Path {home}/Mail/
+Inbox {home}/Mail/INBOX
+SubFolders Verbatim
+
+Channel lab
+Far :remote:
+Near :local:
+Patterns INBOX
+Create Both
+Expunge Both
+SyncState *
+Sync All
+""")
+    # isync waits out the current second if a Maildir dir changed within it; dating them back saves that wait
+    for directory in (home / "Mail").rglob("*"):
+        if directory.is_dir():
+            st = directory.stat()
+            os.utime(directory, (st.st_atime - 2, st.st_mtime - 2))
+    result = subprocess.run([binary, "-c", str(config), "-a"], capture_output=True, text=True, timeout=30,
+                            cwd=home, env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, f"mbsync failed: {result.stdout}\n{result.stderr}"
+
+
+def _local_message_ids(home: Path) -> set[str]:
+    ids = set()
+    for sub in ("cur", "new"):
+        for f in (home / "Mail" / "INBOX" / sub).glob("*"):
+            msg = message_from_bytes(f.read_bytes(), policy=email_policy.default)
+            ids.add(msg["Message-ID"])
+    return ids
+
+
+def test_laptop_synced_with_mbsync_loses_its_copy_at_the_next_sync(lab, tmp_path):
+    """The offline-desktop condition with a real client: the copy stays on the laptop until it syncs."""
+    mid = send(lab, "alice@corp.example", "--to", "bob@corp.example", "--subject", "Salaries",
+               "--body", "the whole list")
+    port = lab.imap_port("corp.example")
+    home = tmp_path / "laptop"
+    (home / "Mail").mkdir(parents=True)
+    _mbsync(home, port)
+    assert mid in _local_message_ids(home)
+
+    result = recall(lab, mid)  # bob's laptop is "offline": it hears nothing
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^\s+bob@corp\.example\s+recalled\s", result.stdout, re.M), result.stdout
+    assert mid in _local_message_ids(home), "an offline cache keeps its copy until it syncs"
+
+    _mbsync(home, port)
+    assert mid not in _local_message_ids(home), "the next sync drops what the server expunged"
+
+
+def test_legacy_lab_delivers_the_recall_and_reports_pending(serve, tmp_path):
+    config = tmp_path / "legacy.toml"
+    config.write_text(LEGACY_LAB)
+    served = serve("--config", str(config))
+    mid = send(served, "alice@corp.example", "--to", "bob@corp.example", "--to", "dave@mail.example",
+               "--subject", "Legacy", "--body", "only a client can delete this")
+    result = recall(served, mid, "--wait", "0.5")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.splitlines()[0] == f'Message Recall Report: "Legacy" {mid} (legacy)'
+    assert re.search(r"^\s+bob@corp\.example\s+pending\s", out, re.M), out
+    assert re.search(r"^\s+dave@mail\.example\s+external\s", out, re.M), out
+    assert out.splitlines()[-1] == "still pending: bob@corp.example"
+
+    bob = served.imap("bob@corp.example")
+    assert mid in message_ids(bob), "legacy: the server deletes nothing"
+    recalls = [message_from_bytes(raw, policy=email_policy.default) for raw in fetch_all(bob)]
+    recalls = [m for m in recalls if m["X-Recall-Message-ID"] == mid]
+    assert len(recalls) == 1
+    assert recalls[0]["Subject"] == "Recall: Legacy"
+    assert recalls[0]["X-Recall-Verified"] == "corp.example", "the server vouches for it, so bob's client may act"
+    bob.logout()
