@@ -63,10 +63,16 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # usage errors: typer >= 0.20 bundles its own click, older typer uses click
         if not _is_click_exception(exc):
             raise
-        exc.show()
+        command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "recall-lab"
+        message = " ".join(exc.format_message().split())
+        print(f"recall-lab: {message} (see '{command} --help')", file=sys.stderr)
         sys.exit(exc.exit_code)
     sys.exit(0)
 
 
 if __name__ == "__main__":
-    main()
+    # Run as `python -m harness.cli`: call the imported module's main, so that the CliError the command
+    # modules raise (harness.cli.CliError) is the class caught there, not a twin from __main__.
+    from harness.cli import main as _main
+
+    _main()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fake_servers.transcript import TranscriptLine, TranscriptRecorder
-from harness.config import DomainConfig, LabConfig, default_config
+from harness.config import DomainConfig, LabConfig, default_config, default_password
 from harness.scenarios.clock import SimClock, WallClock
 from harness.scenarios.engine import CAST, EXTERNAL, ORG, Observer, TrialEngine, cast_user
 from harness.scenarios.model import MODES, Scenario
@@ -125,7 +125,7 @@ def lab_config(mode: str, policies: dict[str, Any], slots: int, base: LabConfig 
         for role in roles:
             for k in range(slots):
                 address = f"{cast_user(role, k)}@{dc.name}"
-                users.setdefault(address, f"{cast_user(role, k)}-password")
+                users.setdefault(address, default_password(address))
         pols = dict(dc.policies)
         if dc.name == ORG:
             pols.update(policies)

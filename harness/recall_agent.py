@@ -121,6 +121,16 @@ class SentOriginal:
     bcc: tuple[str, ...]
 
 
+def _server_text(exc: BaseException) -> str:
+    """The server's words from an imaplib/imapclient error, which carries them as a bytes repr."""
+    text = str(exc.args[0]) if len(exc.args) == 1 else str(exc)
+    if isinstance(exc.args[0] if exc.args else None, bytes):
+        text = exc.args[0].decode("utf-8", "replace")
+    elif text.startswith(("b'", 'b"')) and text.endswith(("'", '"')):
+        text = text[2:-1]
+    return text
+
+
 @contextmanager
 def _session(imap: Endpoint, user: str, password: str, timeout: float) -> Iterator[IMAPClient]:
     """A logged-in imapclient session, logged out (or dropped) afterwards; failures as RecallAgentError."""
@@ -134,11 +144,11 @@ def _session(imap: Endpoint, user: str, password: str, timeout: float) -> Iterat
         try:
             client.login(user, password)
         except Exception as exc:
-            raise RecallAgentError(f"IMAP login as {user} failed: {exc}") from None
+            raise RecallAgentError(f"IMAP login as {user} failed: {_server_text(exc)}") from None
         try:
             yield client
         except (IMAPClient.Error, OSError) as exc:
-            raise RecallAgentError(f"IMAP session of {user} failed: {exc}") from None
+            raise RecallAgentError(f"IMAP session of {user} failed: {_server_text(exc)}") from None
     finally:
         try:
             client.logout()

@@ -53,10 +53,6 @@ def cast_user(role: str, slot: int) -> str:
     return base if slot == 0 else f"{base}{slot + 1}"
 
 
-def password_of(address: str) -> str:
-    return f"{address.partition('@')[0]}-password"
-
-
 class TrialError(Exception):
     """A step of a trial failed against the servers; the trial is recorded as failed with this text."""
 
@@ -69,7 +65,6 @@ class Slot:
     sender: str
     recipient: str
     recipient_domain: str
-    held: bool
     folders: tuple[str, ...]
     desktop: Any | None = None  # harness.clients.desktop.DesktopClient
     web_dir: Path | None = None
@@ -93,7 +88,6 @@ class TrialContext:
     cancelled: bool = False
     recalled: bool = False
     read_before_recall: bool = False
-    opened: bool = False
     preview_seen: bool = False
     report_status: str = ""
     recall_message_id: str = ""
@@ -148,10 +142,10 @@ class TrialEngine:
             if name != "INBOX" and name not in {m.name for m in store.list_mailboxes(recipient)}:
                 store.create_mailbox(recipient, name)
         slot = Slot(index=index, sender=sender, recipient=recipient, recipient_domain=domain,
-                    held=role == "held", folders=tuple(folders))
+                    folders=tuple(folders))
         if scenario.client == "desktop":
             legacy = self.mode == "legacy" and domain == ORG
-            slot.desktop = DesktopClient(recipient, password_of(recipient), self.lab.imap(domain),
+            slot.desktop = DesktopClient(recipient, self.lab.password(recipient), self.lab.imap(domain),
                                          submission=self.lab.submission(domain), folders=folders,
                                          process_recalls_on_arrival=legacy, name="desktop client")
             await slot.desktop.start()
@@ -196,7 +190,7 @@ class TrialEngine:
             if scenario.client == "web":
                 from harness.clients.web import WebClient
 
-                ctx.web = WebClient(slot.recipient, password_of(slot.recipient),
+                ctx.web = WebClient(slot.recipient, self.lab.password(slot.recipient),
                                     self.lab.imap(slot.recipient_domain), slot.web_dir / f"trial-{nonce}",
                                     name="web page")
             budget = None if clock.realtime else TRIAL_TIMEOUT
@@ -257,7 +251,7 @@ class TrialEngine:
                 slot.smtp = aiosmtplib.SMTP(hostname=ep.host, port=ep.port, start_tls=False, use_tls=False,
                                             timeout=SETTLE_TIMEOUT)
                 await slot.smtp.connect()
-                await slot.smtp.login(slot.sender, password_of(slot.sender))
+                await slot.smtp.login(slot.sender, self.lab.password(slot.sender))
             try:
                 _errors, reply = await slot.smtp.send_message(msg, sender=slot.sender,
                                                               recipients=[slot.recipient])
@@ -287,7 +281,7 @@ class TrialEngine:
         from harness.scenarios import delayed
 
         slot = ctx.slot
-        ok = await delayed.cancel(self.lab, slot.sender, password_of(slot.sender), ctx.message_id)
+        ok = await delayed.cancel(self.lab, slot.sender, self.lab.password(slot.sender), ctx.message_id)
         ctx.cancelled = ok
         ctx.report_status = "cancelled" if ok else "cancel-failed"
         ctx.note(f"{slot.sender} deletes it from her Outbox after {event.at:.0f} s (IMAP UID EXPUNGE): "
@@ -360,11 +354,9 @@ class TrialEngine:
             else:
                 opened = True  # reading the cached copy offline: read, though the server learns of it later
                 ctx.note("the recipient reads the cached copy offline")
-        if opened:
-            ctx.opened = True
-            if not ctx.recalled:
-                ctx.read_before_recall = True
-        else:
+        if opened and not ctx.recalled:
+            ctx.read_before_recall = True
+        elif not opened:
             ctx.note("the recipient goes to open it: it is no longer there")
 
     async def _on_delete(self, ctx: TrialContext, event: Event) -> None:
@@ -389,7 +381,7 @@ class TrialEngine:
         from harness.recall_agent import RecallAgent
 
         slot = ctx.slot
-        agent = RecallAgent(self.lab, slot.sender, password_of(slot.sender), timeout=SETTLE_TIMEOUT)
+        agent = RecallAgent(self.lab, slot.sender, self.lab.password(slot.sender), timeout=SETTLE_TIMEOUT)
         handle = await agent.recall(ctx.message_id)
         ctx.recalled = True
         ctx.recall_handle = handle

@@ -1,0 +1,5 @@
+"""`python -m harness` runs the `recall-lab` command."""
+
+from harness.cli import main
+
+main()
