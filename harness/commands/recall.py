@@ -54,9 +54,10 @@ def _print_report(report: RecallReport, as_json: bool) -> None:
     typer.echo(f'Message Recall Report: "{report.original_subject}" {report.original_message_id} '
                f"({report.mode})")
     width = max((len(r.recipient) for r in report.results), default=0)
+    status_width = max((len(r.status.value) for r in report.results), default=0)
     for row in report.results:
-        detail = f"  {row.detail}" if row.detail else ""
-        typer.echo(f"  {row.recipient:<{width}}  {row.status.value}{detail}")
+        line = f"  {row.recipient:<{width}}  {row.status.value:<{status_width}}  {row.detail or ''}"
+        typer.echo(line.rstrip())
     if report.pending:
         typer.echo(f"still pending: {', '.join(report.pending)}")
 

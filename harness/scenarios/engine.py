@@ -83,6 +83,7 @@ class TrialContext:
     message_id: str
     subject: str
     web: Any | None = None  # harness.clients.web.WebClient (one per trial: it has no connection to keep)
+    user: Any | None = None  # harness.clients.user.SimulatedUser: previews, applies the rule, opens
     queue_id: str | None = None
     delivered: bool = False
     cancelled: bool = False
@@ -193,6 +194,7 @@ class TrialEngine:
                 ctx.web = WebClient(slot.recipient, self.lab.password(slot.recipient),
                                     self.lab.imap(slot.recipient_domain), slot.web_dir / f"trial-{nonce}",
                                     name="web page")
+            ctx.user = self._user(ctx)
             budget = None if clock.realtime else TRIAL_TIMEOUT
             async with asyncio.timeout(budget):
                 for event in plan.events:
@@ -218,6 +220,16 @@ class TrialEngine:
             preview_seen=ctx.preview_seen, server_copy=bool(outcome.get("server_copy")),
             client_copy=bool(outcome.get("client_copy")), events=tuple(ctx.log), message_id=mid,
             elapsed=time.perf_counter() - started, error=error)
+
+    def _user(self, ctx: TrialContext) -> Any:
+        """The recipient as a person. Their timing is the plan's (sampled from the scenario), so the user's own
+        delay model is not used; it carries out the actions and remembers what it saw and read."""
+        from harness.clients.user import MoveRule, SimulatedUser
+
+        client = ctx.web if ctx.web is not None else ctx.slot.desktop
+        rule = MoveRule(ctx.scenario.move_to) if ctx.scenario.move_to else None
+        return SimulatedUser(ctx.slot.recipient, client, seed=ctx.index,
+                             shows_preview=ctx.scenario.preview and ctx.web is None, rule=rule)
 
     # --- the events ----------------------------------------------------------------------------------------
 
@@ -309,18 +321,13 @@ class TrialEngine:
             ctx.note("the client processed the recall it found after reconnecting")
 
     async def _on_rule_move(self, ctx: TrialContext, event: Event) -> None:
-        desktop = ctx.slot.desktop
-        if desktop is None or not desktop.has_message_id(ctx.message_id):
+        if ctx.user is None or not await ctx.user.apply_rule(ctx.message_id):
             return
-        await desktop.move(ctx.message_id, event.note)
         await self._settle(ctx)
         ctx.note(f"a rule moves it to {event.note} (UID MOVE)")
 
     async def _on_preview(self, ctx: TrialContext, event: Event) -> None:
-        desktop = ctx.slot.desktop
-        if desktop is None:
-            return
-        preview = desktop.preview(ctx.message_id)
+        preview = ctx.user.on_arrival(ctx.message_id) if ctx.user is not None else None
         if preview is not None:
             ctx.preview_seen = True
             ctx.note(f"notification: {preview.subject!r} - {preview.first_line!r}")
@@ -329,31 +336,26 @@ class TrialEngine:
         if ctx.web is None:
             return
         await ctx.web.page_load()
-        shown = any(entry.message_id == ctx.message_id for entry in ctx.web.listing)
+        shown = ctx.web.in_listing(ctx.message_id)
         ctx.note(f"web page loaded: the message is {'listed' if shown else 'not listed'}")
 
     async def _on_open(self, ctx: TrialContext, event: Event) -> None:
+        """The user opens what the client shows: FETCH BODY[] (the web page: also a snapshot); a desktop client
+        that is offline shows its cached copy, which is read all the same (the server learns of it later)."""
+        client = ctx.web if ctx.web is not None else ctx.slot.desktop
         opened = False
-        if ctx.web is not None:
-            if any(entry.message_id == ctx.message_id for entry in ctx.web.listing):
+        if ctx.user is not None and client is not None and client.has_message_id(ctx.message_id):
+            if ctx.web is None and not ctx.slot.desktop.online:
+                opened = True
+                ctx.note("the recipient reads the cached copy offline")
+            else:
                 try:
-                    path = await ctx.web.open(ctx.message_id)
+                    await ctx.user.open(ctx.message_id)
                     opened = True
-                    ctx.note(f"Bob opens it in the web page: snapshot {Path(path).name}")
+                    ctx.note("the recipient opens it (FETCH BODY[] sets \\Seen)"
+                             + (": the web page renders a snapshot" if ctx.web is not None else ""))
                 except Exception:  # noqa: BLE001 - gone on the server meanwhile: nothing to open
                     opened = False
-        elif ctx.slot.desktop is not None and ctx.slot.desktop.has_message_id(ctx.message_id):
-            desktop = ctx.slot.desktop
-            if desktop.online:
-                try:
-                    await desktop.open(ctx.message_id)
-                    opened = True
-                    ctx.note("the recipient opens it (FETCH BODY[] sets \\Seen)")
-                except LookupError:
-                    opened = False
-            else:
-                opened = True  # reading the cached copy offline: read, though the server learns of it later
-                ctx.note("the recipient reads the cached copy offline")
         if opened and not ctx.recalled:
             ctx.read_before_recall = True
         elif not opened:
