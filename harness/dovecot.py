@@ -125,6 +125,10 @@ class DovecotServer:
     that mail in place (and chowns it to its mail user). Otherwise the mail lives in the private run dir and is
     gone after `stop()`.
 
+    `tls` = (certificate chain PEM, private key PEM) offers STARTTLS; with `plaintext_login=False` LOGIN and
+    AUTHENTICATE are refused (LOGINDISABLED) until the client has started TLS. Dovecot counts a client whose
+    address is the server's own as secure anyway: connect from 127.0.0.2 to 127.0.0.1 to see the refusal.
+
     Use as a context manager (`with DovecotServer(tmp_path, users) as dv: ... dv.port`) or call `start()` and
     `stop()` yourself. `stop()` is idempotent.
     """
@@ -136,6 +140,8 @@ class DovecotServer:
         mail_root: Path | None = None,
         *,
         host: str = "127.0.0.1",
+        tls: tuple[Path, Path] | None = None,
+        plaintext_login: bool = True,
     ) -> None:
         for user, password in users.items():
             _check_account(user, password)
@@ -143,6 +149,10 @@ class DovecotServer:
         self.users = {user.strip().lower(): password for user, password in users.items()}
         self._given_mail_root = Path(mail_root).resolve() if mail_root is not None else None
         self.host = host
+        self.tls = (Path(tls[0]).resolve(), Path(tls[1]).resolve()) if tls is not None else None
+        self.plaintext_login = plaintext_login
+        if not plaintext_login and tls is None:
+            raise ValueError("plaintext_login=False needs tls: nobody could log in")
         self.token = secrets.token_hex(6)
         self.config_path = self.root / "dovecot.conf"
         self.log_path = self.root / "dovecot.log"
@@ -187,6 +197,7 @@ class DovecotServer:
             with open(stderr_path, "wb") as stderr:
                 proc = subprocess.Popen(
                     [binary, "-F", "-c", str(self.config_path)],
+                    env={**os.environ, "TZ": "UTC"},  # dates and date searches must not depend on the host's zone
                     stdin=subprocess.DEVNULL,
                     stdout=stderr,
                     stderr=stderr,
@@ -333,6 +344,8 @@ class DovecotServer:
             for name, attr in SPECIAL_USE.items()
         )
         chroot = "" if root_only else "  chroot =\n"
+        # the config process (root, or us) reads the PEM files: they may stay in the caller's directory
+        ssl = f"ssl = {'yes' if self.plaintext_login else 'required'}\nssl_cert = <{self.tls[0]}\nssl_key = <{self.tls[1]}" if self.tls else "ssl = no"
         text = f"""# Written by harness/dovecot.py for one throwaway instance; see that module's docstring.
 protocols = imap
 listen = {self.host}
@@ -340,8 +353,8 @@ base_dir = {base}
 state_dir = {self._run_dir}/state
 instance_name = lab-ref-{self.token}
 log_path = {self.log_path}
-ssl = no
-disable_plaintext_auth = no
+{ssl}
+disable_plaintext_auth = {"no" if self.plaintext_login else "yes"}
 auth_mechanisms = plain login
 auth_failure_delay = 0
 login_greeting = lab-ref ready {self.token}

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fake_servers.transcript import TranscriptLine, TranscriptRecorder
-from harness.config import DomainConfig, LabConfig, default_config, default_password
+from harness.config import ConfigError, DomainConfig, LabConfig, default_config, default_password
 from harness.scenarios.clock import SimClock, WallClock
 from harness.scenarios.engine import CAST, EXTERNAL, ORG, Observer, TrialEngine, cast_user
 from harness.scenarios.model import MODES, Scenario
@@ -50,7 +50,6 @@ class MatrixOptions:
     port_base: int | None = None  # listen on fixed ports (first group only; the others use ephemeral ports)
     progress: Progress | None = None
     observer: Observer | None = None  # called after every event of every trial (the demo narrates from it)
-    observe_trials: Callable[[str, str, int], bool] | None = None  # which trials the observer hears
     transcript_sink: Callable[[str, TranscriptLine], None] | None = None  # (mode, line) of recorded trials
     only_trials: Sequence[int] | None = None  # run just these trial indexes (the demo narrates one)
     cells: Sequence[tuple[str, str]] | None = None  # run just these (scenario, mode) cells (worker processes)
@@ -82,9 +81,9 @@ class GatedRecorder(TranscriptRecorder):
             super().record(session, direction, data)
 
     def take(self) -> list[str]:
-        with self._lock:
-            lines = [f"{line.session} {line.direction}: {line.text}" for line in self.lines]
-            self.lines.clear()
+        """The lines kept so far, as text, and forget them (called between trials, on the lab's loop)."""
+        lines = [f"{line.session} {line.direction}: {line.text}" for line in self.lines]
+        del self.lines[:len(lines)]
         return lines
 
 
@@ -136,7 +135,7 @@ def lab_config(mode: str, policies: dict[str, Any], slots: int, base: LabConfig 
                                     max_message_size=dc.max_message_size))
     names = {d.name for d in domains}
     if ORG not in names or EXTERNAL not in names:
-        raise ValueError(f"the scenarios need the domains {ORG} and {EXTERNAL} in the lab config")
+        raise ConfigError(f"the scenarios need the domains {ORG} and {EXTERNAL} in the lab config")
     return LabConfig(domains=domains, retry_delays=base.retry_delays, routes=dict(base.routes),
                      policy_modules=list(base.policy_modules))
 
@@ -192,16 +191,8 @@ async def _run_group(group: Group, options: MatrixOptions, finished: Callable[[T
         def clock_factory() -> SimClock:
             return WallClock(options.speed) if options.realtime else SimClock()
 
-        observer = None
-        if options.observer is not None:
-            user_observer = options.observer
-            wanted = options.observe_trials
-
-            def observer(ctx, event, notes):  # type: ignore[no-untyped-def]
-                if wanted is None or wanted(ctx.scenario.name, ctx.mode, ctx.index):
-                    user_observer(ctx, event, notes)
-
-        engine = TrialEngine(lab, group.mode, clock_factory=clock_factory, shared_clock=shared, observer=observer)
+        engine = TrialEngine(lab, group.mode, clock_factory=clock_factory, shared_clock=shared,
+                             observer=options.observer)
         per_scenario: list[tuple[Scenario, list]] = []
         try:
             slot_base = 0
@@ -222,11 +213,9 @@ async def _run_group(group: Group, options: MatrixOptions, finished: Callable[[T
                         result.transcripts[s.name] = lines
                     finished(trial)
                 indexes = indexes[1:]
-            if group.exclusive_clock:
+            if group.exclusive_clock:  # one trial at a time: they share the clock the retention policy reads
                 for s, slots in per_scenario:
-                    for i in indexes:
-                        finished(await engine.run(slots[0], s, plan_trial(s, trial_seed(options.seed, s.name, i)),
-                                                  i))
+                    await _deal(engine, s, slots, indexes, options, finished)
             else:
                 await asyncio.gather(*(_deal(engine, s, slots, indexes, options, finished)
                                        for s, slots in per_scenario))
@@ -295,6 +284,7 @@ def run_matrix_blocking(options: MatrixOptions) -> MatrixResult:
         return asyncio.run(run_matrix(options))
     import dataclasses
     import multiprocessing
+    import queue as queue_module
 
     started = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")
@@ -306,7 +296,7 @@ def run_matrix_blocking(options: MatrixOptions) -> MatrixResult:
     procs = []
     for w, share in enumerate(shares):
         sub = dataclasses.replace(options, cells=share, workers=1, progress=None, observer=None,
-                                  observe_trials=None, transcript_sink=None, transcript_mode=transcript_mode,
+                                  transcript_sink=None, transcript_mode=transcript_mode,
                                   port_base=options.port_base if w == 0 else None)
         proc = ctx.Process(target=_worker_main, args=(sub, queue), name=f"recall-lab-matrix-{w}", daemon=True)
         proc.start()
@@ -320,7 +310,15 @@ def run_matrix_blocking(options: MatrixOptions) -> MatrixResult:
         options.progress(0, total)
     try:
         while finished_workers < len(procs):
-            kind, payload = queue.get()
+            try:
+                kind, payload = queue.get(timeout=1.0)
+            except queue_module.Empty:
+                # A worker that died without a word (killed, out of memory) would leave us waiting for ever.
+                if all(not p.is_alive() for p in procs) and queue.empty():
+                    codes = [p.exitcode for p in procs]
+                    raise RuntimeError(f"matrix worker processes ended without their results (exit codes {codes})"
+                                       ) from None
+                continue
             if kind == "trial":
                 done += 1
                 if options.progress is not None:

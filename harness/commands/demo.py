@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from harness.commands.matrix import (
+    check_outputs,
     load_base_config,
     make_options,
     output_console,
@@ -47,6 +48,7 @@ KEY_LINES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^\* \d+ EXPUNGE$"), "pushed to the IMAP session that has the folder open"),
     (re.compile(r"^\* VANISHED "), "pushed to the IMAP session that has the folder open (QRESYNC)"),
     (re.compile(r"^Subject: Recall (Success|Failure): "), "the recipient's client reports back"),
+    (re.compile(r"^X-Recall-Status: "), "what the client did"),
     (re.compile(r"^Subject: Message Recall Report: "), "the sender's report"),
     (re.compile(r"^\S+@\S+: (recalled|recalled-after-read|failed-\w+|not-found|held|external|pending)"),
      "a line of the report"),
@@ -84,6 +86,7 @@ class Narrator:
         self.pending: dict[str, list[Any]] = defaultdict(list)
         self.seen: dict[str, set[str]] = defaultdict(set)
         self.summary: dict[str, dict[str, Any]] = {}
+        self.quiet_lines: dict[str, list[str]] = defaultdict(list)  # key lines of the modes not narrated live
 
     def sink(self, mode: str, line: Any) -> None:
         self.pending[mode].append(line)
@@ -98,6 +101,8 @@ class Narrator:
             self.summary[ctx.mode] = {"verdict": ctx.outcome.get("verdict", "?"), "report": ctx.report_status,
                                       "explain": ctx.outcome.get("explain", "")}
         if ctx.mode != self.live_mode:
+            self.quiet_lines[ctx.mode] += [line for line in key if "Recall Success" in line or "Recall Failure" in line
+                                           or "X-Recall-Status" in line]
             return
         c = self.console
         first, *rest = notes or [event.kind.value]
@@ -136,9 +141,8 @@ def walk(scenarios: list[Any], console: Console, seed: str, realtime: bool, spee
         if s.narration:
             console.print(escape(s.narration), highlight=False)
         console.print(f"[dim]{escape(s.summary)}[/]", highlight=False)
-        narrator = Narrator(console)
         live = "cloud" if "cloud" in s.modes else s.modes[0]
-        narrator.live_mode = live
+        narrator = Narrator(console, live)
         console.print(f"[bold]{live} recall[/], trial {s.demo_trial} of seed {seed}:", highlight=False)
         options = make_options([s], s.demo_trial + 1, seed, tuple(s.modes), 1, realtime, speed, base, None,
                                observer=narrator.observe, transcript_sink=narrator.sink, transcripts=True,
@@ -152,6 +156,8 @@ def walk(scenarios: list[Any], console: Console, seed: str, realtime: bool, spee
             colour = {"recalled": "green", "partial": "yellow"}.get(got["verdict"], "red")
             console.print(f"  => {mode:6}: [{colour}]{escape(got['verdict'])}[/]{escape(report)}"
                           f"  [dim]{escape(got['explain'])}[/]", highlight=False)
+            for line in narrator.quiet_lines.get(mode, []):
+                console.print(f"{'':14}[dim]{escape(line)}[/]", highlight=False)
         console.print()
 
 
@@ -178,6 +184,7 @@ def register(app: typer.Typer) -> None:
         started = time.perf_counter()
         console = output_console()
         chosen = resolve_scenarios(scenario)
+        check_outputs(json_path, html_path)
         base = load_base_config(config)
         make_options(chosen, trials, seed, ("cloud", "legacy"), 1, realtime, speed, base, None)  # validate
         console.print("[bold]recall-lab demo[/]: Alice (alice@corp.example) sends a message by mistake and "

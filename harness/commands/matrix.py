@@ -121,6 +121,8 @@ def run_matrix_sync(options: Any) -> Any:
         return run_matrix_blocking(options)
     except (LabStartError, ConfigError, ScenarioError) as exc:
         raise CliError(str(exc)) from None
+    except ValueError as exc:  # a policy refusing its settings when the lab starts (policies.* in the config)
+        raise CliError(f"bad lab configuration: {exc}") from None
     except OSError as exc:
         raise CliError(f"cannot start the lab: {exc.strerror or exc}") from None
 
@@ -148,6 +150,13 @@ def make_options(scenarios: list[Scenario], trials: int, seed: str, modes: tuple
                              port_base=port_base, **extra)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+
+
+def check_outputs(*paths: Path | None) -> None:
+    """Refuse an output file whose folder does not exist before running trials, not after."""
+    for path in paths:
+        if path is not None and not path.parent.is_dir():
+            raise CliError(f"cannot write {path}: no folder {path.parent}")
 
 
 def write_outputs(result: Any, json_path: Path | None, html_path: Path | None) -> list[str]:
@@ -197,6 +206,7 @@ def register(app: typer.Typer) -> None:
             return
         chosen = resolve_scenarios(scenario)
         modes = resolve_modes(mode)
+        check_outputs(json_path, html_path)
         base = load_base_config(config)
         err = Console(stderr=True)
         hint = trials * sum(len([m for m in modes if m in s.modes]) for s in chosen)

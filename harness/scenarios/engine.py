@@ -15,6 +15,7 @@ many slots side by side as it wants concurrent recipients.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import re
 import shutil
@@ -65,7 +66,6 @@ class Slot:
     sender: str
     recipient: str
     recipient_domain: str
-    folders: tuple[str, ...]
     desktop: Any | None = None  # harness.clients.desktop.DesktopClient
     web_dir: Path | None = None
     smtp: aiosmtplib.SMTP | None = None
@@ -142,30 +142,28 @@ class TrialEngine:
         for name in folders:
             if name != "INBOX" and name not in {m.name for m in store.list_mailboxes(recipient)}:
                 store.create_mailbox(recipient, name)
-        slot = Slot(index=index, sender=sender, recipient=recipient, recipient_domain=domain,
-                    folders=tuple(folders))
+        slot = Slot(index=index, sender=sender, recipient=recipient, recipient_domain=domain)
         if scenario.client == "desktop":
             legacy = self.mode == "legacy" and domain == ORG
             slot.desktop = DesktopClient(recipient, self.lab.password(recipient), self.lab.imap(domain),
                                          submission=self.lab.submission(domain), folders=folders,
                                          process_recalls_on_arrival=legacy, name="desktop client")
-            await slot.desktop.start()
+            await asyncio.wait_for(slot.desktop.start(), SETTLE_TIMEOUT)
         else:
             slot.web_dir = self.state_dir / f"slot{index}"
             slot.web_dir.mkdir(parents=True, exist_ok=True)
         return slot
 
     async def close_slot(self, slot: Slot) -> None:
+        """Best effort: the lab closes every socket when it stops anyway."""
         if slot.desktop is not None:
-            try:
+            with contextlib.suppress(Exception):
                 # Drop the connections first: a polite LOGOUT out of IDLE can wait for the client's timeout.
-                await slot.desktop.go_offline()
-                await slot.desktop.stop()
-            except Exception:  # noqa: BLE001 - best effort at shutdown; the lab closes the sockets anyway
-                pass
+                await asyncio.wait_for(slot.desktop.go_offline(), SETTLE_TIMEOUT)
+                await asyncio.wait_for(slot.desktop.stop(), SETTLE_TIMEOUT)
         if slot.smtp is not None:
             try:
-                await slot.smtp.quit()
+                await asyncio.wait_for(slot.smtp.quit(), SETTLE_TIMEOUT)
             except Exception:  # noqa: BLE001
                 slot.smtp.close()
 
@@ -402,7 +400,9 @@ class TrialEngine:
         ctx.outcome = self._outcome(ctx)
         if ctx.web is not None and ctx.web.has_message_id(ctx.message_id):
             where = "as an opened snapshot" if ctx.web.snapshot_visible(ctx.message_id) else "in the list"
-            ctx.note(f"the web page, loaded before the recall, still shows it {where}")
+            shown = ctx.web.preview(ctx.message_id)
+            line = f": {shown.subject!r} - {shown.first_line!r}" if shown is not None else ""
+            ctx.note(f"the web page, loaded before the recall, still shows it {where}{line}")
         ctx.note(ctx.outcome["explain"])
 
     # --- settling, outcome, cleanup ------------------------------------------------------------------------

@@ -24,6 +24,8 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     (["matrix", "--trials", "0"], "--trials must be at least 1"),
     (["matrix", "--concurrency", "0"], "--concurrency must be at least 1"),
     (["matrix", "--config", "/nonexistent/lab.toml"], "cannot read config"),
+    (["matrix", "--json", "/nonexistent/dir/out.json"], "cannot write /nonexistent/dir/out.json"),
+    (["demo", "--html", "/nonexistent/dir/out.html"], "cannot write /nonexistent/dir/out.html"),
 ])
 def test_errors_are_one_line_and_non_zero(args: list[str], message: str, capsys) -> None:
     code, out, err = run_cli(args, capsys)
@@ -45,6 +47,19 @@ def test_bad_lab_config_is_one_line(tmp_path, capsys) -> None:
     cfg.write_text('[domains."corp.example"]\nrole = "boss"\n')
     code, _out, err = run_cli(["matrix", "--config", str(cfg), "--scenario", "unopened"], capsys)
     assert code == 1 and err.startswith("recall-lab: domain corp.example: role must be") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ('[domains."corp.example"]\nrole = "organisation"\nusers = ["alice", "bob"]\n'
+     '[domains."corp.example".policies]\npurge_deleted_after = "soon"\n'
+     '[domains."mail.example"]\nusers = ["dave"]\n', "bad lab configuration: policies.purge_deleted_after"),
+    ('[domains."other.example"]\nusers = ["alice"]\n', "the scenarios need the domains corp.example and mail.example"),
+])
+def test_lab_config_the_scenarios_cannot_use_is_one_line(tmp_path, capsys, config: str, message: str) -> None:
+    path = tmp_path / "lab.toml"
+    path.write_text(config)
+    code, _out, err = run_cli(["matrix", "--config", str(path), "--scenario", "unopened", "--trials", "1"], capsys)
+    assert code == 1 and message in err and err.count("\n") == 1
 
 
 def test_port_in_use_is_one_line(capsys) -> None:

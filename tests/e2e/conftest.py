@@ -75,6 +75,19 @@ def _reader(stream, lines: queue.Queue) -> None:
     lines.put(None)
 
 
+def first_line(proc: subprocess.Popen[str], timeout: float = READY_TIMEOUT) -> str | None:
+    """The first line `proc` prints on stdout; None if it exits first; AssertionError (after killing it) if
+    it prints nothing within `timeout` (a hang, not a slow start: `serve` is ready in well under a second)."""
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"{proc.args} printed nothing in {timeout} s; stderr: {err}") from None
+
+
 @dataclass
 class Served:
     """A running `recall-lab serve` subprocess and what it printed."""
@@ -118,14 +131,7 @@ def start_serve(tmp_path: Path, *extra: str, name: str = "lab") -> Served:
     proc = subprocess.Popen([*cli_command(), "serve", "--json", "--endpoints-file", str(endpoints_file), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                             text=True, env=cli_env())
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
-    try:
-        first = lines.get(timeout=READY_TIMEOUT)
-    except queue.Empty:
-        proc.kill()
-        _, err = proc.communicate()
-        raise AssertionError(f"serve printed nothing in {READY_TIMEOUT} s; stderr: {err}") from None
+    first = first_line(proc)
     if first is None:
         _, err = proc.communicate(timeout=10)
         raise AssertionError(f"serve exited {proc.returncode} before printing endpoints: {err}")

@@ -53,3 +53,23 @@ def curl_imap(user: str, password: str, url: str, *extra: str) -> subprocess.Com
 
 def swaks(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([need("swaks"), "--timeout", "15", *args], capture_output=True, text=True, timeout=30)
+
+
+def neomutt_send(tmp_path: Path, user: str, password: str, host: str, submission_port: int, to: str,
+                 subject: str, body: str) -> None:
+    """Send as `user` with neomutt in batch mode over the lab's submission port (SMTP AUTH)."""
+    mutt = shutil.which("neomutt") or shutil.which("mutt")
+    if mutt is None:
+        pytest.skip("neomutt not installed (nor mutt)")
+    rc, body_file = tmp_path / "muttrc-send", tmp_path / "body.txt"
+    rc.write_text("\n".join([
+        "set ssl_force_tls=no", "set ssl_starttls=no", f'set from="{user}"', 'set realname="Alice"',
+        f'set smtp_url="smtp://{user.replace("@", "%40")}@{host}:{submission_port}/"',
+        f'set smtp_pass="{password}"', 'set record=""', 'set copy=no', f'set tmpdir="{tmp_path}"', "",
+    ]))
+    body_file.write_text(body)
+    env = {**os.environ, "HOME": str(tmp_path), "TERM": "xterm"}
+    with body_file.open() as stdin:
+        result = subprocess.run([mutt, "-n", "-F", str(rc), "-s", subject, to], stdin=stdin, capture_output=True,
+                                text=True, env=env, timeout=30, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -8,6 +8,7 @@ measured ones.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from html.parser import HTMLParser
@@ -27,6 +28,15 @@ def likelihood_of(rate: float) -> str:
     if rate >= 0.40:
         return "Moderate"
     return "Low" if rate > 0 else "None"
+
+
+def wilson(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval the table says it prints (computed here independently)."""
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    margin = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return max(0.0, centre - margin), min(1.0, centre + margin)
 
 
 def parse_table(text: str) -> tuple[list[str], list[list[str]]]:
@@ -92,6 +102,8 @@ def test_demo_tells_the_story_and_ends_with_the_measured_table(tmp_path):
             assert likelihood in LIKELIHOODS and likelihood == likelihood_of(rate), (row[0], mode, rate)
             assert rate == pytest.approx(data[mode]["rate"], abs=0.005)
             assert data[mode]["successes"] == round(rate * data[mode]["trials"])
+            want_lo, want_hi = wilson(data[mode]["successes"], data[mode]["trials"])
+            assert (lo, hi) == (pytest.approx(want_lo, abs=0.006), pytest.approx(want_hi, abs=0.006)), rate_text
         assert int(row[5]) == data["cloud"]["trials"] == data["legacy"]["trials"] == 20
     by_condition = {r[0]: r for r in rows}
     assert by_condition["The recipient uses a different email provider"][1] == "None", \
@@ -170,6 +182,8 @@ def test_matrix_json_and_self_contained_html(tmp_path):
             assert cell["trials"] == 2 and cell["successes"] == cell["verdicts"]["recalled"]
             lo, hi = cell["ci95"]
             assert 0 <= lo <= cell["rate"] <= hi <= 1
+            want_lo, want_hi = wilson(cell["successes"], cell["trials"])
+            assert (lo, hi) == (pytest.approx(want_lo, abs=1e-3), pytest.approx(want_hi, abs=1e-3))
     external = next(r for r in data["table"] if r["scenario"] == "external-provider")
     assert external["cloud"]["verdicts"]["impossible"] == 2
 
@@ -185,4 +199,5 @@ def test_matrix_json_and_self_contained_html(tmp_path):
     for name in names:
         assert f'id="{name}"' in page, name
     assert "AUTH PLAIN" in transcripts and "X-Recall-Message-ID" in transcripts
-    assert "alice-password" not in page, "credentials are masked in transcripts"
+    assert not re.search(r"[a-z0-9]+-password", page), "credentials are masked in transcripts"
+    assert re.search(r"LOGIN \S+@corp\.example \*+", page) or "AUTH PLAIN ****" in page

@@ -12,7 +12,7 @@ from email import policy as email_policy
 from pathlib import Path
 
 from .conftest import fetch_all, message_ids
-from .peers import need
+from .peers import need, neomutt_send
 from .test_journey_cloud import recall, send
 
 LEGACY_LAB = """\
@@ -100,7 +100,7 @@ def test_legacy_lab_delivers_the_recall_and_reports_pending(serve, tmp_path):
     served = serve("--config", str(config))
     mid = send(served, "alice@corp.example", "--to", "bob@corp.example", "--to", "dave@mail.example",
                "--subject", "Legacy", "--body", "only a client can delete this")
-    result = recall(served, mid, "--wait", "0.5")
+    result = recall(served, mid, "--wait", "0.2")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert out.splitlines()[0] == f'Message Recall Report: "Legacy" {mid} (legacy)'
@@ -115,4 +115,23 @@ def test_legacy_lab_delivers_the_recall_and_reports_pending(serve, tmp_path):
     assert len(recalls) == 1
     assert recalls[0]["Subject"] == "Recall: Legacy"
     assert recalls[0]["X-Recall-Verified"] == "corp.example", "the server vouches for it, so bob's client may act"
+    bob.logout()
+
+
+def test_a_message_sent_with_neomutt_can_be_recalled(lab, tmp_path):
+    """A real mail program sends; the server's Sent copy is what the recall finds."""
+    corp = lab.domain("corp.example")
+    neomutt_send(tmp_path, "alice@corp.example", "alice-password", "127.0.0.1", corp["submission"]["port"],
+                 "bob@corp.example", "Sent by neomutt", "typed in a real client\n")
+    bob = lab.imap("bob@corp.example")
+    received = [message_from_bytes(raw, policy=email_policy.default) for raw in fetch_all(bob)]
+    assert [m["Subject"] for m in received] == ["Sent by neomutt"]
+    mid = received[0]["Message-ID"]
+    alice = lab.imap("alice@corp.example")
+    assert mid in message_ids(alice, "Sent"), "the submission server files the Sent copy"
+    alice.logout()
+    result = recall(lab, mid)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^\s+bob@corp\.example\s+recalled\s", result.stdout, re.M), result.stdout
+    assert message_ids(bob) == {}
     bob.logout()

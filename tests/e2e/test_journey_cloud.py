@@ -166,3 +166,20 @@ def test_a_second_user_cannot_recall_alices_message(lab):
     bob = lab.imap("bob@corp.example")
     assert mid in message_ids(bob)
     bob.logout()
+
+
+def test_recall_report_columns_line_up(lab):
+    """QA F8 (fixed 07:29 UTC): the status column was not padded."""
+    mid = send(lab, "alice@corp.example", "--to", "bob@corp.example", "--to", "dave@mail.example",
+               "--subject", "Columns", "--body", "x")
+    bob = lab.imap("bob@corp.example")
+    uid = message_ids(bob)[mid]
+    bob.select_folder("INBOX")
+    bob.add_flags([uid], [b"\\Seen"])  # read: the status becomes the long `recalled-after-read`
+    bob.logout()
+    result = recall(lab, mid)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines()[1:] if line.startswith("  ") and "@" in line]
+    assert len(rows) == 2, result.stdout
+    detail_at = {re.match(r"^\s+\S+\s+\S+\s+", row).end() for row in rows}
+    assert len(detail_at) == 1, "the detail column starts at the same place on every line:\n" + result.stdout

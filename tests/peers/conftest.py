@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -27,15 +28,17 @@ def shared_dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedD
     dovecot.stop()
 
 
-def open_endpoints(kind: str, shared: SharedDovecot, *localparts: str) -> Iterator[list[ImapEndpoint]]:
-    """Fresh accounts on the named server; recall-lab's server lives exactly as long as the test."""
+def open_endpoints(kind: str, shared: SharedDovecot, *localparts: str,
+                   maildir: Path | None = None) -> Iterator[list[ImapEndpoint]]:
+    """Fresh accounts on the named server; recall-lab's server lives exactly as long as the test (over a
+    MemoryStore, or a MaildirStore in `maildir`)."""
     if kind == "dovecot":
         if dovecot_binary() is None:
             pytest.skip("dovecot not installed (apt-get install dovecot-imapd)")
         yield [shared.account(localpart) for localpart in localparts]
         return
     users = {f"{localpart}@corp.example": f"{localpart}-password" for localpart in localparts}
-    server = ThreadedRecallLabServer(users).start()
+    server = ThreadedRecallLabServer(users, maildir).start()
     try:
         yield [ImapEndpoint("recall-lab", server.host, server.port, user, password)
                for user, password in users.items()]

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DATE = '"24-Nov-2026 08:00:00 +0000"'
-DATE_EARLY = '"01-Jan-2026 12:30:00 +0100"'
+# Internal dates for APPEND: well in the past (Dovecot replaces a future one by the time of arrival) and near
+# midday UTC (so SINCE/BEFORE/ON fall on the same calendar day in any zone).
+DATE = '"20-Nov-2020 12:00:00 +0000"'
+DATE_EARLY = '"01-Jan-2020 12:30:00 +0100"'
 
 PLAIN = (
     b"From: Dave <dave@mail.example>\r\n"
@@ -307,10 +309,11 @@ SECTIONS: dict[str, list] = {
         ("A", "SEARCH (FROM dave) (SEEN)"),
         ("A", "SEARCH LARGER 1000"),
         ("A", "SEARCH SMALLER 400"),
-        ("A", "SEARCH SINCE 1-Jan-2026"),
-        ("A", "SEARCH SINCE 24-Nov-2026"),
-        ("A", "SEARCH BEFORE 24-Nov-2026"),
-        ("A", "SEARCH ON 1-Jan-2026"),
+        ("A", "SEARCH SINCE 1-Jan-2020"),
+        ("A", "SEARCH SINCE 20-Nov-2020"),
+        ("A", "SEARCH BEFORE 20-Nov-2020"),
+        ("A", "SEARCH ON 1-Jan-2020"),
+        ("A", "SEARCH ON 20-Nov-2020"),
         ("A", "SEARCH SENTSINCE 23-Nov-2026"),
         ("A", "SEARCH SENTBEFORE 23-Nov-2026"),
         ("A", "SEARCH SENTON 23-Nov-2026"),
@@ -408,6 +411,8 @@ SECTIONS: dict[str, list] = {
         ("B", "STORE 1 +FLAGS.SILENT (\\Deleted)"),
         ("B", "EXPUNGE"),
         ("A", "FETCH 1:* (UID FLAGS)"),  # no EXPUNGE may be sent during FETCH
+        ("A", "STORE 2 +FLAGS (\\Flagged)"),  # ... nor during STORE
+        ("A", "SEARCH FLAGGED"),  # ... nor during SEARCH (whether an expunged one matches is up to the server)
         ("A", "NOOP"),
         ("A", "FETCH 1:* UID"),
         ("B", "UID MOVE 3 Trash"),
@@ -472,6 +477,13 @@ SECTIONS: dict[str, list] = {
         ("A", "STATUS INBOX (MESSAGES UIDNEXT)"),  # STATUS of the selected mailbox
         ("A", "EXPUNGE"),  # nothing \Deleted: no EXPUNGE responses
         ("A", "ENABLE X-NOT-A-CAPABILITY"),
+        ("A", "select inbox"),  # commands, and the name INBOX, are case-insensitive
+        ("A", "fetch 1 (flags uid)"),
+        ("A", "STATUS iNbOx (MESSAGES)"),
+        ("A", b"CREATE {5}\r\nWork2"),  # a mailbox name as a synchronising literal
+        ("A", 'LIST "" {5}\r\nWork2'),
+        Raw("A", b"p1 NOOP\r\np2 UID SEARCH ALL\r\np3 CHECK\r\n"),  # pipelined: answered in order
+        ("A", "NOOP"),
         ("A", "SELECT INBOX (CONDSTORE)"),
         ("A", "UID STORE 3 (UNCHANGEDSINCE 0) +FLAGS (\\Answered)"),  # 0 always fails (RFC 7162 3.1.3)
         ("A", "LOGOUT"),

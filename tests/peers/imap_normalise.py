@@ -19,7 +19,8 @@ What is erased or rewritten, and why it may differ between correct servers:
   numbers are turned into the set of original positions removed (RFC 3501 lets a server report the same
   removal as "2 EXPUNGE, 1 EXPUNGE" or "1 EXPUNGE, 1 EXPUNGE"); flags, LIST attributes and FETCH items are
   sorted; UID sets are expanded ("1:3" == "1,2,3");
-- BODYSTRUCTURE/BODY are compared case-insensitively (MIME types and parameter names are);
+- BODYSTRUCTURE/BODY are compared case-insensitively (MIME types and parameter names are), and so is the
+  mailbox name INBOX;
 - a FETCH in answer to STORE that repeats flags the client already knew (the message did not change), a
   RECENT that repeats the count the client already had, and a UID nobody asked for (before QRESYNC) are
   dropped: servers differ on sending them and RFC 3501 allows both;
@@ -331,10 +332,10 @@ class Normaliser:
             attrs = sorted(str(a).lower() for a in parsed[0])
             if kind == "LSUB":  # only \Noselect has a defined meaning in LSUB
                 attrs = [a for a in attrs if a == "\\noselect"]
-            name = parsed[2].decode() if isinstance(parsed[2], bytes) else str(parsed[2])
+            name = inbox(parsed[2].decode() if isinstance(parsed[2], bytes) else str(parsed[2]))
             return f"* {kind} ({' '.join(attrs)}) {render(parsed[1])} {name!r}"
         if kind == "STATUS" and len(parsed) >= 2:
-            mbox = parsed[0].decode() if isinstance(parsed[0], bytes) else str(parsed[0])
+            mbox = inbox(parsed[0].decode() if isinstance(parsed[0], bytes) else str(parsed[0]))
             pairs = dict(zip(parsed[1][::2], parsed[1][1::2], strict=False))
             shown = []
             for key, value in sorted(pairs.items(), key=lambda kv: str(kv[0]).upper()):
@@ -408,6 +409,11 @@ class Normaliser:
                 shown = render(value)
             pairs.append((key, shown))
         return dict(pairs)
+
+
+def inbox(name: str) -> str:
+    """INBOX is case-insensitive (RFC 3501 5.1): a server may echo it as asked or as "INBOX"."""
+    return "INBOX" if name.upper() == "INBOX" else name
 
 
 def flag_list(flags: list) -> str:

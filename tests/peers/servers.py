@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,10 +38,15 @@ class ImapEndpoint:
 
 
 class ThreadedRecallLabServer:
-    """recall-lab's ImapServer on 127.0.0.1:0 with a MemoryStore, running on an event loop of its own."""
+    """recall-lab's ImapServer on 127.0.0.1:0, running on an event loop of its own, over a MemoryStore or (with
+    `maildir`) a MaildirStore in that directory."""
 
-    def __init__(self, users: Mapping[str, str]) -> None:
+    def __init__(self, users: Mapping[str, str], maildir: Path | None = None,
+                 ssl_context: ssl.SSLContext | None = None, login_disabled_without_tls: bool = False) -> None:
         self.users = dict(users)
+        self.maildir = maildir
+        self.ssl_context = ssl_context
+        self.login_disabled_without_tls = login_disabled_without_tls
         self.host = "127.0.0.1"
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -51,13 +57,14 @@ class ThreadedRecallLabServer:
     async def _start(self) -> None:
         from fake_servers.accounts import Accounts
         from fake_servers.imap.server import ImapServer
-        from fake_servers.store import MemoryStore
+        from fake_servers.store import MaildirStore, MemoryStore
 
-        self.store = MemoryStore()
+        self.store = MaildirStore(self.maildir) if self.maildir is not None else MemoryStore()
         accounts = Accounts(self.users)
         for user in accounts:
             self.store.ensure_user(user)
-        self._server = ImapServer(self.store, accounts, host=self.host, port=0)
+        self._server = ImapServer(self.store, accounts, host=self.host, port=0, ssl_context=self.ssl_context,
+                                  login_disabled_without_tls=self.login_disabled_without_tls)
         await self._server.start()
         self.port = self._server.port
 
@@ -80,6 +87,13 @@ class ThreadedRecallLabServer:
                 asyncio.run_coroutine_threadsafe(self._server.stop(), self._loop).result(timeout=10)
         finally:
             self._shutdown_loop()
+            if self.store is not None:
+                self.store.close()
+
+    def endpoint(self, user: str | None = None) -> ImapEndpoint:
+        """Where a client finds `user` (default: the first account) on this running server."""
+        user = user or next(iter(self.users))
+        return ImapEndpoint("recall-lab", self.host, self.port, user, self.users[user])
 
     def _shutdown_loop(self) -> None:
         loop, self._loop = self._loop, None
@@ -92,16 +106,18 @@ class ThreadedRecallLabServer:
 
 
 class SharedDovecot:
-    """One Dovecot per test session, started on first use; `account()` hands out a fresh user each time."""
+    """One Dovecot per test session, started on first use; `account()` hands out a fresh user each time.
+    `options` go to DovecotServer (e.g. tls=...)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, **options: object) -> None:
         self._root = root
+        self._options = options
         self._server: DovecotServer | None = None
         self._counter = itertools.count(1)
 
     def account(self, localpart: str = "user") -> ImapEndpoint:
         if self._server is None:
-            self._server = DovecotServer(self._root, {}).start()
+            self._server = DovecotServer(self._root, {}, **self._options).start()
         n = next(self._counter)
         user, password = f"{localpart}{n}@corp.example", f"{localpart}{n}-password"
         self._server.add_user(user, password)

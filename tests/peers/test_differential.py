@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from .conftest import open_endpoints
-from .differential_runner import Exchange, SectionRun
+from .differential_compare import differences, dump, normalised
+from .differential_runner import SectionRun
 from .differential_script import RECENT_RACES, SECTIONS
-from .imap_normalise import Normaliser
 from .servers import ImapEndpoint, SharedDovecot
 
 #: Sections where recall-lab knowingly differs from Dovecot and the RFC sides with Dovecot, still unfixed:
@@ -25,36 +25,13 @@ from .servers import ImapEndpoint, SharedDovecot
 KNOWN_DIFFERENCES: dict[str, str] = {}
 
 
-def normalised(transcript: list[Exchange], ignore_recent: bool = False) -> list[tuple[str, list[str]]]:
-    norm = Normaliser(ignore_recent=ignore_recent)
-    return [(f"{ex.conn}: {ex.command}", norm.step(ex.conn, ex.command.split(" ", 1)[-1], ex.responses))
-            for ex in transcript]
-
-
-def dump(path: Path, transcript: list[Exchange]) -> None:
-    with path.open("w") as out:
-        for ex in transcript:
-            out.write(f"{ex.conn}> {ex.command}\n")
-            for response in ex.responses:
-                out.write(f"{ex.conn}< {response.decode('utf-8', 'replace')[:2000]}\n")
-
-
-def differences(reference: list, ours: list) -> list[str]:
-    report = []
-    for (cmd_ref, lines_ref), (_, lines_ours) in zip(reference, ours, strict=False):
-        if lines_ref != lines_ours:
-            report.append(f"--- {cmd_ref}\n  dovecot:    " + "\n              ".join(lines_ref)
-                          + "\n  recall-lab: " + "\n              ".join(lines_ours))
-    if len(reference) != len(ours):
-        report.append(f"--- step count differs: dovecot {len(reference)}, recall-lab {len(ours)}")
-    return report
-
-
 @pytest.fixture
-def both_servers(shared_dovecot: SharedDovecot) -> Iterator[tuple[ImapEndpoint, ImapEndpoint]]:
+def servers(shared_dovecot: SharedDovecot, tmp_path: Path) -> Iterator[dict[str, ImapEndpoint]]:
+    """Dovecot, and recall-lab over each store: the IMAP semantics must not depend on where mail is kept."""
     for dovecot in open_endpoints("dovecot", shared_dovecot, "alice"):
-        for ours in open_endpoints("recall-lab", shared_dovecot, "alice"):
-            yield dovecot[0], ours[0]
+        for memory in open_endpoints("recall-lab", shared_dovecot, "alice"):
+            for maildir in open_endpoints("recall-lab", shared_dovecot, "alice", maildir=tmp_path / "maildir"):
+                yield {"dovecot": dovecot[0], "recall-lab": memory[0], "recall-lab/maildir": maildir[0]}
 
 
 def _params() -> list:
@@ -66,16 +43,15 @@ def _params() -> list:
 
 
 @pytest.mark.parametrize("section", _params())
-def test_same_responses_as_dovecot(section: str, both_servers: tuple[ImapEndpoint, ImapEndpoint],
-                                   tmp_path: Path) -> None:
-    dovecot, ours = both_servers
-    steps = SECTIONS[section]
-    reference = SectionRun(dovecot).run(steps)
-    candidate = SectionRun(ours).run(steps)
-    dump(tmp_path / "dovecot.txt", reference)
-    dump(tmp_path / "recall-lab.txt", candidate)
+def test_same_responses_as_dovecot(section: str, servers: dict[str, ImapEndpoint], tmp_path: Path) -> None:
     races = section in RECENT_RACES
-    report = differences(normalised(reference, races), normalised(candidate, races))
+    results = {}
+    for kind, endpoint in servers.items():
+        transcript = SectionRun(endpoint).run(SECTIONS[section])
+        dump(tmp_path / f"{kind.replace('/', '-')}.txt", transcript)
+        results[kind] = normalised(transcript, races)
+    reference = results.pop("dovecot")
+    report = [line for kind, ours in results.items() for line in differences(reference, ours, kind)]
     assert not report, f"recall-lab differs from Dovecot in section {section!r} " \
                        f"(raw transcripts in {tmp_path}):\n" + "\n".join(report)
 

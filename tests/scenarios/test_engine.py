@@ -23,6 +23,7 @@ SCENARIOS = [
     _s("unread"),
     _s("external", recipient="external", open_delay=fixed(600)),
     _s("read-first", open_delay=fixed(60)),
+    _s("read-first-kept", open_delay=fixed(60), policies={"recall_read_messages": False}),
     _s("web-stale", client="web", page_load_interval=fixed(10_000), preview=False),
     _s("web-reloaded", client="web", page_load_interval=fixed(350), preview=False),
     _s("moved", move_to="Projects"),
@@ -55,6 +56,7 @@ def _trial(matrix, scenario: str, mode: str):
     ("external", "legacy", "impossible", "external"),
     ("read-first", "cloud", "partial", "recalled-after-read"),
     ("read-first", "legacy", "failed", "failed-read"),
+    ("read-first-kept", "cloud", "failed", "failed-read"),  # the scenario's own organisation policy
     ("web-stale", "cloud", "partial", "recalled"),
     ("web-reloaded", "cloud", "recalled", "recalled"),
     ("web-stale", "legacy", "failed", "pending"),
@@ -119,3 +121,20 @@ def test_same_seed_same_trials() -> None:
     first = run(11)
     assert first == run(11)
     assert first != run(12)
+
+
+def test_two_processes_give_the_same_trials_as_one() -> None:
+    from harness.matrix import run_matrix_blocking
+
+    scenarios = [find_scenario("web-client"), find_scenario("moved-by-rule")]
+
+    def run(workers: int):
+        result = run_matrix_blocking(MatrixOptions(scenarios=scenarios, trials=3, seed=4, workers=workers,
+                                                   transcripts=workers == 2))
+        return result, [(t.scenario, t.mode, t.index, t.events, t.verdict, t.report_status)
+                        for t in result.all_trials()]
+
+    one, one_trials = run(1)
+    two, two_trials = run(2)
+    assert one_trials == two_trials and len(two_trials) == 12
+    assert set(two.transcripts) == {"web-client", "moved-by-rule"}
