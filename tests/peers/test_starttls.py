@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ssl
 import subprocess
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +97,22 @@ def test_curl_starttls_with_a_verified_certificate(tls_server: ImapEndpoint,
     assert result.returncode == 0, result.stderr
     result = curl(tls_server, *tls, f"{tls_server.url}/INBOX;UID=1")
     assert result.returncode == 0 and "sent after STARTTLS" in result.stdout, result.stderr
+
+
+def test_many_clients_start_tls_at_once(tls_server: ImapEndpoint, tls_files: TlsFiles) -> None:
+    """32 STARTTLS logins, 8 at a time: a server must not lose the TLS ClientHello that a client sends as soon
+    as it reads "OK Begin TLS" (a race that a single, unhurried client never shows)."""
+    def attempt(_: int) -> int:
+        return subprocess.run(
+            [require_program("curl"), "--silent", "--show-error", "--max-time", "5", "--ssl-reqd",
+             "--cacert", str(tls_files.ca), "-u", f"{tls_server.user}:{tls_server.password}",
+             f"{tls_server.url}/"],
+            capture_output=True, timeout=10,
+        ).returncode
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = Counter(pool.map(attempt, range(32)))
+    assert codes == {0: 32}, f"curl exit codes (28 = hung): {dict(codes)}"
 
 
 def test_curl_refuses_an_unknown_certificate(tls_server: ImapEndpoint) -> None:
