@@ -202,8 +202,10 @@ async def bench_bare_relay(total: int, conns: int, relay_conns: int = 2) -> tupl
         await client.connect()
         try:
             while True:
-                mail_from, rcpts, raw = await queue.get()
-                await client.sendmail(mail_from, rcpts, raw)
+                item = await queue.get()
+                if item is None:  # a sentinel, not cancel(): 3.11's wait_for inside aiosmtplib can swallow it
+                    return
+                await client.sendmail(*item)
         finally:
             client.close()
 
@@ -214,8 +216,8 @@ async def bench_bare_relay(total: int, conns: int, relay_conns: int = 2) -> tupl
                                      conns, counter.done)
         cpu = time.process_time() - cpu0
     finally:
-        for w in workers:
-            w.cancel()
+        for _ in workers:
+            queue.put_nowait(None)
         await asyncio.gather(*workers, return_exceptions=True)
         for srv in (front, sink):
             srv.close()

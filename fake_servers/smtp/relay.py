@@ -6,8 +6,8 @@ Routing uses a table (domain -> host:port) in place of DNS MX lookups, since eve
 127.0.0.1.
 
 Each destination domain has a lane: entries ready now, entries waiting for their retry time, and a few worker
-tasks that each keep one SMTP connection open while there is work (connection reuse keeps the cross-domain rate
-close to the same-domain one) and QUIT when the lane runs dry. Entries are in the spool from `enqueue` until
+tasks that each keep one SMTP connection open while there is work, and `linger` seconds after (connection reuse
+keeps the cross-domain rate up and its latency under a millisecond), then QUIT. Entries are in the spool from `enqueue` until
 their last recipient is delivered or bounced.
 """
 
@@ -146,11 +146,18 @@ class RelayQueue:
         """Stop the workers; undelivered entries stay in the spool (on disk, for the next start)."""
         self._running = False
         tasks = [t for lane in self._lanes.values() for t in lane.workers]
-        for task in tasks:
-            task.cancel()
+        for lane in self._lanes.values():
+            lane.wakeup.set()
+        # Python 3.11's asyncio.wait_for (which aiosmtplib uses) can swallow a cancellation that races with a
+        # reply; such a worker goes on, so cancel again until it is done (it also checks _running itself).
+        pending = set(tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _done, pending = await asyncio.wait(pending, timeout=0.1)
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                task.result()
         for lane in self._lanes.values():
             lane.workers.clear()
         if tasks:
@@ -232,7 +239,7 @@ class RelayQueue:
     async def _next(self, lane: _Lane, smtp: aiosmtplib.SMTP | None) -> RelayEntry | None:
         """The next due entry; None when the lane has nothing due and the connection should be released."""
         while True:
-            if self._paused:
+            if self._paused or not self._running:
                 return None
             now = time.time()
             while lane.delayed and lane.delayed[0][0] <= now:
@@ -265,7 +272,7 @@ class RelayQueue:
             while True:
                 entry = await self._next(lane, smtp)
                 if entry is None:
-                    if smtp is not None:
+                    if smtp is not None and self._running:
                         await self._quit(smtp)
                         smtp = None
                         continue  # maybe there is delayed work to wait for
