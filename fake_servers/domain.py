@@ -36,6 +36,7 @@ from fake_servers.pipeline import (
     Pipeline,
     PolicyReject,
     ServiceHooks,
+    UnknownPolicy,
     Verdict,
     resolve_pipeline,
 )
@@ -76,6 +77,10 @@ class Ports:
     imap: int = 0
     submission: int = 0
     mx: int = 0
+
+
+class PolicySettingsError(Exception):
+    """A policy of the domain rejected its settings (or is unknown): one line naming domain, policy, setting."""
 
 
 class ListenError(Exception):
@@ -139,8 +144,7 @@ class DomainServer:
         """Accounts into the store, policies built, every listener bound (raises ListenError)."""
         for user in self.accounts:
             self.store.ensure_user(user)
-        self.pipeline.policies = [reg.factory(self.services.config, self.services)
-                                  for reg in resolve_pipeline(self.spec.pipeline, self.role)]
+        self.pipeline.policies = self._build_policies()
         for entry_id, record, raw in self.held_spool.load():
             self._held[entry_id] = Delivery.from_record(record, raw)
         await self._listen(self.mx_listener, "MX")
@@ -157,6 +161,22 @@ class DomainServer:
                 self.imap_server = None
                 raise ListenError(exc.errno, _bind_message(self.host, self.ports.imap, self.domain, "IMAP", exc)
                                   ) from None
+
+    def _build_policies(self) -> list[Any]:
+        """The domain's policies; a policy refusing its settings (ValueError/TypeError from its factory) or an
+        unknown policy name becomes PolicySettingsError naming the domain, the policy and the reason."""
+        try:
+            registrations = resolve_pipeline(self.spec.pipeline, self.role)
+        except UnknownPolicy as exc:
+            raise PolicySettingsError(f"{self.domain}: {exc.args[0] if exc.args else exc}") from None
+        policies = []
+        for reg in registrations:
+            try:
+                policies.append(reg.factory(self.services.config, self.services))
+            except (ValueError, TypeError) as exc:
+                raise PolicySettingsError(f"{self.domain}: policy {reg.name!r} refuses its settings: {exc}"
+                                          ) from None
+        return policies
 
     async def _listen(self, listener: SmtpListener, what: str) -> None:
         try:
@@ -432,4 +452,4 @@ def _bind_message(host: str, port: int, domain: str, what: str, exc: OSError) ->
 
 
 #: Re-exported for callers that only need the verdicts.
-__all__ = ["DomainServer", "DomainSpec", "Endpoint", "ListenError", "Ports", "Verdict", "new_queue_id"]
+__all__ = ["DomainServer", "DomainSpec", "Endpoint", "ListenError", "PolicySettingsError", "Ports", "Verdict", "new_queue_id"]

@@ -47,6 +47,17 @@ def _is_click_exception(exc: BaseException) -> bool:
                for cls in type(exc).__mro__)
 
 
+def _help_command(app: typer.Typer, exc: Exception, args: list[str]) -> str:
+    """The command whose --help the usage-error hint names. Errors raised while parsing a subcommand's options
+    (e.g. `send --to` with no value) carry no context, so fall back to the subcommand named in the arguments."""
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        return str(ctx.command_path)
+    names = {info.name or (info.callback.__name__ if info.callback else "") for info in app.registered_commands}
+    first = next((a for a in args if not a.startswith("-")), None)
+    return f"recall-lab {first}" if first in names else "recall-lab"
+
+
 def main(argv: list[str] | None = None) -> None:
     app = build_app()
     try:
@@ -63,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # usage errors: typer >= 0.20 bundles its own click, older typer uses click
         if not _is_click_exception(exc):
             raise
-        command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "recall-lab"
+        command = _help_command(app, exc, sys.argv[1:] if argv is None else argv)
         message = " ".join(exc.format_message().split())
         print(f"recall-lab: {message} (see '{command} --help')", file=sys.stderr)
         sys.exit(exc.exit_code)

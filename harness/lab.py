@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fake_servers.domain import DomainServer, DomainSpec, Endpoint, ListenError, Ports
+from fake_servers.domain import DomainServer, DomainSpec, Endpoint, ListenError, PolicySettingsError, Ports
 from fake_servers.pipeline import DomainServices, load_policy_modules
 from fake_servers.smtp.relay import RelayEntry, Route
-from fake_servers.store import MailStore, open_store
+from fake_servers.store import MailStore, StoreError, open_store
 from fake_servers.transcript import TranscriptRecorder
 from harness.config import LabConfig, default_config
 
@@ -48,6 +48,16 @@ def parse_store_spec(spec: str) -> tuple[str, Path | None]:
     if kind == "maildir" and arg:
         return "maildir", Path(arg)
     raise LabStartError(f"unknown store {spec!r}: use 'memory' or 'maildir:DIR'")
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for the user: the store's message without its generic prefix, or an OSError's strerror."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    text = text.removeprefix("Mail storage error: ")
+    return " ".join(text.split())
 
 
 class Lab:
@@ -85,7 +95,10 @@ class Lab:
         if self._started:
             return
         kind, root = parse_store_spec(self.store_spec)
-        load_policy_modules(self.config.policy_modules)
+        try:
+            load_policy_modules(self.config.policy_modules)
+        except ImportError as exc:
+            raise LabStartError(f"cannot import policy module {exc.name or ''}: {exc}".replace(" :", ":")) from None
         try:
             for index, dc in enumerate(self.config.domains):
                 if kind == "maildir":
@@ -108,8 +121,10 @@ class Lab:
                 await server.run()
         except BaseException as exc:
             await self._teardown()
-            if isinstance(exc, ListenError):
+            if isinstance(exc, ListenError | PolicySettingsError):
                 raise LabStartError(str(exc)) from None
+            if isinstance(exc, StoreError | OSError):  # an unusable maildir (missing, a file, locked, no rights)
+                raise LabStartError(f"cannot use store {self.store_spec}: {_reason(exc)}") from None
             raise
         self._started = True
 
@@ -337,11 +352,14 @@ class BlockingLab:
                 return fn()  # type: ignore[operator,return-value]
 
         future = asyncio.run_coroutine_threadsafe(wrapped(), self._loop)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
+        # Wait first, then take the result: in Python >= 3.11 concurrent.futures.TimeoutError IS the builtin
+        # TimeoutError, so catching it around future.result() would also swallow a TimeoutError raised by the
+        # work itself and misreport it as the call timing out.
+        concurrent.futures.wait([future], timeout)
+        if not future.done():
             future.cancel()
-            raise TimeoutError(f"lab call did not finish in {timeout} s") from None
+            raise TimeoutError(f"lab call did not finish in {timeout} s")
+        return future.result()
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         assert self.lab is not None

@@ -4,7 +4,9 @@ Why separate from parsing: a command may span several lines joined by literals, 
 continuation request, or refuse an over-size literal or line, must be decided before the bytes arrive.
 Refused data is counted and dropped as it streams, never buffered, so a hostile 1 GiB literal costs no memory.
 
-`feed(data)` returns events in order:
+`events(data)` yields events in order, lazily: the caller acts on each (e.g. runs a LOGIN) before the framer
+reads on, so a literal is judged by the limit in force when its header is read (`max_literal` may change between
+events), not when the chunk arrived. `feed(data)` is the same as a list.
 - `Command(data)`: one whole command (literals inline, final CRLF removed);
 - `Continue()`: a synchronising literal was accepted; the server must now send "+ ...";
 - `Refused(tag, reason, code)`: a line or literal over the limits; answer with tagged BAD/NO (tag may be None).
@@ -13,6 +15,7 @@ Refused data is counted and dropped as it streams, never buffered, so a hostile 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 _LITERAL_TAIL = re.compile(rb"\{(\d{1,20})(\+?)\}\r?\n\Z")
@@ -81,11 +84,23 @@ class Framer:
         self.__init__(self.max_line, self.max_literal)
 
     def feed(self, data: bytes) -> list[FrameEvent]:
+        return list(self.events(data))
+
+    def events(self, data: bytes) -> Iterator[FrameEvent]:
+        """Frame `data`, yielding each event as soon as it is known.
+
+        Why a generator: pipelined commands arrive in one chunk, and the limit of a later command's literal
+        depends on what the earlier ones do (LOGIN raises it). The caller may change `max_literal` or call
+        `reset()` between events; after `reset()` it must not resume the generator.
+        """
         events: list[FrameEvent] = []
         view = memoryview(data)
         pos = 0
         n = len(data)
         while pos < n:
+            if events:
+                yield from events
+                events.clear()
             st = self._state
             if st == _LITERAL:
                 take = min(self._need, n - pos)
@@ -140,7 +155,7 @@ class Framer:
             line = bytes(self._buf)
             self._buf.clear()
             self._line(line, events)
-        return events
+        yield from events
 
     def _first_bytes(self) -> bytes:
         return self._parts[0] if self._parts else bytes(self._buf[:200])

@@ -33,6 +33,8 @@ class _Connection(asyncio.Protocol):
         self.peer = "?"
         self._timer: asyncio.TimerHandle | None = None
         self._tls_task: asyncio.Task | None = None
+        #: Decrypted bytes the TLS layer handed over before the handshake task resumed (None: not in STARTTLS).
+        self._tls_early: list[bytes] | None = None
         self._closing = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
@@ -53,7 +55,12 @@ class _Connection(asyncio.Protocol):
         session = self.session
         if session is None or self._closing:
             return
-        if session.io_paused:  # bytes sent before the TLS handshake must not be acted on (RFC 3501 6.2.1)
+        if session.io_paused:
+            # Raw reading is paused from STARTTLS on, so plaintext a client sent before the handshake never gets
+            # here (RFC 3501 6.2.1). What does arrive now came through TLS: a client may speak as soon as the
+            # handshake completes, before the task awaiting loop.start_tls has resumed. Keep it for then.
+            if self._tls_early is not None:
+                self._tls_early.append(data)
             return
         session.feed(data)
         self._arm_timer()
@@ -94,6 +101,10 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     def start_tls(self) -> None:
+        assert self.transport is not None
+        # Stop reading now, not when the task runs: the client's ClientHello must reach the TLS layer, not us.
+        self.transport.pause_reading()
+        self._tls_early = []
         self._tls_task = asyncio.get_running_loop().create_task(self._start_tls())
 
     async def _start_tls(self) -> None:
@@ -113,8 +124,11 @@ class _Connection(asyncio.Protocol):
         if new is None:
             return
         self.transport = new  # type: ignore[assignment]
+        early, self._tls_early = self._tls_early or [], None
         if self.session is not None:
             self.session.tls_started()
+            for chunk in early:
+                self.data_received(chunk)
 
     # -- timers ---------------------------------------------------------------------------------------------
     def _arm_timer(self) -> None:

@@ -140,10 +140,14 @@ class ImapSession(MailboxCommands, MessageCommands):
         self._flush()
 
     def feed(self, data: bytes) -> None:
-        """Bytes from the client: frame them and run every complete command."""
+        """Bytes from the client: frame them and run every complete command.
+
+        Each command runs before the framer reads the next one, so a pipelined LOGIN has raised the literal
+        limit before the APPEND behind it is judged (and a refused literal is still never buffered).
+        """
         if self.closed:
             return
-        for event in self.framer.feed(data):
+        for event in self.framer.events(data):
             if self.closed or self.state == LOGOUT:
                 break
             if isinstance(event, Command):

@@ -35,6 +35,14 @@ def _load_endpoints(path: Path) -> dict[str, Any]:
     return data
 
 
+def _refuse_line_breaks(values: dict[str, list[str]]) -> None:
+    """A CR or LF in a header value would start a new header (`--subject "x\nBcc: y"`): refuse it in one line."""
+    for option, items in values.items():
+        for item in items:
+            if "\r" in item or "\n" in item:
+                raise CliError(f"{option} may not contain a line break", code=2)
+
+
 def build_message(sender: str, to: list[str], cc: list[str], subject: str, body: str) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = sender
@@ -75,6 +83,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Submit a message through the sender's submission listener; print its Message-ID."""
         to, cc, bcc = to or [], cc or [], bcc or []
+        _refuse_line_breaks({"--from": [sender], "--to": to, "--cc": cc, "--bcc": bcc, "--subject": [subject],
+                             "--password": [password or ""]})
         if (body is None) == (body_file is None):
             raise CliError("give exactly one of --body TEXT or --body-file FILE", code=2)
         if not to and not cc and not bcc:
@@ -94,7 +104,10 @@ def register(app: typer.Typer) -> None:
         secret = password if password is not None else info.get("users", {}).get(user)
         if secret is None:
             raise CliError(f"{user} is not a user in {endpoints}; give --password")
-        msg = build_message(user, to, cc, subject, body)
+        try:
+            msg = build_message(user, to, cc, subject, body)
+        except ValueError as exc:  # whatever else the email package refuses in a header value
+            raise CliError(f"cannot build the message: {' '.join(str(exc).split())}", code=2) from None
         host, port = info["submission"]["host"], int(info["submission"]["port"])
         try:
             asyncio.run(_submit(msg, host=host, port=port, user=user, password=secret,

@@ -89,3 +89,30 @@ def test_send_without_endpoints_file(tmp_path):
     proc = _send("--endpoints", str(tmp_path / "missing.json"), "--from", "alice@corp.example", "--to",
                  "bob@corp.example", "--subject", "s", "--body", "b")
     assert proc.returncode == 1 and "cannot read endpoints file" in proc.stderr
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--subject", "a\nBcc: x@y.example"),
+    ("--subject", "a\rb"),
+    ("--to", "bob@corp.example\r\nBcc: x@y.example"),
+    ("--cc", "carol@corp.example\nX: y"),
+])
+def test_send_refuses_line_breaks_in_header_values(tmp_path, option, value):
+    args = {"--subject": "s", "--to": "bob@corp.example"}
+    args[option] = value
+    flat = [item for pair in args.items() for item in pair]
+    proc = _send("--endpoints", str(tmp_path / "unused.json"), "--from", "alice@corp.example", *flat,
+                 "--body", "b")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == f"recall-lab: {option} may not contain a line break\n", proc.stderr
+
+
+def test_send_usage_error_hint_names_the_subcommand(capsys):
+    from harness.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["send", "--endpoints", "x.json", "--from", "alice@corp.example", "--subject", "s", "--to"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "'--to'" in err and "(see 'recall-lab send --help')" in err, err

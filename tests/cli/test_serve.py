@@ -86,3 +86,28 @@ def test_serve_table_without_json():
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_serve_unusable_maildir_is_one_line_exit_2(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("a regular file")
+    for target, reason in ((tmp_path / "missing-parent-file" / "x", "Not a directory"), (afile, "Not a directory")):
+        if target != afile:
+            target.parent.write_text("a file where a directory should be")
+        proc = subprocess.run([*CLI, "serve", "--json", "--store", f"maildir:{target}"], capture_output=True,
+                              text=True, timeout=30)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stdout == ""
+        assert proc.stderr == f"recall-lab: cannot use store maildir:{target}: {reason}\n", proc.stderr
+
+
+def test_serve_policy_refusing_its_settings_is_one_line_exit_2(tmp_path):
+    config = tmp_path / "lab.toml"
+    config.write_text('[domains."corp.example"]\nrole = "organisation"\nusers = ["alice"]\n'
+                      '[domains."corp.example".policies]\ndelayed_send_seconds = "soon"\n')
+    proc = subprocess.run([*CLI, "serve", "--json", "--config", str(config)], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "corp.example" in lines[0] and "delayed_send_seconds" in lines[0], lines[0]

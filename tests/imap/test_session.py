@@ -376,3 +376,26 @@ def test_status_and_examine_show_recent_without_claiming_it():
     assert b"* 4 EXISTS\r\n* 4 RECENT" in c.send("d NOOP")
     assert b"* 4 RECENT" in c.send("e SELECT INBOX")  # SELECT claims them...
     assert c.send("f STATUS INBOX (RECENT)").startswith(b"* STATUS INBOX (RECENT 0)")  # ...for good
+
+
+def test_pipelined_login_then_big_append_is_judged_by_the_authenticated_limit():
+    """F9: frames are read ahead of execution, but a literal must be judged by the state its command runs in."""
+    c = _client(max_literal=200_000)
+    out = c.send(b"a1 LOGIN alice@corp.example alice-password\r\na2 SELECT INBOX\r\na3 APPEND INBOX {100000}\r\n")
+    assert b"a1 OK" in out and b"a2 OK" in out, out
+    assert b"TOOBIG" not in out and out.endswith(b"+ Ready for literal data\r\n"), out
+    assert c.send(b"x" * 100_000 + b"\r\n").startswith(b"* 4 EXISTS")
+    # still over the authenticated limit: refused without waiting for the octets
+    out = c.send(b"b1 NOOP\r\nb2 APPEND INBOX {300000}\r\n")
+    assert out.endswith(b"b2 BAD [TOOBIG] literal of 300000 octets is over the limit of 200000\r\n"), out
+
+
+def test_pipelined_failed_login_keeps_the_small_pre_auth_limit():
+    c = _client(max_literal=200_000)
+    out = c.send(b"a1 LOGIN alice@corp.example wrong\r\na2 APPEND INBOX {100000}\r\n")
+    assert b"a1 NO" in out and b"a2 BAD [TOOBIG]" in out, out
+    assert b"+ Ready" not in out
+    # pipelined LITERAL+ data of a refused command is skipped, not run as commands
+    out = c.send(b"a3 LOGIN alice@corp.example wrong\r\na4 APPEND INBOX {70000+}\r\n" + b"y" * 70000 + b"\r\n"
+                 + b"a5 NOOP\r\n")
+    assert b"a4 BAD [TOOBIG]" in out and out.endswith(b"a5 OK NOOP completed.\r\n"), out

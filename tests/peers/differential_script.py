@@ -457,10 +457,6 @@ SECTIONS: dict[str, list] = {
         ("A", "CREATE Parent"),
         ("A", "CREATE Parent/Child"),
         ("A", 'LIST "" "Parent*"'),
-        ("A", "SUBSCRIBE INBOX"),  # a fresh account's subscriptions are server policy; make them agree
-        ("A", "SUBSCRIBE Parent/Child"),
-        ("A", 'LSUB "" "%"'),  # Parent is not subscribed but has a subscribed child: \\Noselect (RFC 3501 6.3.9)
-        ("A", 'LSUB "" "Parent/%"'),
         ("A", "SELECT INBOX"),
         ("A", "UID FETCH 4:* UID"),  # "*" is the highest UID in use: 4:* means 3:4
         ("A", "UID SEARCH UID 4:*"),
@@ -486,6 +482,17 @@ SECTIONS: dict[str, list] = {
         ("A", "NOOP"),
         ("A", "SELECT INBOX (CONDSTORE)"),
         ("A", "UID STORE 3 (UNCHANGEDSINCE 0) +FLAGS (\\Answered)"),  # 0 always fails (RFC 7162 3.1.3)
+        ("A", "LOGOUT"),
+    ],
+    "lsub-unsubscribed-parent": [
+        login(),
+        ("A", "CREATE Parent"),
+        ("A", "CREATE Parent/Child"),
+        ("A", "SUBSCRIBE INBOX"),  # a fresh account's subscriptions are server policy; make them agree
+        ("A", "SUBSCRIBE Parent/Child"),
+        ("A", 'LSUB "" "%"'),  # Parent is not subscribed but has a subscribed child: \\Noselect (RFC 3501 6.3.9)
+        ("A", 'LSUB "" "Parent/%"'),
+        ("A", 'LSUB "" "*"'),
         ("A", "LOGOUT"),
     ],
     "bad-input": [
