@@ -1,9 +1,9 @@
 """The recall agent: what the sender's mail program does when she clicks "Recall This Message".
 
 It talks to the servers only as a client would: it finds the original in her Sent folder over IMAP (the Sent
-copy is the one place that still knows the Bcc recipients), submits the recall over authenticated SMTP
-submission, and then reads the recall report (and, for legacy processing, the recipients' notices) from her
-INBOX, merging them into one per-recipient view.
+copy is the one place that still knows the Bcc recipients), or in her Outbox while delayed send still holds it,
+submits the recall over authenticated SMTP submission, and then reads the recall report (and, for legacy
+processing, the recipients' notices) from her INBOX, merging them into one per-recipient view.
 
 Why imapclient (in a worker thread) and aiosmtplib: imapclient parses IMAP well and gives a plain synchronous
 API, which the `SyncRecallAgent` shares; the async agent runs those calls in `asyncio.to_thread`, so the lab's
@@ -160,26 +160,44 @@ def _addrs(head: EmailMessage, name: str) -> tuple[str, ...]:
     return tuple(a.lower() for _n, a in getaddresses([str(v) for v in head.get_all(name, [])]) if a)
 
 
+#: Where the delayed-send policy keeps a submitted message until its window ends (fake_servers/policies/
+#: delayed_send.py): a message still held there has not left, so recalling it discards it for everyone.
+OUTBOX = "Outbox"
+
+
+def _original_in(client: IMAPClient, folder: str, mid: str) -> SentOriginal | None:
+    """The message `mid` in `folder`, read from its header (None when the folder lacks it or does not exist)."""
+    try:
+        client.select_folder(folder, readonly=True)
+    except IMAPClient.Error:
+        return None  # e.g. no Outbox: nothing was ever held
+    uids = client.search(["HEADER", "Message-ID", mid])
+    for _uid, data in client.fetch(uids, ["BODY.PEEK[HEADER]"]).items():
+        head = _PARSER.parsebytes(data[b"BODY[HEADER]"])
+        if str(head.get("Message-ID", "")).strip() != mid:
+            continue  # SEARCH HEADER is a substring match
+        names = getaddresses([str(v) for v in head.get_all("From", [])])
+        return SentOriginal(message_id=mid, subject=normalise_subject(str(head.get("Subject", ""))),
+                            sender_name=names[0][0] if names else "", to=_addrs(head, "To"),
+                            cc=_addrs(head, "Cc"), bcc=_addrs(head, "Bcc"))
+    return None
+
+
 def find_sent_original(imap: Endpoint, user: str, password: str, message_id: str, timeout: float = 10.0
                        ) -> SentOriginal:
-    """The original in the user's Sent folder (special-use \\Sent, else "Sent"), with its Bcc recipients."""
+    """The original in the user's Sent folder (special-use \\Sent, else "Sent"), with its Bcc recipients; else
+    in her Outbox, where delayed send holds a message that has not left yet (its copy names the Bcc too)."""
     try:
         mid = normalise_message_id(message_id)
     except RecallFormatError as exc:
         raise RecallAgentError(str(exc)) from None
     with _session(imap, user, password, timeout) as client:
-        folder = client.find_special_folder(SENT) or "Sent"
-        client.select_folder(folder, readonly=True)
-        uids = client.search(["HEADER", "Message-ID", mid])
-        for _uid, data in client.fetch(uids, ["BODY.PEEK[HEADER]"]).items():
-            head = _PARSER.parsebytes(data[b"BODY[HEADER]"])
-            if str(head.get("Message-ID", "")).strip() != mid:
-                continue  # SEARCH HEADER is a substring match
-            names = getaddresses([str(v) for v in head.get_all("From", [])])
-            return SentOriginal(message_id=mid, subject=normalise_subject(str(head.get("Subject", ""))),
-                                sender_name=names[0][0] if names else "", to=_addrs(head, "To"),
-                                cc=_addrs(head, "Cc"), bcc=_addrs(head, "Bcc"))
-    raise RecallAgentError(f"no message {mid} in {user}'s Sent folder")
+        sent = client.find_special_folder(SENT) or "Sent"
+        for folder in dict.fromkeys((sent, OUTBOX)):
+            original = _original_in(client, folder, mid)
+            if original is not None:
+                return original
+    raise RecallAgentError(f"no message {mid} in {user}'s Sent folder or Outbox")
 
 
 @dataclass

@@ -16,7 +16,7 @@ Measured:
 
     python scripts/bench_imap.py --messages 10000 [--json out.json]
 
-Needs root (Dovecot's test config runs mail as nobody) and the `dovecot` binary; without it only our
+Dovecot is started by harness.dovecot.DovecotServer (as root or not); without the `dovecot` binary only our
 server is measured and the ratios are omitted.
 """
 
@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import imaplib
 import json
 import os
 import random
 import re
-import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -168,101 +167,35 @@ class OursProcess:
             self.proc.kill()
 
 
-# --- Dovecot, from a temp dir (config per /work/shared/PEERS.md) ---------------------------------------
-
-_DOVECOT_CONF = """protocols = imap
-listen = 127.0.0.1
-base_dir = {d}/run
-state_dir = {d}/state
-instance_name = lab-bench-{port}
-log_path = {d}/dovecot.log
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-default_internal_user = dovecot
-default_internal_group = dovecot
-default_login_user = dovenull
-mail_uid = nobody
-mail_gid = nogroup
-mail_location = maildir:{d}/mail/%u
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {d}/passwd
-}}
-userdb {{
-  driver = passwd-file
-  args = username_format=%u {d}/passwd
-  default_fields = home={d}/mail/%u
-}}
-namespace inbox {{
-  inbox = yes
-  separator = /
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-service stats {{
-  unix_listener stats-reader {{
-    mode = 0666
-  }}
-  unix_listener stats-writer {{
-    mode = 0666
-  }}
-}}
-"""
+# --- Dovecot (harness.dovecot.DovecotServer) serving the same mailbox ------------------------------------
 
 
 class DovecotProcess:
-    def __init__(self, binary: str, messages: list[bytes]) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="recall-lab-bench-dovecot-"))
-        os.chmod(self.dir, 0o755)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        d = self.dir
-        for sub in ("run", "state"):
-            (d / sub).mkdir()
-        maildir = d / "mail" / USER
-        for sub in ("cur", "new", "tmp"):
-            (maildir / sub).mkdir(parents=True)
-        base = int(time.time()) - len(messages)
-        for i, raw in enumerate(messages):
-            # Maildir: one file per message, ascending names = ascending UIDs on first scan
-            name = f"{base + i}.M{i:06d}P1.bench,S={len(raw)}:2,"
-            (maildir / "cur" / name).write_bytes(raw)
-        subprocess.run(["chown", "-R", "nobody:nogroup", str(d / "mail")], check=True)
-        (d / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
-        (d / "dovecot.conf").write_text(_DOVECOT_CONF.format(d=d, port=self.port))
-        subprocess.run([binary, "-c", str(d / "dovecot.conf")], check=True, timeout=30)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("dovecot did not start") from None
-                time.sleep(0.02)  # a benchmark script, not a test: polling the listener is fine here
+    """A private Dovecot whose INBOX is `messages`, written as a Maildir directly (no APPEND to wait for)."""
+
+    def __init__(self, messages: list[bytes]) -> None:
+        from harness.dovecot import DovecotServer, reachable_temp_dir
+
+        self._stack = contextlib.ExitStack()
+        try:
+            mail = self._stack.enter_context(reachable_temp_dir("recall-lab-bench-mail-"))
+            conf = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="recall-lab-bench-dovecot-")))
+            maildir = mail / USER
+            for sub in ("cur", "new", "tmp"):
+                (maildir / sub).mkdir(parents=True)
+            base = int(time.time()) - len(messages)
+            for i, raw in enumerate(messages):
+                # Maildir: one file per message, ascending names = ascending UIDs on first scan
+                name = f"{base + i}.M{i:06d}P1.bench,S={len(raw)}:2,"
+                (maildir / "cur" / name).write_bytes(raw)
+            self.server = self._stack.enter_context(DovecotServer(conf, {USER: PASSWORD}, mail))
+        except BaseException:
+            self._stack.close()
+            raise
+        self.port = self.server.port
 
     def stop(self) -> None:
-        pid_file = self.dir / "run" / "master.pid"
-        if pid_file.exists():
-            pid = int(pid_file.read_text().strip())
-            try:
-                os.kill(pid, signal.SIGTERM)
-                deadline = time.monotonic() + 10
-                while time.monotonic() < deadline:
-                    os.kill(pid, 0)
-                    time.sleep(0.05)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self._stack.close()
 
 
 # --- measurements --------------------------------------------------------------------------------------
@@ -501,7 +434,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5, help="runs of each FETCH 1:* (median reported)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    ap.add_argument("--dovecot", default=shutil.which("dovecot") or "/usr/sbin/dovecot")
     ap.add_argument("--no-dovecot", action="store_true", help="measure our server only")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -521,9 +453,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"mailbox: {args.messages} messages, {total / 1e6:.1f} MB "
           f"(generated in {time.perf_counter() - t0:.1f} s)", flush=True)
 
-    use_dovecot = not args.no_dovecot and os.path.exists(args.dovecot) and os.geteuid() == 0
+    from harness.dovecot import dovecot_binary
+
+    use_dovecot = not args.no_dovecot and dovecot_binary() is not None
     if not use_dovecot and not args.no_dovecot:
-        print("dovecot not available (binary missing or not root): measuring our server only")
+        print("dovecot not installed: measuring our server only")
 
     results: dict[str, dict[str, dict[str, float]]] = {}
     ours = OursProcess(args.messages, args.seed)
@@ -533,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ours.stop()
     if use_dovecot:
-        dv = DovecotProcess(args.dovecot, messages)
+        dv = DovecotProcess(messages)
         try:
             c = connect(dv.port)  # untimed: Dovecot indexes the new Maildir on first SELECT
             c.logout()

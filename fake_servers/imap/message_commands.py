@@ -7,7 +7,9 @@ be one pass and one write, with no await per message.
 
 from __future__ import annotations
 
-from ..store.base import NoSuchMailbox, NoSuchMessage
+from collections.abc import Callable
+
+from ..store.base import MessageRecord, NoSuchMailbox, NoSuchMessage
 from .errors import CommandFailed, ParseError
 from .fetch_items import FetchItem, FetchRequest, parse_fetch_args
 from .lexer import Lexer
@@ -20,6 +22,10 @@ from .sort import parse_criteria
 
 _VIEW_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
 _UID_COMMANDS = ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE", "SORT")
+
+
+def _literal(head: bytes, data: bytes) -> bytes:
+    return b"%b {%d}\r\n%b" % (head, len(data), data)
 
 
 def _header_end(raw: bytes) -> int:
@@ -197,7 +203,11 @@ class MessageCommands:
 
     def _render_fetch(self, sel: SelectedMailbox, idx: list[int], items: list[FetchItem]) -> bool:
         """Write the FETCH responses; True when some message's content was gone (expunged, not yet announced):
-        its metadata is still answered from what the session knows, its content cannot be."""
+        its metadata is still answered from what the session knows, its content cannot be.
+
+        Why renderers chosen once per command: FETCH 1:* of 10,000 messages repeats the same items per message;
+        deciding per item and per message what an item is cost more than writing it.
+        """
         out = self._out
         uids = sel.uids
         records = sel.records
@@ -205,6 +215,9 @@ class MessageCommands:
         needs_raw = any(i.section is not None or i.name.startswith("RFC822") and i.name != "RFC822.SIZE"
                         for i in items)
         needs_content = needs_raw or any(i.name in _VIEW_ITEMS for i in items)
+        render = [self._renderer(sel, item) for item in items]
+        read_raw = self.store.fetch_raw
+        user, mailbox = self.user, sel.name
         missing = False
         for i in idx:
             u = uids[i]
@@ -215,57 +228,62 @@ class MessageCommands:
             raw = None
             try:
                 if needs_raw:
-                    raw = self.store.fetch_raw(self.user, sel.name, u)
-                parts = [self._fetch_item(sel, u, rec, raw, item) for item in items]
+                    raw = read_raw(user, mailbox, u)
+                parts = [r(u, rec, raw) for r in render]
             except NoSuchMessage:
                 missing = True
                 continue
             out += b"* %d FETCH (%b)\r\n" % (i + 1, b" ".join(parts))
         return missing
 
-    def _fetch_item(self, sel: SelectedMailbox, u: int, rec, raw: bytes | None, item: FetchItem) -> bytes:
+    def _renderer(self, sel: SelectedMailbox, item: FetchItem) -> Callable[[int, MessageRecord, bytes | None], bytes]:
+        """How to write `item` for one message: f(uid, record, raw or None) -> the item's bytes."""
         name = item.name
         if name == "UID":
-            return b"UID %d" % u
+            return lambda u, rec, raw: b"UID %d" % u
         if name == "FLAGS":
-            return b"FLAGS (%s)" % " ".join(sel.flags_of(u)).encode()
+            flags = sel.flags_item
+            return lambda u, rec, raw: flags(u, rec)
         if name == "MODSEQ":
-            return b"MODSEQ (%d)" % (rec.modseq + MODSEQ_SHIFT)
+            return lambda u, rec, raw: b"MODSEQ (%d)" % (rec.modseq + MODSEQ_SHIFT)
         if name == "RFC822.SIZE":
-            return b"RFC822.SIZE %d" % rec.size
+            return lambda u, rec, raw: b"RFC822.SIZE %d" % rec.size
         if name == "INTERNALDATE":
-            return b'INTERNALDATE "%s"' % internal_date_text(rec.internaldate).encode()
+            return lambda u, rec, raw: b'INTERNALDATE "%s"' % internal_date_text(rec.internaldate).encode()
         if name == "ENVELOPE":
-            return b"ENVELOPE " + serialise(self._view(sel, u).envelope())
+            return lambda u, rec, raw: b"ENVELOPE " + serialise(self._view(sel, u).envelope())
         if name == "BODYSTRUCTURE":
-            return b"BODYSTRUCTURE " + serialise(self._view(sel, u).bodystructure(True))
+            return lambda u, rec, raw: b"BODYSTRUCTURE " + serialise(self._view(sel, u).bodystructure(True))
         if name == "BODY":
-            return b"BODY " + serialise(self._view(sel, u).bodystructure(False))
-        assert raw is not None
+            return lambda u, rec, raw: b"BODY " + serialise(self._view(sel, u).bodystructure(False))
         if name == "RFC822":
-            return b"RFC822 {%d}\r\n%b" % (len(raw), raw)
+            return lambda u, rec, raw: b"RFC822 {%d}\r\n%b" % (len(raw), raw)
         if name == "RFC822.HEADER":
-            data = raw[:_header_end(raw)]
-            return b"RFC822.HEADER {%d}\r\n%b" % (len(data), data)
+            return lambda u, rec, raw: _literal(b"RFC822.HEADER", raw[:_header_end(raw)])
         if name == "RFC822.TEXT":
-            data = raw[_header_end(raw):]
-            return b"RFC822.TEXT {%d}\r\n%b" % (len(data), data)
+            return lambda u, rec, raw: _literal(b"RFC822.TEXT", raw[_header_end(raw):])
         section = item.section
         assert section is not None
         if not section.part and section.kind in (None, "HEADER", "TEXT"):
-            if section.kind is None:
-                data = raw
-            elif section.kind == "HEADER":
-                data = raw[:_header_end(raw)]
-            else:
-                data = raw[_header_end(raw):]
+            kind = section.kind
+
+            def data(u: int, raw: bytes) -> bytes:
+                if kind is None:
+                    return raw
+                if kind == "HEADER":
+                    return raw[:_header_end(raw)]
+                return raw[_header_end(raw):]
         else:
-            data = self._view(sel, u).section(section.part, section.kind, section.fields)
-        label = section.label
-        if item.origin is not None:
-            data = data[item.origin:item.origin + item.count]
-            return b"BODY[%s]<%d> {%d}\r\n%b" % (label.encode(), item.origin, len(data), data)
-        return b"BODY[%s] {%d}\r\n%b" % (label.encode(), len(data), data)
+            def data(u: int, raw: bytes) -> bytes:
+                return self._view(sel, u).section(section.part, section.kind, section.fields)
+        label = section.label.encode()
+        origin = item.origin
+        if origin is not None:
+            count = item.count
+            head = b"BODY[%s]<%d>" % (label, origin)
+            return lambda u, rec, raw: _literal(head, data(u, raw)[origin:origin + count])
+        head = b"BODY[%s]" % label
+        return lambda u, rec, raw: _literal(head, data(u, raw))
 
     # -- STORE ------------------------------------------------------------------------------------------------
     def cmd_store(self, tag: str, lx: Lexer, uid: bool = False) -> None:
@@ -317,7 +335,7 @@ class MessageCommands:
                 if unchanged_since is None or u not in changed:
                     continue
             else:
-                parts.append(b"FLAGS (%s)" % " ".join(sel.flags_of(u)).encode())
+                parts.append(sel.flags_item(u, rec))
             if uid or self.qresync:
                 parts.insert(0, b"UID %d" % u)
             if not silent:

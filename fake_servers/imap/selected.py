@@ -22,6 +22,9 @@ from .seqset import compress
 #: mod-sequences are positive (0 means NOMODSEQ) and must grow with the first append.
 MODSEQ_SHIFT = 1
 
+#: Distinct (flags, recent) texts kept per selected mailbox before the cache starts over.
+_FLAGS_TEXT_CACHE = 1024
+
 _SYSTEM_ORDER = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
@@ -44,6 +47,7 @@ class SelectedMailbox:
         self.pending_flags: dict[int, None] = {}
         self.pending_expunge: set[int] = set()
         self.gone: set[int] = set()  # expunged in the store (announced or not)
+        self._flags_text: dict[tuple[frozenset[str], bool], bytes] = {}
 
     # -- lookups ------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -57,13 +61,21 @@ class SelectedMailbox:
 
     def flags_of(self, uid: int) -> list[str]:
         """System flags, then \\Recent, then keywords (the order Dovecot writes)."""
-        flags = sorted(self.records[uid].flags, key=_flag_key)
-        if uid in self.recent:
-            i = 0
-            while i < len(flags) and flags[i] in SYSTEM_FLAGS:
-                i += 1
-            flags.insert(i, "\\Recent")
-        return flags
+        return _ordered(self.records[uid].flags, uid in self.recent)
+
+    def flags_item(self, uid: int, rec: MessageRecord) -> bytes:
+        """`FLAGS (...)` of a message as written in FETCH responses.
+
+        Why cached by (flags, recent) and not per message: a mailbox has few distinct flag sets, so FETCH 1:*
+        (FLAGS) of 10,000 messages sorts and encodes a handful of them instead of 10,000.
+        """
+        key = (rec.flags, uid in self.recent)
+        text = self._flags_text.get(key)
+        if text is None:
+            if len(self._flags_text) >= _FLAGS_TEXT_CACHE:
+                self._flags_text.clear()
+            text = self._flags_text[key] = b"FLAGS (%s)" % " ".join(_ordered(*key)).encode()
+        return text
 
     def flag_atoms(self) -> str:
         flags = list(_SYSTEM_ORDER) + sorted(self.keywords)
@@ -154,14 +166,23 @@ class SelectedMailbox:
                 if seq is None or uid in self.gone:
                     continue
                 rec = self.records[uid]
-                flags = " ".join(self.flags_of(uid)).encode()
+                flags = self.flags_item(uid, rec)
                 uid_item = b"UID %d " % uid if qresync else b""  # RFC 7162 3.2.4: UID in every FETCH
                 if condstore:
-                    out += b"* %d FETCH (%bFLAGS (%s) MODSEQ (%d))\r\n" % (seq, uid_item, flags,
-                                                                              rec.modseq + MODSEQ_SHIFT)
+                    out += b"* %d FETCH (%b%b MODSEQ (%d))\r\n" % (seq, uid_item, flags, rec.modseq + MODSEQ_SHIFT)
                 else:
-                    out += b"* %d FETCH (%bFLAGS (%s))\r\n" % (seq, uid_item, flags)
+                    out += b"* %d FETCH (%b%b)\r\n" % (seq, uid_item, flags)
             self.pending_flags.clear()
+
+
+def _ordered(flags: frozenset[str], recent: bool) -> list[str]:
+    ordered = sorted(flags, key=_flag_key)
+    if recent:
+        i = 0
+        while i < len(ordered) and ordered[i] in SYSTEM_FLAGS:
+            i += 1
+        ordered.insert(i, "\\Recent")
+    return ordered
 
 
 def _flag_key(flag: str) -> tuple[int, str]:

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fake_servers.pipeline import Delivery, DomainServices, Verdict, register_policy
+from fake_servers.smtp import headers
 from fake_servers.store.base import (
     MailboxDeleted,
     MailboxRenamed,
@@ -107,7 +108,7 @@ class DelayedSendPolicy:
             return Verdict.CONTINUE
         self._ensure_started()
         user = services.accounts.canonical(delivery.auth_user) or delivery.auth_user
-        record = self._put_in_outbox(user, delivery.raw)
+        record = self._put_in_outbox(user, delivery)
         self._pending[delivery.queue_id] = Pending(delivery.queue_id, user, record.uid, delivery.message_id,
                                                    self.clock() + self.delay)
         services.log("delayed-send-held", queue_id=delivery.queue_id, user=user, seconds=self.delay,
@@ -115,7 +116,12 @@ class DelayedSendPolicy:
         self._poke()
         return Verdict.HOLD
 
-    def _put_in_outbox(self, user: str, raw: bytes) -> Any:
+    def _put_in_outbox(self, user: str, delivery: Delivery) -> Any:
+        """The sender's copy, like the Sent copy it stands in for: with a Bcc field naming the Bcc recipients
+        (submission removed it from what is sent), so her mail program can recall the message from everyone."""
+        raw = delivery.raw
+        if delivery.bcc:
+            raw = headers.append_headers(headers.remove_headers(raw, ["Bcc"]), [("Bcc", ", ".join(delivery.bcc))])
         try:
             self.store.mailbox(user, OUTBOX)
         except NoSuchMailbox:
@@ -137,7 +143,7 @@ class DelayedSendPolicy:
             left = max(0.0, self.delay - (now_utc - delivery.received_at).total_seconds())
             uid = self._outbox_uid(user, delivery.message_id)
             if uid is None:
-                uid = self._put_in_outbox(user, delivery.raw).uid
+                uid = self._put_in_outbox(user, delivery).uid
             self._pending[delivery.queue_id] = Pending(delivery.queue_id, user, uid, delivery.message_id,
                                                        self.clock() + left)
         self._poke()

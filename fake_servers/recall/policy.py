@@ -215,7 +215,13 @@ class RecallPolicy:
                      original=instruction.original_message_id, action=instruction.action.value,
                      statuses={r.recipient: r.status.value for r in report.results})
         delivery.recipients[:] = remaining
-        return Verdict.CONTINUE if remaining else Verdict.CONSUMED
+        if remaining:
+            return Verdict.CONTINUE  # final delivery files the Sent copy, as for any submission
+        if delivery.save_sent_copy:
+            # consumed: the pipeline stops here, so file the sender's copy ourselves. One rule for every recall:
+            # a submitted recall is filed in Sent like any submission (as real servers do), whoever received it
+            services.save_sent_copy(delivery)
+        return Verdict.CONSUMED
 
     @staticmethod
     def _not_local(rcpt: str, services: DomainServices) -> RecipientResult | None:

@@ -46,28 +46,41 @@ def _name(field: bytes) -> bytes:
 
 
 class HeaderBlock:
-    """The header fields of a message, split once (the DATA handler asks several questions of the same block)."""
+    """The header fields of a message, split once (the DATA handler asks several questions of the same block).
 
-    __slots__ = ("fields",)
+    Fields are also indexed by lower-cased name: the submission path asks for From, Sender, To, Cc, Bcc,
+    Message-ID and Date of every message, and a dict lookup beats scanning the fields for each."""
+
+    __slots__ = ("fields", "_by_name")
 
     def __init__(self, raw: bytes) -> None:
         head, _ = split_message(raw)
-        self.fields = [(_name(f), f) for f in _fields(head) if b":" in f]
+        fields: list[tuple[bytes, bytes]] = []
+        by_name: dict[bytes, list[bytes]] = {}
+        for f in _fields(head):
+            name, colon, _rest = f.partition(b":")
+            if colon:
+                key = name.strip().lower()
+                fields.append((key, f))
+                found = by_name.get(key)
+                if found is None:
+                    by_name[key] = [f]
+                else:
+                    found.append(f)
+        self.fields = fields
+        self._by_name = by_name
 
     def values(self, name: str) -> list[str]:
-        key = name.lower().encode()
         out = []
-        for fname, f in self.fields:
-            if fname == key:
-                value = f.split(b":", 1)[1]
-                if b"\n" in value.rstrip(b"\r\n"):
-                    value = _FOLD.sub(b" ", value)
-                out.append(value.strip().decode("utf-8", "replace"))
+        for f in self._by_name.get(name.lower().encode(), ()):
+            value = f.split(b":", 1)[1]
+            if b"\n" in value.rstrip(b"\r\n"):
+                value = _FOLD.sub(b" ", value)
+            out.append(value.strip().decode("utf-8", "replace"))
         return out
 
     def has(self, name: str) -> bool:
-        key = name.lower().encode()
-        return any(fname == key for fname, _ in self.fields)
+        return name.lower().encode() in self._by_name
 
     def addresses(self, *names: str) -> list[str]:
         """Every addr-spec in the named address fields, lower-cased."""
@@ -121,9 +134,8 @@ def remove_headers(raw: bytes, names: Iterable[str]) -> bytes:
 
 def prepend_headers(raw: bytes, fields: Iterable[tuple[str, str]]) -> bytes:
     """Put `Name: value` lines before the existing header block, in the order given (trace fields go on top)."""
-    eol = b"\r\n" if not raw or raw.find(b"\r\n", 0, 2000) >= 0 else b"\n"
-    top = b"".join(f"{name}: {value}".encode() + eol for name, value in fields)
-    return top + raw
+    eol = "\r\n" if not raw or raw.find(b"\r\n", 0, 2000) >= 0 else "\n"
+    return "".join([f"{name}: {value}{eol}" for name, value in fields]).encode() + raw
 
 
 def append_headers(raw: bytes, fields: Iterable[tuple[str, str]]) -> bytes:

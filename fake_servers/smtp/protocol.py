@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Coroutine
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP
@@ -94,15 +95,18 @@ class LabSMTP(SMTP):
             self.transport.close()
 
     # -- replies --------------------------------------------------------------------------------------
-    async def push(self, status: AnyStr) -> None:
+    def push(self, status: AnyStr) -> Coroutine[Any, Any, None]:
+        # A plain function returning aiosmtpd's push coroutine (callers `await self.push(...)`): no coroutine
+        # frame of our own for each of the four or more replies per message.
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
-        text = with_enhanced_code(text)
+        if text[:1] in "45":
+            text = with_enhanced_code(text)
         if self._transcripts is not None:
             if text.startswith("354"):
                 self._in_data = True
             self._mask_next = text.startswith("334")
             self._transcripts.record(self._session_label, "S", text.encode("utf-8", "replace"))
-        await super().push(text)
+        return super().push(text)
 
     # -- what the client sent --------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:

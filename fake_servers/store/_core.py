@@ -41,6 +41,28 @@ from fake_servers.store.base import (
     StoreError,
 )
 
+
+def _message_id(raw: bytes) -> str | None:
+    """extract_message_id with a fast path for the usual message (CRLF header block, one unfolded Message-ID
+    line): C-speed finds instead of two regex scans, since every delivery appends twice (INBOX, Sent).
+    Anything else (bare LFs, folding, no such line) goes to extract_message_id, so results are identical."""
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        return extract_message_id(raw)
+    head = raw[:end].lower()
+    if head.count(b"\n") != head.count(b"\r\n"):  # a bare LF: the header block may end earlier
+        return extract_message_id(raw)
+    pos = head.find(b"message-id:")
+    if pos < 0 or (pos > 0 and (head[pos - 1] != 10 or head.startswith(b"message-id")
+                                or b"\nmessage-id" in head[:pos])):
+        return extract_message_id(raw)
+    stop = head.find(b"\n", pos)
+    stop = end if stop < 0 else stop
+    if stop < end and head[stop + 1] in (9, 32):  # folded: let the general code unfold it
+        return extract_message_id(raw)
+    value = raw[pos + 11:stop].strip()
+    return value.decode("utf-8", errors="replace") if value else None
+
 SPECIAL_USES = frozenset({"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash"})
 _SEEN = "\\Seen"
 _DELETED = "\\Deleted"
@@ -411,7 +433,7 @@ class CoreStore(MailStore):
             raise StoreError("A message must be bytes")
         raw = bytes(raw)
         record = self._append_record(account, mbox, raw, normalize_flags(flags), normalize_date(internaldate),
-                                     extract_message_id(raw))
+                                     _message_id(raw))
         self._bus.publish(MessageAppended(account.name, mbox.name, record, origin))
         return record
 

@@ -20,12 +20,30 @@ def user_key(user: str) -> str:
     return user.strip().lower()
 
 
+#: Names already checked and spelled (every store call names its mailbox: FETCH 1:* of a header section asks
+#: for 10,000 messages of the same one); started over when it grows past this.
+_CANONICAL_CACHE = 4096
+_canonical: dict[str, str] = {}
+
+
 def canonical(name: str) -> str:
     """The stored spelling of a mailbox name; raises StoreError for a name no mailbox may have.
 
     INBOX is case-insensitive, also as the first component of a child ("inbox/x" is "INBOX/x"); one trailing
     separator is dropped (RFC 3501 CREATE "foo/").
     """
+    if type(name) is str:
+        known = _canonical.get(name)
+        if known is not None:
+            return known
+    spelled = _spell(name)
+    if len(_canonical) >= _CANONICAL_CACHE:
+        _canonical.clear()
+    _canonical[name] = spelled
+    return spelled
+
+
+def _spell(name: str) -> str:
     if not isinstance(name, str) or not name:
         raise StoreError("Mailbox name is empty")
     if name.endswith(SEPARATOR) and len(name) > 1:

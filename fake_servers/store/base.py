@@ -55,6 +55,10 @@ class NoSuchMessage(StoreError):
     pass
 
 
+class StoreLocked(StoreError):
+    """The store's directory is in use by another process (another lab): two would reuse each other's UIDs."""
+
+
 @dataclass(frozen=True, slots=True)
 class MailboxInfo:
     """A snapshot of one mailbox's state."""

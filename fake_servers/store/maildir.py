@@ -13,8 +13,10 @@ Maildir itself: a file that is gone was expunged, a file nobody numbered yet get
 flags differ from what we last wrote was changed by someone else (Dovecot) and gets a new MODSEQ. Headers
 are parsed only for files our side state does not know, so reopening 100k messages reads no message file.
 
-Not supported: a Dovecot writing the same mailbox while this store has it loaded (there is no shared lock);
-stop one before the other writes.
+One process at a time: opening takes an exclusive lock on `DIR/recall-lab.lock` (see `_lock`), so a second
+lab on the same directory gets StoreLocked instead of handing out the UIDs the first one hands out; `close()`
+releases it. Not supported: a Dovecot writing the same mailbox while this store has it loaded (Dovecot does
+not know our lock); stop one before the other writes.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from fake_servers.store import _lock
 from fake_servers.store import _maildir_files as mf
 from fake_servers.store._core import Account, CoreStore, MailboxState
 from fake_servers.store._msgid import extract_message_id
@@ -63,6 +66,8 @@ class MaildirStore(CoreStore):
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _io_error(exc) from exc
+        # before reading anything: another process's next UIDs would be ours too (raises StoreLocked)
+        self._lock = _lock.acquire(self.root)
         self._closed = False
 
     # -- paths ---------------------------------------------------------------------------------------------
@@ -510,3 +515,5 @@ class MaildirStore(CoreStore):
             self.flush()
         except OSError as exc:
             raise _io_error(exc) from exc
+        finally:
+            _lock.release(self._lock)

@@ -111,3 +111,20 @@ def test_serve_policy_refusing_its_settings_is_one_line_exit_2(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "corp.example" in lines[0] and "delayed_send_seconds" in lines[0], lines[0]
+
+
+def test_serve_on_a_maildir_another_lab_holds_is_one_line_exit_2(tmp_path):
+    store = f"maildir:{tmp_path / 'mail'}"
+    first = _start("--json", "--store", store)
+    try:
+        _first_line(first)
+        proc = subprocess.run([*CLI, "serve", "--json", "--store", store], capture_output=True, text=True,
+                              timeout=30)
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=20)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith(f"recall-lab: cannot use store {store}: ") and "in use" in lines[0], lines[0]

@@ -11,7 +11,7 @@ from fake_servers.policies.delayed_send import OUTBOX, delay_from, delayed_send_
 from harness.clients.connection import ImapConnection
 from tests.clients.conftest import make_message, new_mid
 
-ALICE, BOB, DAVE = "alice@corp.example", "bob@corp.example", "dave@mail.example"
+ALICE, BOB, CAROL, DAVE = "alice@corp.example", "bob@corp.example", "carol@corp.example", "dave@mail.example"
 
 
 class FakeClock:
@@ -97,6 +97,26 @@ async def test_sent_when_the_window_ends_and_then_too_late_to_cancel(delayed_lab
     assert has(lab, BOB, mid, "INBOX") and has(lab, DAVE, mid, "INBOX") and has(lab, ALICE, mid, "Sent")
     assert not has(lab, ALICE, mid, OUTBOX)  # nothing left to delete: cancelling is no longer possible
     assert not policy.cancel(mid)
+
+
+async def test_the_outbox_copy_names_the_bcc_recipients_but_what_is_sent_does_not(delayed_lab) -> None:
+    """The Outbox copy stands in for the Sent copy: the sender's program must find every recipient in it
+    (to recall a held message from everyone); the recipients never see the Bcc."""
+    lab = delayed_lab
+    mid = new_mid()
+    endpoint = lab.submission("corp.example")
+    await aiosmtplib.send(make_message(mid, to=f"{BOB}, {DAVE}"), sender=ALICE, recipients=[BOB, DAVE, CAROL],
+                          hostname=endpoint.host, port=endpoint.port, username=ALICE, password="alice-password",
+                          start_tls=False)
+    policy, clock = policy_with_fake_clock(lab)
+    store = lab.store("corp.example")
+    [loc] = store.find_by_message_id(ALICE, mid)
+    assert b"\r\nBcc: carol@corp.example\r\n" in store.fetch_raw(ALICE, OUTBOX, loc.uid)
+    clock.now += 31
+    assert await policy.release_due() == 1
+    await lab.wait_idle()
+    [loc] = store.find_by_message_id(CAROL, mid)
+    assert b"Bcc:" not in store.fetch_raw(CAROL, loc.mailbox, loc.uid)
 
 
 async def test_the_timer_sends_by_itself(delayed_lab) -> None:

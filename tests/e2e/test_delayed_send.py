@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from .conftest import message_ids
 from .peers import curl_imap
 from .test_journey_cloud import recall, send
@@ -65,9 +63,8 @@ def test_cancel_in_the_outbox_with_curl_and_the_rest_leaves_after_the_window(ser
     bob.logout()
 
 
-@pytest.mark.xfail(strict=True, reason="QA: F10 recall of a message held by delayed send: 'no message in Sent' "
-                                       "(harness/recall_agent.py looks only in Sent, not Outbox)")
 def test_recall_of_a_held_message_discards_it(serve, tmp_path):
+    """QA F10 (fixed 08:01 UTC): the agent looked for the original only in Sent."""
     lab = delayed_lab(serve, tmp_path, 600)
     mid = send(lab, "alice@corp.example", "--to", "bob@corp.example", "--to", "dave@mail.example",
                "--subject", "Held", "--body", "x")

@@ -87,6 +87,7 @@ def test_demo_tells_the_story_and_ends_with_the_measured_table(tmp_path):
     assert re.search(r"S: \* (VANISHED \d|\d+ EXPUNGE)", out), "the EXPUNGE/VANISHED the desktop client hears"
     assert "would like to recall the message" in out, "what the external provider's user reads"
     assert re.search(r"web page.*still shows it", out), "the web page that keeps showing a recalled message"
+    assert re.search(r"C: Subject: Recall (Success|Failure): ", out), "QA F11: a legacy client reporting back"
 
     # the table: Condition | Likelihood | rate [95% CI] per mode | Trials, and it is the measured one
     header, rows = parse_table(out)

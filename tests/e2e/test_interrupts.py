@@ -14,6 +14,7 @@ import re
 import select
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -22,29 +23,48 @@ import pytest
 from .conftest import cli_command, cli_env
 
 
-def _start_in_pty(*args: str) -> tuple[subprocess.Popen[bytes], int]:
-    master, slave = pty.openpty()
-    env = {**cli_env(), "TERM": "xterm", "COLUMNS": "100"}
-    env.pop("NO_COLOR", None)
-    proc = subprocess.Popen([*cli_command(), *args], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
-                            env=env, start_new_session=True)
-    os.close(slave)
-    return proc, master
+class _Terminal:
+    """A program on a pty whose output is drained all the time (a full pty would block it mid-write, and a
+    blocked program cannot react to a signal), with a wait for a pattern in what it printed."""
 
+    def __init__(self, *args: str) -> None:
+        master, slave = pty.openpty()
+        env = {**cli_env(), "TERM": "xterm", "COLUMNS": "100"}
+        env.pop("NO_COLOR", None)
+        self.proc = subprocess.Popen([*cli_command(), *args], stdin=subprocess.DEVNULL, stdout=slave,
+                                     stderr=slave, env=env, start_new_session=True)
+        os.close(slave)
+        self.master = master
+        self.output = b""
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
 
-def _wait_for_output(master: int, pattern: re.Pattern[bytes], timeout: float) -> bytes:
-    seen = b""
-    deadline = time.monotonic() + timeout
-    while not pattern.search(seen):
-        left = deadline - time.monotonic()
-        ready, _, _ = select.select([master], [], [], max(0.0, left))
-        assert ready, f"no {pattern.pattern!r} within {timeout} s; output so far: {seen[-500:]!r}"
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the program ended and closed the terminal
-            raise AssertionError(f"the program ended before {pattern.pattern!r}: {seen[-500:]!r}") from None
-        seen += chunk
-    return seen
+    def _drain(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # EIO: the program ended and closed the terminal
+                chunk = b""
+            with self.changed:
+                self.output += chunk
+                self.changed.notify_all()
+            if not chunk:
+                return
+
+    def wait_for(self, pattern: re.Pattern[bytes], timeout: float) -> None:
+        with self.changed:
+            found = self.changed.wait_for(lambda: pattern.search(self.output) or not self.thread.is_alive(),
+                                          timeout=timeout)
+            assert found and pattern.search(self.output), \
+                f"no {pattern.pattern!r} within {timeout} s; output so far: {self.output[-500:]!r}"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.thread.join(timeout=5)
+        os.close(self.master)
 
 
 def _children(pid: int) -> list[int]:
@@ -84,37 +104,32 @@ PROGRESS = re.compile(rb"\b[1-9]\d*/\d+\b")
 @pytest.mark.xfail(strict=True, reason="QA: F14 Ctrl-C exits 0: typer returns Exit(130), harness/cli.py::main "
                                        "ignores it")
 def test_ctrl_c_on_matrix_exits_130():
-    proc, master = _start_in_pty("matrix", "--trials", "2000", "--workers", "1", "--scenario", "unopened",
-                                 "--mode", "cloud")
+    term = _Terminal("matrix", "--trials", "2000", "--workers", "1", "--scenario", "unopened", "--mode", "cloud")
     try:
-        _wait_for_output(master, PROGRESS, timeout=30)
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-        assert proc.wait(timeout=15) == 130
+        term.wait_for(PROGRESS, timeout=30)
+        os.killpg(term.proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        assert term.proc.wait(timeout=15) == 130
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        os.close(master)
+        term.close()
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs pidfds (Linux)")
 @pytest.mark.xfail(strict=True, reason="QA: F15 SIGTERM to matrix orphans its worker processes "
                                        "(harness/matrix.py::run_matrix_blocking)")
 def test_sigterm_on_matrix_leaves_no_worker_running():
-    proc, master = _start_in_pty("matrix", "--trials", "200", "--workers", "2", "--scenario", "unopened",
-                                 "--scenario", "web-client")
+    term = _Terminal("matrix", "--trials", "200", "--workers", "2", "--scenario", "unopened",
+                     "--scenario", "web-client")
     workers: list[int] = []
     try:
-        _wait_for_output(master, PROGRESS, timeout=30)
-        workers = _children(proc.pid)
+        term.wait_for(PROGRESS, timeout=30)
+        workers = _children(term.proc.pid)
         assert workers, "matrix --workers 2 started no processes"
-        proc.send_signal(signal.SIGTERM)  # to the parent only: `timeout`, CI runners and systemd do this
-        proc.wait(timeout=15)
-        left = _wait_gone(workers, timeout=3)
+        term.proc.send_signal(signal.SIGTERM)  # to the parent only: `timeout`, CI runners and systemd do this
+        term.proc.wait(timeout=15)
+        left = _wait_gone(workers, timeout=2)
         assert not left, f"worker processes {left} outlived recall-lab matrix"
     finally:
-        for pid in [*_wait_gone(workers, 0), *([proc.pid] if proc.poll() is None else [])]:
+        for pid in _wait_gone(workers, 0):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        proc.wait()
-        os.close(master)
+        term.close()

@@ -164,6 +164,27 @@ def test_framer_refuses_big_literals():
     assert events[1] == Command(b"t4 NOOP")
 
 
+def test_framer_judges_each_literal_by_the_limit_in_force_when_its_header_is_read():
+    """F9: the caller may raise the limit after a command (a pipelined LOGIN) and the next literal sees it."""
+    f = Framer(max_literal=10)
+    data = b"a1 LOGIN u p\r\na2 APPEND INBOX {50}\r\n"
+    events = f.events(data)
+    assert next(events) == Command(b"a1 LOGIN u p")
+    f.max_literal = 100  # what the session does once the LOGIN succeeded
+    assert list(events) == [Continue()]
+    # without the change, the same bytes are refused
+    (refused,) = Framer(max_literal=10).feed(data)[1:]
+    assert isinstance(refused, Refused) and refused.tag == "a2"
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=120), st.integers(1, 40))
+def test_framer_events_lazily_equals_feed(data, cut):
+    lazy, eager = Framer(max_line=64, max_literal=32), Framer(max_line=64, max_literal=32)
+    got = [ev for chunk in (data[:cut], data[cut:]) for ev in lazy.events(chunk)]
+    assert got == [ev for chunk in (data[:cut], data[cut:]) for ev in eager.feed(chunk)]
+
+
 @settings(max_examples=300)
 @given(st.lists(st.binary(max_size=80), max_size=8))
 def test_framer_never_raises(chunks):

@@ -8,24 +8,16 @@ bytes, so for those the comparison uses the message with CRLF line ends (same st
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import shutil
 import socket
-import subprocess
-import tempfile
-import threading
-import time
-from pathlib import Path
 
 import pytest
 
 from fake_servers.imap.message_view import MessageView
 from fake_servers.imap.mime_samples import SAMPLES
 from fake_servers.imap.mime_tree import Part
-
-DOVECOT = shutil.which("dovecot") or ("/usr/sbin/dovecot" if os.path.exists("/usr/sbin/dovecot") else None)
+from harness.dovecot import DovecotServer, DovecotUnavailable
 
 pytestmark = pytest.mark.peer("dovecot")
 
@@ -153,102 +145,6 @@ def norm(value):  # noqa: ANN001, ANN201 - nested IMAP data
     return value
 
 
-# --- Dovecot ------------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_dovecot(base: Path, users: dict[str, str]) -> tuple[int, Path]:
-    """Start a private Dovecot (config from /work/shared/PEERS.md) -> (port, dir). Stop with stop_dovecot."""
-    port = _free_port()
-    for sub in ("run", "state", "mail"):
-        (base / sub).mkdir(parents=True, exist_ok=True)
-    shutil.chown(base / "mail", "nobody", "nogroup")
-    os.chmod(base, 0o755)
-    (base / "passwd").write_text("".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in users.items()))
-    conf = f"""protocols = imap
-listen = 127.0.0.1
-base_dir = {base}/run
-state_dir = {base}/state
-instance_name = lab-mv-{port}
-log_path = {base}/dovecot.log
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-default_internal_user = dovecot
-default_internal_group = dovecot
-default_login_user = dovenull
-mail_uid = nobody
-mail_gid = nogroup
-mail_location = maildir:{base}/mail/%u
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {base}/passwd
-}}
-userdb {{
-  driver = passwd-file
-  args = username_format=%u {base}/passwd
-  default_fields = home={base}/mail/%u
-}}
-namespace inbox {{
-  inbox = yes
-  separator = /
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-service stats {{
-  unix_listener stats-reader {{
-    mode = 0666
-  }}
-  unix_listener stats-writer {{
-    mode = 0666
-  }}
-}}
-"""
-    (base / "dovecot.conf").write_text(conf)
-    subprocess.run([DOVECOT, "-c", str(base / "dovecot.conf")], check=True, timeout=30)
-    # Readiness: the master forks the login listener asynchronously; poll the port until it accepts.
-    deadline = time.monotonic() + 15
-    pause = threading.Event()
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return port, base
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError("dovecot did not start: " + (base / "dovecot.log").read_text()) from None
-            pause.wait(0.02)
-
-
-def stop_dovecot(base: Path) -> None:
-    pid_file = base / "run" / "master.pid"
-    if pid_file.exists():
-        pid = int(pid_file.read_text().strip())
-        try:
-            os.kill(pid, 15)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + 10
-        pause = threading.Event()
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            pause.wait(0.02)
-
-
 # --- what to compare ------------------------------------------------------------------------------
 
 
@@ -333,14 +229,13 @@ SPLICED = spliced_messages()
 
 
 @pytest.fixture(scope="module")
-def dovecot_answers():
-    if DOVECOT is None:
+def dovecot_answers(tmp_path_factory):
+    dovecot = DovecotServer(tmp_path_factory.mktemp("dovecot-mv"), {"mv": "mvpw"})
+    try:
+        dovecot.start()
+    except DovecotUnavailable:
         pytest.skip("dovecot not installed")
-    if os.geteuid() != 0:
-        pytest.skip("dovecot test config needs root (mail_uid = nobody)")
-    # pytest's tmp dirs are 0700 and Dovecot's unprivileged processes must traverse the path
-    base = Path(tempfile.mkdtemp(prefix="recall-lab-dovecot-mv-"))
-    port, base = start_dovecot(base, {"mv": "mvpw"})
+    port = dovecot.port
     answers: dict[str, dict[bytes, object]] = {}
     try:
         c = ImapClient(port)
@@ -371,8 +266,7 @@ def dovecot_answers():
             answers[name] = got
         c.close()
     finally:
-        stop_dovecot(base)
-        shutil.rmtree(base, ignore_errors=True)
+        dovecot.stop()
     return answers
 
 

@@ -44,16 +44,6 @@ async def test_any_store_error_while_opening_becomes_lab_start_error(tmp_path, m
     assert str(info.value) == f"cannot use store maildir:{tmp_path}: maildir is in use by another process (pid 4242)"
 
 
-async def test_second_lab_on_a_locked_maildir_is_refused_in_one_line(tmp_path):
-    if not hasattr(store_base, "StoreLocked"):
-        pytest.skip("fake_servers.store has no StoreLocked yet (maildir locking not installed)")
-    async with Lab(store=f"maildir:{tmp_path}"):
-        with pytest.raises(LabStartError) as info:
-            async with Lab(store=f"maildir:{tmp_path}"):
-                pass
-    assert "\n" not in str(info.value) and f"maildir:{tmp_path}" in str(info.value)
-
-
 class _Picky:
     name = "picky"
 

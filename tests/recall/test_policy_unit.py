@@ -38,7 +38,7 @@ USERS = ["alice@corp.example", "bob@corp.example", "carol@corp.example"]
 ORIGINAL = "<original-1@corp.example>"
 
 
-def make_services(settings=None):
+def make_services(settings=None, save_sent_copy=None):
     store = MemoryStore()
     accounts = Accounts({u: u.split("@")[0] + "-password" for u in USERS})
     for user in USERS:
@@ -51,7 +51,7 @@ def make_services(settings=None):
     def unused(*_a, **_k):
         raise AssertionError("not used by these tests")
 
-    hooks = ServiceHooks(deliver_local=deliver_local, save_sent_copy=unused, submit=unused, release=unused,
+    hooks = ServiceHooks(deliver_local=deliver_local, save_sent_copy=save_sent_copy or unused, submit=unused, release=unused,
                          discard=unused, held=lambda: [], spawn=unused)
     services = DomainServices(domain=CORP, role="organisation", store=store, accounts=accounts,
                               local_domains=[CORP], config=settings or {}, hooks=hooks)
@@ -120,6 +120,35 @@ async def test_cloud_recall_to_local_only_is_consumed():
     store.append("bob@corp.example", "INBOX", original())
     d = delivery(recall())
     assert await RecallPolicy({}, services).on_delivery(d, services) is Verdict.CONSUMED
+
+
+@pytest.mark.parametrize("mode", ["cloud", "legacy"])
+async def test_a_consumed_recall_still_gets_its_sent_copy_like_any_submission(mode):
+    """F12: the pipeline files the Sent copy only when delivery goes on; a consumed submission must file it
+    itself, once (and only when the submission asked for one)."""
+    filed: list[Delivery] = []
+    services, store = make_services({"recall_mode": mode, "legal_hold": ["bob@corp.example"]}, filed.append)
+    store.append("bob@corp.example", "INBOX", original())
+    d = delivery(recall())
+    d.save_sent_copy = True
+    assert await RecallPolicy(services.config, services).on_delivery(d, services) is Verdict.CONSUMED
+    assert filed == [d]
+    # an internal recall (no Sent copy asked for) files none
+    filed.clear()
+    store.append("bob@corp.example", "INBOX", original())
+    assert await RecallPolicy(services.config, services).on_delivery(delivery(recall()), services) \
+        is Verdict.CONSUMED
+    assert filed == []
+
+
+async def test_a_recall_that_goes_on_leaves_the_sent_copy_to_the_pipeline():
+    filed: list[Delivery] = []
+    services, store = make_services(save_sent_copy=filed.append)
+    d = delivery(recall(recipients=("bob@corp.example", "dave@mail.example")),
+                 recipients=("bob@corp.example", "dave@mail.example"))
+    d.save_sent_copy = True
+    assert await RecallPolicy({}, services).on_delivery(d, services) is Verdict.CONTINUE
+    assert filed == []  # final delivery files it, once
 
 
 async def test_read_messages_stay_when_the_org_says_so_and_notify_delivers_the_recall():

@@ -68,6 +68,20 @@ async def test_unread_is_recalled_and_the_idle_session_sees_expunge():
         assert [r.statuses for r in await reports_in_inbox(lab, ALICE)] == [{BOB: S.RECALLED}]
 
 
+@pytest.mark.parametrize("external", [False, True])
+async def test_a_submitted_recall_gets_one_sent_copy_whoever_its_recipients_are(external):
+    """F12: one rule: a submitted recall is filed in Sent once, like any submission, whether the server consumed
+    it (local recipients only) or sent it on (to another provider)."""
+    async with recall_lab("cloud") as lab:
+        others = [DAVE] if external else []
+        mid = await send(lab, ALICE, to=[ALICE, BOB, *others], bcc=[CAROL])
+        await recall(lab, mid)
+        sent = [c for c in await server_state(lab, ALICE) if c.folder == "Sent"]
+        assert sorted(str(c.headers["Subject"]) for c in sent) == ["Quarterly numbers", "Recall: Quarterly numbers"]
+        [copy] = [c for c in sent if c.headers.get("X-Recall-Message-ID")]
+        assert b"\\Seen" in copy.flags and CAROL in str(copy.headers.get("Bcc", ""))
+
+
 async def test_read_is_recalled_after_read():
     async with recall_lab("cloud") as lab:
         mid = await send(lab, ALICE, to=[BOB])
@@ -291,6 +305,27 @@ async def test_recall_of_a_message_still_held_by_delayed_send_cancels_it():
         assert await delayed.release_due() == 0
         await lab.wait_idle()
         for user in (BOB, DAVE):
+            assert await server_state(lab, user) == [], user  # neither the original nor the recall arrived
+
+
+async def test_agent_recalls_a_message_still_in_the_outbox_bcc_included():
+    """F10: the agent finds a held original in the Outbox (Sent is empty until the window ends), Bcc too."""
+    from fake_servers.policies.delayed_send import delayed_send_for
+
+    async with recall_lab("cloud", delayed_send_seconds=3600) as lab:
+        delayed = delayed_send_for(lab.services(CORP))
+        now = [0.0]
+        delayed.clock = lambda: now[0]
+        mid = await send(lab, ALICE, to=[BOB, DAVE], bcc=[CAROL])
+        assert await locations(lab, ALICE, mid) == ["Outbox"]
+        report = await recall(lab, mid)
+        assert report.statuses == {BOB: S.RECALLED, DAVE: S.RECALLED, CAROL: S.RECALLED}
+        assert all("never delivered" in r.detail for r in report.results)
+        assert await locations(lab, ALICE, mid) == []
+        now[0] += 3600
+        assert await delayed.release_due() == 0
+        await lab.wait_idle()
+        for user in (BOB, CAROL, DAVE):
             assert await server_state(lab, user) == [], user  # neither the original nor the recall arrived
 
 

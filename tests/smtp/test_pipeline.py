@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 from email import message_from_bytes
 from email import policy as email_policy
 
@@ -10,7 +12,7 @@ import pytest
 
 from fake_servers.pipeline import PolicyReject, Verdict, register_policy, unregister_policy
 from harness.config import ConfigError, default_config, load_config
-from harness.lab import Lab
+from harness.lab import Lab, LabStartError
 from tests.smtp.smtp_helpers import LineClient, message
 
 
@@ -145,7 +147,7 @@ async def test_mx_channel_and_other_domain_unaffected(policy_lab):
 async def test_unknown_policy_name_is_a_start_error():
     cfg = default_config()
     cfg.domains[0].pipeline = ["no_such_policy"]
-    with pytest.raises(LookupError, match="no_such_policy"):
+    with pytest.raises(LabStartError, match="corp.example: unknown policy 'no_such_policy'"):
         async with Lab(cfg):
             pass
 
@@ -209,3 +211,74 @@ def test_bad_config_is_one_line_error(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match) as info:
         load_config(path)
     assert "\n" not in str(info.value)
+
+
+class Gate:
+    """Test policy that suspends: waits for `Gate.open` (an asyncio.Event), then obeys the Subject."""
+
+    name = "test_gate"
+    open: asyncio.Event | None = None
+    waiting: asyncio.Event | None = None
+
+    def __init__(self, settings, services):
+        pass
+
+    async def on_delivery(self, delivery, services):
+        assert Gate.open is not None and Gate.waiting is not None
+        Gate.waiting.set()
+        await Gate.open.wait()
+        if str(delivery.message["Subject"]) == "reject later":
+            raise PolicyReject("changed my mind", 550, "5.7.1")
+        return Verdict.CONTINUE
+
+
+@pytest.fixture
+async def gate_lab():
+    register_policy("test_gate", Gate)
+    Gate.open, Gate.waiting = asyncio.Event(), asyncio.Event()
+    cfg = default_config()
+    cfg.domains[0].pipeline = ["test_gate"]
+    try:
+        async with Lab(cfg) as lab:
+            yield lab
+    finally:
+        unregister_policy("test_gate")
+
+
+async def _start_data(lab, subject):
+    client = await LineClient.connect(lab.submission("corp.example"))
+    assert (await client.cmd("EHLO t")).startswith("250")
+    token = base64.b64encode(b"\0alice@corp.example\0alice-password").decode()
+    assert (await client.cmd(f"AUTH PLAIN {token}")).startswith("235")
+    assert (await client.cmd("MAIL FROM:<alice@corp.example>")).startswith("250")
+    assert (await client.cmd("RCPT TO:<bob@corp.example>")).startswith("250")
+    assert (await client.cmd("DATA")).startswith("354")
+    client.writer.write(message("alice@corp.example", "bob@corp.example", subject) + b".\r\n")
+    await asyncio.wait_for(Gate.waiting.wait(), 10)  # the policy is now suspended mid-delivery
+    return client
+
+
+async def test_client_dropping_mid_delivery_leaves_nothing_half_delivered(gate_lab):
+    client = await _start_data(gate_lab, "slow")
+    listener = gate_lab.server("corp.example").submission_listener
+    client.writer.transport.abort()  # the SMTP session's task is cancelled while the policy waits
+
+    async def session_gone():
+        while listener.sessions:
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(session_gone(), 10)
+    Gate.open.set()
+    await gate_lab.wait_idle()
+    assert len(_inbox(gate_lab, "bob@corp.example")) == 1
+    assert len(_inbox(gate_lab, "alice@corp.example", "Sent")) == 1
+
+
+async def test_a_policy_that_suspends_can_still_refuse(gate_lab):
+    client = await _start_data(gate_lab, "reject later")
+    Gate.open.set()
+    reply = await client.reply()
+    assert reply == "550 5.7.1 changed my mind", reply
+    assert (await client.cmd("QUIT")).startswith("221")
+    await gate_lab.wait_idle()
+    assert _inbox(gate_lab, "bob@corp.example") == []

@@ -8,10 +8,7 @@ MODSEQs for what changed and the Message-ID index up to date.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -26,13 +23,11 @@ PASSWORD = "alice-password"
 
 
 @pytest.fixture
-def mail(tmp_path):
+def mail():
     """The Maildir root shared with Dovecot: under the system temp dir, because Dovecot's unprivileged mail
     user cannot pass pytest's tmp_path (mode 0700); removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="store-dovecot-"))
-    path.chmod(0o711)
-    yield path / "mail"
-    shutil.rmtree(path, ignore_errors=True)
+    with dovecot.reachable_temp_dir("store-dovecot-") as path:
+        yield path / "mail"
 
 
 @pytest.fixture

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
 
 from fake_servers.store import MaildirStore, open_store
 from fake_servers.store import _maildir_files as mf
-from fake_servers.store.base import MessageLocation, StoreError
+from fake_servers.store.base import MessageLocation, StoreError, StoreLocked
 from tests.store.conftest import ALICE, message
 
 
@@ -316,3 +318,56 @@ def test_recreated_mailbox_continues_uids_after_restart(root):
     info = again.create_mailbox(ALICE, "box")
     assert info.uidvalidity > old and info.uidnext == 4
     assert again.append(ALICE, "box", message(9)).uid == 4
+
+
+_OPEN_IN_CHILD = """
+import sys
+from fake_servers.store import MaildirStore
+from fake_servers.store.base import StoreLocked
+try:
+    store = MaildirStore(sys.argv[1])
+except StoreLocked as exc:
+    print("locked:", exc)
+    sys.exit(3)
+print("opened", flush=True)
+if sys.argv[2:] == ["hold"]:
+    sys.stdin.readline()  # keep it open until the parent says so (or kills us)
+store.close()
+"""
+
+
+def _child(root, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _OPEN_IN_CHILD, str(root), *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_second_process_cannot_open_a_maildir_in_use_until_it_is_closed(root):
+    """F13: two labs on one maildir would hand out the same UIDs; the second one must refuse to start."""
+    store = MaildirStore(root)
+    store.ensure_user(ALICE)
+    out, err = _child(root).communicate(timeout=30)
+    assert out.strip() == f"locked: maildir {root} is in use by another lab (pid {os.getpid()})", (out, err)
+    # this process may reopen it (a restart after a crash, in tests), sharing the lock
+    again = MaildirStore(root)
+    again.close()
+    out, _err = _child(root).communicate(timeout=30)
+    assert out.startswith("locked:")  # still held by `store`
+    store.close()
+    child = _child(root)
+    out, err = child.communicate(timeout=30)
+    assert (child.returncode, out.strip()) == (0, "opened"), err
+
+
+def test_a_lab_that_died_leaves_no_stale_lock(root):
+    child = _child(root, "hold")
+    assert child.stdout.readline().strip() == "opened"
+    try:
+        with pytest.raises(StoreLocked, match=rf"in use by another lab \(pid {child.pid}\)"):
+            MaildirStore(root)
+    finally:
+        child.kill()  # a crash: no close(), the kernel drops the lock
+        child.communicate(timeout=30)
+    store = MaildirStore(root)
+    assert store.users() == []  # the lock file is not taken for a user
+    store.close()
+    assert (root / "recall-lab.lock").read_text() == ""
