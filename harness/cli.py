@@ -61,11 +61,12 @@ def _help_command(app: typer.Typer, exc: Exception, args: list[str]) -> str:
 def main(argv: list[str] | None = None) -> None:
     app = build_app()
     try:
-        app(args=argv, prog_name="recall-lab", standalone_mode=False)
+        status = app(args=argv, prog_name="recall-lab", standalone_mode=False)
     except CliError as exc:
         print(f"recall-lab: {exc}", file=sys.stderr)
         sys.exit(exc.code)
     except KeyboardInterrupt:
+        print("recall-lab: interrupted", file=sys.stderr)
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -78,7 +79,9 @@ def main(argv: list[str] | None = None) -> None:
         message = " ".join(exc.format_message().split())
         print(f"recall-lab: {message} (see '{command} --help')", file=sys.stderr)
         sys.exit(exc.exit_code)
-    sys.exit(0)
+    if status == 130:  # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns it
+        print("recall-lab: interrupted", file=sys.stderr)
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 if __name__ == "__main__":

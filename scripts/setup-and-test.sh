@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Sets up a fresh Debian machine (Python packages, the Debian peers) and runs the whole test suite.
-# Run as root (or with sudo available). Safe to run again.
+# Sets up a fresh Debian machine (the Debian peers, a virtualenv with recall-lab and its test extras) and runs
+# the whole test suite on 2 workers. Run as root (or with sudo available). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-peers.sh
-python3 -m pip install -q -e '.[test]'
-exec python3 -m pytest -q -p no:cacheprovider -n 2 "$@"
+bash scripts/ensure-venv.sh test
+# Tests start `recall-lab` and `python` as subprocesses: they must find the virtualenv's.
+export PATH="$PWD/.venv/bin:$PATH"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -n 2 "$@"
