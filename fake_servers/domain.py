@@ -176,7 +176,8 @@ class DomainServer:
             try:
                 policies.append(reg.factory(self.services.config, self.services))
             except (ValueError, TypeError) as exc:
-                raise PolicySettingsError(f"{self.domain}: policy {reg.name!r} refuses its settings: {exc}"
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                raise PolicySettingsError(f"bad lab configuration: {reason} (domain {self.domain}, policy {reg.name!r})"
                                           ) from None
         return policies
 

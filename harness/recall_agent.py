@@ -22,6 +22,7 @@ import asyncio
 import json
 import smtplib
 import socket
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -58,6 +59,8 @@ from fake_servers.recall.format import (
 )
 
 _PARSER = BytesParser(policy=email_policy.default)
+#: How soon a report wait running in a worker thread notices `ReportReader.stop()` (e.g. after Ctrl-C).
+STOP_LATENCY = 0.2
 
 
 class RecallAgentError(Exception):
@@ -214,6 +217,7 @@ class ReportReader:
     report: RecallReport | None = None
     notices: list[RecallNotice] = field(default_factory=list)
     later_reports: list[RecallReport] = field(default_factory=list)
+    _stopped: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def domain(self) -> str:
@@ -263,22 +267,37 @@ class ReportReader:
         return merged is not None and (not until_complete or merged.complete)
 
     def wait(self, timeout: float, until_complete: bool) -> RecallReport | None:
-        """Scan, then IDLE until something new arrives, until the report is there (and complete) or timeout."""
+        """Scan, then IDLE until something new arrives, until the report is there (and complete) or timeout.
+
+        `stop()` (from another thread) ends the wait within STOP_LATENCY: the async agent runs this in a worker
+        thread, which Ctrl-C cannot interrupt, and the process cannot exit before the thread does.
+        """
         deadline = time.monotonic() + timeout
         with _session(self.imap, self.user, self.password, self.timeout) as client:
             client.select_folder("INBOX", readonly=True)
             self.scan(client)
-            while not self.done(until_complete):
+            while not self.done(until_complete) and not self._stopped.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 client.idle()
                 try:
-                    client.idle_check(timeout=min(remaining, 1.0))
+                    self._idle(client, time.monotonic() + min(remaining, 1.0))
                 finally:
                     client.idle_done()
                 self.scan(client)
             return self.merged()
+
+    def _idle(self, client: IMAPClient, until: float) -> None:
+        """Wait in IDLE until the server says something, `until`, or `stop()`."""
+        while not self._stopped.is_set():
+            left = until - time.monotonic()
+            if left <= 0 or client.idle_check(timeout=min(left, STOP_LATENCY)):
+                return
+
+    def stop(self) -> None:
+        """End a `wait` running in another thread soon (its result is then what was read so far)."""
+        self._stopped.set()
 
 
 # --- the agents --------------------------------------------------------------------------------------------
@@ -334,20 +353,52 @@ class RecallHandle:
         Raises TimeoutError when no report arrived in time; with `until_complete`, returns the report with
         its pending recipients when they did not resolve in time.
         """
-        merged = await asyncio.to_thread(self.reader.wait, timeout, until_complete)
+        try:
+            merged = await asyncio.to_thread(self.reader.wait, timeout, until_complete)
+        except asyncio.CancelledError:  # Ctrl-C (asyncio.run cancels us): the thread must not wait on
+            self.reader.stop()
+            raise
         if merged is None:
             raise TimeoutError(f"no recall report for {self.original_message_id} within {timeout:g} s")
         return merged
 
 
-class RecallAgent:
-    """Recalls the user's messages over IMAP + SMTP submission (see the module docstring)."""
+class _Agent:
+    """What both agents share: the user, her endpoints, and the steps around the SMTP submission."""
 
     def __init__(self, lab_or_endpoints: Any, user: str, password: str, *, timeout: float = 10.0) -> None:
         self.user = user.strip().lower()
         self.password = password
         self.timeout = timeout
         self.imap, self.submission = resolve_endpoints(lab_or_endpoints, self.user.rpartition("@")[2])
+
+    def _prepare(self, original: SentOriginal, action: str, replacement: EmailMessage | bytes | None
+                 ) -> tuple[RecallInstruction, EmailMessage]:
+        instruction = _instruction(self.user, original, action, replacement)
+        return instruction, _build(instruction)
+
+    @contextmanager
+    def _submitting(self, refused: type[Exception]) -> Iterator[None]:
+        """Either SMTP client's failures as one-line RecallAgentErrors (`refused` first: smtplib's errors are
+        OSErrors too)."""
+        try:
+            yield
+        except refused as exc:
+            raise RecallAgentError(f"submission refused the recall: {exc}") from None
+        except OSError as exc:
+            raise RecallAgentError(f"cannot reach submission at {self.submission.host}:{self.submission.port}: "
+                                   f"{exc.strerror or exc}") from None
+
+    def _submitted(self, instruction: RecallInstruction, msg: EmailMessage
+                   ) -> tuple[RecallInstruction, str, ReportReader]:
+        rid = str(msg["Message-ID"])
+        reader = ReportReader(self.imap, self.user, self.password, instruction.original_message_id, rid,
+                              self.timeout)
+        return replace(instruction, message_id=rid), rid, reader
+
+
+class RecallAgent(_Agent):
+    """Recalls the user's messages over IMAP + SMTP submission (see the module docstring)."""
 
     async def find_original(self, message_id: str) -> SentOriginal:
         return await asyncio.to_thread(find_sent_original, self.imap, self.user, self.password, message_id,
@@ -355,56 +406,30 @@ class RecallAgent:
 
     async def recall(self, message_id: str, action: str = "delete",
                      replacement: EmailMessage | bytes | None = None) -> RecallHandle:
-        original = await self.find_original(message_id)
-        instruction = _instruction(self.user, original, action, replacement)
-        msg = _build(instruction)
-        try:
+        instruction, msg = self._prepare(await self.find_original(message_id), action, replacement)
+        with self._submitting(aiosmtplib.SMTPException):
             await aiosmtplib.send(msg, sender=self.user, recipients=list(instruction.recipients),
                                   hostname=self.submission.host, port=self.submission.port, username=self.user,
                                   password=self.password, start_tls=False, timeout=self.timeout)
-        except aiosmtplib.SMTPException as exc:
-            raise RecallAgentError(f"submission refused the recall: {exc}") from None
-        except OSError as exc:
-            raise RecallAgentError(f"cannot reach submission at {self.submission.host}:{self.submission.port}: "
-                                   f"{exc.strerror or exc}") from None
-        rid = str(msg["Message-ID"])
-        reader = ReportReader(self.imap, self.user, self.password, original.message_id, rid, self.timeout)
-        return RecallHandle(instruction=_with_id(instruction, rid), recall_message_id=rid, reader=reader)
+        instruction, rid, reader = self._submitted(instruction, msg)
+        return RecallHandle(instruction=instruction, recall_message_id=rid, reader=reader)
 
 
-def _with_id(instruction: RecallInstruction, rid: str) -> RecallInstruction:
-    return replace(instruction, message_id=rid)
-
-
-class SyncRecallAgent:
+class SyncRecallAgent(_Agent):
     """The same agent for synchronous code (imapclient users, scripts): smtplib instead of aiosmtplib.
 
     Do not call it from the event loop thread that runs the lab's servers: it blocks.
     """
 
-    def __init__(self, lab_or_endpoints: Any, user: str, password: str, *, timeout: float = 10.0) -> None:
-        self.user = user.strip().lower()
-        self.password = password
-        self.timeout = timeout
-        self.imap, self.submission = resolve_endpoints(lab_or_endpoints, self.user.rpartition("@")[2])
-
     def recall(self, message_id: str, action: str = "delete", replacement: EmailMessage | bytes | None = None
                ) -> SyncRecallHandle:
         original = find_sent_original(self.imap, self.user, self.password, message_id, self.timeout)
-        instruction = _instruction(self.user, original, action, replacement)
-        msg = _build(instruction)
-        try:
-            with smtplib.SMTP(self.submission.host, self.submission.port, timeout=self.timeout) as smtp:
-                smtp.login(self.user, self.password)
-                smtp.send_message(msg, from_addr=self.user, to_addrs=list(instruction.recipients))
-        except smtplib.SMTPException as exc:
-            raise RecallAgentError(f"submission refused the recall: {exc}") from None
-        except OSError as exc:
-            raise RecallAgentError(f"cannot reach submission at {self.submission.host}:{self.submission.port}: "
-                                   f"{exc.strerror or exc}") from None
-        rid = str(msg["Message-ID"])
-        reader = ReportReader(self.imap, self.user, self.password, original.message_id, rid, self.timeout)
-        return SyncRecallHandle(_with_id(instruction, rid), rid, reader)
+        instruction, msg = self._prepare(original, action, replacement)
+        with self._submitting(smtplib.SMTPException), \
+                smtplib.SMTP(self.submission.host, self.submission.port, timeout=self.timeout) as smtp:
+            smtp.login(self.user, self.password)
+            smtp.send_message(msg, from_addr=self.user, to_addrs=list(instruction.recipients))
+        return SyncRecallHandle(*self._submitted(instruction, msg))
 
 
 @dataclass

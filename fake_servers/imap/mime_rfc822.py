@@ -175,17 +175,22 @@ class Lexer:
             self.i = end + 1
             self.skip_lwsp()
             return "".join(ch for ch in lit if ch not in _LWSP)
-        parts: list[str] = []
+        parts = self.atom_list(".")
+        return ".".join(parts) if parts else None
+
+    def atom_list(self, sep: str) -> list[str]:
+        """Atoms separated by `sep` (folding whitespace allowed after it): a domain's labels, a language list."""
+        atoms: list[str] = []
         while True:
             a = self.atom()
             if a is None:
                 break
-            parts.append(a)
-            if self.peek() != ".":
+            atoms.append(a)
+            if self.peek() != sep:
                 break
             self.i += 1
             self.skip_lwsp()
-        return ".".join(parts) if parts else None
+        return atoms
 
 
 # --- Content-Type / Content-Disposition ---------------------------------------------------------
@@ -292,17 +297,7 @@ def parse_token_value(value: str) -> str | None:
 def parse_languages(value: str) -> list[str] | None:
     lx = Lexer(value)
     lx.skip_lwsp()
-    langs: list[str] = []
-    while True:
-        a = lx.atom()
-        if a is None:
-            break
-        langs.append(a)
-        if lx.peek() != ",":
-            break
-        lx.i += 1
-        lx.skip_lwsp()
-    return langs or None
+    return lx.atom_list(",") or None
 
 
 # --- addresses -----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ def split_message(raw: bytes) -> tuple[bytes, bytes]:
     if raw.startswith((b"\r\n", b"\n")):
         return b"", raw
     end = raw.find(b"\r\n\r\n")
-    if end >= 0 and b"\n\n" not in raw[:end]:  # the usual CRLF message: a C-speed search
+    if end >= 0 and raw.find(b"\n\n", 0, end) < 0:  # the usual CRLF message: C-speed searches, no copy
         return raw[:end + 2], raw[end + 2:]
     m = _HEADER_END.search(raw)
     if m is None:
@@ -51,28 +51,25 @@ class HeaderBlock:
     Fields are also indexed by lower-cased name: the submission path asks for From, Sender, To, Cc, Bcc,
     Message-ID and Date of every message, and a dict lookup beats scanning the fields for each."""
 
-    __slots__ = ("fields", "_by_name")
+    __slots__ = ("_by_name",)
 
     def __init__(self, raw: bytes) -> None:
         head, _ = split_message(raw)
-        fields: list[tuple[bytes, bytes]] = []
         by_name: dict[bytes, list[bytes]] = {}
         for f in _fields(head):
             name, colon, _rest = f.partition(b":")
             if colon:
                 key = name.strip().lower()
-                fields.append((key, f))
                 found = by_name.get(key)
                 if found is None:
                     by_name[key] = [f]
                 else:
                     found.append(f)
-        self.fields = fields
         self._by_name = by_name
 
     def values(self, name: str) -> list[str]:
         out = []
-        for f in self._by_name.get(name.lower().encode(), ()):
+        for f in self._by_name.get(_key(name), ()):
             value = f.split(b":", 1)[1]
             if b"\n" in value.rstrip(b"\r\n"):
                 value = _FOLD.sub(b" ", value)
@@ -80,24 +77,40 @@ class HeaderBlock:
         return out
 
     def has(self, name: str) -> bool:
-        return name.lower().encode() in self._by_name
+        return _key(name) in self._by_name
 
     def addresses(self, *names: str) -> list[str]:
         """Every addr-spec in the named address fields, lower-cased."""
         out: list[str] = []
         for name in names:
-            for value in self.values(name):
-                out.extend(_address_list(value))
+            if _key(name) in self._by_name:
+                for value in self.values(name):
+                    out.extend(_address_list(value))
         return out
 
 
 _FOLD = re.compile(rb"\r?\n[ \t]")
+_KEYS: dict[str, bytes] = {}
+
+
+def _key(name: str) -> bytes:
+    """A field name as HeaderBlock indexes it (lower-cased bytes), remembered for the few names code asks for."""
+    key = _KEYS.get(name)
+    if key is None:
+        key = name.lower().encode()
+        if len(_KEYS) < 256:
+            _KEYS[name] = key
+    return key
 _SIMPLE_ADDR = re.compile(r"[^\s<>@,]+@[^\s<>@,]+")
 
 
 def _address_list(value: str) -> list[str]:
     """addr-specs of one address-list value; a fast path for the plain lists clients write, else email.utils."""
     if '"' not in value and "(" not in value and ";" not in value and ":" not in value:
+        if "," not in value and "<" not in value:  # one bare address, the most common value of all
+            part = value.strip()
+            if part and _SIMPLE_ADDR.fullmatch(part):
+                return [part.lower()]
         out = []
         for part in value.split(","):
             part = part.strip()

@@ -87,7 +87,8 @@ def register(app: typer.Typer) -> None:
             "--password", help="Default: from the endpoints file, else '<localpart>-password'.")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     ) -> None:
-        """Recall a message: find it in the sender's Sent folder, submit the recall, print the report."""
+        """Recall a message: find it in the sender's Sent folder (or Outbox, while delayed send holds it), submit
+        the recall, print the report."""
         if "@" not in user:
             raise CliError(f"--user must be a full address, not {user!r}")
         replacement = _load_replacement(replace_with) if replace_with is not None else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import sys
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -57,13 +58,23 @@ def build_message(sender: str, to: list[str], cc: list[str], subject: str, body:
     return msg
 
 
+def _tls_context(cafile: Path | None) -> ssl.SSLContext:
+    """Checked before connecting, so a missing or bad CA file is named as such, not as a connection failure."""
+    try:
+        return ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    except OSError as exc:
+        raise CliError(f"cannot read CA file {cafile}: {exc.strerror or exc}") from None
+    except ssl.SSLError as exc:
+        raise CliError(f"cannot use CA file {cafile}: {exc.reason or exc}") from None
+
+
 async def _submit(msg: EmailMessage, *, host: str, port: int, user: str, password: str, recipients: list[str],
-                  starttls: bool, cafile: Path | None) -> None:
-    context = None
-    if starttls:
-        context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
-    await aiosmtplib.send(msg, hostname=host, port=port, username=user, password=password, sender=user,
-                          recipients=recipients, start_tls=starttls, tls_context=context, timeout=30)
+                  starttls: bool, context: ssl.SSLContext | None) -> dict[str, Any]:
+    """Submit; returns the recipients the server refused while accepting the others ({address: response})."""
+    errors, _reply = await aiosmtplib.send(msg, hostname=host, port=port, username=user, password=password,
+                                           sender=user, recipients=recipients, start_tls=starttls,
+                                           tls_context=context, timeout=30)
+    return dict(errors)
 
 
 def register(app: typer.Typer) -> None:
@@ -109,9 +120,10 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:  # whatever else the email package refuses in a header value
             raise CliError(f"cannot build the message: {' '.join(str(exc).split())}", code=2) from None
         host, port = info["submission"]["host"], int(info["submission"]["port"])
+        context = _tls_context(cafile) if starttls else None
         try:
-            asyncio.run(_submit(msg, host=host, port=port, user=user, password=secret,
-                                recipients=[*to, *cc, *bcc], starttls=starttls, cafile=cafile))
+            refused = asyncio.run(_submit(msg, host=host, port=port, user=user, password=secret,
+                                          recipients=[*to, *cc, *bcc], starttls=starttls, context=context))
         except aiosmtplib.SMTPRecipientsRefused as exc:
             first = exc.recipients[0]
             raise CliError(f"refused {first.recipient}: {first.code} {first.message}") from None
@@ -120,4 +132,10 @@ def register(app: typer.Typer) -> None:
                            ) from None
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise CliError(f"cannot submit to {host}:{port}: {exc}") from None
-        print(msg["Message-ID"])
+        print(msg["Message-ID"], flush=True)
+        if refused:  # accepted for some, refused for others: say so, and fail, as sendmail does
+            lines = [f"refused {rcpt}: {reply.code} {' '.join(reply.message.split())}"
+                     for rcpt, reply in refused.items()]
+            for line in lines[:-1]:
+                print(f"recall-lab: {line}", file=sys.stderr)
+            raise CliError(lines[-1])

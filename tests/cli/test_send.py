@@ -116,3 +116,29 @@ def test_send_usage_error_hint_names_the_subcommand(capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
     assert "'--to'" in err and "(see 'recall-lab send --help')" in err, err
+
+
+def test_send_reports_each_refused_recipient_and_fails(served):
+    endpoints, data = served
+    proc = _send("--endpoints", str(endpoints), "--from", "alice@corp.example", "--to", "bob@corp.example",
+                 "--to", "nobody@corp.example", "--cc", "ghost@corp.example", "--subject", "partial", "--body", "b")
+    assert proc.returncode == 1, proc.stderr
+    message_id = proc.stdout.strip()
+    assert message_id.startswith("<"), "the Message-ID of what was accepted"
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 2, proc.stderr
+    assert lines[0].startswith("recall-lab: refused nobody@corp.example: 550 5.1.1"), lines
+    assert lines[1].startswith("recall-lab: refused ghost@corp.example: 550 5.1.1"), lines
+    corp = data["domains"]["corp.example"]
+    raw = _wait_for_message(corp["imap"], "bob@corp.example", corp["users"]["bob@corp.example"], message_id)
+    assert b"Subject: partial" in raw
+
+
+def test_send_names_a_missing_ca_file(tmp_path):
+    endpoints = tmp_path / "lab.json"
+    endpoints.write_text(json.dumps({"domains": {"corp.example": {
+        "submission": {"host": "127.0.0.1", "port": 9}, "users": {"alice@corp.example": "alice-password"}}}}))
+    proc = _send("--endpoints", str(endpoints), "--from", "alice@corp.example", "--to", "bob@corp.example",
+                 "--subject", "s", "--body", "b", "--starttls", "--cafile", str(tmp_path / "missing.pem"))
+    assert proc.returncode == 1
+    assert proc.stderr == f"recall-lab: cannot read CA file {tmp_path / 'missing.pem'}: No such file or directory\n"

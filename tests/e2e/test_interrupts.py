@@ -101,14 +101,15 @@ def _wait_gone(pids: list[int], timeout: float) -> list[int]:
 PROGRESS = re.compile(rb"\b[1-9]\d*/\d+\b")
 
 
-@pytest.mark.xfail(strict=True, reason="QA: F14 Ctrl-C exits 0: typer returns Exit(130), harness/cli.py::main "
-                                       "ignores it")
 def test_ctrl_c_on_matrix_exits_130():
+    """QA F14 (fixed 08:12 UTC): Ctrl-C exited 0, silently."""
     term = _Terminal("matrix", "--trials", "2000", "--workers", "1", "--scenario", "unopened", "--mode", "cloud")
     try:
         term.wait_for(PROGRESS, timeout=30)
         os.killpg(term.proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         assert term.proc.wait(timeout=15) == 130
+        term.thread.join(timeout=5)
+        assert b"recall-lab: interrupted" in term.output
     finally:
         term.close()
 
@@ -133,3 +134,4 @@ def test_sigterm_on_matrix_leaves_no_worker_running():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         term.close()
+

@@ -11,6 +11,7 @@ from .raw_imap import ImapConnectionClosed, RawImap
 from .servers import ImapEndpoint
 
 _VAR = re.compile(rb"\$\{([a-z_]+)(?::([^}]*))?\}")
+_NOT_SENT = b"<not sent: this connection failed earlier>"
 _CODE_VALUE = re.compile(rb"\[(HIGHESTMODSEQ|UIDVALIDITY) (\d+)\]")
 
 
@@ -41,6 +42,7 @@ class SectionRun:
         self.values: dict[tuple[str, str], bytes] = {}  # ("hms"|"uidvalidity", mailbox) -> value
         self.counter = 0
         self.transcript: list[Exchange] = []
+        self.dead: set[str] = set()  # connections that timed out or closed: later steps on them are not sent
 
     def conn(self, name: str) -> RawImap:
         if name not in self.conns:
@@ -95,10 +97,14 @@ class SectionRun:
         self.counter += 1
         tag = f"{conn.lower()}{self.counter:03d}"
         filled = self.fill(raw)
-        try:
-            responses = self.conn(conn).command(tag, filled)
-        except (ImapConnectionClosed, TimeoutError, OSError) as exc:
-            responses = [f"<{type(exc).__name__}: {exc}>".encode()]
+        if conn in self.dead:
+            responses = [_NOT_SENT]
+        else:
+            try:
+                responses = self.conn(conn).command(tag, filled)
+            except (ImapConnectionClosed, TimeoutError, OSError) as exc:
+                responses = [f"<{type(exc).__name__}: {exc}>".encode()]
+                self.dead.add(conn)  # one hung server must cost one timeout, not one per step
         self.learn(conn, filled, responses)
         self.transcript.append(Exchange(conn, f"{tag} {shown(raw)}", responses))
         return responses
@@ -106,9 +112,14 @@ class SectionRun:
     def idle(self, step: Idle) -> None:
         self.counter += 1
         tag = f"{step.conn.lower()}{self.counter:03d}"
-        imap = self.conn(step.conn)
+        other = step.command.encode() if isinstance(step.command, str) else step.command
+        title = f"{tag} IDLE (while {step.other}: {shown(other)})"
+        if step.conn in self.dead:
+            self.transcript.append(Exchange(step.conn, title, [_NOT_SENT]))
+            return
         responses: list[bytes] = []
         try:
+            imap = self.conn(step.conn)
             imap.send_raw(f"{tag} IDLE\r\n".encode())
             while not (response := imap.read_response()).startswith(b"+"):
                 responses.append(response)
@@ -126,8 +137,8 @@ class SectionRun:
             responses += imap.read_until_tagged(tag)
         except (ImapConnectionClosed, TimeoutError, OSError) as exc:
             responses.append(f"<{type(exc).__name__}: {exc}>".encode())
-        other = step.command.encode() if isinstance(step.command, str) else step.command
-        self.transcript.append(Exchange(step.conn, f"{tag} IDLE (while {step.other}: {shown(other)})", responses))
+            self.dead.add(step.conn)
+        self.transcript.append(Exchange(step.conn, title, responses))
 
     def run(self, steps: list) -> list[Exchange]:
         try:
@@ -135,10 +146,13 @@ class SectionRun:
                 if isinstance(step, Idle):
                     self.idle(step)
                 elif isinstance(step, Raw):
+                    if step.conn in self.dead:
+                        continue
                     try:
                         self.conn(step.conn).send_raw(self.fill(step.data))
-                    except OSError as exc:
+                    except (ImapConnectionClosed, OSError) as exc:
                         self.transcript.append(Exchange(step.conn, "<raw>", [f"<{exc}>".encode()]))
+                        self.dead.add(step.conn)
                 else:
                     self.command(*step)
         finally:

@@ -20,7 +20,7 @@ class ImapConnectionClosed(Exception):
 class RawImap:
     """One connection. `command()` sends one tagged command (with its literals) and returns the responses."""
 
-    def __init__(self, host: str, port: int, timeout: float = 10.0) -> None:
+    def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.timeout = timeout
         self._buffer = b""

@@ -99,8 +99,7 @@ def test_curl_starttls_with_a_verified_certificate(tls_server: ImapEndpoint,
     assert result.returncode == 0 and "sent after STARTTLS" in result.stdout, result.stderr
 
 
-def test_many_clients_start_tls_at_once(tls_server: ImapEndpoint, tls_files: TlsFiles,
-                                         request: pytest.FixtureRequest) -> None:
+def test_many_clients_start_tls_at_once(tls_server: ImapEndpoint, tls_files: TlsFiles) -> None:
     """32 STARTTLS logins, 8 at a time: a server must not lose what a client sends at once, whether right after
     "OK Begin TLS" or right after the handshake (races that a single, unhurried client never shows)."""
 

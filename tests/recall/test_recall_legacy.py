@@ -9,6 +9,7 @@ test_recall_desktop.py.
 
 from __future__ import annotations
 
+import asyncio
 from email.message import EmailMessage
 
 import aiosmtplib
@@ -79,6 +80,37 @@ async def test_unread_pending_then_the_client_deletes_and_the_notice_completes_t
         # in alice's INBOX: the initial report (pending) and bob's notice, both vouched for by her server
         subjects = sorted(str(c.headers["Subject"]) for c in await server_state(lab, ALICE) if c.folder == "INBOX")
         assert subjects == ["Message Recall Report: Quarterly numbers", "Recall Success: Quarterly numbers"]
+
+
+async def test_cancelling_a_report_wait_stops_its_worker_thread_at_once():
+    """F14b: Ctrl-C cancels `await handle.report(...)`; the IMAP wait in its worker thread must end too, or the
+    process (asyncio.run waits for its threads) lives on until the whole timeout is over."""
+    async with recall_lab("legacy") as lab:
+        mid = await send(lab, ALICE, to=[BOB])
+        handle, _first = await start_recall(lab, mid)  # bob stays pending: an until_complete wait goes on
+        loop = asyncio.get_running_loop()
+        scanning, finished = asyncio.Event(), asyncio.Event()
+        reader = handle.reader
+        scan, wait = reader.scan, reader.wait
+
+        def scan_and_tell(client):
+            scan(client)
+            loop.call_soon_threadsafe(scanning.set)
+
+        def wait_and_tell(*args):
+            try:
+                return wait(*args)
+            finally:
+                loop.call_soon_threadsafe(finished.set)
+
+        reader.scan, reader.wait = scan_and_tell, wait_and_tell
+        task = asyncio.create_task(handle.report(timeout=60, until_complete=True))
+        await asyncio.wait_for(scanning.wait(), TIMEOUT)  # the thread is in its IDLE loop now
+        task.cancel()
+        started = loop.time()
+        await asyncio.wait_for(finished.wait(), TIMEOUT)
+        assert loop.time() - started < 1.0
+        assert task.cancelled()
 
 
 async def test_read_fails_read():
