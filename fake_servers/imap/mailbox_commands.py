@@ -268,9 +268,32 @@ class MailboxCommands:
         pattern = lx.mailbox_pattern()
         lx.end()
         if pattern:
-            self._list_matches(ref, [pattern], "LSUB", subscribed_only=True, special_only=False,
-                               show_subscribed=False, show_children=False)
+            self._lsub_matches(ref, pattern)
         self.ok(tag, "Lsub completed.")
+
+    def _lsub_matches(self, ref: str, pattern: str) -> None:
+        """LSUB lists subscribed names, whether or not the mailbox still exists. RFC 3501 6.3.9: when "%" stops
+        above a subscribed "foo/bar" whose parent "foo" is not subscribed, "foo" is listed, with \\Noselect."""
+        full = pattern if pattern.startswith(SEPARATOR) or not ref else ref + pattern
+        regexes = [_pattern_regex(full)]
+        if full.upper().startswith("INBOX"):
+            regexes.append(_pattern_regex("INBOX" + full[5:]))
+        subscribed = self.store.subscriptions(self.user)
+        subscribed_set = set(subscribed)
+        listed: dict[str, bool] = {}  # name -> shown as \Noselect
+        for name in subscribed:
+            if any(r.match(name) for r in regexes):
+                listed[name] = False
+                continue
+            parts = name.split(SEPARATOR)
+            for depth in range(len(parts) - 1, 0, -1):
+                parent = SEPARATOR.join(parts[:depth])
+                if parent not in subscribed_set and any(r.match(parent) for r in regexes):
+                    listed.setdefault(parent, True)
+                    break
+        self._write(b"".join(
+            b"* LSUB (%s) \"/\" %s\r\n" % (b"\\Noselect" if noselect else b"", mailbox_wire(name))
+            for name, noselect in listed.items()))
 
     def _list_matches(self, ref: str, patterns: list[str], verb: str, subscribed_only: bool, special_only: bool,
                       show_subscribed: bool, show_children: bool) -> None:

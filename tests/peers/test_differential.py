@@ -22,10 +22,7 @@ from .servers import ImapEndpoint, SharedDovecot
 
 #: Sections where recall-lab knowingly differs from Dovecot and the RFC sides with Dovecot, still unfixed:
 #: section -> reason (reported to the lead). Strict: the xfail turns into a failure once fixed.
-KNOWN_DIFFERENCES: dict[str, str] = {
-    "lsub-unsubscribed-parent": 'recall-lab leaves the unsubscribed parent of a subscribed mailbox out of LSUB "" "%"; '
-                  "RFC 3501 6.3.9 says it MUST be listed, flagged \\Noselect (Dovecot does)",
-}
+KNOWN_DIFFERENCES: dict[str, str] = {}
 
 
 @pytest.fixture
