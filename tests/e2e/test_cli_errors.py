@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from .conftest import assert_one_line_error, cli_env, run_cli, start_serve
+from .conftest import assert_one_line_error, cli_env, message_ids, run_cli, start_serve
 
 ALICE = ("--from", "alice@corp.example", "--to", "bob@corp.example", "--subject", "s", "--body", "b")
 RECALL = ("--user", "alice@corp.example", "--message-id", "<nothing@corp.example>", "--wait", "1")
@@ -136,12 +136,14 @@ def test_python_dash_m_entry_point_errors_are_one_line(files, module):
     assert_one_line_error(result, "missing.json")
 
 
-@pytest.mark.xfail(strict=True, reason="QA: F17 send with one refused recipient among several: exit 0, silent "
-                                       "(harness/commands/send.py drops aiosmtplib's per-recipient errors)")
 def test_send_reports_a_refused_recipient_among_accepted_ones(shared_lab):
+    """QA F17 (fixed 08:28 UTC): exit 0 and no word about the refused recipient."""
     result = run_cli("send", "--endpoints", str(shared_lab.endpoints_file), "--from", "alice@corp.example",
                      "--to", "bob@corp.example", "--to", "nobody@corp.example", "--subject", "partial", "--body", "b")
     assert result.returncode != 0, "a partial failure is not a success"
     assert result.stdout.strip().startswith("<"), "the Message-ID of what was accepted"
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and "nobody@corp.example" in lines[0] and "550" in lines[0], result.stderr
+    bob = shared_lab.imap("bob@corp.example")
+    assert result.stdout.strip() in message_ids(bob), "the accepted recipient still gets it"
+    bob.logout()
