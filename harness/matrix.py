@@ -17,8 +17,11 @@ transcript recorder listens; those lines are the per-scenario transcript of the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -280,8 +283,63 @@ def run_matrix_blocking(options: MatrixOptions) -> MatrixResult:
     """
     cells = [(s.name, m) for m in options.modes for s in options.scenarios if m in s.modes]
     workers = min(options.workers, len(cells))
-    if workers <= 1 or options.observer is not None or options.transcript_sink is not None:
-        return asyncio.run(run_matrix(options))
+    with _sigterm_raises():
+        if workers <= 1 or options.observer is not None or options.transcript_sink is not None:
+            return asyncio.run(_run_until_terminated(options))
+        return _run_in_workers(options, cells, workers)
+
+
+async def _run_until_terminated(options: MatrixOptions) -> MatrixResult:
+    """run_matrix, with SIGTERM cancelling it as asyncio.run does for Ctrl-C: the labs shut down in order.
+    (An exception raised from a plain signal handler would surface anywhere inside the loop's machinery.)"""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    terminated = False
+
+    def on_sigterm() -> None:
+        nonlocal terminated
+        terminated = True
+        if task is not None:
+            task.cancel()
+
+    watching = threading.current_thread() is threading.main_thread()
+    if watching:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    try:
+        return await run_matrix(options)
+    except asyncio.CancelledError:
+        if terminated:
+            raise Terminated("terminated") from None
+        raise
+    finally:
+        if watching:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+class Terminated(Exception):
+    """SIGTERM arrived (from `kill`, `timeout`, a CI runner): the run stops as after Ctrl-C, workers included."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While a run lasts, SIGTERM raises Terminated in the main thread, so the `finally` blocks run: the
+    workers are terminated and the labs shut down instead of being orphaned (the default SIGTERM kills this
+    process at once and leaves its worker processes running)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated("terminated")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_in_workers(options: MatrixOptions, cells: list[tuple[str, str]], workers: int) -> MatrixResult:
     import dataclasses
     import multiprocessing
     import queue as queue_module
@@ -331,9 +389,20 @@ def run_matrix_blocking(options: MatrixOptions) -> MatrixResult:
             else:  # "error": an expected failure (a port in use) or a bug, re-raised here as it was
                 finished_workers += 1
                 failure = failure or payload
-    finally:
+    except BaseException:
+        # Ctrl-C, SIGTERM or a bug here: the workers would go on running trials nobody waits for, and a worker
+        # whose queue feeder blocks on a full pipe would never end; stop them now.
         for proc in procs:
-            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.terminate()
+        for proc in procs:
+            proc.join(timeout=3)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=3)
+        raise
+    for proc in procs:
+        proc.join(timeout=30)
     if failure is not None:
         raise failure
     result.sort()
@@ -346,6 +415,7 @@ def _worker_main(options: MatrixOptions, queue: Any) -> None:
         if done:
             queue.put(("trial", None))
 
+    _exit_with_parent()
     try:
         options.progress = progress
         result = asyncio.run(run_matrix(options))
@@ -358,5 +428,23 @@ def _worker_main(options: MatrixOptions, queue: Any) -> None:
             queue.put(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
 
 
-__all__ = ["CAST", "DEFAULT_CONCURRENCY", "MatrixOptions", "group_scenarios", "lab_config", "run_matrix",
+def _exit_with_parent() -> None:
+    """End this worker when its parent process ends, however it ends (even SIGKILL, which runs no cleanup):
+    a thread waits on the parent's sentinel and then exits the process, labs and all, at once."""
+    import multiprocessing
+    import multiprocessing.connection
+    import os
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="recall-lab-parent-watch", daemon=True).start()
+
+
+__all__ = ["Terminated", "CAST", "DEFAULT_CONCURRENCY", "MatrixOptions", "group_scenarios", "lab_config", "run_matrix",
            "run_matrix_blocking"]

@@ -133,7 +133,6 @@ class SelectedMailbox:
             gone = sorted(self.pending_expunge)
             if qresync:
                 out += b"* VANISHED %s\r\n" % compress(gone).encode()
-            removed = 0
             for uid in gone:
                 i = bisect.bisect_left(self.uids, uid)
                 if not qresync:
@@ -141,7 +140,6 @@ class SelectedMailbox:
                 del self.uids[i]
                 del self.records[uid]
                 self.recent.discard(uid)
-                removed += 1
             self.pending_expunge.clear()
             self.gone.difference_update(gone)
             if len(self.recent) != recent_before and not self.pending_new:

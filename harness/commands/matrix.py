@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -106,6 +107,20 @@ def progress_bar(total_hint: int, enabled: bool, console: Console) -> Iterator[A
             bar.stop()
 
 
+def progress_lines(bar: Any, every: int) -> Any:
+    """The progress callback: the bar's, plus a plain stderr line every `every` trials (0: none)."""
+    if every <= 0:
+        return bar
+
+    def update(done: int, total: int) -> None:
+        if bar is not None:
+            bar(done, total)
+        if done and (done % every == 0 or done == total):
+            print(f"trials {done}/{total}", file=sys.stderr, flush=True)
+
+    return update
+
+
 def auto_workers(total_trials: int) -> int:
     """Processes for a run: two on a multi-core machine once a run is long enough to repay starting them."""
     return 2 if (os.cpu_count() or 1) >= 2 and total_trials >= AUTO_WORKERS_FROM else 1
@@ -115,10 +130,12 @@ def run_matrix_sync(options: Any) -> Any:
     """Run the matrix in a fresh event loop, turning the lab's expected failures into CliError."""
     from harness.config import ConfigError
     from harness.lab import LabStartError
-    from harness.matrix import run_matrix_blocking
+    from harness.matrix import Terminated, run_matrix_blocking
 
     try:
         return run_matrix_blocking(options)
+    except Terminated:
+        raise CliError("terminated", code=143) from None
     except (LabStartError, ConfigError, ScenarioError) as exc:
         raise CliError(str(exc)) from None
     except ValueError as exc:  # a policy refusing its settings when the lab starts (policies.* in the config)
@@ -194,6 +211,8 @@ def register(app: typer.Typer) -> None:
         workers: Annotated[int | None, typer.Option("--workers", "-w",
                                                     help="Processes (default: 2 for long runs on 2+ cores).")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no table.")] = False,
+        progress_every: Annotated[int, typer.Option("--progress-every", help="Print `trials DONE/TOTAL` to stderr "
+                                                    "every N trials (for logs, where no bar is drawn).")] = 0,
         list_: Annotated[bool, typer.Option("--list", help="List the built-in scenarios and exit.")] = False,
     ) -> None:
         """Run N trials of each scenario in each recall mode over the real servers; print the table."""
@@ -212,7 +231,7 @@ def register(app: typer.Typer) -> None:
         hint = trials * sum(len([m for m in modes if m in s.modes]) for s in chosen)
         with progress_bar(hint, not quiet, err) as progress:
             options = make_options(chosen, trials, seed, modes, concurrency, realtime, speed, base, port_base,
-                                   progress=progress, workers=workers)
+                                   progress=progress_lines(progress, progress_every), workers=workers)
             result = run_matrix_sync(options)
         written = write_outputs(result, json_path, html_path)
         if not quiet:
