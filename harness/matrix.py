@@ -285,35 +285,58 @@ def run_matrix_blocking(options: MatrixOptions) -> MatrixResult:
     workers = min(options.workers, len(cells))
     with _sigterm_raises():
         if workers <= 1 or options.observer is not None or options.transcript_sink is not None:
-            return asyncio.run(_run_until_terminated(options))
+            return _run_serial(options)
         return _run_in_workers(options, cells, workers)
 
 
-async def _run_until_terminated(options: MatrixOptions) -> MatrixResult:
-    """run_matrix, with SIGTERM cancelling it as asyncio.run does for Ctrl-C: the labs shut down in order.
-    (An exception raised from a plain signal handler would surface anywhere inside the loop's machinery.)"""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    terminated = False
+def _run_serial(options: MatrixOptions) -> MatrixResult:
+    """asyncio.run(run_matrix(options)), except that Ctrl-C and SIGTERM cancel the run and the clean-up after
+    them is bounded.
 
-    def on_sigterm() -> None:
-        nonlocal terminated
-        terminated = True
-        if task is not None:
-            task.cancel()
+    Why not asyncio.run: after a cancelled run it waits, without a limit, for every task left in the loop, and a
+    server connection task cut off mid-trial may never end; then the process ignores the signal. Here the run is
+    cancelled (the labs close in their `finally`), leftovers get CLEANUP_S seconds, and the signal is raised as
+    KeyboardInterrupt (exit 130) or Terminated (exit 143)."""
+    loop = asyncio.new_event_loop()
+    received: list[int] = []
+    main = loop.create_task(run_matrix(options))
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        main.cancel()
 
     watching = threading.current_thread() is threading.main_thread()
     if watching:
-        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
     try:
-        return await run_matrix(options)
+        return loop.run_until_complete(main)
     except asyncio.CancelledError:
-        if terminated:
+        if not received:
+            raise
+        if received[0] == signal.SIGTERM:
             raise Terminated("terminated") from None
-        raise
+        raise KeyboardInterrupt from None
     finally:
-        if watching:
-            loop.remove_signal_handler(signal.SIGTERM)
+        try:
+            leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for t in leftovers:
+                t.cancel()
+            if leftovers:
+                loop.run_until_complete(asyncio.wait(leftovers, timeout=CLEANUP_S))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(asyncio.wait([loop.create_task(loop.shutdown_default_executor())],
+                                                 timeout=CLEANUP_S))
+        finally:
+            if watching:
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(signum)
+            loop.set_exception_handler(lambda _loop, _context: None)  # no "Task was destroyed" for leftovers
+            loop.close()
+
+
+#: Seconds the tasks left after a run (or an interrupted run) get to end.
+CLEANUP_S = 2.0
 
 
 class Terminated(Exception):
