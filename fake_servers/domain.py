@@ -7,7 +7,7 @@ goes over SMTP through the relay queue and the other's MX listener. The harness'
 configured domain, starts them in two phases (`open`: listeners up; `run`: relay and policies go, once every
 domain's MX is reachable) and stops them.
 
-What happens to an accepted message (see docs/readme/pipeline.md):
+What happens to an accepted message (see the README's "The delivery pipeline" section):
 `accept` stamps it (Received; for submission Message-ID, Date, Bcc bookkeeping), runs the pipeline (policies,
 then Sent copy, local delivery, relay queue), and only then answers 250. The run is shielded from the SMTP
 session, so a client that disconnects mid-delivery cannot leave a message half delivered.

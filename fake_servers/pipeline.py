@@ -3,7 +3,7 @@
 Why a pipeline and not code in the SMTP handler: recall interception, retention, legal hold and delayed send are
 decisions about a *message*, not about the SMTP dialogue, and later issues add them without touching the
 listeners. The contract (Delivery, Verdict, Policy, DomainServices, the registry) is documented in
-docs/readme/pipeline.md; keep the two in step.
+the README's "The delivery pipeline" section; keep the two in step.
 
 The pipeline itself knows nothing of sockets: the domain server gives `DomainServices` the callables that reach
 the store, the relay queue and the held-message spool.
@@ -64,7 +64,7 @@ _PARSER = BytesParser(policy=email_policy.default)
 
 @dataclass(eq=False)
 class Delivery:
-    """One accepted message on its way through a domain's server (see docs/readme/pipeline.md)."""
+    """One accepted message on its way through a domain's server (see the README's "The delivery pipeline" section)."""
 
     domain: str
     channel: Channel
@@ -226,7 +226,7 @@ class ServiceHooks:
 
 
 class DomainServices:
-    """What a policy may use (see docs/readme/pipeline.md): the store, accounts, re-submission, an audit log."""
+    """What a policy may use (see the README's "The delivery pipeline" section): the store, accounts, re-submission, an audit log."""
 
     def __init__(self, *, domain: str, role: str, store: MailStore, accounts: Accounts,
                  local_domains: Iterable[str], config: Mapping[str, Any], hooks: ServiceHooks) -> None:

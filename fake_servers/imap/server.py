@@ -171,7 +171,7 @@ def _bind_literal(host: str, port: int) -> socket.socket | None:
 
 
 class ImapServer:
-    """An IMAP4rev1 server over a MailStore; see docs/readme/imap.md.
+    """An IMAP4rev1 server over a MailStore; see the README's "The IMAP server" section.
 
     `transcripts`: a TranscriptRecorder to record every session (None: off).
     `login_timeout` / `idle_timeout`: seconds of silence before BYE (before / after login).

@@ -360,7 +360,7 @@ def _sender_of(raw: bytes) -> str:
 
 
 class DesktopClient:
-    """A cached-mode desktop mail client of one user; see the module docstring and docs/readme/clients.md."""
+    """A cached-mode desktop mail client of one user; see the module docstring and the README's "Client emulators" section."""
 
     def __init__(self, user: str, password: str, imap: object, *, submission: object | None = None,
                  folders: Sequence[str] = ("INBOX",), cache_path: Path | str | None = None,

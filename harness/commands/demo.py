@@ -10,7 +10,7 @@ the outcome is a handful of them (the original's Message-ID, the recall that nam
 the desktop client receives, the plain "would like to recall" text an outside provider delivers). The full
 transcript of each condition is in the HTML report (`recall-lab matrix --html FILE`).
 
-Time budget: under 30 s on a 2-core machine at the default trial count (see docs/readme/demo.md).
+Time budget: under 30 s on a 2-core machine at the default trial count (see the README's "The teaching demo" section).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Why a long-running command: other programs (the demo script, a real mail client, `recall-lab send`) talk to the
 lab over its sockets; they need the endpoints, printed as one JSON line with --json and written to
---endpoints-file, in the shape documented in docs/readme/lab.md.
+--endpoints-file, in the shape documented in the README's "The Lab" section.
 """
 
 from __future__ import annotations

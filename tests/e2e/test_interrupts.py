@@ -115,8 +115,6 @@ def test_ctrl_c_on_matrix_exits_130():
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs pidfds (Linux)")
-@pytest.mark.xfail(strict=True, reason="QA: F15 SIGTERM to matrix orphans its worker processes "
-                                       "(harness/matrix.py::run_matrix_blocking)")
 def test_sigterm_on_matrix_leaves_no_worker_running():
     term = _Terminal("matrix", "--trials", "200", "--workers", "2", "--scenario", "unopened",
                      "--scenario", "web-client")
