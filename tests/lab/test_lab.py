@@ -156,19 +156,13 @@ async def test_starttls_then_auth_with_trustme_certificates():
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
     async with Lab(tls=server_ctx) as lab:
-        c = await LineClient.connect(lab.submission("corp.example"))
-        try:
+        async with LineClient.session(lab.submission("corp.example")) as c:
             ehlo = await c.ehlo()
             assert "STARTTLS" in ehlo and "AUTH" not in ehlo
             assert (await c.login("alice@corp.example", "alice-password")).startswith("538 5.7.11")
             assert (await c.cmd("MAIL FROM:<alice@corp.example>")).startswith("530 5.7.0")
-        finally:
-            await c.close()
-        mx = await LineClient.connect(lab.mx("corp.example"))
-        try:
+        async with LineClient.session(lab.mx("corp.example")) as mx:
             assert "STARTTLS" not in await mx.ehlo()
-        finally:
-            await mx.close()
         ep = lab.submission("corp.example")
         await aiosmtplib.send(message("alice@corp.example", "bob@corp.example", "over tls"),
                               sender="alice@corp.example", recipients=["bob@corp.example"], hostname=ep.host,

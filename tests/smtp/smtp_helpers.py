@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import imapclient
 
@@ -24,6 +26,16 @@ class LineClient:
         greeting = await client.reply()
         assert greeting.startswith("220"), greeting
         return client
+
+    @classmethod
+    @asynccontextmanager
+    async def session(cls, ep: Endpoint) -> AsyncIterator[LineClient]:
+        """A connected client (greeting read), closed when the block ends, whatever happened in it."""
+        client = await cls.connect(ep)
+        try:
+            yield client
+        finally:
+            await client.close()
 
     async def reply(self) -> str:
         """One (possibly multi-line) reply, lines joined with \n."""

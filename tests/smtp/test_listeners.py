@@ -16,72 +16,56 @@ ENHANCED = re.compile(r"^[45]\d\d[ -][45]\.\d+\.\d+ ")
 
 
 async def test_submission_without_auth_is_refused_at_mail(lab):
-    c = await LineClient.connect(lab.submission("corp.example"))
-    try:
+    async with LineClient.session(lab.submission("corp.example")) as c:
         await c.ehlo()
         reply = await c.cmd("MAIL FROM:<alice@corp.example>")
         assert reply.startswith("530 5.7.0"), reply
         # RCPT without a MAIL is a sequence error; the session goes on
         assert (await c.cmd("RCPT TO:<bob@corp.example>")).startswith("503 5.5.1")
         assert (await c.cmd("NOOP")).startswith("250")
-    finally:
-        await c.close()
 
 
 async def test_auth_plain_and_login_and_bad_password(lab):
     ep = lab.submission("corp.example")
-    c = await LineClient.connect(ep)
-    try:
+    async with LineClient.session(ep) as c:
         ehlo = await c.ehlo()
         assert "AUTH LOGIN PLAIN" in ehlo
         assert "PIPELINING" in ehlo and "8BITMIME" in ehlo and "SMTPUTF8" in ehlo and "SIZE" in ehlo
         assert "ENHANCEDSTATUSCODES" in ehlo
         assert (await c.login("alice@corp.example", "wrong")).startswith("535 5.7.8")
         assert (await c.login("alice@corp.example", "alice-password")).startswith("235 2.7.0")
-    finally:
-        await c.close()
-    c = await LineClient.connect(ep)
-    try:
+    async with LineClient.session(ep) as c:
         await c.ehlo()
         assert (await c.cmd("AUTH LOGIN")).startswith("334")
         assert (await c.cmd(base64.b64encode(b"bob@corp.example"))).startswith("334")
         assert (await c.cmd(base64.b64encode(b"bob-password"))).startswith("235")
         assert (await c.cmd("MAIL FROM:<bob@corp.example>")).startswith("250 2.1.0")
-    finally:
-        await c.close()
 
 
 async def test_envelope_sender_must_be_the_authenticated_user(lab):
-    c = await LineClient.connect(lab.submission("corp.example"))
-    try:
+    async with LineClient.session(lab.submission("corp.example")) as c:
         await c.ehlo()
         await c.login("alice@corp.example", "alice-password")
         assert (await c.cmd("MAIL FROM:<bob@corp.example>")).startswith("553 5.7.1")
         assert (await c.cmd("MAIL FROM:<>")).startswith("553 5.7.1")
         assert (await c.cmd("MAIL FROM:<ALICE@corp.example>")).startswith("250")
-    finally:
-        await c.close()
 
 
 async def test_from_header_must_be_the_authenticated_user(lab):
-    c = await LineClient.connect(lab.submission("corp.example"))
-    try:
+    async with LineClient.session(lab.submission("corp.example")) as c:
         await c.ehlo()
         await c.login("alice@corp.example", "alice-password")
         assert (await c.cmd("MAIL FROM:<alice@corp.example>")).startswith("250")
         assert (await c.cmd("RCPT TO:<bob@corp.example>")).startswith("250")
         reply = await c.data(message("Bob <bob@corp.example>", "bob@corp.example"))
         assert reply.startswith("553 5.7.1"), reply
-    finally:
-        await c.close()
     assert lab.store("corp.example").messages("bob@corp.example", "INBOX") == []
 
 
 @pytest.mark.parametrize("listener", ["submission", "mx"])
 async def test_unknown_local_user(lab, listener):
     ep = getattr(lab, listener)("corp.example")
-    c = await LineClient.connect(ep)
-    try:
+    async with LineClient.session(ep) as c:
         await c.ehlo()
         if listener == "submission":
             await c.login("alice@corp.example", "alice-password")
@@ -90,13 +74,10 @@ async def test_unknown_local_user(lab, listener):
             await c.cmd("MAIL FROM:<dave@mail.example>")
         reply = await c.cmd("RCPT TO:<nobody@corp.example>")
         assert reply.startswith("550 5.1.1"), reply
-    finally:
-        await c.close()
 
 
 async def test_mx_refuses_relaying_and_auth(lab):
-    c = await LineClient.connect(lab.mx("corp.example"))
-    try:
+    async with LineClient.session(lab.mx("corp.example")) as c:
         ehlo = await c.ehlo()
         assert "AUTH" not in ehlo
         assert (await c.cmd("AUTH PLAIN AGFsaWNlQGNvcnAuZXhhbXBsZQBhbGljZS1wYXNzd29yZA==")).startswith("502 5.5.1")
@@ -105,13 +86,10 @@ async def test_mx_refuses_relaying_and_auth(lab):
         assert (await c.cmd("RCPT TO:<dave@mail.example>")).startswith("550 5.7.1")
         assert (await c.cmd("RCPT TO:<someone@elsewhere.example>")).startswith("550 5.7.1")
         assert (await c.cmd("RCPT TO:<bob@corp.example>")).startswith("250")
-    finally:
-        await c.close()
 
 
 async def test_malformed_input_gets_enhanced_5xx_and_the_session_goes_on(lab):
-    c = await LineClient.connect(lab.mx("corp.example"))
-    try:
+    async with LineClient.session(lab.mx("corp.example")) as c:
         for line in ["FROBNICATE", "MAIL FROM:<dave@mail.example>"]:
             reply = await c.cmd(line)
             if line == "FROBNICATE":
@@ -131,8 +109,6 @@ async def test_malformed_input_gets_enhanced_5xx_and_the_session_goes_on(lab):
         assert (await c.cmd("NOOP")).startswith("250")
         assert (await c.cmd("RCPT TO:<bob@corp.example>")).startswith("250")
         assert (await c.data(message("dave@mail.example", "bob@corp.example"))).startswith("250 2.0.0")
-    finally:
-        await c.close()
 
 
 async def test_same_domain_delivery_read_back_over_imap(lab):
@@ -196,8 +172,7 @@ async def test_bcc_in_sent_copy_when_client_strips_the_header(lab):
 
 async def test_size_limit(lab):
     limit = lab.config.domain("corp.example").max_message_size
-    c = await LineClient.connect(lab.mx("corp.example"))
-    try:
+    async with LineClient.session(lab.mx("corp.example")) as c:
         ehlo = await c.ehlo()
         assert f"SIZE {limit}" in ehlo
         reply = await c.cmd(f"MAIL FROM:<dave@mail.example> SIZE={limit + 1}")
@@ -208,8 +183,6 @@ async def test_size_limit(lab):
         reply = await c.data(big)
         assert reply.startswith("552 5.3.4"), reply
         assert (await c.cmd("NOOP")).startswith("250")
-    finally:
-        await c.close()
     assert lab.store("corp.example").messages("bob@corp.example", "INBOX") == []
 
 
@@ -217,15 +190,12 @@ async def test_8bit_message_arrives_byte_for_byte(lab):
     body = "Grüße aus Köln – 10 €\r\n"
     raw = ("From: alice@corp.example\r\nTo: dave@mail.example\r\nSubject: 8bit\r\nMIME-Version: 1.0\r\n"
            "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + body).encode()
-    c = await LineClient.connect(lab.submission("corp.example"))
-    try:
+    async with LineClient.session(lab.submission("corp.example")) as c:
         await c.ehlo()
         await c.login("alice@corp.example", "alice-password")
         assert (await c.cmd("MAIL FROM:<alice@corp.example> BODY=8BITMIME")).startswith("250")
         assert (await c.cmd("RCPT TO:<dave@mail.example>")).startswith("250")
         assert (await c.data(raw)).startswith("250")
-    finally:
-        await c.close()
     await lab.wait_idle()
     [got] = await imap_messages(lab, "dave@mail.example")
     assert got.endswith(body.encode())
@@ -236,8 +206,7 @@ async def test_smtputf8_message_with_utf8_headers_and_address(lab):
     lab.config.domain("mail.example")  # zoë is not a default user: use an internationalised header only
     raw = ("From: Zoë <alice@corp.example>\r\nTo: Dävé <dave@mail.example>\r\nSubject: Привет\r\n"
            "Content-Type: text/plain; charset=utf-8\r\n\r\nтекст\r\n").encode()
-    c = await LineClient.connect(lab.submission("corp.example"))
-    try:
+    async with LineClient.session(lab.submission("corp.example")) as c:
         await c.ehlo()
         await c.login("alice@corp.example", "alice-password")
         assert (await c.cmd("MAIL FROM:<alice@corp.example> SMTPUTF8 BODY=8BITMIME")).startswith("250")
@@ -245,8 +214,6 @@ async def test_smtputf8_message_with_utf8_headers_and_address(lab):
         assert (await c.cmd("RCPT TO:<jörg@corp.example>".encode())).startswith("550 5.1.1")
         assert (await c.cmd("RCPT TO:<dave@mail.example>")).startswith("250")
         assert (await c.data(raw)).startswith("250")
-    finally:
-        await c.close()
     await lab.wait_idle()
     [got] = await imap_messages(lab, "dave@mail.example")
     msg = message_from_bytes(got, policy=email_policy.default)
@@ -255,8 +222,7 @@ async def test_smtputf8_message_with_utf8_headers_and_address(lab):
 
 
 async def test_pipelined_transactions(lab):
-    c = await LineClient.connect(lab.mx("corp.example"))
-    try:
+    async with LineClient.session(lab.mx("corp.example")) as c:
         await c.ehlo()
         c.writer.write(b"MAIL FROM:<dave@mail.example>\r\nRCPT TO:<bob@corp.example>\r\n"
                        b"RCPT TO:<carol@corp.example>\r\nDATA\r\n")
@@ -268,8 +234,6 @@ async def test_pipelined_transactions(lab):
         assert [r[:3] for r in replies] == ["250", "250", "250", "354"]
         c.writer.write(message("dave@mail.example", "bob@corp.example") + b".\r\n")
         assert (await c.reply()).startswith("250")
-    finally:
-        await c.close()
     assert len(lab.store("corp.example").messages("bob@corp.example", "INBOX")) == 2
     assert len(lab.store("corp.example").messages("carol@corp.example", "INBOX")) == 1
 
@@ -281,14 +245,11 @@ def _submit_args(lab, user: str) -> dict:
 
 
 async def test_mx_takes_bounces_from_the_null_sender(lab):
-    c = await LineClient.connect(lab.mx("corp.example"))
-    try:
+    async with LineClient.session(lab.mx("corp.example")) as c:
         await c.ehlo()
         assert (await c.cmd("MAIL FROM:<>")).startswith("250")
         assert (await c.cmd("RCPT TO:<bob@corp.example>")).startswith("250")
         assert (await c.data(message("MAILER-DAEMON@mail.example", "bob@corp.example", "bounce"))).startswith("250")
-    finally:
-        await c.close()
     [got] = await imap_messages(lab, "bob@corp.example")
     assert got.startswith(b"Return-Path: <>\r\n")
 

@@ -133,14 +133,11 @@ async def test_rewrite_changes_what_is_delivered(policy_lab):
 
 
 async def test_mx_channel_and_other_domain_unaffected(policy_lab):
-    c = await LineClient.connect(policy_lab.mx("corp.example"))
-    try:
+    async with LineClient.session(policy_lab.mx("corp.example")) as c:
         await c.ehlo()
         await c.cmd("MAIL FROM:<dave@mail.example>")
         await c.cmd("RCPT TO:<bob@corp.example>")
         assert (await c.data(message("dave@mail.example", "bob@corp.example", "from outside"))).startswith("250")
-    finally:
-        await c.close()
     assert Recorder.seen[0][1:4] == ("mx", None, "from outside")
 
 
