@@ -133,13 +133,15 @@ class SelectedMailbox:
             gone = sorted(self.pending_expunge)
             if qresync:
                 out += b"* VANISHED %s\r\n" % compress(gone).encode()
-            for uid in gone:
-                i = bisect.bisect_left(self.uids, uid)
+            # One pass over the list, not one `del` per message: a large expunge (a purge, a folder emptied)
+            # stays O(n + k log n). Ascending order; each number counts the expunges announced before it.
+            for j, uid in enumerate(gone):
                 if not qresync:
-                    out += b"* %d EXPUNGE\r\n" % (i + 1)
-                del self.uids[i]
+                    out += b"* %d EXPUNGE\r\n" % (bisect.bisect_left(self.uids, uid) - j + 1)
                 del self.records[uid]
                 self.recent.discard(uid)
+            dropped = set(gone)
+            self.uids = [u for u in self.uids if u not in dropped]
             self.pending_expunge.clear()
             self.gone.difference_update(gone)
             if len(self.recent) != recent_before and not self.pending_new:
