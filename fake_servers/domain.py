@@ -132,7 +132,8 @@ class DomainServer:
         self._want_imap = imap
         self.imap_server: Any = None
         self.mx_listener = SmtpListener(MxHandler(self), host=host, port=self.ports.mx, hostname=self.hostname,
-                                        data_size_limit=spec.max_message_size, transcripts=transcripts)
+                                        data_size_limit=spec.max_message_size, tls_context=tls_context,
+                                        transcripts=transcripts)
         self.submission_listener = SmtpListener(
             SubmissionHandler(self), host=host, port=self.ports.submission, hostname=self.hostname,
             data_size_limit=spec.max_message_size, tls_context=tls_context, transcripts=transcripts)

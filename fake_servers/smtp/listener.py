@@ -50,7 +50,7 @@ class SmtpListener:
 
     def _make_session(self) -> LabSMTP:
         submission = isinstance(self.handler, SubmissionHandler)
-        tls = self.tls_context if submission else None
+        tls = self.tls_context  # both offer STARTTLS when the lab has TLS (an MX for other MTAs' opportunistic TLS)
         return LabSMTP(
             self.handler,
             transcripts=self.transcripts,

@@ -162,7 +162,8 @@ async def test_starttls_then_auth_with_trustme_certificates():
             assert (await c.login("alice@corp.example", "alice-password")).startswith("538 5.7.11")
             assert (await c.cmd("MAIL FROM:<alice@corp.example>")).startswith("530 5.7.0")
         async with LineClient.session(lab.mx("corp.example")) as mx:
-            assert "STARTTLS" not in await mx.ehlo()
+            ehlo = await mx.ehlo()
+            assert "STARTTLS" in ehlo and "AUTH" not in ehlo  # other MTAs' opportunistic TLS; never AUTH on MX
         ep = lab.submission("corp.example")
         await aiosmtplib.send(message("alice@corp.example", "bob@corp.example", "over tls"),
                               sender="alice@corp.example", recipients=["bob@corp.example"], hostname=ep.host,
@@ -171,6 +172,17 @@ async def test_starttls_then_auth_with_trustme_certificates():
         [rec] = lab.store("corp.example").messages("bob@corp.example", "INBOX")
         raw = lab.store("corp.example").fetch_raw("bob@corp.example", "INBOX", rec.uid)
         assert "ESMTPSA" in message_from_bytes(raw, policy=email_policy.default)["Received"]
+
+        # Cross-domain: corp.example's relay finds STARTTLS at mail.example's MX and uses it.
+        await aiosmtplib.send(message("alice@corp.example", "dave@mail.example", "relayed over tls"),
+                              sender="alice@corp.example", recipients=["dave@mail.example"], hostname=ep.host,
+                              port=ep.port, username="alice@corp.example", password="alice-password",
+                              start_tls=True, tls_context=client_ctx)
+        await lab.wait_idle()
+        [rec] = lab.store("mail.example").messages("dave@mail.example", "INBOX")
+        raw = lab.store("mail.example").fetch_raw("dave@mail.example", "INBOX", rec.uid)
+        received = message_from_bytes(raw, policy=email_policy.default).get_all("Received")
+        assert "by mail.example" in received[0] and " with ESMTPS id " in received[0], received
 
 
 async def test_smtp_transcripts_record_both_directions_and_mask_secrets():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -115,10 +116,15 @@ class ScriptedServer:
     Stands for "another provider" that is down, busy (4xx) or refusing (5xx), reached through lab.set_route.
     """
 
-    def __init__(self, data_replies: list[str] | None = None, rcpt_replies: list[str] | None = None) -> None:
+    def __init__(self, data_replies: list[str] | None = None, rcpt_replies: list[str] | None = None, *,
+                 tls: ssl.SSLContext | None = None, starttls_reply: str | None = None) -> None:
         self.data_replies = list(data_replies or [])
         self.rcpt_replies = list(rcpt_replies or [])
+        self.tls = tls  # offer STARTTLS with this (server) context
+        self.starttls_reply = starttls_reply  # answer STARTTLS with this instead of starting TLS (e.g. a 454)
         self.received: list[tuple[str, list[str], bytes]] = []
+        self.received_over_tls: list[bool] = []
+        self.starttls_refused = 0
         self.attempts = 0
         self.arrived = asyncio.Event()
         self._server: asyncio.Server | None = None
@@ -135,15 +141,26 @@ class ScriptedServer:
         if self.data_replies:
             return self.data_replies.pop(0)
         self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+        self.received_over_tls.append(session.ssl is not None)
         self.arrived.set()
         return "250 2.0.0 OK"
 
     async def start(self) -> None:
         from aiosmtpd.smtp import SMTP
 
+        scripted = self
+
+        class Session(SMTP):
+            async def smtp_STARTTLS(self, arg: str) -> None:
+                if scripted.starttls_reply is None:
+                    return await super().smtp_STARTTLS(arg)
+                scripted.starttls_refused += 1
+                await self.push(scripted.starttls_reply)
+
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: SMTP(self, hostname="scripted.test", enable_SMTPUTF8=True, loop=loop), "127.0.0.1", 0)
+            lambda: Session(self, hostname="scripted.test", enable_SMTPUTF8=True, tls_context=self.tls, loop=loop),
+            "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

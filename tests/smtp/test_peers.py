@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import ssl
 
 import pytest
 
+from harness.lab import Lab
 from tests.smtp.smtp_helpers import imap_messages
 
 
@@ -93,3 +95,28 @@ async def test_curl_submits_over_smtp(lab, tmp_path):
     code, out = await _run(curl, "-sS", f"smtp://{sub.host}:{sub.port}", "--mail-from", "alice@corp.example",
                            "--mail-rcpt", "bob@corp.example", "-T", str(eml))
     assert code != 0 and "530" in out
+
+
+@pytest.mark.peer("swaks")
+async def test_swaks_starttls_to_mx_and_submission(tmp_path):
+    """With a TLS context, both listeners offer STARTTLS: swaks --tls (verifying against the trustme CA)
+    delivers inbound mail to MX and submits with AUTH after TLS; the Received headers say ESMTPS/ESMTPSA."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    tls = ["--tls", "--tls-verify", "--tls-ca-path", str(ca_file)]
+    async with Lab(tls=server_ctx) as lab:
+        code, out = await _run(*_swaks(lab.mx("corp.example"), *tls, "--from", "dave@mail.example",
+                                       "--to", "bob@corp.example", "--header", "Subject: inbound over tls"))
+        assert code == 0, out
+        code, out = await _run(*_swaks(lab.submission("corp.example"), *tls, "--from", "alice@corp.example",
+                                       "--to", "carol@corp.example", "--auth", "PLAIN",
+                                       "--auth-user", "alice@corp.example", "--auth-password", "alice-password"))
+        assert code == 0, out
+        [inbound] = await imap_messages(lab, "bob@corp.example")
+        [submitted] = await imap_messages(lab, "carol@corp.example")
+    assert b" with ESMTPS id " in inbound.split(b"\r\n\r\n")[0] and b"Subject: inbound over tls" in inbound
+    assert b" with ESMTPSA id " in submitted.split(b"\r\n\r\n")[0]

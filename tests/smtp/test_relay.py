@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from email import message_from_bytes
 from email import policy as email_policy
 
 import aiosmtplib
+import pytest
 
 from tests.smtp.smtp_helpers import ScriptedServer, imap_messages, message
 
@@ -14,6 +18,26 @@ def _args(lab, user):
     ep = lab.submission(lab.domain_of(user))
     return {"hostname": ep.host, "port": ep.port, "username": user, "password": lab.password(user),
             "start_tls": False}
+
+
+@asynccontextmanager
+async def _partner_sent_to(lab, **script) -> AsyncIterator[ScriptedServer]:
+    """A ScriptedServer for partner.example, routed to by the lab, after alice's message to pat there has been
+    relayed (or given up on): the test reads what the partner saw and what came back to alice."""
+    partner = ScriptedServer(**script)
+    await partner.start()
+    try:
+        lab.set_route("partner.example", "127.0.0.1", partner.port)
+        await _send_to_pat(lab)
+        await lab.wait_idle()
+        yield partner
+    finally:
+        await partner.stop()
+
+
+async def _send_to_pat(lab) -> None:
+    await aiosmtplib.send(message("alice@corp.example", "pat@partner.example"), sender="alice@corp.example",
+                          recipients=["pat@partner.example"], **_args(lab, "alice@corp.example"))
 
 
 def _dsn_parts(raw: bytes):
@@ -57,38 +81,22 @@ async def test_dsn_when_no_route(lab):
 
 
 async def test_retry_after_temporary_failure_delivers_once(lab):
-    partner = ScriptedServer(data_replies=["451 4.3.0 try later", "452 4.3.1 still busy"])
-    await partner.start()
-    try:
-        lab.set_route("partner.example", "127.0.0.1", partner.port)
-        await aiosmtplib.send(message("alice@corp.example", "pat@partner.example"), sender="alice@corp.example",
-                              recipients=["pat@partner.example"], **_args(lab, "alice@corp.example"))
-        await lab.wait_idle()
+    async with _partner_sent_to(lab, data_replies=["451 4.3.0 try later", "452 4.3.1 still busy"]) as partner:
         assert partner.attempts == 3
         [(mail_from, rcpts, raw)] = partner.received
         assert (mail_from, rcpts) == ("alice@corp.example", ["pat@partner.example"])
         assert await imap_messages(lab, "alice@corp.example") == []  # no bounce
         assert lab.relay_pending("corp.example") == []
-    finally:
-        await partner.stop()
 
 
 async def test_dsn_when_retries_run_out(lab):
-    partner = ScriptedServer(data_replies=["451 4.3.0 busy"] * 10)
-    await partner.start()
-    try:
-        lab.set_route("partner.example", "127.0.0.1", partner.port)
-        await aiosmtplib.send(message("alice@corp.example", "pat@partner.example"), sender="alice@corp.example",
-                              recipients=["pat@partner.example"], **_args(lab, "alice@corp.example"))
-        await lab.wait_idle()
+    async with _partner_sent_to(lab, data_replies=["451 4.3.0 busy"] * 10) as partner:
         assert partner.attempts == 1 + len(lab.config.retry_delays)
         [bounce] = await imap_messages(lab, "alice@corp.example")
         _, human, blocks, _ = _dsn_parts(bounce)
         assert blocks[1]["Status"] == "4.3.0"
         assert blocks[1]["Action"] == "failed"
         assert "retrying" in human.get_content()
-    finally:
-        await partner.stop()
 
 
 async def test_retry_when_the_other_server_is_down_then_up(lab):
@@ -98,8 +106,7 @@ async def test_retry_when_the_other_server_is_down_then_up(lab):
     await partner.stop()  # nobody listens there now: connection refused is a temporary failure
     lab.set_route("partner.example", "127.0.0.1", port)
     lab.pause_relay("corp.example")
-    await aiosmtplib.send(message("alice@corp.example", "pat@partner.example"), sender="alice@corp.example",
-                          recipients=["pat@partner.example"], **_args(lab, "alice@corp.example"))
+    await _send_to_pat(lab)
     [entry] = lab.relay_pending("corp.example")
     assert entry.recipients == ["pat@partner.example"]
     partner2 = ScriptedServer()
@@ -120,9 +127,30 @@ async def test_dsn_when_the_other_server_stays_down(lab):
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]  # closed again: connections are refused
     lab.set_route("partner.example", "127.0.0.1", dead)
-    await aiosmtplib.send(message("alice@corp.example", "pat@partner.example"), sender="alice@corp.example",
-                          recipients=["pat@partner.example"], **_args(lab, "alice@corp.example"))
+    await _send_to_pat(lab)
     await lab.wait_idle()
     [bounce] = await imap_messages(lab, "alice@corp.example")
     _, _, blocks, _ = _dsn_parts(bounce)
     assert blocks[1]["Status"] == "4.4.1" and blocks[1]["Action"] == "failed"
+
+
+def _server_tls() -> ssl.SSLContext:
+    trustme = pytest.importorskip("trustme")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
+    return ctx
+
+
+async def test_relay_uses_starttls_when_the_next_hop_offers_it(lab):
+    async with _partner_sent_to(lab, tls=_server_tls()) as partner:
+        assert partner.received_over_tls == [True]
+
+
+async def test_relay_sends_in_plain_text_at_once_when_starttls_is_refused(lab):
+    """A hop that offers STARTTLS and then answers 454 still gets the mail, on the first attempt: retrying
+    later would meet the same refusal."""
+    async with _partner_sent_to(lab, tls=_server_tls(),
+                                starttls_reply="454 4.7.0 TLS not available due to local problem") as partner:
+        assert partner.starttls_refused == 1
+        assert partner.attempts == 1 and partner.received_over_tls == [False]
+        assert await imap_messages(lab, "alice@corp.example") == []  # no bounce
