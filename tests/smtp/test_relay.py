@@ -154,3 +154,11 @@ async def test_relay_sends_in_plain_text_at_once_when_starttls_is_refused(lab):
         assert partner.starttls_refused == 1
         assert partner.attempts == 1 and partner.received_over_tls == [False]
         assert await imap_messages(lab, "alice@corp.example") == []  # no bounce
+
+
+async def test_relay_sends_in_plain_text_when_the_tls_handshake_fails(lab):
+    """A hop that offers STARTTLS but cannot complete a handshake (here: no certificate at all)."""
+    broken = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # no certificate loaded
+    async with _partner_sent_to(lab, tls=broken) as partner:
+        assert partner.attempts == 1 and partner.received_over_tls == [False]
+        assert await imap_messages(lab, "alice@corp.example") == []  # no bounce
