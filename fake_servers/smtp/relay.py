@@ -359,7 +359,11 @@ class RelayQueue:
         smtp = aiosmtplib.SMTP(hostname=host, port=port, local_hostname=self.hostname, timeout=self.timeout,
                                start_tls=False, use_tls=False, validate_certs=False)
         await smtp.connect()
-        await smtp.ehlo()
+        try:
+            await smtp.ehlo()
+        except aiosmtplib.SMTPHeloError:  # an old server without ESMTP: HELO, and no STARTTLS to try
+            await smtp.helo()
+            return smtp
         if not smtp.supports_extension("starttls"):
             return smtp
         try:

@@ -117,7 +117,7 @@ class ScriptedServer:
     """
 
     def __init__(self, data_replies: list[str] | None = None, rcpt_replies: list[str] | None = None, *,
-                 tls: ssl.SSLContext | None = None, starttls_reply: str | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, starttls_reply: str | None = None, esmtp: bool = True) -> None:
         self.data_replies = list(data_replies or [])
         self.rcpt_replies = list(rcpt_replies or [])
         self.tls = tls  # offer STARTTLS with this (server) context
@@ -125,6 +125,7 @@ class ScriptedServer:
         self.received: list[tuple[str, list[str], bytes]] = []
         self.received_over_tls: list[bool] = []
         self.starttls_refused = 0
+        self.esmtp = esmtp  # False: a pre-ESMTP server that answers EHLO with 502 (HELO only)
         self.attempts = 0
         self.arrived = asyncio.Event()
         self._server: asyncio.Server | None = None
@@ -151,6 +152,11 @@ class ScriptedServer:
         scripted = self
 
         class Session(SMTP):
+            async def smtp_EHLO(self, hostname: str) -> None:
+                if scripted.esmtp:
+                    return await super().smtp_EHLO(hostname)
+                await self.push("502 5.5.1 Command not implemented")
+
             async def smtp_STARTTLS(self, arg: str) -> None:
                 if scripted.starttls_reply is None:
                     return await super().smtp_STARTTLS(arg)

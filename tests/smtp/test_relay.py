@@ -162,3 +162,8 @@ async def test_relay_sends_in_plain_text_when_the_tls_handshake_fails(lab):
     async with _partner_sent_to(lab, tls=broken) as partner:
         assert partner.attempts == 1 and partner.received_over_tls == [False]
         assert await imap_messages(lab, "alice@corp.example") == []  # no bounce
+
+
+async def test_relay_falls_back_to_helo_for_a_server_without_esmtp(lab):
+    async with _partner_sent_to(lab, esmtp=False) as partner:
+        assert partner.attempts == 1 and len(partner.received) == 1
