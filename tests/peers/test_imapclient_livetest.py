@@ -68,8 +68,11 @@ class Outcome:
 
 def parse_verbose(output: str, classes: tuple[str, ...]) -> tuple[list[Outcome], int]:
     """unittest -v output -> outcomes (and the "Ran N tests" count). A test's docstring may put its
-    status on the next line; the class is read from the test id, or from the only class of a group."""
+    status on the next line; the class is read from the test id, or from the only class of a group.
+    A test that fails and then errors in tearDown is printed twice (FAIL, then ERROR) but counted once by
+    "Ran N": it is one outcome here too, a failure."""
     outcomes: list[Outcome] = []
+    index: dict[tuple[str, str], int] = {}
     pending: tuple[str, str] | None = None
     for line in output.splitlines():
         start = _START.match(line)
@@ -80,7 +83,12 @@ def parse_verbose(output: str, classes: tuple[str, ...]) -> tuple[list[Outcome],
         result = _RESULT.search(line)
         if result and pending:
             status = result.group(1).split(" ")[0]
-            outcomes.append(Outcome(pending[0], pending[1], status, (result["reason"] or "").strip("'\"")))
+            outcome = Outcome(pending[0], pending[1], status, (result["reason"] or "").strip("'\""))
+            if pending not in index:
+                index[pending] = len(outcomes)
+                outcomes.append(outcome)
+            elif status in ("FAIL", "ERROR"):
+                outcomes[index[pending]] = outcome
             pending = None
     ran = re.search(r"^Ran (\d+) tests? in", output, re.M)
     return outcomes, int(ran.group(1)) if ran else -1
@@ -199,11 +207,16 @@ def test_parse_verbose_reads_results_split_from_their_test() -> None:
         "test_move (imapclient.livetest.LiveTest) ... WARNING: server said BYE\n"
         "ok\n"
         "test_sort (imapclient.livetest.LiveTest) ... skipped \"Server doesn't support SORT\"\n"
-        "Ran 4 tests in 0.5s\n"
+        "test_small_read_timeout_fail (__main__.TestGeneral.test_small_read_timeout_fail)\n"
+        "For ease, the login operation use the read/write timeout. ... FAIL\n"
+        "test_small_read_timeout_fail (__main__.TestGeneral.test_small_read_timeout_fail)\n"
+        "For ease, the login operation use the read/write timeout. ... ERROR\n"
+        "Ran 5 tests in 0.5s\n"
     )
     found, ran = parse_verbose(output, ("TestGeneral", "TestWithUIDs"))
-    assert ran == 4
+    assert ran == 5
     assert [(o.cls, o.test, o.status) for o in found] == [
         ("TestWithUIDs", "test_append", "ok"), ("TestGeneral", "test_idle", "FAIL"),
-        ("TestWithUIDs", "test_move", "ok"), ("TestWithUIDs", "test_sort", "skipped")]
-    assert found[-1].reason == "Server doesn't support SORT"
+        ("TestWithUIDs", "test_move", "ok"), ("TestWithUIDs", "test_sort", "skipped"),
+        ("TestGeneral", "test_small_read_timeout_fail", "ERROR")]  # its tearDown failed: printed twice, one test
+    assert found[3].reason == "Server doesn't support SORT"
