@@ -215,11 +215,14 @@ class Lab:
         return self._server(domain)
 
     def endpoints(self) -> dict[str, Any]:
-        """The endpoints JSON: {"domains": {d: {"role", "imap", "submission", "mx", "users"}}}."""
+        """The endpoints JSON: {"domains": {d: {"role", "starttls", "imap", "submission", "mx", "users"}}}.
+
+        "starttls" is true when the lab has a TLS context: every port offers STARTTLS, and submission takes AUTH
+        only after it (a client reading the file knows to upgrade first)."""
         out: dict[str, Any] = {}
         for dc in self.config.domains:
             server = self._servers.get(dc.name)
-            entry: dict[str, Any] = {"role": dc.role}
+            entry: dict[str, Any] = {"role": dc.role, "starttls": self.tls is not None}
             if server is not None:
                 imap = server.imap
                 if imap is not None:

@@ -22,10 +22,11 @@ import asyncio
 import json
 import smtplib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from email import policy as email_policy
 from email.message import EmailMessage
@@ -135,8 +136,10 @@ def _server_text(exc: BaseException) -> str:
 
 
 @contextmanager
-def _session(imap: Endpoint, user: str, password: str, timeout: float) -> Iterator[IMAPClient]:
-    """A logged-in imapclient session, logged out (or dropped) afterwards; failures as RecallAgentError."""
+def _session(imap: Endpoint, user: str, password: str, timeout: float, tls: ssl.SSLContext | None = None
+             ) -> Iterator[IMAPClient]:
+    """A logged-in imapclient session (upgraded with STARTTLS first when `tls` is given), logged out (or
+    dropped) afterwards; failures as RecallAgentError."""
     try:
         client = IMAPClient(imap.host, imap.port, ssl=False, timeout=timeout)
         # imapclient writes a command in pieces; without TCP_NODELAY, Nagle + delayed ACK stall each one ~40 ms.
@@ -144,6 +147,12 @@ def _session(imap: Endpoint, user: str, password: str, timeout: float) -> Iterat
     except OSError as exc:
         raise RecallAgentError(f"cannot reach IMAP at {imap.host}:{imap.port}: {exc.strerror or exc}") from None
     try:
+        if tls is not None:
+            try:
+                client.starttls(tls)
+            except (IMAPClient.Error, OSError) as exc:
+                raise RecallAgentError(f"IMAP STARTTLS at {imap.host}:{imap.port} failed: {_server_text(exc)}"
+                                       ) from None
         try:
             client.login(user, password)
         except Exception as exc:
@@ -156,7 +165,8 @@ def _session(imap: Endpoint, user: str, password: str, timeout: float) -> Iterat
         try:
             client.logout()
         except Exception:
-            client.shutdown()
+            with suppress(OSError):  # the socket may be dead already (a failed TLS handshake closes it)
+                client.shutdown()
 
 
 def _addrs(head: EmailMessage, name: str) -> tuple[str, ...]:
@@ -186,15 +196,15 @@ def _original_in(client: IMAPClient, folder: str, mid: str) -> SentOriginal | No
     return None
 
 
-def find_sent_original(imap: Endpoint, user: str, password: str, message_id: str, timeout: float = 10.0
-                       ) -> SentOriginal:
+def find_sent_original(imap: Endpoint, user: str, password: str, message_id: str, timeout: float = 10.0,
+                       tls: ssl.SSLContext | None = None) -> SentOriginal:
     """The original in the user's Sent folder (special-use \\Sent, else "Sent"), with its Bcc recipients; else
     in her Outbox, where delayed send holds a message that has not left yet (its copy names the Bcc too)."""
     try:
         mid = normalise_message_id(message_id)
     except RecallFormatError as exc:
         raise RecallAgentError(str(exc)) from None
-    with _session(imap, user, password, timeout) as client:
+    with _session(imap, user, password, timeout, tls) as client:
         sent = client.find_special_folder(SENT) or "Sent"
         for folder in dict.fromkeys((sent, OUTBOX)):
             original = _original_in(client, folder, mid)
@@ -213,6 +223,7 @@ class ReportReader:
     original_message_id: str
     recall_message_id: str | None
     timeout: float = 10.0
+    tls: ssl.SSLContext | None = None
     seen_uids: set[int] = field(default_factory=set)
     report: RecallReport | None = None
     notices: list[RecallNotice] = field(default_factory=list)
@@ -273,7 +284,7 @@ class ReportReader:
         thread, which Ctrl-C cannot interrupt, and the process cannot exit before the thread does.
         """
         deadline = time.monotonic() + timeout
-        with _session(self.imap, self.user, self.password, self.timeout) as client:
+        with _session(self.imap, self.user, self.password, self.timeout, self.tls) as client:
             client.select_folder("INBOX", readonly=True)
             self.scan(client)
             while not self.done(until_complete) and not self._stopped.is_set():
@@ -366,10 +377,14 @@ class RecallHandle:
 class _Agent:
     """What both agents share: the user, her endpoints, and the steps around the SMTP submission."""
 
-    def __init__(self, lab_or_endpoints: Any, user: str, password: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, lab_or_endpoints: Any, user: str, password: str, *, timeout: float = 10.0,
+                 tls: ssl.SSLContext | None = None) -> None:
+        """`tls`: a client context (trusting the lab's CA) to use STARTTLS on IMAP and submission, as a lab
+        started with TLS requires before AUTH."""
         self.user = user.strip().lower()
         self.password = password
         self.timeout = timeout
+        self.tls = tls
         self.imap, self.submission = resolve_endpoints(lab_or_endpoints, self.user.rpartition("@")[2])
 
     def _prepare(self, original: SentOriginal, action: str, replacement: EmailMessage | bytes | None
@@ -384,7 +399,11 @@ class _Agent:
         try:
             yield
         except refused as exc:
-            raise RecallAgentError(f"submission refused the recall: {exc}") from None
+            hint = ""
+            if self.tls is None and ("AUTH" in str(exc) or "538" in str(exc)):
+                hint = ("; if the lab was started with TLS it takes AUTH only after STARTTLS: give the agent"
+                        " tls=<client context> (CLI: --starttls --cafile CA)")
+            raise RecallAgentError(f"submission refused the recall: {exc}{hint}") from None
         except OSError as exc:
             raise RecallAgentError(f"cannot reach submission at {self.submission.host}:{self.submission.port}: "
                                    f"{exc.strerror or exc}") from None
@@ -393,7 +412,7 @@ class _Agent:
                    ) -> tuple[RecallInstruction, str, ReportReader]:
         rid = str(msg["Message-ID"])
         reader = ReportReader(self.imap, self.user, self.password, instruction.original_message_id, rid,
-                              self.timeout)
+                              self.timeout, self.tls)
         return replace(instruction, message_id=rid), rid, reader
 
 
@@ -402,7 +421,7 @@ class RecallAgent(_Agent):
 
     async def find_original(self, message_id: str) -> SentOriginal:
         return await asyncio.to_thread(find_sent_original, self.imap, self.user, self.password, message_id,
-                                       self.timeout)
+                                       self.timeout, self.tls)
 
     async def recall(self, message_id: str, action: str = "delete",
                      replacement: EmailMessage | bytes | None = None) -> RecallHandle:
@@ -410,7 +429,8 @@ class RecallAgent(_Agent):
         with self._submitting(aiosmtplib.SMTPException):
             await aiosmtplib.send(msg, sender=self.user, recipients=list(instruction.recipients),
                                   hostname=self.submission.host, port=self.submission.port, username=self.user,
-                                  password=self.password, start_tls=False, timeout=self.timeout)
+                                  password=self.password, start_tls=self.tls is not None, tls_context=self.tls,
+                                  timeout=self.timeout)
         instruction, rid, reader = self._submitted(instruction, msg)
         return RecallHandle(instruction=instruction, recall_message_id=rid, reader=reader)
 
@@ -423,10 +443,12 @@ class SyncRecallAgent(_Agent):
 
     def recall(self, message_id: str, action: str = "delete", replacement: EmailMessage | bytes | None = None
                ) -> SyncRecallHandle:
-        original = find_sent_original(self.imap, self.user, self.password, message_id, self.timeout)
+        original = find_sent_original(self.imap, self.user, self.password, message_id, self.timeout, self.tls)
         instruction, msg = self._prepare(original, action, replacement)
         with self._submitting(smtplib.SMTPException), \
                 smtplib.SMTP(self.submission.host, self.submission.port, timeout=self.timeout) as smtp:
+            if self.tls is not None:
+                smtp.starttls(context=self.tls)
             smtp.login(self.user, self.password)
             smtp.send_message(msg, from_addr=self.user, to_addrs=list(instruction.recipients))
         return SyncRecallHandle(*self._submitted(instruction, msg))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +17,7 @@ import typer
 
 from fake_servers.recall.format import RecallReport
 from harness.cli import CliError
+from harness.commands.tls import client_context
 from harness.recall_agent import RecallAgent, RecallAgentError
 
 
@@ -63,8 +65,8 @@ def _print_report(report: RecallReport, as_json: bool) -> None:
 
 
 async def _run(endpoints: dict[str, Any], user: str, password: str, message_id: str, replacement: bytes | None,
-               wait: float) -> tuple[RecallReport | None, tuple[str, ...]]:
-    agent = RecallAgent(endpoints, user, password, timeout=max(wait, 5.0))
+               wait: float, tls: ssl.SSLContext | None = None) -> tuple[RecallReport | None, tuple[str, ...]]:
+    agent = RecallAgent(endpoints, user, password, timeout=max(wait, 5.0), tls=tls)
     handle = await agent.recall(message_id, action="replace" if replacement else "delete",
                                 replacement=replacement)
     try:
@@ -86,6 +88,10 @@ def register(app: typer.Typer) -> None:
         password: Annotated[str | None, typer.Option(
             "--password", help="Default: from the endpoints file, else '<localpart>-password'.")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+        starttls: Annotated[bool, typer.Option(
+            "--starttls", help="Upgrade IMAP and submission with STARTTLS (implied when the endpoints say starttls).")
+        ] = False,
+        cafile: Annotated[Path | None, typer.Option("--cafile", help="CA certificate to trust for STARTTLS.")] = None,
     ) -> None:
         """Recall a message: find it in the sender's Sent folder (or Outbox, while delayed send holds it), submit
         the recall, print the report."""
@@ -94,8 +100,10 @@ def register(app: typer.Typer) -> None:
         replacement = _load_replacement(replace_with) if replace_with is not None else None
         lab = _load_endpoints(endpoints)
         secret = password if password is not None else _lab_password(lab, user)
+        says_tls = lab["domains"].get(user.rpartition("@")[2].lower(), {}).get("starttls")
+        tls = client_context(cafile) if starttls or says_tls else None
         try:
-            report, recipients = asyncio.run(_run(lab, user, secret, message_id, replacement, wait))
+            report, recipients = asyncio.run(_run(lab, user, secret, message_id, replacement, wait, tls))
         except RecallAgentError as exc:
             raise CliError(str(exc)) from None
         if report is None:

@@ -21,6 +21,7 @@ import aiosmtplib
 import typer
 
 from harness.cli import CliError
+from harness.commands.tls import client_context
 
 
 def _load_endpoints(path: Path) -> dict[str, Any]:
@@ -58,16 +59,6 @@ def build_message(sender: str, to: list[str], cc: list[str], subject: str, body:
     return msg
 
 
-def _tls_context(cafile: Path | None) -> ssl.SSLContext:
-    """Checked before connecting, so a missing or bad CA file is named as such, not as a connection failure."""
-    try:
-        return ssl.create_default_context(cafile=str(cafile) if cafile else None)
-    except OSError as exc:
-        raise CliError(f"cannot read CA file {cafile}: {exc.strerror or exc}") from None
-    except ssl.SSLError as exc:
-        raise CliError(f"cannot use CA file {cafile}: {exc.reason or exc}") from None
-
-
 async def _submit(msg: EmailMessage, *, host: str, port: int, user: str, password: str, recipients: list[str],
                   starttls: bool, context: ssl.SSLContext | None) -> dict[str, Any]:
     """Submit; returns the recipients the server refused while accepting the others ({address: response})."""
@@ -89,7 +80,8 @@ def register(app: typer.Typer) -> None:
         body: Annotated[str | None, typer.Option("--body", help="The text of the message.")] = None,
         body_file: Annotated[Path | None, typer.Option("--body-file", help="Read the text from this file.")] = None,
         password: Annotated[str | None, typer.Option("--password", help="Default: the one in the endpoints file.")] = None,
-        starttls: Annotated[bool, typer.Option("--starttls", help="Upgrade with STARTTLS before AUTH.")] = False,
+        starttls: Annotated[bool, typer.Option(
+            "--starttls", help="Upgrade with STARTTLS before AUTH (implied when the endpoints say starttls).")] = False,
         cafile: Annotated[Path | None, typer.Option("--cafile", help="CA certificate to trust for STARTTLS.")] = None,
     ) -> None:
         """Submit a message through the sender's submission listener; print its Message-ID."""
@@ -120,7 +112,8 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:  # whatever else the email package refuses in a header value
             raise CliError(f"cannot build the message: {' '.join(str(exc).split())}", code=2) from None
         host, port = info["submission"]["host"], int(info["submission"]["port"])
-        context = _tls_context(cafile) if starttls else None
+        starttls = starttls or bool(info.get("starttls"))  # a lab served with TLS takes AUTH only after it
+        context = client_context(cafile) if starttls else None
         try:
             refused = asyncio.run(_submit(msg, host=host, port=port, user=user, password=secret,
                                           recipients=[*to, *cc, *bcc], starttls=starttls, context=context))

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -18,6 +19,7 @@ from typing import Annotated
 import typer
 
 from harness.cli import CliError
+from harness.commands.tls import server_context
 from harness.config import ConfigError, LabConfig, default_config, load_config
 from harness.lab import Lab, LabStartError
 
@@ -37,7 +39,8 @@ def _print_table(endpoints: dict, store: str) -> None:
     from rich.table import Table
 
     console = Console(width=None if sys.stdout.isatty() else 120)
-    servers = Table(title=f"recall-lab: servers (store: {store})")
+    tls = any(info.get("starttls") for info in endpoints["domains"].values())
+    servers = Table(title=f"recall-lab: servers (store: {store}{', STARTTLS on every port' if tls else ''})")
     for col in ("domain", "role", "IMAP", "submission", "MX"):
         servers.add_column(col)
     accounts = Table(title="accounts (log in with the full address)")
@@ -57,8 +60,8 @@ def _print_table(endpoints: dict, store: str) -> None:
 
 
 async def _serve(config: LabConfig, *, store: str, host: str, port_base: int | None, as_json: bool,
-                 endpoints_file: Path | None) -> None:
-    lab = Lab(config, store=store, host=host, port_base=port_base)
+                 endpoints_file: Path | None, tls: ssl.SSLContext | None = None) -> None:
+    lab = Lab(config, store=store, host=host, port_base=port_base, tls=tls)
     try:
         await lab.start()
     except LabStartError as exc:
@@ -98,6 +101,10 @@ def register(app: typer.Typer) -> None:
         store: Annotated[str, typer.Option("--store", help="memory, or maildir:DIR (survives restarts).")] = "memory",
         config: Annotated[Path | None, typer.Option(
             "--config", help="A lab config in TOML (default: the default lab).")] = None,
+        tls_cert: Annotated[Path | None, typer.Option(
+            "--tls-cert", help="PEM certificate chain: every port offers STARTTLS; submission AUTH only after it.")] = None,
+        tls_key: Annotated[Path | None, typer.Option(
+            "--tls-key", help="PEM private key of --tls-cert (if not in the same file).")] = None,
     ) -> None:
         """Run the lab's mail servers until Ctrl-C; print endpoints and accounts."""
         try:
@@ -106,5 +113,8 @@ def register(app: typer.Typer) -> None:
             raise CliError(str(exc), code=2) from None
         if port_base is not None and not 0 < port_base < 65536 - 10 * len(cfg.domains):
             raise CliError(f"--port-base {port_base} leaves no room for {len(cfg.domains)} domains", code=2)
+        if tls_key is not None and tls_cert is None:
+            raise CliError("--tls-key needs --tls-cert", code=2)
+        tls = server_context(tls_cert, tls_key) if tls_cert is not None else None
         asyncio.run(_serve(cfg, store=store, host=host, port_base=port_base, as_json=json_,
-                           endpoints_file=endpoints_file))
+                           endpoints_file=endpoints_file, tls=tls))

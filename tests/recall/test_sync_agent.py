@@ -42,3 +42,31 @@ def test_sync_agent_recalls_and_reads_the_report():
             assert client.search(["HEADER", "Message-ID", mid]) == []
         with pytest.raises(RecallAgentError, match="no message"):
             agent.recall("<unknown@corp.example>")
+
+
+def test_sync_agent_over_starttls():
+    """A lab with TLS takes submission AUTH only after STARTTLS: the agent upgrades IMAP and SMTP first."""
+    trustme = pytest.importorskip("trustme")
+    import ssl
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    with BlockingLab(lab_config("cloud"), tls=server_ctx) as lab:
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = ALICE, BOB, "Over TLS"
+        msg["Message-ID"] = "<tls-1@corp.example>"
+        msg.set_content("numbers\n")
+        sub = lab.submission(CORP)
+        with smtplib.SMTP(sub.host, sub.port, timeout=TIMEOUT) as smtp:
+            smtp.starttls(context=client_ctx)
+            smtp.login(ALICE, password(ALICE))
+            smtp.send_message(msg)
+        lab.wait_idle()
+        with pytest.raises(RecallAgentError, match="only after STARTTLS"):
+            SyncRecallAgent(lab, ALICE, password(ALICE)).recall("<tls-1@corp.example>")  # plain text: refused
+        report = SyncRecallAgent(lab, ALICE, password(ALICE), tls=client_ctx).recall("<tls-1@corp.example>"
+                                                                                    ).report(timeout=TIMEOUT)
+        assert report.statuses == {BOB: RecallStatus.RECALLED}
