@@ -354,6 +354,8 @@ def _quiet_abandoned_coroutines() -> None:
     and nothing the user can act on. Only that warning is silenced, and only once a run was cut short."""
     warnings.filterwarnings("ignore", message=r"coroutine .* was never awaited", category=RuntimeWarning)
     previous = sys.unraisablehook
+    if getattr(previous, "recall_lab_quiet", False):
+        return  # installed by an earlier interrupted run in this process: one hook, not a chain of them
 
     def hook(unraisable: Any) -> None:
         # The same abandoned coroutines, closed by the collector mid-`await`, may report "coroutine ignored
@@ -363,6 +365,7 @@ def _quiet_abandoned_coroutines() -> None:
             return
         previous(unraisable)
 
+    hook.recall_lab_quiet = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
 
 

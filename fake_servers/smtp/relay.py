@@ -356,9 +356,7 @@ class RelayQueue:
         (a 454 reply, a broken handshake) still gets the mail over a fresh plain-text connection, at once,
         instead of a retry that would fail the same way. The receiving MX records the difference in its
         Received header (ESMTPS or ESMTP)."""
-        smtp = aiosmtplib.SMTP(hostname=host, port=port, local_hostname=self.hostname, timeout=self.timeout,
-                               start_tls=False, use_tls=False, validate_certs=False)
-        await smtp.connect()
+        smtp = await self._plain_connection(host, port)
         try:
             await smtp.ehlo()
         except aiosmtplib.SMTPHeloError:  # an old server without ESMTP: HELO, and no STARTTLS to try
@@ -375,8 +373,12 @@ class RelayQueue:
             if smtp.is_connected and isinstance(exc, aiosmtplib.SMTPResponseException):
                 return smtp  # refused with a reply (RFC 3207: the session goes on in plain text)
             smtp.close()
+        return await self._plain_connection(host, port)
+
+    async def _plain_connection(self, host: str, port: int) -> aiosmtplib.SMTP:
+        """Connected, nothing negotiated yet; a later starttls() does not check the certificate (see _connect)."""
         smtp = aiosmtplib.SMTP(hostname=host, port=port, local_hostname=self.hostname, timeout=self.timeout,
-                               start_tls=False, use_tls=False)
+                               start_tls=False, use_tls=False, validate_certs=False)
         await smtp.connect()
         return smtp
 
