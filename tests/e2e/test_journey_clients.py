@@ -4,15 +4,16 @@ the server only delivers the recall and no client has acted yet.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 from email import message_from_bytes
 from email import policy as email_policy
 from pathlib import Path
 
+from tests.peers.mbsync_helpers import run_mbsync, write_config
+from tests.peers.servers import ImapEndpoint
+
 from .conftest import fetch_all, message_ids
-from .peers import need, neomutt_send
+from .peers import neomutt_send
 from .test_journey_cloud import recall, send
 
 LEGACY_LAB = """\
@@ -28,42 +29,11 @@ users = ["dave", "erin"]
 
 
 def _mbsync(home: Path, port: int) -> None:
-    """One mbsync run of bob's INBOX into home/Mail (isync 1.4: SSLType None, AuthMechs LOGIN)."""
-    binary = need("mbsync")
+    """One mbsync run of bob's INBOX into home/Mail, configured and run as the peer tests do."""
     config = home / "mbsyncrc"
-    config.write_text(f"""IMAPAccount lab
-Host 127.0.0.1
-Port {port}
-User bob@corp.example
-Pass bob-password
-SSLType None
-AuthMechs LOGIN
-
-IMAPStore remote
-Account lab
-
-MaildirStore local
-Path {home}/Mail/
-Inbox {home}/Mail/INBOX
-SubFolders Verbatim
-
-Channel lab
-Far :remote:
-Near :local:
-Patterns INBOX
-Create Both
-Expunge Both
-SyncState *
-Sync All
-""")
-    # isync waits out the current second if a Maildir dir changed within it; dating them back saves that wait
-    for directory in (home / "Mail").rglob("*"):
-        if directory.is_dir():
-            st = directory.stat()
-            os.utime(directory, (st.st_atime - 2, st.st_mtime - 2))
-    result = subprocess.run([binary, "-c", str(config), "-a"], capture_output=True, text=True, timeout=30,
-                            cwd=home, env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
-    assert result.returncode == 0, f"mbsync failed: {result.stdout}\n{result.stderr}"
+    write_config(config, ImapEndpoint("recall-lab", "127.0.0.1", port, "bob@corp.example", "bob-password"),
+                 home / "Mail")
+    run_mbsync(config, home, timeout=30)
 
 
 def _local_message_ids(home: Path) -> set[str]:
