@@ -169,16 +169,23 @@ def make_options(scenarios: list[Scenario], trials: int, seed: str, modes: tuple
         raise CliError(str(exc)) from None
 
 
-def check_outputs(*paths: Path | None) -> None:
-    """Refuse an output file whose folder does not exist before running trials, not after."""
-    for path in paths:
+def check_outputs(json_path: Path | None, html_path: Path | None = None) -> None:
+    """Refuse what would fail after the trials, before running them: an output file whose folder does not
+    exist, or `--html` in an install without matplotlib (the `report` extra draws the report's plot)."""
+    for path in (json_path, html_path):
         if path is not None and not path.parent.is_dir():
             raise CliError(f"cannot write {path}: no folder {path.parent}")
+    if html_path is not None:
+        from harness.report.plot import MISSING_MATPLOTLIB, plot_available
+
+        if not plot_available():
+            raise CliError(MISSING_MATPLOTLIB)
 
 
 def write_outputs(result: Any, json_path: Path | None, html_path: Path | None) -> list[str]:
     from harness.report.html_report import write_html
     from harness.report.json_report import write_json
+    from harness.report.plot import ReportUnavailable
 
     written = []
     try:
@@ -188,6 +195,8 @@ def write_outputs(result: Any, json_path: Path | None, html_path: Path | None) -
             written.append(str(write_html(result, html_path)))
     except OSError as exc:
         raise CliError(f"cannot write {exc.filename}: {exc.strerror or exc}") from None
+    except ReportUnavailable as exc:  # matplotlib broke after check_outputs found it importable
+        raise CliError(str(exc)) from None
     return written
 
 

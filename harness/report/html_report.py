@@ -3,6 +3,9 @@
 Why self-contained: the report is handed around (mailed to a class, attached to a ticket) and opened offline;
 it must not fetch anything. Styles are inline, the plot is inline SVG, the transcripts are escaped text. There
 is no script, no link, no image URL.
+
+The plot needs matplotlib (the `report` extra); without it render_html raises plot.ReportUnavailable rather than
+writing a page that silently lacks the figure the report exists to show.
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ def _scenario_section(result: MatrixResult, index: int) -> str:
 
 
 def render_html(result: MatrixResult, generated: datetime | None = None) -> str:
-    """The whole report as one HTML document (no external resources)."""
+    """The whole report as one HTML document (no external resources); ReportUnavailable without matplotlib."""
     when = (generated or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
     svg = success_by_delay_svg(result)
     sections = "\n".join(_scenario_section(result, i) for i in range(len(result.scenarios)))

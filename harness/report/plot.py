@@ -7,14 +7,47 @@ client type and binned by recall delay; each point is the success rate in its bi
 
 Rendered with matplotlib's Agg backend to SVG text (fonts as paths, no metadata): the HTML page embeds it
 inline and needs nothing from the network.
+
+Why matplotlib is imported late, and may be missing: it (with numpy, pillow and fonttools) is most of the weight
+of an install, and only this plot needs it, so it is the `report` extra (`pip install 'recall-lab[report]'`),
+not a core dependency. Importing this module costs nothing; drawing without matplotlib raises
+ReportUnavailable with the one line that says what to install, and the CLI checks `plot_available()` before it
+runs any trial for `--html`.
 """
 
 from __future__ import annotations
 
 import io
 import re
+from types import ModuleType
 
 from harness.scenarios.results import MatrixResult, TrialResult
+
+#: What to tell a user whose install lacks the plot's dependencies (one line, fit for the CLI).
+MISSING_MATPLOTLIB = "--html needs matplotlib for the report's plot: pip install 'recall-lab[report]'"
+
+
+class ReportUnavailable(RuntimeError):
+    """The HTML report cannot be drawn in this install: matplotlib (the `report` extra) is missing or broken."""
+
+
+def _matplotlib() -> ModuleType:
+    """matplotlib, set to the Agg backend; ReportUnavailable (one line) when it cannot be imported."""
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ReportUnavailable(MISSING_MATPLOTLIB) from exc
+    matplotlib.use("Agg", force=False)
+    return matplotlib
+
+
+def plot_available() -> bool:
+    """Whether the plot can be drawn here (matplotlib imports); a caller asks before doing work for a report."""
+    try:
+        _matplotlib()
+    except ReportUnavailable:
+        return False
+    return True
 
 #: x-axis ticks, minutes.
 TICKS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30)
@@ -43,11 +76,12 @@ def binned_success(trials: list[TrialResult]) -> list[tuple[float, float, int]]:
 
 
 def success_by_delay_svg(result: MatrixResult) -> str:
-    """The plot as an inline `<svg>` element (no XML prolog, no metadata)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    """The plot as an inline `<svg>` element (no XML prolog, no metadata); ReportUnavailable without matplotlib."""
+    matplotlib = _matplotlib()
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ReportUnavailable(MISSING_MATPLOTLIB) from exc
 
     delayed = {s.name for s in result.scenarios if s.delayed_send is not None}
     modes = [m for m in result.modes if any(c.mode == m and c.trials for c in result.cells.values())] or \
