@@ -73,17 +73,19 @@ class MailLab:
         from email.message import EmailMessage
         from email.utils import make_msgid
 
+        from harness.own_name import client_name
+
         recipients = [to] if isinstance(to, str) else list(to)
         msg = EmailMessage()
         msg["From"] = sender
         msg["To"] = ", ".join(recipients)
         msg["Subject"] = subject
-        msg["Message-ID"] = message_id or make_msgid(domain=sender.rpartition("@")[2] or "lab.example")
+        msg["Message-ID"] = message_id or make_msgid(domain=client_name(sender))
         for name, value in (headers or {}).items():
             msg[name] = value
         msg.set_content(body)
         endpoint = self.lab.submission(sender.rpartition("@")[2])
-        with smtplib.SMTP(endpoint.host, endpoint.port, timeout=10) as smtp:
+        with smtplib.SMTP(endpoint.host, endpoint.port, timeout=10, local_hostname=client_name(sender)) as smtp:
             smtp.login(sender, self.lab.password(sender))
             smtp.send_message(msg, from_addr=sender, to_addrs=recipients)
         return str(msg["Message-ID"])

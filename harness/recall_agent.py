@@ -58,6 +58,7 @@ from fake_servers.recall.format import (
     parse_report,
     verified_by,
 )
+from harness.own_name import client_name
 
 _PARSER = BytesParser(policy=email_policy.default)
 #: How soon a report wait running in a worker thread notices `ReportReader.stop()` (e.g. after Ctrl-C).
@@ -430,7 +431,7 @@ class RecallAgent(_Agent):
             await aiosmtplib.send(msg, sender=self.user, recipients=list(instruction.recipients),
                                   hostname=self.submission.host, port=self.submission.port, username=self.user,
                                   password=self.password, start_tls=self.tls is not None, tls_context=self.tls,
-                                  timeout=self.timeout)
+                                  timeout=self.timeout, local_hostname=client_name(self.user))
         instruction, rid, reader = self._submitted(instruction, msg)
         return RecallHandle(instruction=instruction, recall_message_id=rid, reader=reader)
 
@@ -446,7 +447,8 @@ class SyncRecallAgent(_Agent):
         original = find_sent_original(self.imap, self.user, self.password, message_id, self.timeout, self.tls)
         instruction, msg = self._prepare(original, action, replacement)
         with self._submitting(smtplib.SMTPException), \
-                smtplib.SMTP(self.submission.host, self.submission.port, timeout=self.timeout) as smtp:
+                smtplib.SMTP(self.submission.host, self.submission.port, timeout=self.timeout,
+                             local_hostname=client_name(self.user)) as smtp:
             if self.tls is not None:
                 smtp.starttls(context=self.tls)
             smtp.login(self.user, self.password)

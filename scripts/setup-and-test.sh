@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up a fresh Debian machine (the Debian peers, a virtualenv with recall-lab and its test extras) and runs
+# Sets up a fresh Debian machine (the Debian peers, each feature the tests use verified, imaptest when
+# ../shared/tools/imaptest is there, a virtualenv with recall-lab and its test extras) and runs
 # the whole test suite on 2 workers. Run as root (or with sudo available). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -7,16 +7,29 @@ every IMAP session hears EXPUNGE/VANISHED at once; the sender gets the report in
 is even answered. In `legacy` mode (classic Outlook) the server only vouches for the recall (X-Recall-Verified)
 and delivers it; the recipients' desktop clients act and send notices, which the server vouches for the same way.
 
+A cloud recall survives a crash: it decides everything first (each recipient's outcome, which copies go, the
+report), writes that decision to the store as a write-ahead record (`MailStore.begin_operation`), then acts,
+files the report and ends the record. A server killed half-way finds the record when it starts again
+(`start`) and finishes the recall: every step is idempotent (copies are found again through the Message-ID
+index, the replacement and the report are delivered only where their Message-ID is not yet), so the sender
+gets exactly one report, the one decided before the first copy went.
+
 Settings (the domain's `policies` table):
     recall_mode = "cloud" | "legacy" | "off"   (default "cloud")
     recall_read_messages = true                (cloud: also recall messages already read)
     notify_recipients = false                  (cloud: also deliver the recall message itself)
     legal_hold = ["bob@corp.example"]          (see fake_servers/policies/legal_hold.py)
+    recall_step_delay = 0                      (cloud: seconds between one recipient's mailbox and the next;
+                                                shows a recall's progress to IMAP clients, and lets a test stop
+                                                the server half-way; 0 removes every copy at once)
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import base64
+import binascii
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email import policy as email_policy
 from email.parser import BytesHeaderParser
@@ -43,7 +56,7 @@ from fake_servers.recall.format import (
     strip_verified,
 )
 from fake_servers.recall.trust import copy_is_from, from_address, judge_submission
-from fake_servers.store.base import MailStore, StoreError
+from fake_servers.store.base import MailStore, MessageLocation, MessageRecord, StoreError
 
 MODES = ("cloud", "legacy", "off")
 #: Marks put on Delivery.trusted_marks (never read from headers).
@@ -51,6 +64,10 @@ MARK_RECALL = "recall-honoured"
 MARK_NOTICE = "recall-notice-verified"
 #: The `origin` of the store changes recall makes (IMAP sessions only compare origins with themselves).
 ORIGIN = "recall"
+#: The `kind` of the store's write-ahead record a cloud recall keeps until its report is filed.
+OPERATION_KIND = "cloud-recall"
+#: The longest `recall_step_delay` accepted (seconds).
+MAX_STEP_DELAY = 600.0
 
 _HEADERS = BytesHeaderParser(policy=email_policy.default)
 
@@ -61,6 +78,7 @@ class RecallSettings:
     recall_read_messages: bool = True
     notify_recipients: bool = False
     legal_hold: frozenset[str] = frozenset()
+    step_delay: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], domain: str) -> RecallSettings:
@@ -70,9 +88,12 @@ class RecallSettings:
         for key in ("recall_read_messages", "notify_recipients"):
             if key in settings and not isinstance(settings[key], bool):
                 raise ValueError(f"policies.{key} must be true or false")
+        delay = settings.get("recall_step_delay", 0)
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= MAX_STEP_DELAY:
+            raise ValueError(f"policies.recall_step_delay must be a number of seconds from 0 to {MAX_STEP_DELAY:g}")
         return cls(mode=mode, recall_read_messages=settings.get("recall_read_messages", True),
                    notify_recipients=settings.get("notify_recipients", False),
-                   legal_hold=held_users(settings, domain))
+                   legal_hold=held_users(settings, domain), step_delay=float(delay))
 
 
 def _copy_from(store: MailStore, user: str, mailbox: str, uid: int) -> str | None:
@@ -95,12 +116,10 @@ def sent_by(store: MailStore, sender: str, original: str) -> bool:
     return False
 
 
-def recall_from_mailbox(store: MailStore, user: str, original: str, sender: str, settings: RecallSettings
-                        ) -> RecipientResult:
-    """Cloud recall in one local mailbox: remove every copy of `original` written by `sender`, wherever it is.
-
-    O(1) in the mailbox size: the store's Message-ID index says where the copies are.
-    """
+def _copies(store: MailStore, user: str, original: str, sender: str
+            ) -> tuple[list[tuple[MessageLocation, MessageRecord]], int]:
+    """The user's copies of `original` written by `sender` outside Sent (O(1) in the mailbox size: the store's
+    Message-ID index says where they are), and how many messages carry that Message-ID from someone else."""
     copies = []
     foreign = 0
     for loc in store.find_by_message_id(user, original):
@@ -115,26 +134,56 @@ def recall_from_mailbox(store: MailStore, user: str, original: str, sender: str,
             copies.append((loc, record))
         else:
             foreign += 1
+    return copies, foreign
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxPlan:
+    """What a cloud recall decided for one local mailbox, before acting: the outcome, and the copies to remove
+    (none when the outcome keeps them)."""
+
+    result: RecipientResult
+    copies: tuple[MessageLocation, ...] = ()
+    held: bool = False
+
+
+def plan_mailbox_recall(store: MailStore, user: str, original: str, sender: str, settings: RecallSettings
+                        ) -> MailboxPlan:
+    """Decide, without changing anything, what a cloud recall does in `user`'s mailbox."""
+    copies, foreign = _copies(store, user, original, sender)
     if not copies:
         detail = "a message with this Message-ID exists but was not sent by you" if foreign else \
             "not in the mailbox (deleted or purged)"
-        return RecipientResult(user, RecallStatus.NOT_FOUND, detail)
+        return MailboxPlan(RecipientResult(user, RecallStatus.NOT_FOUND, detail))
     read = any("\\Seen" in record.flags for _loc, record in copies)
     if read and not settings.recall_read_messages:
-        return RecipientResult(user, RecallStatus.FAILED_READ, "already read; read messages are not recalled")
-    folders = sorted({loc.mailbox for loc, _record in copies})
-    held = user in settings.legal_hold
-    for loc, _record in copies:
+        return MailboxPlan(RecipientResult(user, RecallStatus.FAILED_READ,
+                                           "already read; read messages are not recalled"))
+    where = ", ".join(sorted({loc.mailbox for loc, _record in copies}))
+    locations = tuple(loc for loc, _record in copies)
+    if user in settings.legal_hold:
+        return MailboxPlan(RecipientResult(user, RecallStatus.HELD,
+                                           f"removed from {where}; preserved in recoverable items (legal hold)"),
+                           locations, held=True)
+    status = RecallStatus.RECALLED_AFTER_READ if read else RecallStatus.RECALLED
+    return MailboxPlan(RecipientResult(user, status, f"removed from {where}"), locations)
+
+
+def remove_copies(store: MailStore, user: str, locations: Sequence[MessageLocation], held: bool) -> None:
+    """Take the planned copies out of the user's view (into recoverable items under legal hold)."""
+    for loc in locations:
         if held:
             preserve_then_expunge(store, user, loc.mailbox, loc.uid, reason=ORIGIN)
         else:
             store.expunge(user, loc.mailbox, [loc.uid], origin=ORIGIN)
-    where = ", ".join(folders)
-    if held:
-        return RecipientResult(user, RecallStatus.HELD,
-                               f"removed from {where}; preserved in recoverable items (legal hold)")
-    return RecipientResult(user, RecallStatus.RECALLED_AFTER_READ if read else RecallStatus.RECALLED,
-                           f"removed from {where}")
+
+
+def recall_from_mailbox(store: MailStore, user: str, original: str, sender: str, settings: RecallSettings
+                        ) -> RecipientResult:
+    """Cloud recall in one local mailbox: remove every copy of `original` written by `sender`, wherever it is."""
+    plan = plan_mailbox_recall(store, user, original, sender, settings)
+    remove_copies(store, user, plan.copies, plan.held)
+    return plan.result
 
 
 def _cancel_delayed_send(services: DomainServices, queue_id: str) -> bool:
@@ -156,6 +205,20 @@ class RecallPolicy:
         self.settings = RecallSettings.from_settings(settings, services.domain)
         self.domain = services.domain
 
+    async def start(self, services: DomainServices) -> None:
+        """Finish the cloud recalls a crash cut short (their write-ahead records are still in the store)."""
+        for op_id, record in services.store.unfinished_operations().items():
+            if record.get("kind") != OPERATION_KIND:
+                continue
+            try:
+                _CloudRecall.from_record(record).finish(services)
+            except (KeyError, TypeError, ValueError, binascii.Error, RecallFormatError, StoreError) as exc:
+                services.log("recall-resume-failed", operation=op_id, reason=str(exc))
+                continue
+            services.store.end_operation(op_id)
+            services.log("recall-resumed", operation=op_id, original=record.get("original"),
+                         sender=record.get("sender"))
+
     async def on_delivery(self, delivery: Delivery, services: DomainServices) -> Verdict:
         if not has_recall_headers(delivery.raw):
             return Verdict.CONTINUE  # ordinary mail: no parsing at all
@@ -170,7 +233,7 @@ class RecallPolicy:
         if is_notice(msg):
             return self._notice(delivery, services)
         if is_recall_instruction(msg):
-            return self._recall(delivery, services)
+            return await self._recall(delivery, services)
         return Verdict.CONTINUE
 
     # -- recalls -----------------------------------------------------------------------------------------
@@ -183,7 +246,7 @@ class RecallPolicy:
                      recipients=list(delivery.recipients), **fields)
         return Verdict.CONTINUE
 
-    def _recall(self, delivery: Delivery, services: DomainServices) -> Verdict:
+    async def _recall(self, delivery: Delivery, services: DomainServices) -> Verdict:
         msg = delivery.message
         try:
             instruction = parse_recall_instruction(msg)
@@ -202,18 +265,15 @@ class RecallPolicy:
         delivery.trusted_marks.add(MARK_RECALL)
         recipients = list(dict.fromkeys(r.strip().lower() for r in delivery.recipients))
         if self.settings.mode == "cloud":
-            results, remaining = self._cloud(instruction, sender, recipients, services)
+            results, remaining = await self._cloud(instruction, sender, recipients, services, delivery.queue_id)
         else:
             results, remaining = self._legacy(recipients, services)
             delivery.raw = mark_verified(delivery.raw, self.domain)
-        report = RecallReport(original_message_id=instruction.original_message_id,
-                              original_subject=instruction.original_subject,
-                              results=tuple(results[r] for r in recipients),
-                              recall_message_id=instruction.message_id, mode=self.settings.mode)
-        self._send_report(report, sender, services)
+            report = self._report(instruction, recipients, results)
+            services.deliver_local(sender, report_message(report, sender, self.domain), mail_from="")
         services.log("recall-honoured", queue_id=delivery.queue_id, mode=self.settings.mode, sender=sender,
                      original=instruction.original_message_id, action=instruction.action.value,
-                     statuses={r.recipient: r.status.value for r in report.results})
+                     statuses={r: results[r].status.value for r in recipients})
         delivery.recipients[:] = remaining
         if remaining:
             return Verdict.CONTINUE  # final delivery files the Sent copy, as for any submission
@@ -222,6 +282,13 @@ class RecallPolicy:
             # a submitted recall is filed in Sent like any submission (as real servers do), whoever received it
             services.save_sent_copy(delivery)
         return Verdict.CONSUMED
+
+    def _report(self, instruction: RecallInstruction, recipients: list[str],
+                results: Mapping[str, RecipientResult]) -> RecallReport:
+        return RecallReport(original_message_id=instruction.original_message_id,
+                            original_subject=instruction.original_subject,
+                            results=tuple(results[r] for r in recipients),
+                            recall_message_id=instruction.message_id, mode=self.settings.mode)
 
     @staticmethod
     def _not_local(rcpt: str, services: DomainServices) -> RecipientResult | None:
@@ -232,12 +299,14 @@ class RecallPolicy:
             return RecipientResult(rcpt, RecallStatus.NOT_FOUND, "no such mailbox")
         return None
 
-    def _cloud(self, instruction: RecallInstruction, sender: str, recipients: list[str],
-               services: DomainServices) -> tuple[dict[str, RecipientResult], list[str]]:
+    async def _cloud(self, instruction: RecallInstruction, sender: str, recipients: list[str],
+                     services: DomainServices, queue_id: str) -> tuple[dict[str, RecipientResult], list[str]]:
+        """Decide everything, record the decision in the store, then act (see the module docstring)."""
+        original = instruction.original_message_id
         results: dict[str, RecipientResult] = {}
         remaining: list[str] = []
-        local_users: list[str] = []
-        never_delivered = self._discard_held_original(instruction.original_message_id, sender, services)
+        plans: dict[str, MailboxPlan] = {}
+        held_ids, never_delivered = _held_originals(original, sender, services)
         for rcpt in recipients:
             if rcpt in never_delivered:
                 results[rcpt] = RecipientResult(rcpt, RecallStatus.RECALLED,
@@ -247,17 +316,39 @@ class RecallPolicy:
                 if other.status is RecallStatus.EXTERNAL:
                     remaining.append(rcpt)
             else:
-                results[rcpt] = recall_from_mailbox(services.store, rcpt, instruction.original_message_id, sender,
-                                                    self.settings)
-                local_users.append(rcpt)
+                plans[rcpt] = plan_mailbox_recall(services.store, rcpt, original, sender, self.settings)
+                results[rcpt] = plans[rcpt].result
                 if self.settings.notify_recipients:
                     remaining.append(rcpt)
+        replacement = None
         if instruction.action is RecallAction.REPLACE and instruction.replacement is not None:
-            raw = instruction.replacement.as_bytes(policy=email_policy.SMTP)
-            if instruction.replacement.get("Message-ID") is None:
-                raw = f"Message-ID: {make_msgid(domain=self.domain)}\r\n".encode("ascii") + raw
-            for user in local_users:
-                services.deliver_local(user, raw, mail_from=sender)
+            # delivered by this server itself, past the SMTP edge's filter: no server-only mark may ride in it
+            raw = strip_verified(instruction.replacement.as_bytes(policy=email_policy.SMTP))
+            mid = instruction.replacement.get("Message-ID")
+            if mid is None:
+                mid = make_msgid(domain=self.domain)
+                raw = f"Message-ID: {mid}\r\n".encode("ascii") + raw
+            replacement = (raw, str(mid), tuple(plans))
+        # the report is decided now and written after the last copy went (building it costs more than removing)
+        work = _CloudRecall(domain=self.domain, original=original, sender=sender, held_queue_ids=held_ids,
+                            removals={user: plan.held for user, plan in plans.items() if plan.copies},
+                            replacement=replacement, report=self._report(instruction, recipients, results),
+                            report_id=make_msgid(domain=self.domain))
+        op_id = f"recall-{queue_id}"
+        services.store.begin_operation(op_id, work.record())
+        work.drop_held(services)
+        paused = False
+        for user, plan in plans.items():
+            if not plan.copies:
+                continue
+            locations: Sequence[MessageLocation] = plan.copies
+            if paused:  # the mailbox lived on meanwhile (a client may have moved the copy): look again
+                await asyncio.sleep(self.settings.step_delay)
+                locations = [loc for loc, _record in _copies(services.store, user, original, sender)[0]]
+            remove_copies(services.store, user, locations, plan.held)
+            paused = self.settings.step_delay > 0
+        work.deliver(services)
+        services.store.end_operation(op_id)
         return results, remaining
 
     def _legacy(self, recipients: list[str], services: DomainServices
@@ -276,31 +367,6 @@ class RecallPolicy:
                 results[rcpt] = RecipientResult(rcpt, RecallStatus.PENDING, "delivered; waiting for a client")
                 remaining.append(rcpt)
         return results, remaining
-
-    def _discard_held_original(self, original: str, sender: str, services: DomainServices) -> set[str]:
-        """A recall of a message still held (delayed send) drops it: its recipients never see it."""
-        try:
-            held = services.held()
-        except Exception:  # a domain server without a spool: nothing can be held
-            return set()
-        dropped: set[str] = set()
-        for delivery in held:
-            try:
-                same = delivery.message_id is not None and \
-                    normalise_message_id(delivery.message_id) == original
-            except RecallFormatError:
-                same = False
-            if same and delivery.mail_from.strip().lower() == sender:
-                if not _cancel_delayed_send(services, delivery.queue_id):
-                    services.discard(delivery.queue_id)
-                dropped.update(r.strip().lower() for r in delivery.recipients)
-                services.log("recall-discarded-held", queue_id=delivery.queue_id, original=original)
-        return dropped
-
-    def _send_report(self, report: RecallReport, sender: str, services: DomainServices) -> None:
-        msg = build_report(report, to=sender, from_addr=f"postmaster@{self.domain}")
-        raw = mark_verified(msg.as_bytes(policy=email_policy.SMTP), self.domain)
-        services.deliver_local(sender, raw, mail_from="")
 
     # -- legacy notices ----------------------------------------------------------------------------------
 
@@ -324,3 +390,96 @@ class RecallPolicy:
         services.log("recall-notice", queue_id=delivery.queue_id, recipient=notice.recipient,
                      status=notice.status.value, original=notice.original_message_id)
         return Verdict.CONTINUE
+
+
+def _held_originals(original: str, sender: str, services: DomainServices) -> tuple[list[str], set[str]]:
+    """The held deliveries (delayed send) of the original by its sender: their queue ids and recipients."""
+    try:
+        held = services.held()
+    except Exception:  # a domain server without a spool: nothing can be held
+        return [], set()
+    ids: list[str] = []
+    recipients: set[str] = set()
+    for delivery in held:
+        try:
+            same = delivery.message_id is not None and normalise_message_id(delivery.message_id) == original
+        except RecallFormatError:
+            same = False
+        if same and delivery.mail_from.strip().lower() == sender:
+            ids.append(delivery.queue_id)
+            recipients.update(r.strip().lower() for r in delivery.recipients)
+    return ids, recipients
+
+
+def report_message(report: RecallReport, sender: str, domain: str, message_id: str | None = None) -> bytes:
+    """The report as delivered to the sender, vouched for by her domain's server."""
+    msg = build_report(report, to=sender, from_addr=f"postmaster@{domain}", message_id=message_id)
+    return mark_verified(msg.as_bytes(policy=email_policy.SMTP), domain)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+@dataclass(frozen=True)
+class _CloudRecall:
+    """A cloud recall's decided work, as its write-ahead record keeps it; every step may run twice."""
+
+    domain: str
+    original: str
+    sender: str
+    held_queue_ids: list[str]
+    removals: dict[str, bool]  # user -> under legal hold; users whose copies go
+    replacement: tuple[bytes, str, tuple[str, ...]] | None  # (raw, Message-ID, local users)
+    report: RecallReport  # decided before the first step
+    report_id: str  # the Message-ID the report is delivered with: how a second run knows it is there
+
+    def record(self) -> dict[str, Any]:
+        replacement = None
+        if self.replacement is not None:
+            raw, mid, users = self.replacement
+            replacement = {"raw": _b64(raw), "message_id": mid, "users": list(users)}
+        return {"kind": OPERATION_KIND, "version": 1, "domain": self.domain, "original": self.original,
+                "sender": self.sender, "held_queue_ids": list(self.held_queue_ids), "removals": dict(self.removals),
+                "replacement": replacement, "report": self.report.to_json(), "report_id": self.report_id}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> _CloudRecall:
+        rep = record.get("replacement")
+        replacement = None
+        if rep is not None:
+            replacement = (base64.b64decode(rep["raw"], validate=True), str(rep["message_id"]),
+                           tuple(str(u) for u in rep["users"]))
+        return cls(domain=str(record["domain"]), original=str(record["original"]), sender=str(record["sender"]),
+                   held_queue_ids=[str(q) for q in record["held_queue_ids"]],
+                   removals={str(u): bool(h) for u, h in dict(record["removals"]).items()},
+                   replacement=replacement, report=RecallReport.from_json(record["report"]),
+                   report_id=str(record["report_id"]))
+
+    def drop_held(self, services: DomainServices) -> None:
+        """Drop the original where delayed send still holds it: its recipients never see it."""
+        still = {d.queue_id for d in services.held()} if self.held_queue_ids else set()
+        for queue_id in self.held_queue_ids:
+            if queue_id in still:
+                if not _cancel_delayed_send(services, queue_id):
+                    services.discard(queue_id)
+                services.log("recall-discarded-held", queue_id=queue_id, original=self.original)
+
+    def deliver(self, services: DomainServices) -> None:
+        """The replacement to each local recipient, then the report to the sender: each where not yet there."""
+        if self.replacement is not None:
+            raw, mid, users = self.replacement
+            for user in users:
+                if not services.store.find_by_message_id(user, mid):
+                    services.deliver_local(user, raw, mail_from=self.sender)
+        if not services.store.find_by_message_id(self.sender, self.report_id):
+            raw = report_message(self.report, self.sender, self.domain, self.report_id)
+            services.deliver_local(self.sender, raw, mail_from="")
+
+    def finish(self, services: DomainServices) -> None:
+        """After a restart: the whole recall again, as far as it is not done yet."""
+        self.drop_held(services)
+        for user, held in self.removals.items():
+            copies, _foreign = _copies(services.store, user, self.original, self.sender)
+            remove_copies(services.store, user, [loc for loc, _record in copies], held)
+        self.deliver(services)

@@ -6,6 +6,11 @@ place before the SMTP client hears 250, so a restart finds exactly the entries n
 store nothing survives a restart anyway, and the spool is a dict.
 
 File format: one line of JSON (the envelope), "\n", then the raw message.
+
+A crash between writing an entry's temporary file (`.<id>.msg.tmp`) and renaming it leaves the temporary
+behind; `load()` removes those. Safe: an entry is acknowledged (250) only after its rename, so a temporary holds
+nothing anyone was promised; and the spool belongs to one domain server, whose store lock (the lab opens the
+store before the spool) keeps any other process from writing here.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 SUFFIX = ".msg"
+TMP_SUFFIX = ".tmp"
 
 
 class Spool:
@@ -44,7 +50,7 @@ class Spool:
         if self.directory is None:
             return
         path = self._path(entry_id)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = path.with_name(f".{path.name}{TMP_SUFFIX}")
         data = json.dumps(record, separators=(",", ":")).encode() + b"\n" + raw
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -84,6 +90,7 @@ class Spool:
         """Read every entry from the directory (after a restart); unreadable files are logged and kept aside."""
         if self.directory is None:
             return [(k, r, raw) for k, (r, raw) in self._entries.items()]
+        self._remove_temporaries()
         out = []
         for path in sorted(self.directory.glob(f"*{SUFFIX}")):
             entry_id = path.name[: -len(SUFFIX)]
@@ -98,6 +105,21 @@ class Spool:
             self._entries[entry_id] = (record, raw)
             out.append((entry_id, record, raw))
         return out
+
+    def _remove_temporaries(self) -> None:
+        """Entries a crash cut short before their rename (see the module docstring for why that is safe)."""
+        assert self.directory is not None
+        removed = 0
+        for path in self.directory.glob(f".*{SUFFIX}{TMP_SUFFIX}"):
+            try:
+                path.unlink()
+                removed += 1
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("cannot remove unfinished spool entry %s: %s", path, exc.strerror or exc)
+        if removed:
+            log.info("removed %d unfinished spool entries (never acknowledged) in %s", removed, self.directory)
 
     def _sync_dir(self) -> None:
         assert self.directory is not None

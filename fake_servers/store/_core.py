@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +19,7 @@ from fake_servers.store._events import EventBus
 from fake_servers.store._flags import normalize_flags
 from fake_servers.store._msgid import MessageIdIndex, extract_message_id
 from fake_servers.store._names import INBOX, canonical, is_descendant, parents, sort_key, user_key
+from fake_servers.store._operations import Operations
 from fake_servers.store.base import (
     DEFAULT_MAILBOXES,
     FlagMode,
@@ -158,10 +159,11 @@ class Account:
 class CoreStore(MailStore):
     """`MailStore` rules over in-memory state, with persistence hooks that do nothing here."""
 
-    def __init__(self) -> None:
+    def __init__(self, operations: Operations | None = None) -> None:
         self._bus = EventBus()
         self._accounts: dict[str, Account] = {}
         self._last_uidvalidity = 0
+        self._operations = operations if operations is not None else Operations()
 
     # -- hooks for implementations ---------------------------------------------------------------------
     def _check_name(self, name: str) -> None:
@@ -547,3 +549,13 @@ class CoreStore(MailStore):
             self._persist_claim(account, mbox, fresh)
             mbox.claimed.update(fresh)
         return set(fresh)
+
+    # -- write-ahead records ------------------------------------------------------------------------------
+    def begin_operation(self, op_id: str, record: Mapping[str, Any]) -> None:
+        self._operations.begin(op_id, record)
+
+    def end_operation(self, op_id: str) -> None:
+        self._operations.end(op_id)
+
+    def unfinished_operations(self) -> dict[str, dict[str, Any]]:
+        return self._operations.unfinished()

@@ -86,3 +86,10 @@ def release(key: str) -> None:
         except OSError:
             pass
         held.file.close()  # closing the last descriptor releases the flock
+
+
+def holders(key: str) -> int:
+    """How many stores of this process hold the lock of `key` (0 when this process does not hold it)."""
+    with _GUARD:
+        held = _HELD.get(key)
+        return held.stores if held is not None and held.pid == os.getpid() else 0

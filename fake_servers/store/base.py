@@ -13,10 +13,10 @@ event before returning, so "the change happened" and "every session was told" ca
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 #: Mailboxes every account has from its creation, with their RFC 6154 special-use attribute.
 DEFAULT_MAILBOXES: dict[str, str | None] = {
@@ -289,6 +289,21 @@ class MailStore(abc.ABC):
         counts and EXAMINE shows (RFC 3501 6.3.2, 6.3.10). Implementations should override; this default
         cannot tell and says none."""
         return set()
+
+    # -- write-ahead records of changes across mailboxes ------------------------------------------------
+    @abc.abstractmethod
+    def begin_operation(self, op_id: str, record: Mapping[str, Any]) -> None:
+        """Keep `record` (a JSON object: what a change across many mailboxes decided, and what finishing it
+        needs) under `op_id` before the change's first step; durable when this returns on a store that
+        survives restarts. Raises StoreError for an id outside [A-Za-z0-9._@+-] or a record that is not JSON."""
+
+    @abc.abstractmethod
+    def end_operation(self, op_id: str) -> None:
+        """The change is complete: forget its record (an unknown id is ignored)."""
+
+    @abc.abstractmethod
+    def unfinished_operations(self) -> dict[str, dict[str, Any]]:
+        """Records begun and not ended (after a restart: those a crash cut short), by id, as copies."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files or handles; the memory store has none."""

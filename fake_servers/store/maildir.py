@@ -13,6 +13,11 @@ Maildir itself: a file that is gone was expunged, a file nobody numbered yet get
 flags differ from what we last wrote was changed by someone else (Dovecot) and gets a new MODSEQ. Headers
 are parsed only for files our side state does not know, so reopening 100k messages reads no message file.
 
+Crash leftovers: temporaries of ours (tmp/ files, half-replaced metadata files, half-removed mailboxes) are
+removed when an account is loaded, and anyone's tmp/ file untouched for 36 hours (see `_leftovers` for why
+that is safe). Changes that span mailboxes keep a write-ahead record under `.recall-lab-operations/` (see
+`_operations`) until their author ends them.
+
 One process at a time: opening takes an exclusive lock on `DIR/recall-lab.lock` (see `_lock`), so a second
 lab on the same directory gets StoreLocked instead of handing out the UIDs the first one hands out; `close()`
 releases it. Not supported: a Dovecot writing the same mailbox while this store has it loaded (Dovecot does
@@ -24,6 +29,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,8 +38,11 @@ from pathlib import Path
 from fake_servers.store import _lock
 from fake_servers.store import _maildir_files as mf
 from fake_servers.store._core import Account, CoreStore, MailboxState
+from fake_servers.store._leftovers import STALE_TMP_AGE, Sweeper
 from fake_servers.store._msgid import extract_message_id
 from fake_servers.store._names import INBOX, canonical, user_key
+from fake_servers.store._operations import DIRECTORY as OPERATIONS_DIR
+from fake_servers.store._operations import DiskOperations
 from fake_servers.store.base import DEFAULT_MAILBOXES, MessageRecord, StoreError
 
 #: Fold the journal into the snapshot once it has this many lines more than the mailbox has messages.
@@ -59,7 +69,9 @@ def _io_error(exc: OSError) -> StoreError:
 class MaildirStore(CoreStore):
     """`MailStore` on disk under `root` (DIR/<user>/ is each user's Maildir++ home)."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, clock: Callable[[], float] = time.time,
+                 stale_tmp_age: float = STALE_TMP_AGE) -> None:
+        """`clock` and `stale_tmp_age` decide which files in tmp/ count as abandoned (see `_leftovers`)."""
         super().__init__()
         self.root = Path(root)
         try:
@@ -69,6 +81,13 @@ class MaildirStore(CoreStore):
         # before reading anything: another process's next UIDs would be ours too (raises StoreLocked)
         self._lock = _lock.acquire(self.root)
         self._closed = False
+        # Holding the lock, we know who may still be writing here: that decides which temporaries are leftovers.
+        self._sweeper = Sweeper(clock(), sole_owner=_lock.holders(self._lock) == 1, stale_age=stale_tmp_age)
+        try:
+            self._operations = DiskOperations(self.root / OPERATIONS_DIR)
+        except BaseException:
+            _lock.release(self._lock)
+            raise
 
     # -- paths ---------------------------------------------------------------------------------------------
     def _home(self, user: str) -> Path:
@@ -113,6 +132,7 @@ class MaildirStore(CoreStore):
             return None
         account = Account(user)
         account.backend = home
+        self._sweeper.home(home)
         try:
             meta = json.loads((home / mf.ACCOUNT).read_text())
             account.retired = {str(k): int(v) for k, v in meta.get("retired", {}).items()}
@@ -187,6 +207,7 @@ class MaildirStore(CoreStore):
     def _load_mailbox(self, account: Account, name: str, path: Path) -> MailboxState:
         for sub in ("cur", "new", "tmp"):
             (path / sub).mkdir(exist_ok=True)
+        self._sweeper.folder(path)
         side, journal_lines = self._read_side(path)
         uidlist = mf.read_uidlist(path)
         dirty = False

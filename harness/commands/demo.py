@@ -10,7 +10,8 @@ the outcome is a handful of them (the original's Message-ID, the recall that nam
 the desktop client receives, the plain "would like to recall" text an outside provider delivers). The full
 transcript of each condition is in the HTML report (`recall-lab matrix --html FILE`).
 
-Time budget: under 30 s on a 2-core machine at the default trial count (see the README's "The teaching demo" section).
+Time budget: under 30 s on a 2-core machine at the default trial count, measured by scripts/bench_demo.py (a
+benchmark, not a test: a loaded machine is slow for reasons that are not bugs).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import typer
 
 from harness.cli import CliError
 from harness.commands.tls import client_context
+from harness.own_name import client_name
 
 
 def _load_endpoints(path: Path) -> dict[str, Any]:
@@ -54,7 +55,7 @@ def build_message(sender: str, to: list[str], cc: list[str], subject: str, body:
         msg["Cc"] = ", ".join(cc)
     msg["Subject"] = subject
     msg["Date"] = format_datetime(datetime.now().astimezone())
-    msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
+    msg["Message-ID"] = make_msgid(domain=client_name(sender))
     msg.set_content(body)
     return msg
 
@@ -64,7 +65,7 @@ async def _submit(msg: EmailMessage, *, host: str, port: int, user: str, passwor
     """Submit; returns the recipients the server refused while accepting the others ({address: response})."""
     errors, _reply = await aiosmtplib.send(msg, hostname=host, port=port, username=user, password=password,
                                            sender=user, recipients=recipients, start_tls=starttls,
-                                           tls_context=context, timeout=30)
+                                           tls_context=context, timeout=30, local_hostname=client_name(user))
     return dict(errors)
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import aiosmtplib
 
+from harness.own_name import client_name
 from harness.scenarios.clock import SimClock
 from harness.scenarios.model import Scenario
 from harness.scenarios.results import TrialResult
@@ -259,7 +260,7 @@ class TrialEngine:
             if slot.smtp is None or not slot.smtp.is_connected:
                 ep = self.lab.submission(ORG)
                 slot.smtp = aiosmtplib.SMTP(hostname=ep.host, port=ep.port, start_tls=False, use_tls=False,
-                                            timeout=SETTLE_TIMEOUT)
+                                            timeout=SETTLE_TIMEOUT, local_hostname=client_name(slot.sender))
                 await slot.smtp.connect()
                 await slot.smtp.login(slot.sender, self.lab.password(slot.sender))
             try:

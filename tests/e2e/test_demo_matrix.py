@@ -1,8 +1,9 @@
 """`recall-lab demo` and `recall-lab matrix` read as a teacher and a machine would read them.
 
-The demo runs once at its defaults (it is the README's first command, and must finish in under 30 s); its
-story and its closing table are checked against the JSON it writes alongside, so the printed figures are the
-measured ones.
+The demo runs once at its defaults (it is the README's first command); its story and its closing table are
+checked against the JSON it writes alongside, so the printed figures are the measured ones. How long it takes
+is not tested here (a loaded machine is slow for reasons that are not bugs): scripts/bench_demo.py measures it
+against its 30 s budget.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
 from html.parser import HTMLParser
 
 import pytest
@@ -57,12 +57,9 @@ def parse_table(text: str) -> tuple[list[str], list[list[str]]]:
 
 
 def test_demo_tells_the_story_and_ends_with_the_measured_table(tmp_path):
-    started = time.monotonic()
-    result = run_cli("demo", "--json", str(tmp_path / "demo.json"), timeout=120)
-    elapsed = time.monotonic() - started
+    result = run_cli("demo", "--json", str(tmp_path / "demo.json"), timeout=300)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert elapsed < 30, f"demo took {elapsed:.1f} s (must be under 30 s)"
     out = result.stdout
     measured = json.loads((tmp_path / "demo.json").read_text())
     conditions = [row["condition"] for row in measured["table"]]
