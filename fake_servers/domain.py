@@ -7,7 +7,7 @@ goes over SMTP through the relay queue and the other's MX listener. The harness'
 configured domain, starts them in two phases (`open`: listeners up; `run`: relay and policies go, once every
 domain's MX is reachable) and stops them.
 
-What happens to an accepted message (see the README's "The delivery pipeline" section):
+What happens to an accepted message (see docs/pipeline.md):
 `accept` stamps it (Received; for submission Message-ID, Date, Bcc bookkeeping), runs the pipeline (policies,
 then Sent copy, local delivery, relay queue), and only then answers 250. The run is shielded from the SMTP
 session, so a client that disconnects mid-delivery cannot leave a message half delivered.
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from fake_servers.accounts import Accounts
+from fake_servers.guard import ConnectionGuard
 from fake_servers.pipeline import (
     Channel,
     Delivery,
@@ -40,7 +41,9 @@ from fake_servers.pipeline import (
     Verdict,
     resolve_pipeline,
 )
+from fake_servers.recall.format import HEADER_VERIFIED, strip_verified
 from fake_servers.smtp import headers
+from fake_servers.smtp.canonical import to_crlf, trace_text
 from fake_servers.smtp.dsn import build_dsn
 from fake_servers.smtp.handlers import MxHandler, SubmissionHandler
 from fake_servers.smtp.listener import SmtpListener
@@ -106,7 +109,9 @@ class DomainServer:
                  tls_context: ssl.SSLContext | None = None, transcripts: TranscriptRecorder | None = None,
                  router: Callable[[str], Route | None] = lambda _d: None, spool_dir: Path | None = None,
                  retry_delays: Sequence[float] = (1.0, 5.0, 30.0, 120.0), relay_connections: int = 2,
-                 imap: bool = True) -> None:
+                 imap: bool = True, guard: ConnectionGuard | None = None) -> None:
+        """`guard`: connection caps and login throttling for the three listeners (shared with other domains when
+        given; else the domain gets one of its own with the default limits)."""
         self.spec = spec
         self.domain = spec.name.lower()
         self.hostname = self.domain
@@ -131,12 +136,14 @@ class DomainServer:
         self.pipeline = Pipeline([], self.services, self._final_delivery, self._hold)
         self._want_imap = imap
         self.imap_server: Any = None
+        self.guard = guard if guard is not None else ConnectionGuard()
         self.mx_listener = SmtpListener(MxHandler(self), host=host, port=self.ports.mx, hostname=self.hostname,
                                         data_size_limit=spec.max_message_size, tls_context=tls_context,
-                                        transcripts=transcripts)
+                                        transcripts=transcripts, guard=self.guard)
         self.submission_listener = SmtpListener(
             SubmissionHandler(self), host=host, port=self.ports.submission, hostname=self.hostname,
-            data_size_limit=spec.max_message_size, tls_context=tls_context, transcripts=transcripts)
+            data_size_limit=spec.max_message_size, tls_context=tls_context, transcripts=transcripts,
+            guard=self.guard)
         self._held: dict[str, Delivery] = {}
         self._sent_names: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -157,7 +164,7 @@ class DomainServer:
 
             self.imap_server = ImapServer(self.store, self.accounts, host=self.host, port=self.ports.imap,
                                           ssl_context=self.tls_context, transcripts=self.transcripts,
-                                          name=self.domain)
+                                          name=self.domain, guard=self.guard)
             try:
                 await self.imap_server.start()
             except OSError as exc:
@@ -253,9 +260,20 @@ class DomainServer:
                raw: bytes, smtputf8: bool, helo: str | None = None, peer: Any = None, tls: bool = False,
                marks: set[str] | None = None, save_sent_copy: bool | None = None,
                block: headers.HeaderBlock | None = None) -> Delivery:
-        """A Delivery for an accepted message, with the server's trace and submission fix-ups applied."""
+        """A Delivery for an accepted message, with the server's trace and submission fix-ups applied.
+
+        Every message enters here, whatever its channel, so here the server-only recall mark is stripped (as
+        Authentication-Results is, RFC 8601), whichever policies the domain runs: only the recall policy puts it
+        back, on what it vouches for. The server's own mail (`internal`) is made canonical (CRLF) like
+        everything the SMTP edge accepts."""
         queue_id = new_queue_id()
         now = datetime.now(UTC)
+        if channel == "internal":
+            raw = to_crlf(raw)
+        stripped = raw if block is not None and not block.has(HEADER_VERIFIED) else strip_verified(raw)
+        if stripped is not raw:
+            raw, block = stripped, None
+            self.services.log("recall-mark-stripped", queue_id=queue_id, channel=channel, mail_from=mail_from)
         bcc: list[str] = []
         if channel in ("submission", "internal"):
             block = block or headers.HeaderBlock(raw)
@@ -286,10 +304,11 @@ class DomainServer:
             source = "from localhost (internal)"
             proto = "local"
         else:
-            ip = peer[0] if isinstance(peer, tuple) and peer else "unknown"
-            source = f"from {helo or 'unknown'} ([{ip}])"
+            ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+            # nothing the client chose lands raw in a trace field (the SMTP edge refuses controls already)
+            source = f"from {trace_text(helo, word=True) if helo else 'unknown'} ([{ip}])"  # ip: the socket's
             proto = ("UTF8SMTP" if smtputf8 else "ESMTP") + ("S" if tls else "") + ("A" if auth_user else "")
-        who = f" for <{recipients[0]}>" if len(recipients) == 1 else ""
+        who = f" for <{trace_text(recipients[0])}>" if len(recipients) == 1 else ""
         return f"{source} by {self.hostname} (recall-lab) with {proto} id {queue_id}{who}; {_rfc5322_date(now)}"
 
     # -- final delivery (after the policies) ----------------------------------------------------------
@@ -311,7 +330,7 @@ class DomainServer:
             if user is None:
                 failures.append(Failure(rcpt, "5.1.1", f"smtp; 550 5.1.1 <{rcpt}>: user unknown"))
                 continue
-            self.deliver_local(user, delivery.raw, mail_from=delivery.mail_from)
+            self._deliver(user, delivery.raw, delivery.mail_from, "INBOX")
         if remote:
             self.relay.enqueue(delivery.queue_id, delivery.mail_from, remote, delivery.raw, delivery.smtputf8)
         if failures and delivery.mail_from:
@@ -320,7 +339,15 @@ class DomainServer:
 
     def deliver_local(self, user: str, raw: bytes, *, mail_from: str = "", mailbox: str = "INBOX"
                       ) -> MessageRecord:
-        stamped = headers.prepend_headers(raw, [("Return-Path", f"<{mail_from}>"), ("Delivered-To", user)])
+        """Into the store with Return-Path and Delivered-To (what policies call): CRLF line ends whatever a
+        policy handed over, as the store keeps only the canonical form."""
+        return self._deliver(user, to_crlf(raw), mail_from, mailbox)
+
+    def _deliver(self, user: str, raw: bytes, mail_from: str, mailbox: str) -> MessageRecord:
+        """`raw` (canonical already: through the edge or `deliver_local`) with its trace fields, into the store;
+        nothing raw from the envelope in those fields."""
+        stamped = headers.prepend_headers(raw, [("Return-Path", f"<{trace_text(mail_from)}>"),
+                                                ("Delivered-To", trace_text(user))])
         return self.store.deliver(user, stamped, mailbox)
 
     def save_sent_copy(self, delivery: Delivery) -> MessageRecord | None:

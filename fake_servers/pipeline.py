@@ -3,7 +3,7 @@
 Why a pipeline and not code in the SMTP handler: recall interception, retention, legal hold and delayed send are
 decisions about a *message*, not about the SMTP dialogue, and later issues add them without touching the
 listeners. The contract (Delivery, Verdict, Policy, DomainServices, the registry) is documented in
-the README's "The delivery pipeline" section; keep the two in step.
+docs/pipeline.md; keep the two in step.
 
 The pipeline itself knows nothing of sockets: the domain server gives `DomainServices` the callables that reach
 the store, the relay queue and the held-message spool.
@@ -26,6 +26,7 @@ from email.parser import BytesParser
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from fake_servers.accounts import Accounts
+from fake_servers.smtp.headers import as_bytes_checked
 from fake_servers.store.base import MailStore, MessageRecord
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ _PARSER = BytesParser(policy=email_policy.default)
 
 @dataclass(eq=False)
 class Delivery:
-    """One accepted message on its way through a domain's server (see the README's "The delivery pipeline" section)."""
+    """One accepted message on its way through a domain's server (see docs/pipeline.md)."""
 
     domain: str
     channel: Channel
@@ -93,8 +94,10 @@ class Delivery:
         return self._parsed
 
     def set_message(self, msg: EmailMessage) -> None:
-        """Replace the message: serialise `msg` (CRLF line ends, as SMTP carries it) into `raw`."""
-        self.raw = msg.as_bytes(policy=email_policy.SMTPUTF8 if self.smtputf8 else email_policy.SMTP)
+        """Replace the message: serialise `msg` (CRLF line ends, as SMTP carries it) into `raw`. ValueError when
+        the bytes would not read back as `msg`'s fields (see headers.as_bytes_checked: re-serialising a parsed
+        message can forge header fields on this Python)."""
+        self.raw = as_bytes_checked(msg, email_policy.SMTPUTF8 if self.smtputf8 else email_policy.SMTP)
         self._parsed, self._parsed_from = msg, self.raw
 
     @property
@@ -226,7 +229,7 @@ class ServiceHooks:
 
 
 class DomainServices:
-    """What a policy may use (see the README's "The delivery pipeline" section): the store, accounts, re-submission, an audit log."""
+    """What a policy may use (see docs/pipeline.md#the-contract-names-other-modules-depend-on): the store, accounts, re-submission, an audit log."""
 
     def __init__(self, *, domain: str, role: str, store: MailStore, accounts: Accounts,
                  local_domains: Iterable[str], config: Mapping[str, Any], hooks: ServiceHooks) -> None:
@@ -247,7 +250,9 @@ class DomainServices:
 
     def deliver_local(self, user: str, raw: bytes, *, mail_from: str = "", mailbox: str = "INBOX"
                       ) -> MessageRecord:
-        """Put a message in a local user's mailbox with Return-Path and Delivered-To; runs no policy."""
+        """Put a message in a local user's mailbox with Return-Path and Delivered-To (CRLF line ends made where
+        `raw` had others); runs no policy, so no filter either: a policy delivering what someone else wrote
+        strips the server-only recall mark itself (format.strip_verified)."""
         return self._hooks.deliver_local(user, raw, mail_from=mail_from, mailbox=mailbox)
 
     def save_sent_copy(self, delivery: Delivery) -> MessageRecord | None:

@@ -8,6 +8,15 @@ TOML shape (every key but the domain tables is optional):
     policy_modules = ["my_policies"]        # modules imported so their register_policy calls run
     [relay]
     retry_delays = [1, 5, 30, 120]          # seconds between attempts after a 4xx / connection failure
+    [limits]                                # abuse limits of every listener (fake_servers.guard.GuardLimits)
+    max_connections = 300                   # in all, every listener (default: from the open-files limit)
+    max_connections_per_ip = 150            # from one client address (default: 3/4 of max_connections)
+    login_timeout = 60                      # seconds from connect to login / AUTH / MAIL (0: none)
+    auth_failure_delay = 2                  # seconds before a wrong password is answered
+    max_auth_failures = 3                   # failed logins before the connection is closed
+    auth_penalty_after = 10                 # failures from one address after which each login waits unchecked
+    auth_failure_delay_max = 15             # that wait doubles from auth_failure_delay, up to this
+    smtp_command_timeout = 300              # seconds SMTP waits for each command
     [routes]                                # extra relay routes to servers outside the lab
     "partner.example" = "127.0.0.1:2525"
     [domains."corp.example"]
@@ -29,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from fake_servers.guard import GuardLimits
+
 Role = Literal["organisation", "external"]
 ROLES: tuple[str, ...] = ("organisation", "external")
 
@@ -36,6 +47,17 @@ ROLES: tuple[str, ...] = ("organisation", "external")
 DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
 #: Default pauses between relay attempts after a temporary failure; after the last, the sender gets a DSN.
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0)
+#: The [limits] keys a lab config may set: name -> whether it is a count (else seconds).
+LIMIT_KEYS: dict[str, bool] = {
+    "max_connections": True,
+    "max_connections_per_ip": True,
+    "login_timeout": False,
+    "auth_failure_delay": False,
+    "auth_failure_delay_max": False,
+    "max_auth_failures": True,
+    "auth_penalty_after": True,
+    "smtp_command_timeout": False,
+}
 
 
 class ConfigError(ValueError):
@@ -95,6 +117,7 @@ class LabConfig:
     retry_delays: tuple[float, ...] = DEFAULT_RETRY_DELAYS
     routes: dict[str, str] = field(default_factory=dict)  # domain -> "host:port" outside the lab
     policy_modules: list[str] = field(default_factory=list)
+    limits: GuardLimits = field(default_factory=GuardLimits)  # connection caps, login throttling ([limits])
 
     def __post_init__(self) -> None:
         names = [d.name for d in self.domains]
@@ -114,10 +137,15 @@ class LabConfig:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
+        defaults = GuardLimits()
+        limits = {key: getattr(self.limits, key) for key in LIMIT_KEYS  # what was set, not what was derived
+                  if key not in self.limits.derived and (key.startswith("max_connections")
+                                                         or getattr(self.limits, key) != getattr(defaults, key))}
         return {
             "policy_modules": list(self.policy_modules),
             "relay": {"retry_delays": list(self.retry_delays)},
             "routes": dict(self.routes),
+            "limits": limits,
             "domains": {d.name: d.to_dict() for d in self.domains},
         }
 
@@ -144,8 +172,29 @@ class LabConfig:
         modules = data.get("policy_modules", []) or []
         if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
             raise ConfigError("policy_modules must be a list of module names")
+        kw["limits"] = limits_from_dict(data.get("limits", {}) or {})
         return cls(domains=domains, routes={str(k).lower(): str(v) for k, v in routes.items()},
                    policy_modules=list(modules), **kw)
+
+
+def limits_from_dict(table: Any, base: GuardLimits | None = None) -> GuardLimits:
+    """GuardLimits from a [limits] table (or CLI flags), on top of `base`; ConfigError names the bad key."""
+    if not isinstance(table, Mapping):
+        raise ConfigError("[limits] must be a table")
+    changes: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in LIMIT_KEYS:
+            raise ConfigError(f"limits.{key} is not a known limit (known: {', '.join(LIMIT_KEYS)})")
+        count = LIMIT_KEYS[key]
+        ok_type = isinstance(value, int) if count else isinstance(value, int | float)
+        if not ok_type or isinstance(value, bool):
+            raise ConfigError(f"limits.{key} must be {'a whole number' if count else 'a number of seconds'}")
+        changes[key] = value if count else float(value)
+    base = base or GuardLimits()
+    try:
+        return base.clone(**changes)
+    except ValueError as exc:
+        raise ConfigError(f"limits.{exc}") from None
 
 
 def _domain_from_dict(name: str, table: Any) -> DomainConfig:

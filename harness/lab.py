@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fake_servers.domain import DomainServer, DomainSpec, Endpoint, ListenError, PolicySettingsError, Ports
+from fake_servers.guard import ConnectionGuard
 from fake_servers.pipeline import DomainServices, load_policy_modules
 from fake_servers.smtp.relay import RelayEntry, Route
 from fake_servers.store import MailStore, StoreError, open_store
@@ -99,6 +100,7 @@ class Lab:
             load_policy_modules(self.config.policy_modules)
         except ImportError as exc:
             raise LabStartError(f"cannot import policy module {exc.name or ''}: {exc}".replace(" :", ":")) from None
+        guard = ConnectionGuard(self.config.limits)  # one for the lab: its caps count every listener
         try:
             for index, dc in enumerate(self.config.domains):
                 if kind == "maildir":
@@ -114,7 +116,8 @@ class Lab:
                 server = DomainServer(spec, store, host=self.host, ports=self._ports(index), tls_context=self.tls,
                                       transcripts=self.transcripts, router=self._route, spool_dir=spool_dir,
                                       retry_delays=self.config.retry_delays,
-                                      relay_connections=self.relay_connections, imap=self.imap_enabled)
+                                      relay_connections=self.relay_connections, imap=self.imap_enabled,
+                                      guard=guard)
                 self._servers[dc.name] = server
                 await server.open()
             for server in self._servers.values():

@@ -13,8 +13,13 @@ Measured:
   search_message_id  UID SEARCH HEADER Message-ID <id>            median of --searches ids (after a warm-up)
   idle_flags         IDLE push latency of STORE +FLAGS from another connection: median and p99
   idle_expunge       IDLE push latency of STORE \\Deleted + EXPUNGE from another connection: median and p99
+  push_flags         push latency as outside clients see it: two plain sockets (no TCP_NODELAY on the client
+                     side, as imaplib and most clients), the idler enters IDLE afresh for every event (as clients
+                     that re-IDLE do), the other session STOREs a flag; p50 and p90. Goal: p50 < 1 ms. This is
+                     the figure Nagle's algorithm on the server's socket spoils (~40 ms, the delayed ACK).
 
     python scripts/bench_imap.py --messages 10000 [--json out.json]
+    python scripts/bench_imap.py --push-only            # push latency only, ours and Dovecot (about 20 s)
 
 Dovecot is started by harness.dovecot.DovecotServer (as root or not); without the `dovecot` binary only our
 server is measured and the ratios are omitted.
@@ -381,15 +386,92 @@ def measure_idle(port: int, events: int) -> tuple[list[float], list[float]]:
     return flags, expunges
 
 
+class PlainSession:
+    """One IMAP session on a plain socket, as an outside client opens it: no TCP_NODELAY, no library."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.buf = b""
+        self.n = 0
+        self.readline()
+        self.finish(self.send(b'LOGIN "%s" "%s"' % (USER.encode(), PASSWORD.encode())))
+        self.finish(self.send(b"SELECT INBOX"))
+
+    def readline(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def send(self, command: bytes) -> bytes:
+        self.n += 1
+        tag = b"p%d " % self.n
+        self.sock.sendall(tag + command + b"\r\n")
+        return tag
+
+    def finish(self, tag: bytes) -> None:
+        while True:
+            line = self.readline()
+            if line.startswith(tag):
+                assert line[len(tag):].startswith(b"OK"), line
+                return
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.sendall(b"z LOGOUT\r\n")
+        self.sock.close()
+
+
+def measure_push(port: int, events: int) -> list[float]:
+    """Seconds from the STORE leaving one session to its FETCH push arriving at the other, idling, session.
+
+    The idler enters IDLE afresh for each event and leaves it with DONE, as a client that re-IDLEs does: its
+    socket then carries request/response traffic, the receiver delays its ACKs, and a server that leaves
+    Nagle's algorithm on holds the push until that ACK comes.
+    """
+    idler = PlainSession(port)
+    actor = PlainSession(port)
+    out: list[float] = []
+    try:
+        for k in range(events):
+            tag = idler.send(b"IDLE")
+            while not idler.readline().startswith(b"+"):
+                pass
+            op = b"+FLAGS" if k % 2 == 0 else b"-FLAGS"
+            seq = 1 + (k // 2) % 100
+            t = time.perf_counter()
+            store_tag = actor.send(b"STORE %d %s (\\Flagged)" % (seq, op))
+            while not _FETCH.search(idler.readline()):
+                pass
+            out.append(time.perf_counter() - t)
+            idler.sock.sendall(b"DONE\r\n")
+            idler.finish(tag)
+            actor.finish(store_tag)
+    finally:
+        idler.close()
+        actor.close()
+    return out
+
+
+def push_figures(latencies: list[float]) -> dict[str, float]:
+    return {"median_s": statistics.median(latencies), "p90_s": pctl(latencies, 90), "p99_s": pctl(latencies, 99),
+            "events": len(latencies)}
+
+
 def pctl(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
 def run_suite(port: int, ids: list[str], uids: dict[str, bytes] | None, n: int, args: argparse.Namespace,
-              idle_events: int) -> dict[str, dict[str, float]]:
+              idle_events: int, push_events: int) -> dict[str, dict[str, float]]:
+    res: dict[str, dict[str, float]] = {"push_flags": push_figures(measure_push(port, push_events))}
+    if args.push_only:
+        return res
     c = connect(port)
-    res: dict[str, dict[str, float]] = {}
     try:
         t = measure_fetch(c, "(FLAGS UID)", args.repeat, n)
         res["fetch_flags_uid"] = {"median_s": statistics.median(t)}
@@ -417,6 +499,7 @@ TARGETS = {  # name -> (what the target is, check(ours, dovecot) -> bool)
     "search_message_id": ("faster than Dovecot", lambda o, d: d is None or o < d),
     "idle_flags": ("median < 2 ms, <= 3x", lambda o, d: o < 0.002 and (d is None or o <= 3 * d)),
     "idle_expunge": ("median < 2 ms, <= 3x", lambda o, d: o < 0.002 and (d is None or o <= 3 * d)),
+    "push_flags": ("p50 < 1 ms", lambda o, d: o < 0.001),
 }
 
 
@@ -431,6 +514,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle-events", type=int, default=200, help="IDLE events per kind (flags, expunge)")
     ap.add_argument("--dovecot-idle-events", type=int, default=50,
                     help="IDLE events per kind for Dovecot (it batches changes for 0.5 s, so each costs that)")
+    ap.add_argument("--push-events", type=int, default=200, help="re-IDLE push events (push_flags)")
+    ap.add_argument("--dovecot-push-events", type=int, default=20,
+                    help="push events for Dovecot (each waits for its 0.5 s notify batching)")
+    ap.add_argument("--push-only", action="store_true", help="measure push latency only (a short run)")
     ap.add_argument("--repeat", type=int, default=5, help="runs of each FETCH 1:* (median reported)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
@@ -440,8 +527,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve_ours(args.messages, args.seed)
         return 0
+    if args.push_only and args.messages == ap.get_default("messages"):
+        args.messages = 500  # push latency does not depend on the mailbox size: keep the run short
     if args.idle_events > min(400, args.messages) or args.messages < 500:
         ap.error("--messages must be >= 500 and --idle-events <= 400")
+    if args.push_events < 1 or args.dovecot_push_events < 1:
+        ap.error("--push-events and --dovecot-push-events must be >= 1")
 
     t0 = time.perf_counter()
     messages = make_messages(args.messages, args.seed)
@@ -463,7 +554,8 @@ def main(argv: list[str] | None = None) -> int:
     ours = OursProcess(args.messages, args.seed)
     try:
         print("measuring ours ...", flush=True)
-        results["ours"] = run_suite(ours.port, ids, uids, args.messages, args, args.idle_events)
+        results["ours"] = run_suite(ours.port, ids, uids, args.messages, args, args.idle_events,
+                                    args.push_events)
     finally:
         ours.stop()
     if use_dovecot:
@@ -474,7 +566,8 @@ def main(argv: list[str] | None = None) -> int:
             print("measuring dovecot ...", flush=True)
             # Dovecot numbers a Maildir it finds in its own order: check one hit, not which UID
             results["dovecot"] = run_suite(dv.port, ids, None, args.messages, args,
-                                           min(args.idle_events, args.dovecot_idle_events))
+                                           min(args.idle_events, args.dovecot_idle_events),
+                                           min(args.push_events, args.dovecot_push_events))
         finally:
             dv.stop()
 
@@ -482,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"{'operation':<20} {'ours':>12} {'dovecot':>12} {'ours/dovecot':>13}  {'target':<22} met")
     for name, (target, check) in TARGETS.items():
+        if name not in results["ours"]:
+            continue  # --push-only
         o = results["ours"][name]["median_s"]
         d = results.get("dovecot", {}).get(name, {}).get("median_s")
         ratio = o / d if d else None
@@ -493,18 +588,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<20} {fmt(o)} {fmt(d) if d else '        -   '} "
               f"{(f'{ratio:12.2f}x' if ratio else '            -')}  {target:<22} {'yes' if met else 'NO'}")
     for name in ("fetch_flags_uid_raw", "fetch_headers_raw"):
+        if name not in results["ours"]:
+            continue
         o = results["ours"][name]["median_s"]
         d = results.get("dovecot", {}).get(name, {}).get("median_s")
         ratio = f"{o / d:12.2f}x" if d else "            -"
         print(f"{name:<20} {fmt(o)} {fmt(d) if d else '        -   '} {ratio}  (raw socket, informational)")
-    for name in ("search_message_id", "idle_flags", "idle_expunge"):
-        o = results["ours"][name]["p99_s"]
-        d = results.get("dovecot", {}).get(name, {}).get("p99_s")
-        print(f"{name + ' p99':<20} {fmt(o)} {fmt(d) if d else '        -   '}")
+    for name, pct in (("search_message_id", "p99"), ("idle_flags", "p99"), ("idle_expunge", "p99"),
+                      ("push_flags", "p90"), ("push_flags", "p99")):
+        if name not in results["ours"]:
+            continue
+        o = results["ours"][name][f"{pct}_s"]
+        d = results.get("dovecot", {}).get(name, {}).get(f"{pct}_s")
+        print(f"{name + ' ' + pct:<20} {fmt(o)} {fmt(d) if d else '        -   '}")
+    print(f"(push_flags: {results['ours']['push_flags']['events']} events on ours"
+          + (f", {results['dovecot']['push_flags']['events']} on Dovecot)" if "dovecot" in results else ")"))
     if args.json:
         Path(args.json).write_text(json.dumps({
             "messages": args.messages, "mailbox_bytes": total, "searches": args.searches,
             "idle_events": args.idle_events, "dovecot_idle_events": min(args.idle_events, args.dovecot_idle_events),
+            "push_events": args.push_events, "push_only": args.push_only,
             "repeat": args.repeat, "rows": rows, "raw": results,
         }, indent=2))
         print(f"\nwrote {args.json}")

@@ -3,21 +3,35 @@
 Why this shape: IMAP's grammar is irregular (BODY[HEADER.FIELDS (A B)]<0.10>, sequence sets, nested search
 keys), so each command parses its own arguments with these primitives instead of one generic tree. The input is
 the command exactly as the framer assembled it, literals inline (`{n}` CRLF n octets), without the final CRLF.
-Every failure is a ParseError, never anything else.
+Every failure is a ParseError (tagged BAD), or CommandFailed (NO) for well-formed arguments that can name
+nothing, never anything else.
 """
 
 from __future__ import annotations
 
 import re
 
-from .errors import ParseError
+from .errors import CommandFailed, ParseError
 from .utf7 import Utf7Error, decode_lenient
 from .values import Atom
 
-# Characters that end an atom (RFC 3501 atom-specials minus list-wildcards and "]", which we accept in atoms
-# because sequence sets, LIST patterns and astrings use them).
-_ATOM_END = frozenset(b' ()"{\r\n\x00')
+# RFC 3501 section 9, the characters that matter here:
+#   atom-specials  = "(" / ")" / "{" / SP / CTL / list-wildcards / quoted-specials / resp-specials
+#   ASTRING-CHAR   = ATOM-CHAR / resp-specials            (so "]" is allowed in an astring, not in an atom)
+#   list-char      = ATOM-CHAR / list-wildcards / resp-specials
+# "[" is an ordinary ATOM-CHAR everywhere; only a FETCH `section` after BODY, BODY.PEEK or BINARY* gives it a
+# meaning. Like Dovecot, unquoted arguments are read leniently (a token ends only where an argument must end:
+# SP, "(", ")", "{", DQUOTE, CTL) and each caller then checks what its grammar forbids (e.g. flag()).
+_TOKEN_END = frozenset(b' ()"{\x7f') | frozenset(range(0x20))
+#: fetch-att names after which "[" opens a section: "BODY" section, "BODY.PEEK" section, "BINARY..." section.
+_SECTION_NAMES = frozenset({b"BODY", b"BODY.PEEK", b"BINARY", b"BINARY.PEEK", b"BINARY.SIZE"})
+#: What a flag-keyword (an atom) may not contain beyond what ends a token: list-wildcards, quoted-specials,
+#: resp-specials.
+_NOT_IN_KEYWORD = frozenset("%*\\]\"")
 _LITERAL_HEAD = re.compile(rb"\{(\d{1,12})(\+?)\}\r?\n")
+
+#: How deeply generic values (ID, CREATE and LIST RETURN parameters) may nest; real ones nest 2 or 3 deep.
+MAX_VALUE_DEPTH = 16
 
 
 class Lexer:
@@ -67,20 +81,21 @@ class Lexer:
 
     # -- tokens -----------------------------------------------------------------------------------------------
     def atom(self, what: str = "atom") -> str:
-        """Read an atom (bracketed sections kept whole, e.g. BODY[HEADER.FIELDS (A B)]<0.5>)."""
+        """Read one unquoted token; a FETCH section after BODY/BODY.PEEK/BINARY* is kept whole with what
+        follows (BODY[HEADER.FIELDS (A B)]<0.5>). Elsewhere "[" and "]" are plain characters."""
+        return self._token(what, sections=True)
+
+    def _token(self, what: str, sections: bool) -> str:
         buf = self.buf
         start = self.pos
         i = start
         n = len(buf)
         while i < n:
             c = buf[i]
-            if c in _ATOM_END or c < 0x20 or c == 0x7F:
+            if c in _TOKEN_END:
                 break
-            if c == 0x5B:  # "[": read to the matching "]" (may contain spaces and parens)
-                close = buf.find(b"]", i)
-                if close < 0:
-                    raise ParseError("unterminated [")
-                i = close + 1
+            if c == 0x5B and sections and i - start <= 11 and buf[start:i].upper() in _SECTION_NAMES:
+                i = self._section_end(i)
                 continue
             i += 1
         if i == start:
@@ -90,6 +105,36 @@ class Lexer:
             return buf[start:i].decode("ascii")
         except UnicodeDecodeError:
             raise ParseError(f"8-bit characters in {what}") from None
+
+    def _section_end(self, i: int) -> int:
+        """Given the "[" of a FETCH section at `i`, the index after its "]". Quoted strings and literals
+        inside (header-fld-name is an astring) are skipped whole, so a "]" in them does not end the section."""
+        buf = self.buf
+        n = len(buf)
+        i += 1
+        while i < n:
+            c = buf[i]
+            if c == 0x5D:
+                return i + 1
+            if c == 0x22:
+                i += 1
+                while i < n and buf[i] != 0x22:
+                    if buf[i] in (0x0D, 0x0A):
+                        raise ParseError("CR or LF in quoted string")
+                    i += 2 if buf[i] == 0x5C else 1
+                if i >= n:
+                    break
+                i += 1
+                continue
+            if c == 0x7B:
+                m = _LITERAL_HEAD.match(buf, i)
+                if m is not None:
+                    i = m.end() + int(m.group(1))
+                    continue
+            if c in (0x0D, 0x0A):
+                break
+            i += 1
+        raise ParseError("unterminated [ in FETCH section")
 
     def number(self, what: str = "number") -> int:
         text = self.atom(what)
@@ -145,10 +190,11 @@ class Lexer:
         raise ParseError("expected a string")
 
     def astring_bytes(self) -> bytes:
+        """astring = 1*ASTRING-CHAR / string: "[" and "]" are plain characters here (never a section)."""
         c = self.peek()
         if c in (0x22, 0x7B):
             return self.string_bytes()
-        return self.atom("astring").encode("ascii")
+        return self._token("astring", sections=False).encode("ascii")
 
     def astring(self) -> str:
         return _utf8(self.astring_bytes())
@@ -165,24 +211,29 @@ class Lexer:
         return self.string()
 
     def mailbox(self) -> str:
-        """A mailbox name: astring, modified UTF-7 decoded, INBOX in any case normalised."""
+        """A mailbox name: astring, modified UTF-7 decoded, INBOX in any case normalised.
+
+        A name that is not valid modified UTF-7 is well-formed IMAP (any astring is) naming no mailbox that can
+        exist: the command fails with NO, as in Dovecot, not BAD."""
         raw = self.astring()
         try:
             name = decode_lenient(raw)
         except Utf7Error as exc:
-            raise ParseError(f"bad mailbox name: {exc}") from None
+            raise CommandFailed(f"Mailbox name is not valid modified UTF-7: {exc}") from None
         return "INBOX" if name.upper() == "INBOX" else name
 
     def list_mailbox(self) -> str:
-        """A LIST pattern: like astring but wildcards allowed (they are atom chars here anyway)."""
+        """A LIST pattern: list-mailbox = 1*list-char / string (wildcards, "[" and "]" allowed unquoted)."""
         return self.mailbox_pattern()
 
     def mailbox_pattern(self) -> str:
-        raw = self.astring()
+        """A LIST/LSUB reference or pattern, decoded; one that is not valid modified UTF-7 is taken literally
+        (it then matches no mailbox a client could have created), so LIST answers OK, as Dovecot does."""
+        raw = self.astring()  # the lenient astring token already takes list-wildcards
         try:
             return decode_lenient(raw)
-        except Utf7Error as exc:
-            raise ParseError(f"bad mailbox name: {exc}") from None
+        except Utf7Error:
+            return raw
 
     def paren_list(self, item) -> list:
         """'(' item *(SP item) ')' (empty allowed)."""
@@ -196,11 +247,15 @@ class Lexer:
                 return out
             self.sp()
 
-    def value(self):
-        """A generic value (for ID, ENABLE-style lists): lists, strings, NIL, numbers, atoms."""
+    def value(self, max_depth: int = MAX_VALUE_DEPTH):
+        """A generic value (for ID, ENABLE-style lists): lists, strings, NIL, numbers, atoms.
+
+        Lists may nest at most `max_depth` deep: a client's "((((..." must cost a BAD, not the stack."""
         c = self.peek()
         if c == 0x28:
-            return self.paren_list(self.value)
+            if max_depth <= 0:
+                raise ParseError("lists nested too deeply")
+            return self.paren_list(lambda: self.value(max_depth - 1))
         if c in (0x22, 0x7B):
             return self.string()
         text = self.atom("value")
@@ -211,14 +266,15 @@ class Lexer:
         return Atom(text)
 
     def flag(self) -> str:
-        text = self.atom("flag")
+        """flag = system flag / flag-keyword (an atom: "[" allowed, "]" and wildcards not)."""
+        text = self._token("flag", sections=False)
         if text.startswith("\\"):
             canon = _SYSTEM_FLAG_NAMES.get(text.lower())
             if canon is None:
-                raise ParseError(f"unknown system flag {text}")
+                raise ParseError(f"unknown system flag {text[:40]}")
             return canon
-        if any(ch in text for ch in "[]%*\\"):
-            raise ParseError(f"bad keyword {text}")
+        if any(ch in _NOT_IN_KEYWORD for ch in text):
+            raise ParseError(f"bad keyword {text[:40]}")
         return text
 
     def flag_list(self) -> list[str]:

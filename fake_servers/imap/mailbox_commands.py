@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
+from ..recall.format import strip_verified
 from ..store.base import SEPARATOR, MailboxExists, MailboxInfo, NoSuchMailbox
 from .errors import CommandFailed, ParseError
 from .lexer import Lexer
@@ -371,6 +372,8 @@ class MailboxCommands:
             info = self.store.mailbox(self.user, name)
         except NoSuchMailbox:
             raise CommandFailed(f"Mailbox doesn't exist: {name}", "TRYCREATE") from None
+        # The trust mark vouches for a delivery by this server's submission; an APPEND is not one.
+        raw = strip_verified(raw)
         rec = self.store.append(self.user, info.name, raw, flags, when, origin=self)
         self.ok(tag, f"[APPENDUID {info.uidvalidity} {rec.uid}] Append completed.")
 

@@ -1,15 +1,28 @@
 """Commands on the messages of the selected mailbox: FETCH, STORE, SEARCH, COPY, MOVE, EXPUNGE, CLOSE, UNSELECT
 and their UID forms.
 
-A mixin of ImapSession (session.py). Why responses are built as one bytes buffer: FETCH of 10,000 messages must
-be one pass and one write, with no await per message.
+A mixin of ImapSession (session.py). Why FETCH, SEARCH, SORT, STORE and COPY return generators: a command over a
+message set is parsed and checked at once (BAD/NO before any work), then does its work in steps the session
+drives (see session.py): one message (FETCH, SEARCH), one batch (STORE, COPY), one chunk of a large literal.
+Between steps the session may stop, while the client is not reading or when the time slice is spent, so no
+answer is built far beyond what the client has read and no command holds the event loop for long. Output still
+goes into one buffer the session hands over in large writes, with no await per message.
+
+What may happen between two steps, and why it is safe: other sessions and deliveries change the store, and the
+selected view records it (selected.py) without renumbering anything until the tagged reply (no EXPUNGE during
+FETCH, STORE, SEARCH, RFC 3501 7.4.1); a message expunged meanwhile is answered from what the session knows or
+reported as EXPUNGEISSUED, exactly as for one expunged before the command; a keyword first seen meanwhile is
+announced in `* FLAGS` before a FETCH shows it. A COPY cut short (by an error or the connection ending) takes
+its copies back, so the destination is as it was (RFC 3501 6.4.7).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Generator, Iterator
+from typing import Any
 
-from ..store.base import MessageRecord, NoSuchMailbox, NoSuchMessage
+from ..store.base import MessageRecord, NoSuchMailbox, NoSuchMessage, StoreError
 from .errors import CommandFailed, ParseError
 from .fetch_items import FetchItem, FetchRequest, parse_fetch_args
 from .lexer import Lexer
@@ -20,12 +33,41 @@ from .seqset import SequenceSet, compress
 from .serialise import serialise
 from .sort import parse_criteria
 
+log = logging.getLogger("fake_servers.imap")
+
 _VIEW_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
 _UID_COMMANDS = ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE", "SORT")
 
+#: A literal longer than this is written in pieces of STREAM_CHUNK octets, never joined with its response.
+STREAM_MIN = 64 * 1024
+STREAM_CHUNK = 64 * 1024
+#: Messages per step of STORE and of FETCH's implicit \Seen (a flag change costs microseconds, a Maildir rename
+#: tens of them) and of a FETCH of metadata only: few enough that one step stays well under the time slice.
+BATCH = 128
+#: Messages and octets per step of COPY (each message is read and written again).
+COPY_BATCH = 32
+COPY_BATCH_BYTES = 4 * 1024 * 1024
 
-def _literal(head: bytes, data: bytes) -> bytes:
-    return b"%b {%d}\r\n%b" % (head, len(data), data)
+Steps = Iterator[None]
+
+
+class _Deferred:
+    """A literal FETCH item (BODY[...], RFC822...) made when its turn comes in the response, from the message's
+    raw bytes or view already in hand (the store cannot fail half-way through a response): written as
+    `label {n}` and its octets, streamed in pieces when large.
+
+    Why deferred: only one item's content exists at a time, however many items a command names; FETCH 1
+    (BODY[1]<0.1000000> BODY[1]<1.1000000> ...) of a 50 MB message must not build every piece before writing
+    the first."""
+
+    __slots__ = ("label", "make")
+
+    def __init__(self, label: bytes, make: Callable[[], bytes | memoryview]) -> None:
+        self.label = label
+        self.make = make
+
+
+_Rendered = bytes | _Deferred
 
 
 def _header_end(raw: bytes) -> int:
@@ -59,12 +101,20 @@ class MessageCommands:
         return self.cache.get((self.user, sel.name, sel.uidvalidity, uid),
                               lambda: self.store.fetch_raw(self.user, sel.name, uid))
 
-    def cmd_uid(self, tag: str, lx: Lexer) -> None:
+    def cmd_uid(self, tag: str, lx: Lexer) -> Steps | None:
         lx.sp()
         name = lx.atom("UID command").upper()
         if name not in _UID_COMMANDS:
             raise ParseError(f"UID {name[:20]} is not a UID command")
-        getattr(self, f"cmd_{name.lower()}")(tag, lx, uid=True)
+        return getattr(self, f"cmd_{name.lower()}")(tag, lx, uid=True)
+
+    def _stream(self, data: bytes | memoryview) -> Steps:
+        """A large literal's octets, one piece per step."""
+        view = memoryview(data)
+        out = self._out
+        for pos in range(0, len(view), STREAM_CHUNK):
+            out += view[pos:pos + STREAM_CHUNK]
+            yield
 
     # -- CLOSE / UNSELECT / EXPUNGE ---------------------------------------------------------------------------
     def cmd_close(self, tag: str, lx: Lexer) -> None:
@@ -104,7 +154,7 @@ class MessageCommands:
         self.ok(tag, f"{code}Expunge completed.", updates=False)
 
     # -- SEARCH -----------------------------------------------------------------------------------------------
-    def cmd_sort(self, tag: str, lx: Lexer, uid: bool = False) -> None:
+    def cmd_sort(self, tag: str, lx: Lexer, uid: bool = False) -> Steps:
         sel = self._sel()
         lx.sp()
         key = parse_criteria(lx.paren_list(lambda: lx.atom("sort key")))
@@ -113,14 +163,24 @@ class MessageCommands:
         if charset not in ("UTF-8", "US-ASCII", "UTF8"):
             raise CommandFailed(f"charset {charset} is not supported", "BADCHARSET (UTF-8 US-ASCII)")
         lx.sp()
-        prog = parse_search(lx, lambda: len(sel.uids), lambda: sel.uids[-1] if sel.uids else 0)
-        hits = self._matches(sel, prog)
-        hits.sort(key=key)
-        self._write(("* SORT" + "".join(f" {m.uid if uid else m.seq}" for m in hits) + "\r\n").encode())
+        prog = parse_search(lx, lambda: len(sel.uids), lambda: sel.uids[-1] if sel.uids else 0,
+                            self.config.search_limits)
+        return self._sort_steps(tag, sel, prog, key, uid)
+
+    def _sort_steps(self, tag: str, sel: SelectedMailbox, prog, key, uid: bool) -> Steps:
+        hits = yield from self._matches(sel, prog)
+        keys = []
+        for m in hits:  # the keys may read headers: one message per step, then one cheap sort
+            keys.append(key(m))
+            yield
+        order = sorted(range(len(hits)), key=keys.__getitem__)
+        self._write(("* SORT" + "".join(f" {hits[k].uid if uid else hits[k].seq}" for k in order)
+                     + "\r\n").encode())
         self.ok(tag, "Sort completed.", "SEARCH")
 
-    def _matches(self, sel: SelectedMailbox, prog) -> list[Msg]:
-        """The messages a search program selects, in sequence order."""
+    def _matches(self, sel: SelectedMailbox, prog) -> Generator[None, None, list[Msg]]:
+        """The messages a search program selects, in sequence order (the generator's return value); one
+        message per step, since a predicate may parse the message."""
         if prog.message_id is not None:
             locs = self.store.find_by_message_id(self.user, prog.message_id)
             candidates = sorted(loc.uid for loc in locs if loc.mailbox == sel.name)
@@ -140,15 +200,20 @@ class MessageCommands:
                     out.append(msg)
             except NoSuchMessage:
                 continue
+            yield
         return out
 
-    def cmd_search(self, tag: str, lx: Lexer, uid: bool = False) -> None:
+    def cmd_search(self, tag: str, lx: Lexer, uid: bool = False) -> Steps:
         sel = self._sel()
         lx.sp()
-        prog = parse_search(lx, lambda: len(sel.uids), lambda: sel.uids[-1] if sel.uids else 0)
+        prog = parse_search(lx, lambda: len(sel.uids), lambda: sel.uids[-1] if sel.uids else 0,
+                            self.config.search_limits)
         if prog.uses_modseq:
             self.enable_condstore()
-        matches = self._matches(sel, prog)
+        return self._search_steps(tag, sel, prog, uid)
+
+    def _search_steps(self, tag: str, sel: SelectedMailbox, prog, uid: bool) -> Steps:
+        matches = yield from self._matches(sel, prog)
         hits = [m.uid if uid else m.seq for m in matches]
         highest = max((m.record.modseq for m in matches), default=0)
         line = "* SEARCH" + "".join(f" {n}" for n in hits)
@@ -158,7 +223,7 @@ class MessageCommands:
         self.ok(tag, "Search completed.", "SEARCH")
 
     # -- FETCH ------------------------------------------------------------------------------------------------
-    def cmd_fetch(self, tag: str, lx: Lexer, uid: bool = False) -> None:
+    def cmd_fetch(self, tag: str, lx: Lexer, uid: bool = False) -> Steps:
         sel = self._sel()
         lx.sp()
         set_text = lx.atom("sequence set")
@@ -184,109 +249,205 @@ class MessageCommands:
         if req.changedsince is not None:
             cs = req.changedsince
             idx = [i for i in idx if sel.records[sel.uids[i]].modseq + MODSEQ_SHIFT > cs]
+        sets_seen = False
         if not sel.readonly and any(i.sets_seen for i in items):
-            unseen = [sel.uids[i] for i in idx if sel.uids[i] not in sel.gone
-                      and "\\Seen" not in sel.records[sel.uids[i]].flags]
-            if unseen:
-                self.store.store_flags(self.user, sel.name, unseen, ["\\Seen"], "add", origin=self)
-                if "FLAGS" not in {i.name for i in items}:
-                    items.insert(1 if uid else 0, FetchItem("FLAGS"))
+            sets_seen = any(sel.uids[i] not in sel.gone and "\\Seen" not in sel.records[sel.uids[i]].flags
+                            for i in idx)
+            if sets_seen and "FLAGS" not in {i.name for i in items}:
+                items.insert(1 if uid else 0, FetchItem("FLAGS"))
         names = {i.name for i in items}
         if self.condstore and "FLAGS" in names and "MODSEQ" not in names:
             items.append(FetchItem("MODSEQ"))  # RFC 7162 3.2: with CONDSTORE on, FLAGS come with their MODSEQ
-        missing = self._render_fetch(sel, idx, items)
+        return self._fetch_steps(tag, sel, idx, _distinct(items), sets_seen, uid)
+
+    def _fetch_steps(self, tag: str, sel: SelectedMailbox, idx: list[int], items: list[FetchItem],
+                     sets_seen: bool, uid: bool) -> Steps:
+        """Write the FETCH responses, then the tagged reply: NO [EXPUNGEISSUED] when some message's content was
+        gone (expunged, not yet announced): its metadata is still answered from what the session knows, its
+        content cannot be. A step per message when content is asked for (a large literal takes several), per
+        BATCH messages when only metadata is (a few microseconds each).
+
+        \\Seen is set batch by batch just before the batch is answered (as the client reads), so a FETCH the
+        client abandons leaves unread what it never got.
+
+        Why renderers chosen once per command: FETCH 1:* of 10,000 messages repeats the same items per message;
+        deciding per item and per message what an item is cost more than writing it.
+        """
+        uids = sel.uids
+        records = sel.records
+        gone = sel.gone
+        needs_raw = any(i.section is not None or i.name.startswith("RFC822") and i.name != "RFC822.SIZE"
+                        for i in items)
+        needs_view = any(i.name in _VIEW_ITEMS or i.section is not None and not _whole_message(i) for i in items)
+        needs_content = needs_raw or needs_view
+        render = [self._renderer(sel, item) for item in items]
+        read_raw = self.store.fetch_raw
+        user = self.user
+        missing = False
+        for start in range(0, len(idx), BATCH):
+            batch = idx[start:start + BATCH]
+            if sets_seen:
+                unseen = [uids[i] for i in batch if uids[i] not in gone and "\\Seen" not in records[uids[i]].flags]
+                if unseen:
+                    self.store.store_flags(user, sel.name, unseen, ["\\Seen"], "add", origin=self)
+            for i in batch:
+                u = uids[i]
+                if u in gone and needs_content:
+                    missing = True
+                    continue
+                rec = records[u]
+                raw = view = None
+                try:  # everything the store may fail on, before a byte of the response is written
+                    if needs_view:
+                        view = self._view(sel, u)
+                        raw = view.raw
+                    elif needs_raw:
+                        raw = read_raw(user, sel.name, u)
+                except NoSuchMessage:
+                    missing = True
+                    continue
+                parts = [r(u, rec, raw, view) for r in render]
+                out = self._out
+                sel.flush_keywords(out)  # a keyword these parts show is announced first (RFC 3501 7.2.6)
+                if needs_content:
+                    rest = self._write_fetch(i + 1, parts)
+                    if rest is not None:
+                        yield from rest
+                    yield
+                else:
+                    out += b"* %d FETCH (%b)\r\n" % (i + 1, b" ".join(parts))  # type: ignore[arg-type]
+            if not needs_content:
+                yield
         self._tagged_updates("UID" if uid else "FETCH")
         if missing:
             self._write(f"{tag} NO [EXPUNGEISSUED] Some of the requested messages no longer exist.\r\n".encode())
         else:
             self.ok(tag, "Fetch completed.", updates=False)
 
-    def _render_fetch(self, sel: SelectedMailbox, idx: list[int], items: list[FetchItem]) -> bool:
-        """Write the FETCH responses; True when some message's content was gone (expunged, not yet announced):
-        its metadata is still answered from what the session knows, its content cannot be.
-
-        Why renderers chosen once per command: FETCH 1:* of 10,000 messages repeats the same items per message;
-        deciding per item and per message what an item is cost more than writing it.
-        """
-        out = self._out
-        uids = sel.uids
-        records = sel.records
-        gone = sel.gone
-        needs_raw = any(i.section is not None or i.name.startswith("RFC822") and i.name != "RFC822.SIZE"
-                        for i in items)
-        needs_content = needs_raw or any(i.name in _VIEW_ITEMS for i in items)
-        render = [self._renderer(sel, item) for item in items]
-        read_raw = self.store.fetch_raw
-        user, mailbox = self.user, sel.name
-        missing = False
-        for i in idx:
-            u = uids[i]
-            if u in gone and needs_content:
-                missing = True
+    def _write_fetch(self, seq: int, parts: list[_Rendered]) -> Steps | None:
+        """One FETCH response with content items, made one at a time as they are written. Written whole when
+        it is small (None); else written up to its first large literal, and the steps that finish it returned."""
+        pieces: list[bytes | memoryview] = [b"* %d FETCH (" % seq]
+        size = 0
+        for k, part in enumerate(parts):
+            if k:
+                pieces.append(b" ")
+            if type(part) is bytes:
+                pieces.append(part)
+                size += len(part)
                 continue
-            rec = records[u]
-            raw = None
+            assert isinstance(part, _Deferred)
             try:
-                if needs_raw:
-                    raw = read_raw(user, mailbox, u)
-                parts = [r(u, rec, raw) for r in render]
-            except NoSuchMessage:
-                missing = True
-                continue
-            out += b"* %d FETCH (%b)\r\n" % (i + 1, b" ".join(parts))
-        return missing
+                data = part.make()
+            except Exception:
+                self._out += b"".join(pieces)
+                self._end_broken(part)
+                raise
+            pieces.append(b"%b {%d}\r\n" % (part.label, len(data)))
+            if len(data) > STREAM_MIN or size + len(data) > STREAM_CHUNK:
+                self._out += b"".join(pieces)
+                return self._finish_fetch(data, parts, k + 1)
+            pieces.append(data)
+            size += len(data)
+        pieces.append(b")\r\n")
+        self._out += b"".join(pieces)
+        return None
 
-    def _renderer(self, sel: SelectedMailbox, item: FetchItem) -> Callable[[int, MessageRecord, bytes | None], bytes]:
-        """How to write `item` for one message: f(uid, record, raw or None) -> the item's bytes."""
+    def _finish_fetch(self, data: bytes | memoryview, parts: list[_Rendered], start: int) -> Steps:
+        """The rest of a FETCH response: `data`, a literal whose header is written, in pieces; then the items
+        from `start` on, a step whenever STREAM_CHUNK octets are ready."""
+        yield from self._stream(data)
+        del data
+        out = self._out
+        line = bytearray()
+        for part in parts[start:]:
+            line += b" "
+            if type(part) is bytes:
+                line += part
+                continue
+            assert isinstance(part, _Deferred)
+            try:
+                data = part.make()
+            except Exception:
+                out += line
+                self._end_broken(part)
+                raise
+            line += b"%b {%d}\r\n" % (part.label, len(data))
+            if len(data) > STREAM_MIN:
+                out += line
+                line = bytearray()
+                yield from self._stream(data)
+                continue
+            line += data
+            del data
+            if len(line) >= STREAM_CHUNK:
+                out += line
+                line = bytearray()
+                yield
+        line += b")\r\n"
+        out += line
+
+    def _end_broken(self, part: _Deferred) -> None:
+        """Making `part` failed (a bug) with its response begun: end the response well-formed, with an empty
+        literal, before the error fails the command (NO [SERVERBUG]); never leave a response cut mid-way."""
+        self._out += b"%b {0}\r\n)\r\n" % part.label
+
+    def _renderer(self, sel: SelectedMailbox, item: FetchItem
+                  ) -> Callable[[int, MessageRecord, bytes | None, Any], _Rendered]:
+        """How to write `item` for one message: f(uid, record, raw or None, view or None) -> the item's bytes
+        (made at once, before the response starts: metadata, so FLAGS is what `* FLAGS` announced, and the
+        parsed structures, of which a command names each at most once), or a _Deferred literal."""
         name = item.name
         if name == "UID":
-            return lambda u, rec, raw: b"UID %d" % u
+            return lambda u, rec, raw, view: b"UID %d" % u
         if name == "FLAGS":
             flags = sel.flags_item
-            return lambda u, rec, raw: flags(u, rec)
+            return lambda u, rec, raw, view: flags(u, rec)
         if name == "MODSEQ":
-            return lambda u, rec, raw: b"MODSEQ (%d)" % (rec.modseq + MODSEQ_SHIFT)
+            return lambda u, rec, raw, view: b"MODSEQ (%d)" % (rec.modseq + MODSEQ_SHIFT)
         if name == "RFC822.SIZE":
-            return lambda u, rec, raw: b"RFC822.SIZE %d" % rec.size
+            return lambda u, rec, raw, view: b"RFC822.SIZE %d" % rec.size
         if name == "INTERNALDATE":
-            return lambda u, rec, raw: b'INTERNALDATE "%s"' % internal_date_text(rec.internaldate).encode()
+            return lambda u, rec, raw, view: b'INTERNALDATE "%s"' % internal_date_text(rec.internaldate).encode()
         if name == "ENVELOPE":
-            return lambda u, rec, raw: b"ENVELOPE " + serialise(self._view(sel, u).envelope())
+            return lambda u, rec, raw, view: b"ENVELOPE " + serialise(view.envelope())
         if name == "BODYSTRUCTURE":
-            return lambda u, rec, raw: b"BODYSTRUCTURE " + serialise(self._view(sel, u).bodystructure(True))
+            return lambda u, rec, raw, view: b"BODYSTRUCTURE " + serialise(view.bodystructure(True))
         if name == "BODY":
-            return lambda u, rec, raw: b"BODY " + serialise(self._view(sel, u).bodystructure(False))
+            return lambda u, rec, raw, view: b"BODY " + serialise(view.bodystructure(False))
         if name == "RFC822":
-            return lambda u, rec, raw: b"RFC822 {%d}\r\n%b" % (len(raw), raw)
+            return lambda u, rec, raw, view: _Deferred(b"RFC822", lambda: raw)
         if name == "RFC822.HEADER":
-            return lambda u, rec, raw: _literal(b"RFC822.HEADER", raw[:_header_end(raw)])
+            return lambda u, rec, raw, view: _Deferred(b"RFC822.HEADER",
+                                                       lambda: memoryview(raw)[:_header_end(raw)])
         if name == "RFC822.TEXT":
-            return lambda u, rec, raw: _literal(b"RFC822.TEXT", raw[_header_end(raw):])
+            return lambda u, rec, raw, view: _Deferred(b"RFC822.TEXT", lambda: memoryview(raw)[_header_end(raw):])
         section = item.section
         assert section is not None
-        if not section.part and section.kind in (None, "HEADER", "TEXT"):
+        if _whole_message(item):
             kind = section.kind
 
-            def data(u: int, raw: bytes) -> bytes:
+            def data(raw: bytes, view) -> bytes | memoryview:
                 if kind is None:
                     return raw
                 if kind == "HEADER":
-                    return raw[:_header_end(raw)]
-                return raw[_header_end(raw):]
+                    return memoryview(raw)[:_header_end(raw)]
+                return memoryview(raw)[_header_end(raw):]  # a view: a 50 MB body is not copied to be sent
         else:
-            def data(u: int, raw: bytes) -> bytes:
-                return self._view(sel, u).section(section.part, section.kind, section.fields)
+            def data(raw: bytes, view) -> bytes | memoryview:
+                return view.section(section.part, section.kind, section.fields)
         label = section.label.encode()
         origin = item.origin
         if origin is not None:
             count = item.count
             head = b"BODY[%s]<%d>" % (label, origin)
-            return lambda u, rec, raw: _literal(head, data(u, raw)[origin:origin + count])
+            return lambda u, rec, raw, view: _Deferred(
+                head, lambda: memoryview(data(raw, view))[origin:origin + count])
         head = b"BODY[%s]" % label
-        return lambda u, rec, raw: _literal(head, data(u, raw))
+        return lambda u, rec, raw, view: _Deferred(head, lambda: data(raw, view))
 
     # -- STORE ------------------------------------------------------------------------------------------------
-    def cmd_store(self, tag: str, lx: Lexer, uid: bool = False) -> None:
+    def cmd_store(self, tag: str, lx: Lexer, uid: bool = False) -> Steps:
         sel = self._sel()
         lx.sp()
         set_text = lx.atom("sequence set")
@@ -315,34 +476,46 @@ class MessageCommands:
         idx = self._indexes(sel, set_text, uid)
         if sel.readonly:
             raise CommandFailed("Mailbox is read-only", "READ-ONLY")
-        targets = [sel.uids[i] for i in idx if sel.uids[i] not in sel.gone]
+        return self._store_steps(tag, sel, idx, flags, mode, silent, unchanged_since, uid)
+
+    def _store_steps(self, tag: str, sel: SelectedMailbox, idx: list[int], flags: list[str], mode: str,
+                     silent: bool, unchanged_since: int | None, uid: bool) -> Steps:
+        """Change the flags BATCH messages at a time, each batch's FETCH responses after it, then the tagged
+        reply (MODIFIED lists every message UNCHANGEDSINCE refused, over all batches)."""
         store_since = None if unchanged_since is None else unchanged_since - MODSEQ_SHIFT
-        update = self.store.store_flags(self.user, sel.name, targets, flags, mode, store_since, origin=self)
-        failed = set(update.failed_modified)
-        changed = {r.uid for r in update.changed}
-        for r in (*update.changed, *update.unchanged):  # our own events may lag nothing, but be sure
-            if r.uid in sel.records and r.uid not in sel.gone:
-                sel.records[r.uid] = r
-        out = self._out
-        sel.flush_keywords(out)
-        for i in idx:
-            u = sel.uids[i]
-            if u in failed or u in sel.gone:
+        failed: set[int] = set()
+        for start in range(0, len(idx), BATCH):
+            batch = idx[start:start + BATCH]
+            targets = [sel.uids[i] for i in batch if sel.uids[i] not in sel.gone]
+            if not targets:
                 continue
-            rec = sel.records[u]
-            parts = []
-            if silent:
-                if unchanged_since is None or u not in changed:
+            update = self.store.store_flags(self.user, sel.name, targets, flags, mode,  # type: ignore[arg-type]
+                                            store_since, origin=self)
+            failed.update(update.failed_modified)
+            changed = {r.uid for r in update.changed}
+            for r in (*update.changed, *update.unchanged):  # our own events may lag nothing, but be sure
+                sel.note_record(r)
+            out = self._out
+            for i in batch:
+                u = sel.uids[i]
+                if u in failed or u in sel.gone:
                     continue
-            else:
-                parts.append(sel.flags_item(u, rec))
-            if uid or self.qresync:
-                parts.insert(0, b"UID %d" % u)
-            if not silent:
-                sel.pending_flags.pop(u, None)  # this response already shows the current flags
-            if self.condstore:
-                parts.append(b"MODSEQ (%d)" % (rec.modseq + MODSEQ_SHIFT))
-            out += b"* %d FETCH (%b)\r\n" % (i + 1, b" ".join(parts))
+                rec = sel.records[u]
+                parts = []
+                if silent:
+                    if unchanged_since is None or u not in changed:
+                        continue
+                else:
+                    parts.append(sel.flags_item(u, rec))
+                if uid or self.qresync:
+                    parts.insert(0, b"UID %d" % u)
+                if not silent:
+                    sel.pending_flags.pop(u, None)  # this response already shows the current flags
+                if self.condstore:
+                    parts.append(b"MODSEQ (%d)" % (rec.modseq + MODSEQ_SHIFT))
+                sel.flush_keywords(out)
+                out += b"* %d FETCH (%b)\r\n" % (i + 1, b" ".join(parts))
+            yield
         self._tagged_updates("UID" if uid else "STORE")
         if failed:
             if uid:
@@ -354,13 +527,13 @@ class MessageCommands:
             self.ok(tag, "Store completed.", updates=False)
 
     # -- COPY / MOVE ------------------------------------------------------------------------------------------
-    def cmd_copy(self, tag: str, lx: Lexer, uid: bool = False) -> None:
-        self._copy_or_move(tag, lx, uid, move=False)
+    def cmd_copy(self, tag: str, lx: Lexer, uid: bool = False) -> Steps | None:
+        return self._copy_or_move(tag, lx, uid, move=False)
 
-    def cmd_move(self, tag: str, lx: Lexer, uid: bool = False) -> None:
-        self._copy_or_move(tag, lx, uid, move=True)
+    def cmd_move(self, tag: str, lx: Lexer, uid: bool = False) -> Steps | None:
+        return self._copy_or_move(tag, lx, uid, move=True)
 
-    def _copy_or_move(self, tag: str, lx: Lexer, uid: bool, move: bool) -> None:
+    def _copy_or_move(self, tag: str, lx: Lexer, uid: bool, move: bool) -> Steps | None:
         sel = self._sel()
         lx.sp()
         set_text = lx.atom("sequence set")
@@ -380,11 +553,39 @@ class MessageCommands:
             if idx:
                 raise CommandFailed("Some of the requested messages no longer exist", "EXPUNGEISSUED")
             self.ok(tag, f"No messages to {verb.lower()}.")
-            return
-        if move:
-            pairs = self.store.move(self.user, sel.name, targets, info.name, origin=self)
-        else:
-            pairs = self.store.copy(self.user, sel.name, targets, info.name, origin=self)
+            return None
+        if not move:
+            return self._copy_steps(tag, sel, info, targets)
+        # MOVE stays one store call: it copies and expunges as one change to each mailbox (RFC 6851)
+        pairs = self.store.move(self.user, sel.name, targets, info.name, origin=self)
+        self._copied(tag, info, pairs, move)
+        return None
+
+    def _copy_steps(self, tag: str, sel: SelectedMailbox, info, targets: list[int]) -> Steps:
+        """COPY in batches of at most COPY_BATCH messages or COPY_BATCH_BYTES octets; all or nothing: if it is cut
+        short (a store error, the connection gone), the copies made so far are expunged again."""
+        pairs: list[tuple[int, int]] = []
+        done = False
+        try:
+            for batch in _batches(targets, sel.records):
+                batch = [u for u in batch if u not in sel.gone]
+                if batch:
+                    pairs += self.store.copy(self.user, sel.name, batch, info.name, origin=self)
+                yield
+            done = True
+        finally:
+            if not done and pairs:
+                self._take_back(info.name, [new for _, new in pairs])
+        self._copied(tag, info, pairs, False)
+
+    def _take_back(self, mailbox: str, uids: list[int]) -> None:
+        try:
+            self.store.expunge(self.user, mailbox, uids, origin=self)
+        except StoreError as exc:  # the destination went away meanwhile: nothing left to take back
+            log.info("IMAP %s: copies of an unfinished COPY not taken back: %s", self.peer, exc)
+
+    def _copied(self, tag: str, info, pairs: list[tuple[int, int]], move: bool) -> None:
+        verb = "Move" if move else "Copy"
         code = ""
         if pairs:
             src = compress(p[0] for p in pairs)
@@ -398,6 +599,40 @@ class MessageCommands:
             self.ok(tag, f"{verb} completed.", "MOVE")
         else:
             self.ok(tag, f"[{code}] {verb} completed." if code else f"{verb} completed.", "COPY")
+
+
+def _distinct(items: list[FetchItem]) -> list[FetchItem]:
+    """Each item the response would show once (BODY[] and BODY.PEEK[] show alike), as Dovecot answers: a
+    command naming the same item 5,000 times must not cost 5,000 copies of it."""
+    seen: set[tuple] = set()
+    out = []
+    for item in items:
+        key = (item.name, item.section, item.origin, item.count)
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+    return out
+
+
+def _whole_message(item: FetchItem) -> bool:
+    """BODY[], BODY[HEADER] or BODY[TEXT] of the whole message: cut from the raw bytes, no parse needed."""
+    section = item.section
+    return section is not None and not section.part and section.kind in (None, "HEADER", "TEXT")
+
+
+def _batches(uids: list[int], records: dict[int, MessageRecord]) -> Iterator[list[int]]:
+    """`uids` cut into runs of at most COPY_BATCH messages and about COPY_BATCH_BYTES octets."""
+    batch: list[int] = []
+    size = 0
+    for u in uids:
+        batch.append(u)
+        rec = records.get(u)
+        size += rec.size if rec is not None else 0
+        if len(batch) >= COPY_BATCH or size >= COPY_BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 __all__ = ["MessageCommands", "FetchRequest"]

@@ -15,6 +15,7 @@ from typing import Any
 
 from .errors import CommandFailed, ParseError
 from .lexer import Lexer
+from .mime_text import decode_words
 from .seqset import SequenceSet
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
@@ -33,6 +34,21 @@ class Msg:
 
 
 Pred = Callable[[Msg], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchLimits:
+    """How big a search program a client may send.
+
+    Why bounded: keys nest (parentheses, NOT, OR) and the parser and the compiled predicate recurse once per
+    level, so 20,000 nested parentheses would exhaust the stack; and every key is evaluated once per message,
+    so the key count multiplies the work of a whole-mailbox search. Chains of OR and of NOT are flattened
+    (an OR tree is the disjunction of its leaves), so only alternating or parenthesised nesting counts as
+    depth: a long `OR a OR b OR c ...` disjunction is fine.
+    """
+
+    max_depth: int = 100
+    max_keys: int = 1000
 
 
 @dataclass(slots=True)
@@ -54,13 +70,64 @@ def parse_date(text: str) -> date:
 
 
 class _Parser:
-    def __init__(self, lx: Lexer, count: Callable[[], int], largest_uid: Callable[[], int]) -> None:
+    def __init__(self, lx: Lexer, count: Callable[[], int], largest_uid: Callable[[], int],
+                 limits: SearchLimits) -> None:
         self.lx = lx
         self.count = count
         self.largest_uid = largest_uid
+        self.limits = limits
+        self.keys = 0
         self.uses_modseq = False
         self.message_id: str | None = None
         self.uid_sets: list[SequenceSet] = []
+
+    def _counted(self) -> None:
+        self.keys += 1
+        if self.keys > self.limits.max_keys:
+            raise ParseError(f"too many search keys (at most {self.limits.max_keys})")
+
+    def _at_word(self, word: bytes) -> bool:
+        """True (and the word consumed) when the next token is `word` followed by a space."""
+        lx = self.lx
+        end = lx.pos + len(word)
+        if lx.buf[lx.pos:end].upper() == word and lx.buf[end:end + 1] == b" ":
+            lx.pos = end
+            return True
+        return False
+
+    def key(self, top: bool = False, depth: int = 0) -> Pred:
+        """One search key; NOT and OR chains are read in loops, so only real nesting deepens `depth`."""
+        if depth > self.limits.max_depth:
+            raise ParseError(f"search keys nested too deeply (at most {self.limits.max_depth} levels)")
+        negate = False
+        while self._at_word(b"NOT"):
+            self._counted()
+            negate = not negate
+            self.lx.sp()
+        if self._at_word(b"OR"):
+            pred = self._or_chain(depth)
+        else:
+            pred = self._simple(top and not negate, depth)
+        if negate:
+            inner = pred
+            return lambda m: not inner(m)
+        return pred
+
+    def _or_chain(self, depth: int) -> Pred:
+        """After an "OR": its two operands, where an operand that is itself an OR adds one more (a tree of ORs
+        is the disjunction of its leaves, whichever way it nests)."""
+        self._counted()
+        leaves: list[Pred] = []
+        needed = 2
+        while needed:
+            self.lx.sp()
+            if self._at_word(b"OR"):
+                self._counted()
+                needed += 1
+                continue
+            leaves.append(self.key(depth=depth + 1))
+            needed -= 1
+        return lambda m: any(p(m) for p in leaves)
 
     def string(self) -> str:
         self.lx.sp()
@@ -72,10 +139,12 @@ class _Parser:
             return parse_date(self.lx.quoted().decode("ascii", "replace"))
         return parse_date(self.lx.atom("date"))
 
-    def key(self, top: bool = False) -> Pred:
+    def _simple(self, top: bool, depth: int) -> Pred:
+        """A key that is not NOT or OR (those are read by `key`)."""
         lx = self.lx
+        self._counted()
         if lx.peek() == 0x28:
-            preds = lx.paren_list(self.key)
+            preds = lx.paren_list(lambda: self.key(depth=depth + 1))
             if not preds:
                 raise ParseError("empty search key list")
             return _all_of(preds)
@@ -121,10 +190,11 @@ class _Parser:
             if name == "LARGER":
                 return lambda m: m.record.size > n
             return lambda m: m.record.size < n
-        if name in ("FROM", "TO", "CC", "BCC", "SUBJECT"):
+        if name in ("FROM", "TO", "CC", "BCC"):
+            return _address_key(name, self.string().casefold())
+        if name == "SUBJECT":
             needle = self.string().casefold()
-            header = name.capitalize()
-            return lambda m: any(needle in v.casefold() for v in m.view().header_values(header))
+            return lambda m: any(needle in v.casefold() for v in m.view().header_values("Subject"))
         if name == "HEADER":
             field = self.string()
             needle = self.string()
@@ -148,16 +218,8 @@ class _Parser:
                 self.uid_sets.append(uset)
             resolved = uset.resolve(self.largest_uid())
             return lambda m: any(lo <= m.uid <= hi for lo, hi in resolved)
-        if name == "NOT":
-            lx.sp()
-            inner = self.key()
-            return lambda m: not inner(m)
-        if name == "OR":
-            lx.sp()
-            a = self.key()
-            lx.sp()
-            b = self.key()
-            return lambda m: a(m) or b(m)
+        if name in ("NOT", "OR"):  # at the very end of the command (no operand follows)
+            raise ParseError(f"{name} needs {'a search key' if name == 'NOT' else 'two search keys'}")
         if name == "MODSEQ":
             self.uses_modseq = True
             lx.sp()
@@ -177,6 +239,88 @@ class _Parser:
         raise ParseError(f"unknown search key {word[:30]!r}")
 
 
+# -- address keys --------------------------------------------------------------------------------------------
+#: Where each address header sits in an ENVELOPE (RFC 3501 7.4.2).
+_ENVELOPE_FIELD = {"FROM": 2, "TO": 5, "CC": 6, "BCC": 7}
+#: What the ENVELOPE parser writes for a part it could not read (as Dovecot does); not text of the header.
+_PLACEHOLDERS = frozenset({"MISSING_MAILBOX", "MISSING_DOMAIN", "SYNTAX_ERROR", "INVALID_ROUTE"})
+
+Address = tuple[str | None, str | None, str | None, str | None]  # name, route (adl), mailbox, host
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return bytes(value).decode("utf-8", "replace")
+
+
+def envelope_addresses(view: Any, header: str) -> list[Address]:
+    """The ENVELOPE address list of FROM, TO, CC or BCC: (name, route, mailbox, host) with str values.
+
+    A group is a start entry (host None, mailbox the group name) and an end entry (all None), as in ENVELOPE.
+    """
+    found = view.envelope()[_ENVELOPE_FIELD[header]]
+    if not found:
+        return []
+    return [(_text(a[0]), _text(a[1]), _text(a[2]), _text(a[3])) for a in found]
+
+
+def _real(part: str | None) -> str:
+    return "" if part is None or part in _PLACEHOLDERS else part
+
+
+def _one_address(name: str | None, route: str | None, mailbox: str | None, host: str | None) -> str:
+    local, domain = _real(mailbox), _real(host)
+    addr = f"{local}@{domain}" if local and domain else local or domain
+    if _real(route) and addr:
+        addr = f"{route}:{addr}"
+    display = decode_words(name) if name else ""
+    if display:
+        return f"{display} <{addr}>" if addr else display
+    return addr
+
+
+def address_text(addresses: list[Address]) -> str:
+    """An address list written the one normal way, for substring search (as Dovecot searches FROM/TO/CC/BCC):
+    `Name <local@domain>` or `local@domain`, groups as `name: member, member;`, joined by ", ". Comments,
+    quoting and folding of the original header are gone, display names are decoded (RFC 2047)."""
+    items: list[str] = []
+    group: list[str] | None = None
+    group_name = ""
+    for name, route, mailbox, host in addresses:
+        if host is None:
+            if group is not None:
+                items.append(f"{group_name}: {', '.join(group)};")
+            group = None
+            if mailbox is not None:  # a group starts; its end is the entry with every field None
+                group_name, group = decode_words(mailbox), []
+            continue
+        (group if group is not None else items).append(_one_address(name, route, mailbox, host))
+    if group is not None:
+        items.append(f"{group_name}: {', '.join(group)};")
+    return ", ".join(items)
+
+
+def _address_key(header: str, needle: str) -> Pred:
+    """RFC 3501 6.4.4 FROM/TO/CC/BCC: the string is looked for in the header's addresses, not its raw text, so
+    `<user (comment)@ (comment) domain.org>` is found by `user@domain.org`. Where the header could not be
+    parsed, its decoded raw text is searched as well, so nothing a client can read is unsearchable."""
+    field = header.capitalize()
+
+    def match(m: Msg) -> bool:
+        view = m.view()
+        if not needle:
+            return bool(view.header_values(field))
+        addresses = envelope_addresses(view, header)
+        if needle in address_text(addresses).casefold():
+            return True
+        if any(part in _PLACEHOLDERS for a in addresses for part in a[1:]):
+            return any(needle in v.casefold() for v in view.header_values(field))
+        return False
+
+    return match
+
+
 _FLAG_KEYS = {
     "ANSWERED": ("\\Answered", True), "UNANSWERED": ("\\Answered", False),
     "DELETED": ("\\Deleted", True), "UNDELETED": ("\\Deleted", False),
@@ -192,7 +336,8 @@ def _all_of(preds: list[Pred]) -> Pred:
     return lambda m: all(p(m) for p in preds)
 
 
-def parse_search(lx: Lexer, count: Callable[[], int], largest_uid: Callable[[], int]) -> SearchProgram:
+def parse_search(lx: Lexer, count: Callable[[], int], largest_uid: Callable[[], int],
+                 limits: SearchLimits = SearchLimits()) -> SearchProgram:
     """Parse `[CHARSET x] key *(SP key)` (after the command name and its space)."""
     first = lx.pos
     word = lx.atom("search key") if lx.peek() not in (0x28, None) else ""
@@ -204,7 +349,7 @@ def parse_search(lx: Lexer, count: Callable[[], int], largest_uid: Callable[[], 
         lx.sp()
     else:
         lx.pos = first
-    p = _Parser(lx, count, largest_uid)
+    p = _Parser(lx, count, largest_uid, limits)
     preds = [p.key(top=True)]
     while lx.maybe_sp():
         preds.append(p.key(top=True))

@@ -42,7 +42,8 @@ class SelectedMailbox:
         self.keywords: set[str] = set()
         for r in records:
             self._note_keywords(r)
-        self._keywords_announced = set(self.keywords)
+        # True while a keyword is known that the client has not been told of in `* FLAGS` (SELECT tells all)
+        self.keywords_pending = False
         self.pending_new: list[MessageRecord] = []
         self.pending_flags: dict[int, None] = {}
         self.pending_expunge: set[int] = set()
@@ -108,21 +109,35 @@ class SelectedMailbox:
                     self.pending_expunge.add(uid)
                     self.pending_flags.pop(uid, None)
 
+    def note_record(self, rec: MessageRecord) -> None:
+        """A message's current record, as a command of this session learnt it (e.g. STORE's result)."""
+        if rec.uid in self.records and rec.uid not in self.gone:
+            self.records[rec.uid] = rec
+            self._note_keywords(rec)
+
     def flush_keywords(self, out: bytearray) -> None:
-        """Announce a new keyword (FLAGS and PERMANENTFLAGS) before any FETCH that shows it."""
-        if self.keywords != self._keywords_announced:
-            self._keywords_announced = set(self.keywords)
-            atoms = self.flag_atoms().encode()
-            out += b"* FLAGS (%s)\r\n" % atoms
-            if self.readonly:
-                out += b"* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n"
-            else:
-                out += b"* OK [PERMANENTFLAGS (%s \\*)] Flags permitted.\r\n" % atoms
+        """Announce new keywords (FLAGS, then PERMANENTFLAGS) before any FETCH that shows one.
+
+        Why the writers of FETCH lines call this before each line, not once per command: a change by another
+        session can land between two lines of one response (a FETCH that stores \\Seen, a response written in
+        chunks), and a client must never see a keyword it was not told of (RFC 3501 7.2.6). Cheap: one flag.
+        """
+        if not self.keywords_pending:
+            return
+        self.keywords_pending = False
+        atoms = self.flag_atoms().encode()
+        out += b"* FLAGS (%s)\r\n" % atoms
+        if self.readonly:
+            out += b"* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n"
+        else:
+            out += b"* OK [PERMANENTFLAGS (%s \\*)] Flags permitted.\r\n" % atoms
 
     def _note_keywords(self, rec: MessageRecord) -> None:
+        keywords = self.keywords
         for f in rec.flags:
-            if f not in SYSTEM_FLAGS:
-                self.keywords.add(f)
+            if f not in keywords and f not in SYSTEM_FLAGS:
+                keywords.add(f)
+                self.keywords_pending = True
 
     # -- telling the client ---------------------------------------------------------------------------------
     def flush(self, out: bytearray, allow_expunge: bool, qresync: bool, condstore: bool,

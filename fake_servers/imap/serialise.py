@@ -6,6 +6,7 @@ return is written in a form that parses back to the same value (tested with hypo
 
 from __future__ import annotations
 
+from .errors import ParseError
 from .values import Atom, ImapValue
 
 _QUOTE_BAD = frozenset(range(0, 0x20)) | {0x7F}
@@ -59,23 +60,27 @@ def quote(text: str) -> bytes:
     return _string(text, False)
 
 
-def parse_value(data: bytes):
+def parse_value(data: bytes, max_depth: int = 200):
     """Parse one value written by `serialise` back into the model (for tests and clients of this package).
 
     Strings come back as str (quoted) or bytes (literal): a str that had to be written as a literal returns bytes.
+    Lists nest at most `max_depth` deep (BODYSTRUCTURE of a deeply nested message is the deepest we write);
+    deeper input is a ParseError, never a RecursionError.
     """
     from .lexer import Lexer
 
     lx = Lexer(data)
-    value = _read(lx)
+    value = _read(lx, max_depth)
     lx.end()
     return value
 
 
-def _read(lx):
+def _read(lx, depth: int):
     c = lx.peek()
     if c == 0x28:
-        return lx.paren_list(lambda: _read(lx))
+        if depth <= 0:
+            raise ParseError("lists nested too deeply")
+        return lx.paren_list(lambda: _read(lx, depth - 1))
     if c == 0x22:
         return lx.quoted().decode("utf-8", "surrogateescape")
     if c == 0x7B:

@@ -1,8 +1,18 @@
 """The asyncio adapter: a listening socket whose connections each drive one sans-I/O ImapSession.
 
 Why asyncio.Protocol and not streams: the session is synchronous, so bytes go straight from data_received into
-the session and its whole answer out in one transport.write, with no task per connection and nothing to leak
-when a client vanishes. Timers give the inactivity timeouts (60 s before login, 30 min after, by default).
+the session and its answers out through transport.write, with no task per connection and nothing to leak
+when a client vanishes. Timers give the time limits: a total budget from connect to login (60 s by default, not
+extended by whatever the client sends), then 30 min of inactivity. The `ConnectionGuard` passed in (shared with
+the domain's SMTP listeners) admits each connection: over its caps the client gets `* BYE [UNAVAILABLE]` and no
+session.
+
+Flow control, so that a client that does not read costs bounded memory and no client holds the loop: when more
+than 4 MB wait to be sent, asyncio calls pause_writing and the session stops running commands (the one under
+way stops after its current piece); resume_writing lets it go on. A session that has work left (over its time
+slice, or resumed) is run again with call_soon, after the other connections had their turn, and nothing more is
+read from its client while it has commands queued. Accepted sockets get TCP_NODELAY: an IDLE push must leave
+at once, not wait for the client's delayed ACK.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ import socket
 import ssl
 
 from ..accounts import Accounts
+from ..guard import ConnectionGuard, GuardLimits, Ticket, peer_host
 from ..store.base import MailStore
 from ..transcript import TranscriptRecorder
 from .session import NOT_AUTHENTICATED, ImapSession, SessionConfig
@@ -36,17 +47,33 @@ class _Connection(asyncio.Protocol):
         #: Decrypted bytes the TLS layer handed over before the handshake task resumed (None: not in STARTTLS).
         self._tls_early: list[bytes] | None = None
         self._closing = False
+        self.ticket: Ticket | None = None
+        self._write_paused = False  # asyncio said the transport holds more than _HIGH_WATER
+        self._reading = True  # whether we left the transport reading (see _settle)
+        self._proceed_handle: asyncio.Handle | None = None
+        self._hold: asyncio.TimerHandle | None = None  # a failed login's answer waits for this (see hold)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=_HIGH_WATER)
+        _no_delay(transport)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         srv = self.server
+        admission = srv.guard.admit(peer_host(peer), f"{srv.name} IMAP")
+        if admission.note:
+            log.warning("%s", admission.note)
+        if admission.ticket is None:  # over the cap: one line, no session, and the socket closed at once
+            self._closing = True
+            transport.write(f"* BYE [UNAVAILABLE] {admission.reason}\r\n".encode())
+            transport.close()
+            return
+        self.ticket = admission.ticket
         self.session = ImapSession(srv.store, srv.accounts, self, srv.config, srv.cache, tls_active=False,
-                                   transcript=srv.transcripts, peer=self.peer)
+                                   transcript=srv.transcripts, peer=self.peer,
+                                   throttle=srv.guard.throttle(admission.ticket))
         srv._connections.add(self)
         self.session.greeting()
         self._arm_timer()
@@ -64,6 +91,7 @@ class _Connection(asyncio.Protocol):
             return
         session.feed(data)
         self._arm_timer()
+        self._settle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         session = self.session
@@ -74,20 +102,58 @@ class _Connection(asyncio.Protocol):
                 log.info("IMAP %s: client went away while idling", self.peer)
             else:
                 log.info("IMAP %s: client closed the connection", self.peer)
-            session.shutdown()
+            session.shutdown()  # drops a half-done command and what it had built, at once
         self._cancel_timer()
+        self._cancel_proceed()
+        self._cancel_hold()
+        self.server.guard.release(self.ticket)
         self._closing = True
         if self._tls_task is not None and not self._tls_task.done():
             self._tls_task.cancel()
         self.server._connections.discard(self)
 
     def pause_writing(self) -> None:
-        if self.transport is not None and not self._closing:
-            self.transport.pause_reading()
+        self._write_paused = True
+        if self.session is not None:
+            self.session.pause_output()
+        self._settle()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self._closing:
-            self.transport.resume_reading()
+        self._write_paused = False
+        if self.session is not None and not self._closing:
+            self.session.resume_output()
+        self._settle()
+
+    # -- running the session ------------------------------------------------------------------------------
+    def _settle(self) -> None:
+        """After the session ran: let it go on soon if it has work left, and read from the client only while
+        nothing is queued and the output is under the mark (what is not read costs us nothing)."""
+        session = self.session
+        transport = self.transport
+        if session is None or transport is None or self._closing or session.closed:
+            return
+        if session.runnable and self._proceed_handle is None:
+            self._proceed_handle = asyncio.get_running_loop().call_soon(self._proceed)
+        if session.io_paused:  # STARTTLS under way: start_tls has reading stopped until the handshake is done
+            return
+        want = not self._write_paused and not session.backlogged
+        if want != self._reading:
+            self._reading = want
+            if want:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
+
+    def _proceed(self) -> None:
+        self._proceed_handle = None
+        if self.session is not None and not self._closing:
+            self.session.proceed()
+            self._settle()
+
+    def _cancel_proceed(self) -> None:
+        if self._proceed_handle is not None:
+            self._proceed_handle.cancel()
+            self._proceed_handle = None
 
     # -- SessionIO ----------------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -97,8 +163,13 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         self._closing = True
         self._cancel_timer()
+        self._cancel_hold()
+        self._cancel_proceed()
         if self.transport is not None:
-            self.transport.close()
+            if self._write_paused:  # the client does not read: waiting to flush would keep its buffer forever
+                self.transport.abort()
+            else:
+                self.transport.close()
 
     def start_tls(self) -> None:
         assert self.transport is not None
@@ -124,6 +195,8 @@ class _Connection(asyncio.Protocol):
         if new is None:
             return
         self.transport = new  # type: ignore[assignment]
+        new.set_write_buffer_limits(high=_HIGH_WATER)
+        self._reading = True
         early, self._tls_early = self._tls_early or [], None
         if self.session is not None:
             self.session.tls_started()
@@ -135,10 +208,17 @@ class _Connection(asyncio.Protocol):
         self._cancel_timer()
         if self.session is None or self._closing:
             return
-        timeout = (self.server.login_timeout if self.session.state == NOT_AUTHENTICATED
-                   else self.server.idle_timeout)
-        if timeout:
-            self._timer = asyncio.get_running_loop().call_later(timeout, self._timed_out)
+        srv = self.server
+        if self.session.state == NOT_AUTHENTICATED:
+            # a total budget counted from connect: a byte a minute must not keep an anonymous socket forever
+            if not srv.login_timeout or self.ticket is None:
+                return
+            timeout = max(0.0, self.ticket.opened + srv.login_timeout - srv.guard.clock())
+        elif srv.idle_timeout:
+            timeout = srv.idle_timeout
+        else:
+            return
+        self._timer = asyncio.get_running_loop().call_later(timeout, self._timed_out)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -148,8 +228,42 @@ class _Connection(asyncio.Protocol):
     def _timed_out(self) -> None:
         self._timer = None
         if self.session is not None and not self.session.closed:
-            log.info("IMAP %s: inactivity timeout", self.peer)
-            self.session.timeout()
+            if self.session.state == NOT_AUTHENTICATED:
+                log.info("IMAP %s: no login within %g s", self.peer, self.server.login_timeout)
+                self.session.timeout(f"Autologout; no login within {self.server.login_timeout:g} s")
+            else:
+                log.info("IMAP %s: inactivity timeout", self.peer)
+                self.session.timeout()
+
+    # -- failed logins: the session holds its answer, we keep time --------------------------------------------
+    def hold(self, seconds: float) -> None:
+        """SessionIO: call the session's release_hold after `seconds`. Meanwhile the session is backlogged, so
+        _settle keeps reading paused: one guess per delay, however many the client pipelines."""
+        self._cancel_hold()
+        self._hold = asyncio.get_running_loop().call_later(seconds, self._release_hold)
+
+    def _release_hold(self) -> None:
+        self._hold = None
+        if self.session is not None and not self._closing:
+            self.session.release_hold()
+            self._arm_timer()
+            self._settle()
+
+    def _cancel_hold(self) -> None:
+        if self._hold is not None:
+            self._hold.cancel()
+            self._hold = None
+
+
+def _no_delay(transport: asyncio.BaseTransport) -> None:
+    """TCP_NODELAY on an accepted socket, whatever socket the listener was given (asyncio sets it only when the
+    listening socket's proto says TCP)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # the peer is already gone
+            pass
 
 
 def _bind_literal(host: str, port: int) -> socket.socket | None:
@@ -158,7 +272,9 @@ def _bind_literal(host: str, port: int) -> socket.socket | None:
         family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:
         return None
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP said outright: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and an accepted
+    # socket inherits the listener's (proto 0 left Nagle on: an IDLE push waited ~40 ms for a delayed ACK).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
@@ -171,19 +287,27 @@ def _bind_literal(host: str, port: int) -> socket.socket | None:
 
 
 class ImapServer:
-    """An IMAP4rev1 server over a MailStore; see the README's "The IMAP server" section.
+    """An IMAP4rev1 server over a MailStore; see docs/imap.md.
 
     `transcripts`: a TranscriptRecorder to record every session (None: off).
-    `login_timeout` / `idle_timeout`: seconds of silence before BYE (before / after login).
+    `guard`: connection caps and failed-login throttling, usually shared with the domain's SMTP listeners
+    (None: a guard of the server's own with the default limits, or `login_timeout` when given).
+    `login_timeout`: seconds from connect to login before BYE (None: the guard's); `idle_timeout`: seconds of
+    silence after login before BYE.
     `max_literal`: largest literal accepted (APPEND size); `max_line`: longest command line.
+    `time_slice`: seconds one session may run before the others get the loop (None: no limit).
     """
 
     def __init__(self, store: MailStore, accounts: Accounts, host: str = "127.0.0.1", port: int = 0,
                  ssl_context: ssl.SSLContext | None = None, login_disabled_without_tls: bool = False,
                  transcripts: TranscriptRecorder | None = None, name: str = "recall-lab",
-                 login_timeout: float = 60.0, idle_timeout: float = 30 * 60.0,
+                 login_timeout: float | None = None, idle_timeout: float = 30 * 60.0,
                  max_literal: int = 50 * 1024 * 1024, max_line: int = 65536,
-                 view_cache_size: int = 20000) -> None:
+                 view_cache_size: int = 20000, guard: ConnectionGuard | None = None,
+                 time_slice: float | None = 0.02) -> None:
+        if guard is None:
+            guard = ConnectionGuard(GuardLimits(login_timeout=login_timeout) if login_timeout is not None else None)
+        self.guard = guard
         self.store = store
         self.accounts = accounts
         self.host = host
@@ -191,11 +315,11 @@ class ImapServer:
         self.ssl_context = ssl_context
         self.transcripts = transcripts
         self.name = name
-        self.login_timeout = login_timeout
+        self.login_timeout = login_timeout if login_timeout is not None else guard.limits.login_timeout
         self.idle_timeout = idle_timeout
         self.config = SessionConfig(name=name, tls_available=ssl_context is not None,
                                     login_disabled_without_tls=login_disabled_without_tls and ssl_context is not None,
-                                    max_line=max_line, max_literal=max_literal)
+                                    max_line=max_line, max_literal=max_literal, time_slice=time_slice)
         self.cache = ViewCache(view_cache_size)
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[_Connection] = set()

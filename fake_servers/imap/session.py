@@ -1,10 +1,23 @@
 """One IMAP connection's protocol state machine (sans-I/O).
 
 Why sans-I/O: bytes in (`feed`), bytes out (through `SessionIO.write`), store events in (`on_store_event`).
-Everything a command does is synchronous (the store API is), so a command's whole response is built in one
-buffer and written once; the asyncio adapter in server.py only moves bytes, and tests drive a session without
-any socket. Commands of the selected state live in message_commands.py, mailbox commands in
-mailbox_commands.py; this module holds the states, the framing, the dispatch and the any-state commands.
+The asyncio adapter in server.py only moves bytes, and tests drive a session without any socket. Commands of
+the selected state live in message_commands.py, mailbox commands in mailbox_commands.py; this module holds the
+states, the framing, the dispatch and the any-state commands.
+
+Why commands may run in pieces: a client that pipelines big FETCHes and never reads must not make us build
+gigabytes of answers, and one command over many messages must not hold the event loop that every other client
+shares. So a command over a message set returns a generator (its "steps": one message, one batch, one chunk of
+a large literal each), and the session runs steps and queued commands only while (a) the adapter has not said
+its output is over the high-water mark (`pause_output` / `resume_output`) and (b) the time slice
+(`SessionConfig.time_slice`, read on the clock passed in) lasts. When it stops with work left, `runnable` is
+true and the adapter calls `proceed()` later. Commands still run one after another, each to its tagged reply,
+and bytes not yet framed stay bytes, so a queued command is judged (literal limits, STARTTLS) only when its
+turn comes.
+
+Why a login can hold the whole session: a password guesser must get one answer per delay, however much it
+pipelines. A failed login (or, from an address under penalty, a login not checked yet) asks the adapter to
+`hold`; until it calls `release_hold`, nothing is sent and no queued command runs (see `_check_login`).
 """
 
 from __future__ import annotations
@@ -13,20 +26,24 @@ import base64
 import binascii
 import logging
 import re
-from collections.abc import Callable
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 from ..accounts import Accounts
+from ..guard import FailureVerdict, LoginThrottle
 from ..store.base import MailboxDeleted, MailboxRenamed, MailStore, StoreError
 from ..store.base import NoSuchMailbox as _NoSuchMailbox
 from ..transcript import TranscriptRecorder
 from .capabilities import ENABLEABLE, capabilities
 from .errors import CommandFailed, ImapError, ParseError
-from .framing import Command, Continue, Framer, Refused, tag_of
+from .framing import Command, Continue, FrameEvent, Framer, Refused, tag_of
 from .lexer import Lexer
 from .mailbox_commands import MailboxCommands
 from .message_commands import MessageCommands
+from .search import SearchLimits
 from .selected import MODSEQ_SHIFT, SelectedMailbox
 from .view_cache import ViewCache
 
@@ -34,6 +51,10 @@ log = logging.getLogger("fake_servers.imap")
 _LITERAL_AT_EOL = re.compile(rb"\{(\d+)\+?\}\r\n")
 
 PRE_AUTH_MAX_LITERAL = 64 * 1024
+
+#: Output is handed to the transport once this much has been built (and at the end of every run), so the
+#: adapter learns early that the client is not reading, and FETCH 1:* of small items is still few writes.
+FLUSH_AT = 64 * 1024
 
 NOT_AUTHENTICATED = "not authenticated"
 AUTHENTICATED = "authenticated"
@@ -50,6 +71,9 @@ class SessionIO(Protocol):
 
     def start_tls(self) -> None: ...
 
+    def hold(self, seconds: float) -> None:
+        """Call `release_hold()` after `seconds` (a login's answer or check waits; reading stays paused)."""
+
 
 @dataclass
 class SessionConfig:
@@ -58,6 +82,20 @@ class SessionConfig:
     login_disabled_without_tls: bool = False
     max_line: int = 65536
     max_literal: int = 50 * 1024 * 1024
+    #: Seconds a session may run commands before it gives the event loop back (None: until its work is done
+    #: or its output is over the mark; the server sets one, sans-I/O tests need none).
+    time_slice: float | None = None
+    #: How deep and how long a SEARCH/SORT program may be (search.py says why).
+    search_limits: SearchLimits = SearchLimits()
+
+
+@dataclass
+class _Job:
+    """A command running in steps: its generator, and the tag and name its failure is reported under."""
+
+    tag: str
+    name: str
+    steps: Iterator[None]
 
 
 # command name -> (handler method name, states it is valid in)
@@ -106,7 +144,11 @@ NO_EXPUNGE_DURING = frozenset({"FETCH", "STORE", "SEARCH", "SORT"})
 class ImapSession(MailboxCommands, MessageCommands):
     def __init__(self, store: MailStore, accounts: Accounts, io: SessionIO, config: SessionConfig | None = None,
                  cache: ViewCache | None = None, tls_active: bool = False,
-                 transcript: TranscriptRecorder | None = None, peer: str = "?") -> None:
+                 transcript: TranscriptRecorder | None = None, peer: str = "?",
+                 clock: Callable[[], float] = time.monotonic,
+                 throttle: LoginThrottle | None = None) -> None:
+        """`throttle`: asked before each password check how long to wait first, and after each failed one how
+        long to hold the answer and whether to hang up then (the adapter's ConnectionGuard; None: no limits)."""
         self.store = store
         self.accounts = accounts
         self.io = io
@@ -132,6 +174,18 @@ class ImapSession(MailboxCommands, MessageCommands):
         self._subscribed = False
         self._listener: Callable = self.on_store_event
         self.closed = False
+        self._clock = clock
+        self._input: deque[bytes] = deque()  # bytes fed but not framed yet (commands waiting their turn)
+        self._events: Iterator[FrameEvent] | None = None  # the framer working through one of those chunks
+        self._job: _Job | None = None  # the command running in steps
+        self._output_paused = False
+        self._running = False
+        self._record_skip = 0  # octets of a streamed literal the transcript has already summarised
+        self._throttle = throttle
+        #: Credentials whose check waits for the penalty hold to end: (tag, authcid, password, authzid).
+        self._auth_pending: tuple[str, str, str, str] | None = None
+        #: A hold (a failed login's answer, or credentials under penalty): no output, no command, until release_hold.
+        self._auth_hold: FailureVerdict | None = None
 
     # -- I/O edges ------------------------------------------------------------------------------------------
     def greeting(self) -> None:
@@ -140,26 +194,138 @@ class ImapSession(MailboxCommands, MessageCommands):
         self._flush()
 
     def feed(self, data: bytes) -> None:
-        """Bytes from the client: frame them and run every complete command.
+        """Bytes from the client: frame them and run complete commands, as far as output and time allow.
 
-        Each command runs before the framer reads the next one, so a pipelined LOGIN has raised the literal
-        limit before the APPEND behind it is judged (and a refused literal is still never buffered).
+        Each command runs to its end before the framer reads the next one, so a pipelined LOGIN has raised the
+        literal limit before the APPEND behind it is judged (and a refused literal is still never buffered).
+        What cannot run now stays queued (see `runnable`); the adapter stops reading while anything is queued.
         """
         if self.closed:
             return
-        for event in self.framer.events(data):
-            if self.closed or self.state == LOGOUT:
-                break
-            if isinstance(event, Command):
-                self._record("C", b"********" if self.auth_tag is not None else event.data)
-                self._command(event.data)
-                if self.io_paused:
+        if data:
+            self._input.append(data)
+        self._run()
+
+    def proceed(self) -> None:
+        """Go on with queued work (the adapter calls this, from its event loop, while `runnable`)."""
+        if not self.closed:
+            self._run()
+
+    @property
+    def runnable(self) -> bool:
+        """Work is queued and nothing holds it back: call `proceed()` (soon, after other clients had a turn)."""
+        return self.backlogged and not self._held
+
+    @property
+    def backlogged(self) -> bool:
+        """A command is running in steps, or bytes wait to be framed: read no more from the client for now."""
+        return not self.closed and (self._job is not None or self._events is not None or bool(self._input)
+                                    or self._auth_hold is not None)
+
+    @property
+    def output_paused(self) -> bool:
+        return self._output_paused
+
+    def pause_output(self) -> None:
+        """The transport holds more unsent output than it should (the client is not reading): stop running
+        commands after the current step, until `resume_output`."""
+        self._output_paused = True
+
+    def resume_output(self) -> None:
+        """The transport drained below its low-water mark: changes an idling client was not sent meanwhile go
+        now; queued commands go on at the next `proceed()`."""
+        self._output_paused = False
+        if not self.closed and self.idle_tag is not None:
+            self._idle_push()
+
+    @property
+    def _held(self) -> bool:
+        return (self.closed or self.state == LOGOUT or self._tls_pending or self._output_paused
+                or self._auth_hold is not None)
+
+    def _run(self) -> None:
+        """Run the current command's steps and the queued commands until none is left, output is over the mark
+        or the time slice is spent; hand what was built to the transport."""
+        if self._running:  # a store event reached us from inside a step: the outer run goes on
+            return
+        self._running = True
+        try:
+            slice_ = self.config.time_slice
+            deadline = None if slice_ is None else self._clock() + slice_
+            while not self._held:
+                if self._job is not None:
+                    if not self._steps(deadline):
+                        break
+                else:
+                    event = self._next_event()
+                    if event is None:
+                        break
+                    self._event(event)
+                if len(self._out) >= FLUSH_AT:
+                    self._flush()  # may tell us (pause_output) that the client is not reading
+                if deadline is not None and self._clock() >= deadline:
                     break
-            elif isinstance(event, Continue):
-                self._write(b"+ Ready for literal data\r\n")
-            elif isinstance(event, Refused):
-                self._refused(event)
+        finally:
+            self._running = False
         self._flush()
+
+    def _steps(self, deadline: float | None) -> bool:
+        """Run the current command's steps until it ends (True: go on with the queue), the output is over the
+        mark or the slice is spent (False). A tight loop: FETCH 1:* takes a step per message."""
+        job = self._job
+        assert job is not None
+        steps = job.steps
+        out = self._out
+        clock = self._clock
+        try:
+            while True:
+                next(steps)
+                if len(out) >= FLUSH_AT:
+                    self._flush()
+                    if self._output_paused or self.closed:
+                        return False
+                if deadline is not None and clock() >= deadline:
+                    return False
+                if self._job is not job:  # dropped under us (the connection ended during a step)
+                    return False
+        except StopIteration:
+            pass
+        except Exception as exc:  # noqa: BLE001 - mapped to the command's tagged reply, as in _command
+            self._failed(job.tag, job.name, exc)
+        if self._job is job:
+            self._job = None
+        return True
+
+    def _next_event(self) -> FrameEvent | None:
+        while True:
+            if self._events is None:
+                if not self._input:
+                    return None
+                self._events = self.framer.events(self._input.popleft())
+            event = next(self._events, None)
+            if event is not None:
+                return event
+            self._events = None
+
+    def _event(self, event: FrameEvent) -> None:
+        if isinstance(event, Command):
+            self._record("C", b"********" if self.auth_tag is not None else event.data)
+            self._command(event.data)
+        elif isinstance(event, Continue):
+            self._write(b"+ Ready for literal data\r\n")
+        elif isinstance(event, Refused):
+            self._refused(event)
+
+    def _drop_work(self) -> None:
+        """Forget queued commands and the running one at once (connection gone, LOGOUT, STARTTLS)."""
+        job, self._job = self._job, None
+        if job is not None:
+            try:
+                job.steps.close()
+            except ValueError:  # closed from inside its own step (the connection ended under it)
+                pass
+        self._events = None
+        self._input.clear()
 
     @property
     def io_paused(self) -> bool:
@@ -170,23 +336,28 @@ class ImapSession(MailboxCommands, MessageCommands):
         self._tls_pending = False
         self.tls_active = True
 
-    def timeout(self) -> None:
-        """The adapter's inactivity timer fired."""
-        self._write(b"* BYE Autologout; idle for too long\r\n")
+    def timeout(self, text: str = "Autologout; idle for too long") -> None:
+        """The adapter's inactivity timer (or the pre-login budget) ran out."""
+        self._auth_hold = None  # a held answer goes out before the BYE
+        self._write(f"* BYE {text}\r\n".encode())
         self._flush()
         self.shutdown()
         self.io.close()
 
     def server_stopping(self) -> None:
+        self._auth_hold = None
         self._write(b"* BYE Server shutting down\r\n")
         self._flush()
         self.shutdown()
         self.io.close()
 
     def shutdown(self) -> None:
-        """Forget the store subscription; idempotent (called when the connection ends for any reason)."""
+        """Forget the store subscription and any queued or half-done command, with what it had built;
+        idempotent (called when the connection ends for any reason)."""
         self.closed = True
         self.state = LOGOUT
+        self._drop_work()
+        self._out.clear()
         if self._subscribed:
             self.store.unsubscribe(self._listener)
             self._subscribed = False
@@ -196,18 +367,24 @@ class ImapSession(MailboxCommands, MessageCommands):
         self._out += data
 
     def _flush(self) -> None:
-        if self._out:
+        if self._out and self._auth_hold is None:
             data = bytes(self._out)
             self._out.clear()
             self._record("S", data)
             self.io.write(data)
 
     def _record(self, direction: str, data: bytes) -> None:
-        """Record protocol lines one by one, each literal as one block (the recorder abbreviates long ones)."""
+        """Record protocol lines one by one, each literal as one block (the recorder abbreviates long ones).
+
+        A literal streamed in pieces is recorded once, as `<N octets>`, when its header is written; the rest
+        of its octets, in later writes, are skipped (`_record_skip`)."""
         if self.transcript is None:
             return
         pos = 0
         n = len(data)
+        if direction == "S" and self._record_skip:
+            pos = min(self._record_skip, n)
+            self._record_skip -= pos
         while pos < n:
             m = _LITERAL_AT_EOL.search(data, pos)
             if m is None:
@@ -221,10 +398,12 @@ class ImapSession(MailboxCommands, MessageCommands):
                     self.transcript.record(self.label, direction, line)  # type: ignore[arg-type]
             size = int(m.group(1))
             literal = data[m.end():m.end() + size]
-            if size > self.transcript.max_literal:
+            if size > self.transcript.max_literal or len(literal) < size:
                 literal = f"<{size} octets>".encode()
             self.transcript.record(self.label, direction, literal)  # type: ignore[arg-type]
             pos = m.end() + size
+            if pos > n and direction == "S":
+                self._record_skip = pos - n
 
     # -- store events ---------------------------------------------------------------------------------------
     def on_store_event(self, event) -> None:
@@ -248,13 +427,21 @@ class ImapSession(MailboxCommands, MessageCommands):
         if getattr(event, "mailbox", None) != sel.name:
             return
         sel.on_event(event, own=event.origin is self)
-        if self.idle_tag is not None:
-            if self.qresync and sel.pending_expunge:
-                # no tagged OK will follow soon: the new HIGHESTMODSEQ goes untagged (as Dovecot does)
-                self._write(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % (sel.highestmodseq + MODSEQ_SHIFT))
-            self._flush_updates(allow_expunge=True)
-            self._expunges_reported = False
-            self._flush()
+        if self.idle_tag is not None and not self._output_paused:
+            # (while the client does not read, changes only accumulate in `sel`: resume_output sends them)
+            self._idle_push()
+
+    def _idle_push(self) -> None:
+        """Send an idling client the changes it is owed."""
+        sel = self.selected
+        if sel is None:
+            return
+        if self.qresync and sel.pending_expunge:
+            # no tagged OK will follow soon: the new HIGHESTMODSEQ goes untagged (as Dovecot does)
+            self._write(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % (sel.highestmodseq + MODSEQ_SHIFT))
+        self._flush_updates(allow_expunge=True)
+        self._expunges_reported = False
+        self._flush()
 
     def _flush_updates(self, allow_expunge: bool) -> None:
         sel = self.selected
@@ -303,21 +490,28 @@ class ImapSession(MailboxCommands, MessageCommands):
             method, states = entry
             if self.state not in states:
                 raise ParseError(f"{name} is not valid in the {self.state} state")
-            getattr(self, method)(tag, lx)
-        except ParseError as exc:
+            steps = getattr(self, method)(tag, lx)
+            if steps is not None:  # parsed and checked; the work runs in steps (see the module docstring)
+                self._job = _Job(tag, name, steps)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes this command's tagged reply
+            self._failed(tag, name, exc)
+
+    def _failed(self, tag: str, name: str, exc: Exception) -> None:
+        """The tagged reply of a command that raised (while parsing, or in one of its steps)."""
+        if isinstance(exc, ParseError):
             self._tagged_updates(name)
             self._write(f"{tag} BAD {exc.text}\r\n".encode())
-        except CommandFailed as exc:
+        elif isinstance(exc, CommandFailed):
             self._tagged_updates(name)
             self._write(f"{tag} NO {exc.text}\r\n".encode())
-        except _NoSuchMailbox as exc:
+        elif isinstance(exc, _NoSuchMailbox):
             self._tagged_updates(name)
             self._write(f"{tag} NO [NONEXISTENT] {_one_line(exc)}\r\n".encode())
-        except StoreError as exc:
+        elif isinstance(exc, StoreError):
             self._tagged_updates(name)
             self._write(f"{tag} NO {_one_line(exc)}\r\n".encode())
-        except Exception:  # a bug must cost one command, never the connection
-            log.exception("IMAP %s: internal error in %s", self.peer, name or "?")
+        else:  # a bug must cost one command, never the connection
+            log.error("IMAP %s: internal error in %s", self.peer, name or "?", exc_info=exc)
             self._write(f"{tag} NO [SERVERBUG] Internal error\r\n".encode())
 
     def _tagged_updates(self, name: str) -> None:
@@ -364,6 +558,7 @@ class ImapSession(MailboxCommands, MessageCommands):
         self._write(f"{tag} OK Begin TLS negotiation now.\r\n".encode())
         self._flush()
         self.framer.reset()
+        self._drop_work()  # what the client sent after STARTTLS in plaintext is never acted on (RFC 3501 6.2.1)
         self._tls_pending = True
         self.io.start_tls()
 
@@ -415,8 +610,61 @@ class ImapSession(MailboxCommands, MessageCommands):
     def _authenticate(self, user: str, password: str) -> str:
         canonical = self.accounts.authenticate(user, password)
         if canonical is None:
+            self._auth_failed()
             raise CommandFailed("Authentication failed: wrong user name or password", "AUTHENTICATIONFAILED")
         return canonical
+
+    def _auth_failed(self) -> None:
+        """A password was tested and was wrong: hold the answer (and everything after it) as the guard says.
+
+        The NO still goes into the output buffer now; `_flush` keeps it there and `_run` runs nothing more until
+        the adapter's timer calls `release_hold`. So one connection tests at most one password per delay,
+        whatever it pipelines.
+        """
+        if self._throttle is None:
+            return
+        verdict = self._throttle.failed()
+        self._auth_hold = verdict
+        self.io.hold(verdict.delay)
+
+    def _check_login(self, tag: str, authc: str, password: str, authz: str = "", waited: bool = False) -> None:
+        """LOGIN and AUTHENTICATE PLAIN: check the password, after the penalty the client's address has earned.
+
+        Under penalty the credentials wait in `_auth_pending` (and nothing else runs) until `release_hold`: a
+        guesser who hangs up early learns nothing, since the password was not even checked yet."""
+        wait = self._throttle.penalty() if self._throttle is not None and not waited else 0.0
+        if wait > 0:
+            self._auth_pending = (tag, authc, password, authz)
+            self._auth_hold = FailureVerdict(wait, disconnect=False)
+            self.io.hold(wait)
+            return
+        user = self._authenticate(authc, password)
+        if authz and self.accounts.canonical(authz) != user:
+            self._auth_failed()
+            raise CommandFailed("Authorization identity differs from authentication identity",
+                                "AUTHORIZATIONFAILED")
+        self._logged_in(tag, user)
+
+    def release_hold(self) -> None:
+        """The hold is over: check the waiting credentials, or send the failed login's answer; then hang up or
+        go on with queued commands."""
+        verdict, self._auth_hold = self._auth_hold, None
+        pending, self._auth_pending = self._auth_pending, None
+        if verdict is None or self.closed:
+            return
+        if verdict.disconnect:
+            self._write(b"* BYE Too many failed logins\r\n")
+            self._flush()
+            self.shutdown()
+            self.io.close()
+            return
+        if pending is not None:
+            tag = pending[0]
+            try:
+                self._check_login(*pending, waited=True)
+            except Exception as exc:  # noqa: BLE001 - the login command's tagged reply, as in _command
+                self._failed(tag, "LOGIN", exc)
+        self._run()
 
     def cmd_login(self, tag: str, lx: Lexer) -> None:
         lx.sp()
@@ -425,7 +673,7 @@ class ImapSession(MailboxCommands, MessageCommands):
         password = lx.astring()
         lx.end()
         self._login_allowed()
-        self._logged_in(tag, self._authenticate(user, password))
+        self._check_login(tag, user, password)
 
     def cmd_authenticate(self, tag: str, lx: Lexer) -> None:
         lx.sp()
@@ -468,11 +716,7 @@ class ImapSession(MailboxCommands, MessageCommands):
         if len(parts) != 3:
             raise ParseError("AUTHENTICATE PLAIN wants authzid NUL authcid NUL password")
         authz, authc, password = (p.decode("utf-8", "replace") for p in parts)
-        user = self._authenticate(authc, password)
-        if authz and self.accounts.canonical(authz) != user:
-            raise CommandFailed("Authorization identity differs from authentication identity",
-                                "AUTHORIZATIONFAILED")
-        self._logged_in(tag, user)
+        self._check_login(tag, authc, password, authz)
 
     # -- IDLE -----------------------------------------------------------------------------------------------
     def cmd_idle(self, tag: str, lx: Lexer) -> None:

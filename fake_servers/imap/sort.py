@@ -2,54 +2,128 @@
 
 Why here and so small: clients (and imapclient's live test) use SORT when the server offers it; the keys need
 only what SEARCH already reads (the record and the cached MessageView), so sorting is a key function.
+Strings are compared with i;ascii-casemap (RFC 4790: ASCII letters upper-cased, then octet by octet), the
+collation RFC 5256 names (so "_" sorts after every letter, as it would not with lower-casing); ties fall
+back to the sequence number, to which REVERSE does not apply.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from email.utils import getaddresses
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from .errors import ParseError
-from .search import Msg
+from .search import Msg, envelope_addresses
 
 _KEYS = ("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO")
-_SUBJECT_PREFIX = re.compile(r"^(\s*(re|fwd?)\s*(\[[^\]]*\])?\s*:|\s*\[[^\]]*\]\s*)", re.IGNORECASE)
-_SUBJECT_TRAILER = re.compile(r"(\s*\(fwd\))+\s*$", re.IGNORECASE)
+
+#: How many criteria one SORT may name (each key once, with REVERSE: anything longer is not a real request).
+MAX_CRITERIA = 32
+
+# RFC 5256 section 5 (ABNF), after step (1) has turned every run of blanks into one SP:
+#   subj-blob   = "[" *BLOBCHAR "]" *WSP          BLOBCHAR: any CHAR except "[" and "]"
+#   subj-refwd  = ("re" / ("fw" ["d"])) *WSP [subj-blob] ":"
+#   subj-leader = (*subj-blob subj-refwd) / WSP
+_BLOB = r"\[[^\[\]\x00]*\] *"
+_SUBJ_BLOB = re.compile(_BLOB)
+_SUBJ_LEADER = re.compile(rf"(?:{_BLOB})*(?:re|fwd?) *(?:{_BLOB})?:| ", re.IGNORECASE | re.ASCII)
+_SUBJ_FWD_HDR = re.compile(r"\[fwd:", re.IGNORECASE | re.ASCII)
+_SUBJ_TRAILER = re.compile(r"\(fwd\)", re.IGNORECASE | re.ASCII)
+_BLANKS = re.compile(r"[ \t\r\n]+")
 
 
 def base_subject(subject: str) -> str:
-    """RFC 5256 2.1 base subject, simplified: no Re:/Fwd:/[list] prefixes, no (fwd) trailers, folded space."""
-    text = " ".join(subject.split())
+    """The RFC 5256 section 2.1 base subject of an already RFC 2047-decoded subject (steps 1 to 7).
+
+    Why positions instead of slicing: each step only moves `start` or `end`, so a hostile subject of
+    thousands of "[x]" blobs or nested "[fwd: ...]" costs linear time, not quadratic.
+    """
+    text = _BLANKS.sub(" ", subject)  # (1) tabs, continuations and runs of blanks become one space
+    start, end = 0, len(text)
     while True:
-        new = _SUBJECT_TRAILER.sub("", text)
-        new = _SUBJECT_PREFIX.sub("", new).strip()
-        if new.lower().startswith("[fwd:") and new.endswith("]"):
-            new = new[5:-1].strip()
-        if new == text:
-            return text.casefold()
-        text = new
+        # (2) remove subj-trailers ("(fwd)" or WSP) from the end, as long as there are any
+        while end > start:
+            if text[end - 1] == " ":
+                end -= 1
+            elif end - start >= 5 and _SUBJ_TRAILER.match(text, end - 5, end):
+                end -= 5
+            else:
+                break
+        # (3) remove subj-leaders; (4) remove a leading subj-blob if a non-empty subj-base is left; (5) repeat.
+        # Once (3) fails at a blob, it fails after each blob (4) removes (a leader there would have been a
+        # leader before it too), so (4) then runs alone.
+        while (m := _SUBJ_LEADER.match(text, start, end)) is not None:
+            start = m.end()
+        while (m := _SUBJ_BLOB.match(text, start, end)) is not None and m.end() < end:
+            start = m.end()
+        # (6) "[fwd:" subject "]": unwrap and go back to (2)
+        if end - start >= 6 and text[end - 1] == "]" and _SUBJ_FWD_HDR.match(text, start, end):
+            start += 5
+            end -= 1
+            continue
+        return text[start:end]  # (7)
 
 
-def _first_mailbox(m: Msg, header: str) -> str:
-    addresses = getaddresses(m.view().header_values(header))
-    for _, addr in addresses:
-        if addr:
-            return addr.partition("@")[0].casefold()
-    return ""
+def ascii_casemap(text: str) -> bytes:
+    """The i;ascii-casemap sort key of a string: its UTF-8 octets with a-z upper-cased."""
+    return text.encode("utf-8", "surrogateescape").upper()
+
+
+def _first_mailbox(m: Msg, header: str) -> bytes:
+    """RFC 5256: the addr-mailbox of the first address; for a group, the group name (the ENVELOPE's group
+    start carries it in the mailbox field). Empty when there is no such address."""
+    addresses = envelope_addresses(m.view(), header)
+    if not addresses:
+        return b""
+    mailbox = addresses[0][2]
+    if mailbox is None or mailbox == "MISSING_MAILBOX":
+        return b""
+    return ascii_casemap(mailbox)
+
+
+def sent_time(m: Msg) -> float:
+    """RFC 5256 2.2 sent date: the first Date: header as an instant (UTC; a zone-less date counts as UTC),
+    or INTERNALDATE when there is no Date: header or it cannot be read."""
+    values = m.view().header_values("Date")
+    if values:
+        try:
+            when = parsedate_to_datetime(values[0])
+        except (TypeError, ValueError, IndexError, OverflowError):
+            when = None
+        if when is not None:
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            try:
+                return when.timestamp()
+            except (OverflowError, ValueError, OSError):
+                pass
+    return _instant(m.record.internaldate)
+
+
+def _instant(when: datetime) -> float:
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def _subject_key(m: Msg) -> bytes:
+    values = m.view().header_values("Subject")  # already RFC 2047-decoded and unfolded
+    return ascii_casemap(base_subject(values[0])) if values else b""
 
 
 def _key(name: str) -> Callable[[Msg], Any]:
     if name == "ARRIVAL":
-        return lambda m: m.record.internaldate.timestamp()
+        return lambda m: _instant(m.record.internaldate)
     if name == "SIZE":
         return lambda m: m.record.size
     if name == "DATE":
-        return lambda m: (m.view().sent_date() or m.record.internaldate.date()).toordinal()
+        return sent_time
     if name == "SUBJECT":
-        return lambda m: base_subject(" ".join(m.view().header_values("Subject")))
-    return lambda m: _first_mailbox(m, name.capitalize())
+        return _subject_key
+    return lambda m: _first_mailbox(m, name)
 
 
 class _Reverse:
@@ -67,8 +141,10 @@ class _Reverse:
         return isinstance(other, _Reverse) and other.value == self.value
 
 
-def parse_criteria(words: list[str]) -> Callable[[Msg], tuple]:
+def parse_criteria(words: list[str], max_criteria: int = MAX_CRITERIA) -> Callable[[Msg], tuple]:
     """(REVERSE SIZE SUBJECT ...) -> a sort key; ties fall back to the sequence number."""
+    if len(words) > max_criteria:
+        raise ParseError(f"too many sort criteria (at most {max_criteria})")
     keys: list[Callable[[Msg], Any]] = []
     reverse = False
     for word in words:

@@ -52,6 +52,9 @@ from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import format_datetime, formataddr, getaddresses, make_msgid, parseaddr
 
+from fake_servers.smtp import headers as header_block
+from fake_servers.smtp.canonical import to_crlf
+
 HEADER_MESSAGE_ID = "X-Recall-Message-ID"
 HEADER_ACTION = "X-Recall-Action"
 HEADER_REPORT = "X-Recall-Report"
@@ -94,7 +97,7 @@ class RecallStatus(enum.StrEnum):
     FAILED_READ = "failed-read"  # read already and the organisation does not recall read messages
     FAILED_MOVED = "failed-moved"  # legacy: not in the folder the recall landed in, so the client left it
     NOT_FOUND = "not-found"  # not (or no longer) in the mailbox: deleted, purged by retention
-    HELD = "held"  # legal hold on the mailbox (see the README for cloud vs legacy)
+    HELD = "held"  # legal hold on the mailbox (see docs/recall-policies.md for cloud vs legacy)
     EXTERNAL = "external"  # another provider's mailbox: cannot be recalled
     PENDING = "pending"  # legacy: no client has processed the recall yet
 
@@ -250,10 +253,10 @@ def parse_recall_instruction(msg: EmailMessage | Message | bytes) -> RecallInstr
     except ValueError:
         raise RecallFormatError(f"unknown {HEADER_ACTION}: {m.get(HEADER_ACTION)!r}") from None
     original = normalise_message_id(_header(m, HEADER_MESSAGE_ID) or "")
-    senders = getaddresses([str(v) for v in m.get_all("From", [])])
-    if not senders or not senders[0][1]:
-        raise RecallFormatError("a recall needs a From address")
-    sender_name, sender = senders[0]
+    who = header_block.author(msg if isinstance(msg, bytes | bytearray) else m)
+    if who is None:
+        raise RecallFormatError("a recall needs exactly one From address that reads one way only")
+    sender_name, sender = who.name, who.address
     subject = normalise_subject(str(m.get("Subject", "")))
     if subject.startswith(RECALL_SUBJECT_PREFIX.strip()):
         subject = subject[len(RECALL_SUBJECT_PREFIX.strip()):].strip()
@@ -475,55 +478,57 @@ def parse_notice(msg: EmailMessage | Message | bytes) -> RecallNotice | None:
 
 
 def notice_sender(msg: EmailMessage | Message | bytes) -> str | None:
-    """The From address of a notice (lower case); the agent only believes notices whose From is the recipient."""
-    froms = getaddresses([str(v) for v in _as_message(msg).get_all("From", [])])
-    return froms[0][1].lower() if froms and froms[0][1] else None
+    """The From address of a notice (lower case; None unless exactly one, read one way only): the agent only
+    believes notices whose From is the recipient. The same reading as the server's (headers.author)."""
+    who = header_block.author(bytes(msg) if isinstance(msg, bytes | bytearray) else _as_message(msg))
+    return None if who is None else who.address
 
 
 # --- the server's mark of trust ---------------------------------------------------------------------------
+#
+# One reader for all of it: fake_servers.smtp.headers.HeaderBlock decides what the header fields are, for the
+# filter (strip_verified, has_recall_headers) and for the trust check (verified_by) alike. The filter strips
+# every field HeaderBlock reads as the mark, a superset of what Python's email parser (the clients') can see;
+# the trust check believes a mark only in a header block that reads the same to both (no irregularity at all),
+# where it is exactly one well-formed field.
 
-_VERIFIED_LINE = re.compile(rb"^" + re.escape(HEADER_VERIFIED.encode("ascii")) + rb"[ \t]*:", re.IGNORECASE)
-
-
-def _split_header_block(raw: bytes) -> tuple[bytes, bytes]:
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        at = raw.find(sep)
-        if at >= 0:
-            return raw[: at + len(sep)], raw[at + len(sep):]
-    return raw, b""
+_VERIFIED_KEY = HEADER_VERIFIED.lower().encode("ascii")
+_MARK_VALUE = re.compile(r"[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?")
 
 
 def has_recall_headers(raw: bytes) -> bool:
-    """Cheap test on the header block: does any X-Recall-* header appear? (Ordinary mail skips all parsing.)"""
-    head, _body = _split_header_block(raw)
-    return b"\nx-recall-" in head.lower() or head.lower().startswith(b"x-recall-")
+    """Cheap test on the header block: does any X-Recall-* field appear? (Ordinary mail skips all parsing.)"""
+    head, _body = header_block.split_message(raw)
+    lowered = head.lower()
+    if b"x-recall-" not in lowered:
+        return False
+    return any(name.startswith(b"x-recall-") for name in header_block.field_names(head))
 
 
 def strip_verified(raw: bytes) -> bytes:
-    """`raw` without any X-Recall-Verified header (folded continuation lines included); bytes otherwise kept."""
-    head, body = _split_header_block(raw)
-    if HEADER_VERIFIED.lower().encode("ascii") not in head.lower():
+    """`raw` without any X-Recall-Verified field (continuation lines included); `raw` itself when it has none."""
+    head, _body = header_block.split_message(raw)
+    if _VERIFIED_KEY not in head.lower():
         return raw
-    out: list[bytes] = []
-    skipping = False
-    for line in head.splitlines(keepends=True):
-        if skipping and line[:1] in (b" ", b"\t"):
-            continue
-        skipping = _VERIFIED_LINE.match(line) is not None
-        if not skipping:
-            out.append(line)
-    return b"".join(out) + body
+    return header_block.remove_headers(raw, [HEADER_VERIFIED])
 
 
 def mark_verified(raw: bytes, domain: str) -> bytes:
-    """`raw` with any earlier mark removed and this server's mark on top (bytes otherwise kept)."""
-    return f"{HEADER_VERIFIED}: {domain.lower()}\r\n".encode("ascii") + strip_verified(raw)
+    """`raw` with any earlier mark removed and this server's mark on top (CRLF line ends, bytes otherwise kept)."""
+    return f"{HEADER_VERIFIED}: {domain.lower()}\r\n".encode("ascii") + strip_verified(to_crlf(raw))
 
 
 def verified_by(msg: EmailMessage | Message | bytes) -> str | None:
-    """The domain whose server vouched for this recall/notice/report, or None."""
-    value = _as_message(msg).get(HEADER_VERIFIED)
-    return None if value is None else str(value).strip().lower()
+    """The domain whose server vouched for this recall/notice/report, or None.
+
+    Pass the message's bytes whenever there are any (a parsed message is judged by its parser's view, which
+    cannot show a bare CR). None unless the header block is regular (HeaderBlock.problem) and holds exactly one
+    mark whose value is one domain name."""
+    values = header_block.field_values(bytes(msg) if isinstance(msg, bytes | bytearray) else msg, HEADER_VERIFIED)
+    if not values or len(values) != 1:
+        return None
+    value = values[0].strip().lower()
+    return value if _MARK_VALUE.fullmatch(value) else None
 
 
 # --- merging: a report plus the notices that arrived since -------------------------------------------------

@@ -5,13 +5,17 @@ on their own. A recall (or a legacy notice) is honoured only when it entered thr
 authenticated submission and the authenticated user, the envelope sender and the From address are one and the
 same person; a recall then touches only copies of the original whose own From is that person. Headers never
 confer trust: X-Recall-* in mail from MX, from another user or hand-written by anyone are just text.
+
+"The From address" is read by the one reader the submission check and the clients use too
+(`fake_servers.smtp.headers.author`): a From that two parsers read differently is nobody's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.utils import getaddresses
+from email.message import EmailMessage, Message
+
+from fake_servers.smtp.headers import author
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,10 +24,11 @@ class TrustDecision:
     reason: str  # why not (or "authenticated sender" when honoured), for the audit log
 
 
-def from_address(msg: EmailMessage) -> str | None:
-    """The single From address in lower case; None when absent or when there are several (RFC 5322 Sender case)."""
-    pairs = [addr for _name, addr in getaddresses([str(v) for v in msg.get_all("From", [])]) if addr]
-    return pairs[0].lower() if len(pairs) == 1 else None
+def from_address(msg: EmailMessage | Message | bytes) -> str | None:
+    """The single From address in lower case; None when absent, when there are several (RFC 5322 Sender case),
+    or when it does not read one way only. Pass the bytes when there are any (see headers.field_values)."""
+    who = author(bytes(msg) if isinstance(msg, bytes | bytearray) else msg)
+    return None if who is None else who.address
 
 
 def judge_submission(channel: str, auth_user: str | None, mail_from: str, msg: EmailMessage,

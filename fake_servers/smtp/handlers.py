@@ -3,7 +3,13 @@
 - MX (port 25's role): mail from other domains; no AUTH; RCPT only for the domain's own users (`550 5.1.1`
   unknown user, `550 5.7.1` relaying denied for any other domain). Never an open relay.
 - Submission (port 587's role): AUTH PLAIN/LOGIN before MAIL (`530 5.7.0`); the envelope sender and the From
-  header must be the authenticated user (`553 5.7.1`); any recipient once authenticated.
+  header must be the authenticated user (`553 5.7.1`); any recipient once authenticated. From (and Sender, when
+  present) must name exactly one mailbox, read as recipients' parsers read it (`fake_servers.smtp.addresses`);
+  a value that reads two ways is refused (`553 5.7.1`, with the reason).
+- Both: one canonical form of mail (`fake_servers.smtp.canonical`): a bare CR or LF, a NUL, or a header block
+  that parsers could read differently is refused (`550 5.6.0`, with the line); control characters in the EHLO/HELO
+  argument (`501 5.5.4`) or in a MAIL FROM / RCPT TO address (`553 5.1.7` / `553 5.1.3`) are refused, since they
+  would end up in the Received and Return-Path fields.
 
 Why hooks: aiosmtpd already parses the dialogue; what the lab decides (who may send, to whom) is kept here, in
 handle_EHLO / handle_MAIL / handle_RCPT / handle_DATA, so reading this file tells the whole policy. What happens to
@@ -19,7 +25,8 @@ from typing import Any, Literal, Protocol
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from fake_servers.accounts import Accounts
-from fake_servers.smtp import headers
+from fake_servers.smtp import canonical, headers
+from fake_servers.smtp.addresses import AmbiguousAddress, sole_mailbox
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +72,10 @@ class _BaseHandler:
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
                           responses: list[str]) -> list[str]:
+        refusal = _helo_refusal("EHLO", hostname)
+        if refusal:
+            session.host_name = None  # a refused greeting is no greeting: MAIL gets 503 until a good one
+            return [refusal]
         session.host_name = hostname
         lines = [r for r in responses if self.kind == "submission" or not r.startswith("250-AUTH")]
         last = lines.pop()  # "250 HELP"
@@ -72,11 +83,18 @@ class _BaseHandler:
         return lines
 
     async def handle_HELO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str) -> str:
+        refusal = _helo_refusal("HELO", hostname)
+        if refusal:
+            session.host_name = None
+            return refusal
         session.host_name = hostname
         return f"250 {server.hostname}"
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           mail_options: list[str]) -> str:
+        problem = canonical.address_problem(address)
+        if problem:
+            return f"553 5.1.7 Malformed sender address: {problem}"
         sender = normalise_address(address)
         if sender is None:
             return "553 5.1.7 Malformed sender address"
@@ -89,6 +107,9 @@ class _BaseHandler:
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
+        problem = canonical.address_problem(address)
+        if problem:
+            return f"553 5.1.3 Malformed recipient address: {problem}"
         rcpt = normalise_address(address)
         if not rcpt:
             return "553 5.1.3 Malformed recipient address"
@@ -106,8 +127,7 @@ class _BaseHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
         auth_user = session.auth_data if self.kind == "submission" and session.authenticated else None
-        block = headers.HeaderBlock(raw)
-        refusal = self.check_content(auth_user, block)
+        refusal, block = self.refuse_content(auth_user, raw)
         if refusal:
             return refusal
         mail_from = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
@@ -119,6 +139,16 @@ class _BaseHandler:
     async def handle_exception(self, error: Exception) -> str:
         log.exception("SMTP %s session error", self.kind, exc_info=error)
         return "451 4.3.0 Local error in processing; try again later"
+
+    def refuse_content(self, auth_user: str | None, raw: bytes) -> tuple[str | None, headers.HeaderBlock]:
+        """The reply refusing this message, or None, and its header block (sans-I/O: the DATA hook and the
+        tests call it). The canonical form first (CRLF only, no NUL, a header block that reads one way),
+        then what the listener asks of the content."""
+        block = headers.HeaderBlock(raw)
+        problem = canonical.line_problem(raw) or block.problem()
+        if problem:
+            return f"550 5.6.0 Message refused: {problem}", block
+        return self.check_content(auth_user, block), block
 
     # -- what differs between the two listeners -------------------------------------------------------
     def check_sender(self, session: Session, sender: str) -> str | None:
@@ -170,14 +200,29 @@ class SubmissionHandler(_BaseHandler):
         return bool(session.authenticated)
 
     def check_content(self, auth_user: str | None, block: headers.HeaderBlock) -> str | None:
+        """From, and Sender when present, must each be one field naming one mailbox, the user's, as the recipients'
+        parser reads it (addresses.sole_mailbox, the reader the trust code and the clients use too): a value
+        that two parsers read differently is refused, never guessed at."""
         if auth_user is None:  # cannot happen past MAIL, but never deliver unauthenticated submissions
             return "530 5.7.0 Authentication required"
-        senders = block.addresses("From")
-        if not senders:
+        froms = block.raw_values("From")
+        if not froms:
             return "553 5.7.1 Message has no From header; it must name you"
-        if any(s != auth_user for s in senders):
-            return f"553 5.7.1 From header must be your address <{auth_user}>"
-        extra = block.addresses("Sender")
-        if any(s != auth_user for s in extra):
-            return f"553 5.7.1 Sender header must be your address <{auth_user}>"
+        checks = [("From", froms)]
+        if block.has("Sender"):
+            checks.append(("Sender", block.raw_values("Sender")))
+        for field, values in checks:
+            try:
+                mailbox = sole_mailbox(values, field)
+            except AmbiguousAddress as exc:
+                return (f"553 5.7.1 {field} header refused: {exc}; write it as <{auth_user}> or "
+                        f"Your Name <{auth_user}>")
+            if mailbox.address != auth_user:
+                return f"553 5.7.1 {field} header must be your address <{auth_user}>"
         return None
+
+
+def _helo_refusal(command: str, name: str) -> str | None:
+    """The EHLO/HELO name lands in the Received field: one word, no control characters (canonical.helo_problem)."""
+    problem = canonical.helo_problem(name)
+    return f"501 5.5.4 Invalid {command} argument: {problem}" if problem else None

@@ -4,6 +4,9 @@ Why not aiosmtpd's Controller: it runs each server in a thread of its own with i
 server of every domain in one loop, so that the store (synchronous, loop-thread only) is shared safely and a
 start or stop is a few milliseconds. `stop` closes the listening socket, then every live session, and awaits
 their tasks, so nothing is left behind (the lab's 100 start/stop cycles test counts tasks and fds).
+
+Every session is admitted by the `ConnectionGuard` passed in (shared with the domain's other listeners, so its
+caps count them all); without one, the listener gets a guard of its own with the default limits.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import contextlib
 import logging
 import ssl
 
+from fake_servers.guard import ConnectionGuard
 from fake_servers.smtp.handlers import MxHandler, SubmissionHandler
 from fake_servers.smtp.protocol import LabSMTP
 from fake_servers.transcript import TranscriptRecorder
@@ -31,7 +35,9 @@ logging.getLogger("mail.log").addFilter(_DropDeprecatedLoginData())
 class SmtpListener:
     def __init__(self, handler: MxHandler | SubmissionHandler, *, host: str, port: int, hostname: str,
                  data_size_limit: int, tls_context: ssl.SSLContext | None = None,
-                 transcripts: TranscriptRecorder | None = None, timeout: float = 300.0) -> None:
+                 transcripts: TranscriptRecorder | None = None, timeout: float | None = None,
+                 guard: ConnectionGuard | None = None) -> None:
+        """`timeout`: aiosmtpd's wait for each command (None: the guard's `smtp_command_timeout`)."""
         self.handler = handler
         self.host = host
         self.requested_port = port
@@ -40,7 +46,8 @@ class SmtpListener:
         self.data_size_limit = data_size_limit
         self.tls_context = tls_context
         self.transcripts = transcripts
-        self.timeout = timeout
+        self.guard = guard if guard is not None else ConnectionGuard()
+        self.timeout = timeout if timeout is not None else self.guard.limits.smtp_command_timeout
         self._server: asyncio.Server | None = None
         self._sessions: set[LabSMTP] = set()
 
@@ -57,6 +64,8 @@ class SmtpListener:
             session_kind=f"smtp-{self.handler.kind}",
             on_open=self._sessions.add,
             on_close=self._sessions.discard,
+            guard=self.guard,
+            where=f"{self.hostname} {self.handler.kind}",
             hostname=self.hostname,
             ident="recall-lab ESMTP",
             data_size_limit=self.data_size_limit,

@@ -1,23 +1,38 @@
-"""aiosmtpd's SMTP protocol with two presentation concerns added: enhanced status codes and transcripts.
+"""aiosmtpd's SMTP protocol with the concerns aiosmtpd has no hook for: enhanced status codes, transcripts, and
+the abuse limits of `fake_servers.guard`.
 
-Why a subclass at all, when DESIGN.md puts policy in handler hooks: neither concern is policy. aiosmtpd writes
-many replies itself ("500 Error: bad syntax", "503 Error: need MAIL command") without an RFC 3463 enhanced
-status code, and it has no hook that sees the bytes of a session. So this class overrides exactly `push` (every
-reply passes there: add a code when one is missing, record the line) and `data_received` (record what the client
-sent), and tracks its session task so a listener can close it on shutdown. Every decision about who may send what
+Why a subclass at all, when DESIGN.md puts policy in handler hooks: none of these is mail policy, and aiosmtpd
+offers no hook where they could live. aiosmtpd writes many replies itself ("500 Error: bad syntax", "503 Error:
+need MAIL command") without an RFC 3463 enhanced status code, and it has no hook that sees the bytes of a session,
+a new connection before its greeting, or the outcome of an AUTH before its reply. So this class overrides:
+
+- `push` (every reply passes there: add a code when one is missing, record the line);
+- `data_received` (record what the client sent);
+- `connection_made` (ask the guard whether the connection may stay: over the cap it gets `421 4.7.0` and is
+  closed; else the pre-login time budget starts);
+- `auth_PLAIN` / `auth_LOGIN` (aiosmtpd's own extension point for mechanisms: an address the guard penalises
+  waits before its password is checked, a wrong password is answered only after the guard's delay, and the last
+  failure a connection may have is answered 421 and closed; the command loop reads nothing meanwhile);
+- `smtp_MAIL` (an accepted MAIL, like a successful AUTH, ends the pre-login budget).
+
+It also tracks its session task so a listener can close it on shutdown. Every decision about who may send what
 lives in `fake_servers.smtp.handlers`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Coroutine
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult
 
+from fake_servers.guard import ConnectionGuard, Ticket, peer_host
 from fake_servers.transcript import TranscriptRecorder
+
+log = logging.getLogger("fake_servers.smtp")
 
 _HAS_ENHANCED = re.compile(r"^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}(\s|$)")
 
@@ -58,7 +73,8 @@ class LabSMTP(SMTP):
     """One SMTP session of a lab listener (see the module docstring for why this subclass exists)."""
 
     def __init__(self, handler: Any, *, transcripts: TranscriptRecorder | None = None,
-                 session_kind: str = "smtp", on_open: Any = None, on_close: Any = None, **kwargs: Any) -> None:
+                 session_kind: str = "smtp", on_open: Any = None, on_close: Any = None,
+                 guard: ConnectionGuard | None = None, where: str = "", **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._transcripts = transcripts
         self._session_label = transcripts.new_session(session_kind) if transcripts is not None else ""
@@ -71,17 +87,39 @@ class LabSMTP(SMTP):
         self._on_open = on_open
         self._on_close = on_close
         self.session_task: asyncio.Task[None] | None = None
+        self._guard = guard
+        self._where = where
+        self._ticket: Ticket | None = None
+        self._refused = False
+        self._budget: asyncio.TimerHandle | None = None
 
     # -- lifecycle: the listener keeps a set of live sessions to close them on stop --------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
+        if first and self._guard is not None:
+            admission = self._guard.admit(peer_host(transport.get_extra_info("peername")), self._where)
+            if admission.note:
+                log.warning("%s", admission.note)
+            if admission.ticket is None:  # over the cap: no session, no greeting, one line and goodbye
+                self._refused = True
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(f"421 4.7.0 {self.hostname} {admission.reason}\r\n".encode())
+                transport.close()
+                return
+            self._ticket = admission.ticket
         super().connection_made(transport)
         if first:
             self.session_task = self._handler_coroutine
             if self._on_open is not None:
                 self._on_open(self)
+            self._arm_budget()
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        self._end_budget()
+        if self._guard is not None:
+            self._guard.release(self._ticket)
         try:
             super().connection_lost(error)
         finally:
@@ -89,10 +127,90 @@ class LabSMTP(SMTP):
                 self._on_close(self)
                 self._on_close = None
 
+    def eof_received(self) -> bool | None:
+        if self._refused:
+            return False
+        return super().eof_received()
+
     def close(self) -> None:
         """Close the connection (listener shutdown); the session task ends through connection_lost."""
         if self.transport is not None:
             self.transport.close()
+
+    # -- the guard: pre-login budget and failed-AUTH throttling -----------------------------------------
+    def _arm_budget(self) -> None:
+        if self._guard is None or self._ticket is None:
+            return
+        left = self._guard.login_time_left(self._ticket)
+        if left is not None:
+            self._budget = self.loop.call_later(left, self._budget_spent)
+
+    def _end_budget(self) -> None:
+        """Logged in (AUTH) or a transaction begun (MAIL): from now on only aiosmtpd's per-command timeout."""
+        if self._budget is not None:
+            self._budget.cancel()
+            self._budget = None
+
+    def _budget_spent(self) -> None:
+        self._budget = None
+        if self.transport is None or self.transport.is_closing():
+            return
+        log.info("SMTP %s %s: no AUTH or MAIL within the login time budget; closing", self._where,
+                 self.session.peer if self.session is not None else "?")
+        self._say_and_close(f"421 4.4.2 {self.hostname} Error: timeout exceeded")
+
+    def _say_and_close(self, reply: str) -> None:
+        """A last reply written outside the command loop (a timer), then the connection closed."""
+        if self._transcripts is not None:
+            self._transcripts.record(self._session_label, "S", reply.encode())
+        transport = self.transport
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(reply.encode() + b"\r\n")
+        transport.close()
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        await self._penalty()
+        return await self._throttled(await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        await self._penalty()
+        return await self._throttled(await super().auth_LOGIN(_, args))
+
+    async def _penalty(self) -> None:
+        """An address with many recent failures waits before its next password is even checked (see guard)."""
+        if self._guard is not None and self._ticket is not None:
+            wait = self._guard.auth_penalty(self._ticket)
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    async def _throttled(self, result: AuthResult) -> AuthResult:
+        """A credential check's result, held back as the guard says when it failed.
+
+        `success=False, handled=False` is the authenticator saying no (wrong password, unknown user); every
+        other failure (bad base64, "*") tested no password and is answered at once, as aiosmtpd does.
+        """
+        if result.success:
+            self._end_budget()
+            return result
+        if result.handled or self._guard is None or self._ticket is None:
+            return result
+        verdict = self._guard.auth_failed(self._ticket)
+        if verdict.delay > 0:
+            # the command loop is inside smtp_AUTH: nothing more is read from this client until we answer
+            await asyncio.sleep(verdict.delay)
+        if verdict.disconnect:
+            log.info("SMTP %s %s: %d failed AUTH attempts; closing", self._where,
+                     self.session.peer if self.session is not None else "?", self._ticket.failures)
+            await self.push("421 4.7.0 Too many failed authentication attempts; closing connection")
+            if self.transport is not None:
+                self.transport.close()
+            return AuthResult(success=False, handled=True)
+        return result
+
+    async def smtp_MAIL(self, arg: str) -> None:
+        await super().smtp_MAIL(arg)
+        if self.envelope is not None and self.envelope.mail_from is not None:
+            self._end_budget()
 
     # -- replies --------------------------------------------------------------------------------------
     def push(self, status: AnyStr) -> Coroutine[Any, Any, None]:
@@ -110,6 +228,8 @@ class LabSMTP(SMTP):
 
     # -- what the client sent --------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         if self._transcripts is not None:
             self._record_client(data)
         super().data_received(data)

@@ -1,6 +1,6 @@
 """Client emulators of the lab: a cached desktop client, a static web view, the simulated user, the outcome.
 
-Each is a real IMAP client over real sockets (aioimaplib); see the README's "Client emulators" section. Names are imported
+Each is a real IMAP client over real sockets (aioimaplib); see docs/clients.md. Names are imported
 lazily so that importing this package (e.g. from the pytest plugin) stays cheap.
 """
 

@@ -35,6 +35,7 @@ from harness.clients.cache import (
 from harness.clients.connection import ImapClientError, ImapConnection, endpoint_of
 from harness.clients.imap_parse import compress_uids, parse_untagged
 from harness.clients.preview import Preview, preview_of
+from harness.own_name import client_name
 
 log = logging.getLogger(__name__)
 
@@ -350,17 +351,8 @@ class _FolderMirror:
             conn.abort()
 
 
-def _sender_of(raw: bytes) -> str:
-    from email.utils import getaddresses
-
-    from harness.clients.preview import parse
-
-    found = getaddresses([str(v) for v in parse(raw).get_all("From", [])])
-    return found[0][1].lower() if found and found[0][1] else ""
-
-
 class DesktopClient:
-    """A cached-mode desktop mail client of one user; see the module docstring and the README's "Client emulators" section."""
+    """A cached-mode desktop mail client of one user; see the module docstring and docs/clients.md."""
 
     def __init__(self, user: str, password: str, imap: object, *, submission: object | None = None,
                  folders: Sequence[str] = ("INBOX",), cache_path: Path | str | None = None,
@@ -525,7 +517,7 @@ class DesktopClient:
 
     async def _maybe_process_recall(self, mirror: _FolderMirror, message: CachedMessage) -> None:
         from fake_servers.recall import format as recall_format
-        from harness.clients.legacy_recall import OriginalCopy, decide
+        from harness.clients.legacy_recall import OriginalCopy, decide, sender_of, vouched_for
 
         try:
             instruction = recall_format.parse_recall_instruction(message.raw)
@@ -534,7 +526,7 @@ class DesktopClient:
             return
         if instruction is None:
             return
-        if recall_format.verified_by(message.raw) != self.user.rpartition("@")[2]:
+        if not vouched_for(message.raw, self.user):
             # Only a recall that the recipient's own server vouched for (it came in through that organisation's
             # authenticated submission) is obeyed; a look-alike that came in through MX is ordinary mail.
             self._record("recall-unverified", mirror.folder, {"message_id": instruction.original_message_id,
@@ -543,7 +535,7 @@ class DesktopClient:
         conn = mirror.conn
         assert conn is not None
         original_mid = instruction.original_message_id
-        impostor = [c for c in self.cache.find(original_mid) if _sender_of(c.raw) != instruction.sender]
+        impostor = [c for c in self.cache.find(original_mid) if sender_of(c.raw) != instruction.sender]
         if impostor:  # only the original's own sender may recall it (as Outlook checks)
             self._record("recall-refused", mirror.folder, {"message_id": original_mid,
                                                            "recall_from": instruction.sender})
@@ -619,7 +611,7 @@ class DesktopClient:
         try:
             await aiosmtplib.send(msg, sender=self.user, recipients=[to], hostname=host, port=port,
                                   username=self.user, password=self.password, use_tls=False, start_tls=False,
-                                  timeout=self.timeout)
+                                  timeout=self.timeout, local_hostname=client_name(self.user))
         except (aiosmtplib.SMTPException, OSError) as exc:
             self._record("notice-error", "", str(exc))
             return

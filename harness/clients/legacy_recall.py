@@ -3,6 +3,10 @@
 Why pure: the rule is the heart of the article's table (unread and in the same folder: recalled; read: fails;
 moved by a rule: fails), so it is stated once here and tested without servers; the desktop client only
 carries it out over IMAP and SMTP.
+
+Whether to act at all is decided by the server's own readers, never by a parser of the client's: the mark of
+trust through `format.verified_by` and "who sent it" through `trust.from_address`, both built on the one header
+reader (fake_servers.smtp.headers) whose filter stripped every forged mark on the way in.
 """
 
 from __future__ import annotations
@@ -10,7 +14,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fake_servers.recall.format import RecallStatus
+from fake_servers.recall.format import RecallStatus, verified_by
+from fake_servers.recall.trust import from_address
+
+
+def vouched_for(raw: bytes, user: str) -> bool:
+    """Whether the user's own server vouched for this message (its mark, read from the bytes as received)."""
+    return verified_by(raw) == user.strip().lower().rpartition("@")[2]
+
+
+def sender_of(raw: bytes) -> str:
+    """The one From address of a message as the server reads it ("" when there is not exactly one that reads
+    one way only): a recall is obeyed only for copies whose sender is the recall's."""
+    return from_address(raw) or ""
 
 
 @dataclass(frozen=True)

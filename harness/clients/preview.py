@@ -50,5 +50,8 @@ def parse(raw: bytes) -> EmailMessage:
 def preview_of(raw: bytes) -> Preview:
     msg = parse(raw)
     subject = " ".join(str(msg.get("Subject", "")).split())
-    sender = " ".join(str(msg.get("From", "")).split())
+    try:
+        sender = " ".join(str(msg.get("From", "")).split())
+    except (IndexError, ValueError, TypeError, AttributeError):  # `From: <` crashes email's header parser
+        sender = ""
     return Preview(subject=subject, first_line=first_line(body_text(msg)), sender=sender)

@@ -67,7 +67,7 @@ def render_list(folder: str, entries: list[ListEntry]) -> str:
 
 
 class WebClient:
-    """A web mail view of one user's folder; see the module docstring and the README's "Client emulators" section."""
+    """A web mail view of one user's folder; see the module docstring and docs/clients.md."""
 
     def __init__(self, user: str, password: str, imap: object, state_dir: Path | str, *, folder: str = "INBOX",
                  name: str = "web", timeout: float = 10.0) -> None:

@@ -2,13 +2,14 @@
 
 Why a long-running command: other programs (the demo script, a real mail client, `recall-lab send`) talk to the
 lab over its sockets; they need the endpoints, printed as one JSON line with --json and written to
---endpoints-file, in the shape documented in the README's "The Lab" section.
+--endpoints-file, in the shape documented in docs/cli.md#the-endpoints-json.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import ssl
@@ -18,9 +19,10 @@ from typing import Annotated
 
 import typer
 
+from fake_servers.guard import EpisodeGate
 from harness.cli import CliError
 from harness.commands.tls import server_context
-from harness.config import ConfigError, LabConfig, default_config, load_config
+from harness.config import ConfigError, LabConfig, default_config, limits_from_dict, load_config
 from harness.lab import Lab, LabStartError
 
 
@@ -32,6 +34,26 @@ def _write_endpoints(path: Path, endpoints: dict) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         raise CliError(f"cannot write endpoints file {path}: {exc.strerror or exc}") from None
+
+
+def _quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """One log line per episode of accept() failing (EMFILE/ENFILE), not asyncio's traceback per retry.
+
+    The connection caps keep the lab's own connections below the open-files limit; this is for when something
+    else took the descriptors (a lower limit than the caps assume, another part of the process).
+    """
+    gate = EpisodeGate(quiet=10.0)
+    log = logging.getLogger("fake_servers.guard")
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        if str(context.get("message", "")).startswith("socket.accept() out of system resource"):
+            if gate.allow():
+                log.warning("cannot accept connections: %s; retrying every second (logged once per episode)",
+                            context.get("exception"))
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 def _print_table(endpoints: dict, store: str) -> None:
@@ -61,6 +83,7 @@ def _print_table(endpoints: dict, store: str) -> None:
 
 async def _serve(config: LabConfig, *, store: str, host: str, port_base: int | None, as_json: bool,
                  endpoints_file: Path | None, tls: ssl.SSLContext | None = None) -> None:
+    _quiet_accept_errors(asyncio.get_running_loop())
     lab = Lab(config, store=store, host=host, port_base=port_base, tls=tls)
     try:
         await lab.start()
@@ -105,12 +128,32 @@ def register(app: typer.Typer) -> None:
             "--tls-cert", help="PEM certificate chain: every port offers STARTTLS; submission AUTH only after it.")] = None,
         tls_key: Annotated[Path | None, typer.Option(
             "--tls-key", help="PEM private key of --tls-cert (if not in the same file).")] = None,
+        max_connections: Annotated[int | None, typer.Option(
+            "--max-connections", help="Connections in all, every listener (default: from the open-files limit).")
+        ] = None,
+        max_connections_per_ip: Annotated[int | None, typer.Option(
+            "--max-connections-per-ip", help="Connections from one client address (default: 3/4 of the total).")
+        ] = None,
+        login_timeout: Annotated[float | None, typer.Option(
+            "--login-timeout", help="Seconds from connect to login/AUTH/MAIL before hanging up (0: none; 60).")
+        ] = None,
+        auth_failure_delay: Annotated[float | None, typer.Option(
+            "--auth-failure-delay", help="Seconds before a wrong password is answered (default 2).")] = None,
+        max_auth_failures: Annotated[int | None, typer.Option(
+            "--max-auth-failures", help="Failed logins before the connection is closed (default 3).")] = None,
     ) -> None:
         """Run the lab's mail servers until Ctrl-C; print endpoints and accounts."""
         try:
             cfg = load_config(config) if config is not None else default_config()
         except ConfigError as exc:
             raise CliError(str(exc), code=2) from None
+        flags = {"max_connections": max_connections, "max_connections_per_ip": max_connections_per_ip,
+                 "login_timeout": login_timeout, "auth_failure_delay": auth_failure_delay,
+                 "max_auth_failures": max_auth_failures}
+        try:
+            cfg.limits = limits_from_dict({k: v for k, v in flags.items() if v is not None}, cfg.limits)
+        except ConfigError as exc:
+            raise CliError(f"--{str(exc).removeprefix('limits.').replace('_', '-')}", code=2) from None
         if port_base is not None and not 0 < port_base < 65536 - 10 * len(cfg.domains):
             raise CliError(f"--port-base {port_base} leaves no room for {len(cfg.domains)} domains", code=2)
         if tls_key is not None and tls_cert is None:

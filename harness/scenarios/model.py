@@ -33,7 +33,7 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 @dataclass(frozen=True)
 class Scenario:
-    """One condition, with everything a trial samples from. See the README's "Scenarios, simulated time and the matrix" section for each field."""
+    """One condition, with everything a trial samples from. See docs/scenarios.md#a-scenario-file for each field."""
 
     name: str  # slug, used on the command line (`--scenario same-org-desktop`)
     condition: str  # the row label in the table, in the article's words where it has one

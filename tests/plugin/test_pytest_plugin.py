@@ -10,7 +10,7 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-#: A test file as a user would write it in their own project (the README's example, plus an async one).
+#: A test file as a user would write it in their own project (the example in docs/plugin.md, plus an async one).
 USER_TESTS = textwrap.dedent(
     '''
     import smtplib
