@@ -2,6 +2,8 @@
 
 Why parsed into plain objects first: the session decides side effects (\\Seen for a non-PEEK body, implied
 UID for UID FETCH, MODSEQ with CHANGEDSINCE) once for the whole command before rendering any message.
+Numbers in a section (part numbers, <origin.count>) are RFC 3501 32-bit numbers: anything longer is a BAD with
+a reason, never a conversion of thousands of digits (which Python refuses with a ValueError).
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ _MACROS = {
 _BODY_ITEM = re.compile(r"(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[([^\]]*)\](?:<(\d+)(?:\.(\d+))?>)?\Z",
                         re.IGNORECASE)
 _PART = re.compile(r"\d+(\.\d+)*")
+_NUMBER = re.compile(r"[0-9]{1,10}\Z")
+_MAX_NUMBER = 0xFFFFFFFF
+
+
+def _number(text: str, what: str) -> int:
+    """An RFC 3501 number (at most 4294967295)."""
+    if not _NUMBER.match(text) or int(text) > _MAX_NUMBER:
+        raise ParseError(f"{what} must be a number up to {_MAX_NUMBER}, not {text[:20]!r}")
+    return int(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +69,7 @@ def parse_section(text: str) -> Section:
     pieces = head.split(".")
     i = 0
     while i < len(pieces) and pieces[i].isdigit():
-        n = int(pieces[i])
+        n = _number(pieces[i], "a section part number")
         if n == 0:
             raise ParseError("section part numbers start at 1")
         part.append(n)
@@ -101,8 +112,8 @@ def parse_item(text: str) -> FetchItem:
     if kind.startswith("BINARY"):
         raise ParseError("BINARY is not supported")
     section = parse_section(m.group(2))
-    origin = int(m.group(3)) if m.group(3) is not None else None
-    count = int(m.group(4)) if m.group(4) is not None else None
+    origin = _number(m.group(3), "a partial origin") if m.group(3) is not None else None
+    count = _number(m.group(4), "a partial count") if m.group(4) is not None else None
     if origin is not None and count is None:
         raise ParseError("partial fetch needs <origin.count>")
     return FetchItem("BODY[]", section, peek=kind == "BODY.PEEK", origin=origin, count=count)

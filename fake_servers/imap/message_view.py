@@ -11,11 +11,22 @@ message (tests/imap/test_message_view_dovecot.py checks that), except that sizes
 of the stored bytes (Dovecot counts LF-only lines as if they ended in CRLF).
 Values follow fake_servers/imap/values.py: None -> NIL, str -> string, bytes -> literal (used for
 header bytes that are not UTF-8), lists -> parenthesised lists.
+
+Why every cost is bounded (a message is hostile input): the tree is built within MimeLimits (mime_tree.py:
+part count, depth, indexed header fields, boundary search), the char-by-char parsers of structured values
+(addresses, Content-*) and RFC 2047 decoding read at most `max_value_bytes` per ENVELOPE, per part or per
+SEARCH call, line counts are summed child by child (each byte is counted once, however deep the nesting),
+and ENVELOPE, BODYSTRUCTURE and the search text are computed once per view and remembered (a view lives in
+the server's ViewCache, whose budget counts what a view holds: `weight`). Even bounded, the structure of a
+message of 10,000 parts takes a few hundred milliseconds of Python: `prepare` does that work in steps of a
+few milliseconds, so a server can serve other clients in between instead of stalling them.
 """
 
 from __future__ import annotations
 
 import datetime
+import sys
+from collections.abc import Callable, Generator, Iterable, Iterator
 from email.utils import parsedate_to_datetime
 
 from fake_servers.imap.mime_rfc822 import (
@@ -27,13 +38,25 @@ from fake_servers.imap.mime_rfc822 import (
     parse_token_value,
 )
 from fake_servers.imap.mime_text import decode_body, decode_words, unfold
-from fake_servers.imap.mime_tree import HeaderField, Part, header_fields, parse_message
+from fake_servers.imap.mime_tree import (
+    DEFAULT_LIMITS,
+    STEP_WORK,
+    HeaderField,
+    MimeLimits,
+    Part,
+    find_steps,
+    header_fields_steps,
+    parse_steps,
+    run_steps,
+)
+from fake_servers.imap.serialise import serialise
 from fake_servers.imap.values import ImapValue
 
 __all__ = ["MessageView"]
 
 _ENVELOPE_STRINGS = ("date", "subject", "in-reply-to", "message-id")
 _ENVELOPE_ADDRESSES = ("from", "sender", "reply-to", "to", "cc", "bcc")
+_STRUCTURE_KEYS = {True: "bodystructure_bytes", False: "body_bytes"}
 
 
 def _out(text: str) -> str | bytes:
@@ -77,59 +100,171 @@ class _PartData:
         self.location: str | None = None
 
 
+#: What one Part / HeaderField costs in memory, roughly (for ViewCache's budget).
+_PART_BYTES = 600
+_FIELD_BYTES = 200
+_CHARS_PER_UNIT = 128  # header characters rendered per unit of work (STEP_WORK units make one step)
+_TEXT_BYTES_PER_UNIT = 64 << 10  # body bytes decoded per unit of work
+
+#: What prepare() can make ready ahead: FETCH items, "TREE" (what part sections need) and "TEXT" (SEARCH
+#: BODY and TEXT: the decoded text of the message).
+PREPARABLE = frozenset({"TREE", "BODYSTRUCTURE", "BODY", "ENVELOPE", "TEXT"})
+
+
 class MessageView:
-    """Read-only IMAP views of one raw message. Cheap to create; everything is computed on first use."""
+    """Read-only IMAP views of one raw message. Cheap to create; everything is computed on first use.
 
-    __slots__ = ("raw", "_tree", "_top", "_top_fields", "_data_cache")
+    Every method answers in one go. For a message whose structure is big (up to MimeLimits), `prepare`
+    does the same work in steps, so a server can let other clients in between; afterwards the answers
+    are ready and cheap.
+    """
 
-    def __init__(self, raw: bytes) -> None:
+    __slots__ = ("raw", "limits", "_tree", "_top", "_top_fields", "_top_fields_end", "_data_cache", "_memo",
+                 "_parts", "_fields_seen", "_on_grow", "_weighed")
+
+    def __init__(self, raw: bytes, limits: MimeLimits = DEFAULT_LIMITS,
+                 on_grow: Callable[[int], None] | None = None) -> None:
+        """`on_grow(delta)` is told each time the view's weight changes (a cache keeps its budget with it)."""
         self.raw = bytes(raw)
+        self.limits = limits
+        self._on_grow = on_grow
         self._tree: Part | None = None
         self._top: tuple[int, int] | None = None
         self._top_fields: list[HeaderField] | None = None
+        self._top_fields_end = 0
         self._data_cache: dict[int, _PartData] = {}
+        self._memo: dict[str, ImapValue] = {}  # remembered answers (bytes, str or values)
+        self._parts = 0
+        self._fields_seen = 0
+        self._weighed = self.weight
+
+    def _grew(self) -> None:
+        weight = self.weight
+        if weight != self._weighed:
+            delta, self._weighed = weight - self._weighed, weight
+            if self._on_grow is not None:
+                self._on_grow(delta)
+
+    @property
+    def weight(self) -> int:
+        """Roughly how many bytes this view keeps alive (the raw message, the tree, remembered answers)."""
+        memo = sum(sys.getsizeof(v) for v in self._memo.values() if isinstance(v, bytes | str))
+        return len(self.raw) + memo + self._fields_seen * _FIELD_BYTES + self._parts * _PART_BYTES
+
+    @property
+    def exceeded(self) -> str | None:
+        """Which MimeLimits the message's structure exceeded (it is rendered truncated), or None."""
+        return self.tree.exceeded
+
+    def prepare(self, items: Iterable[str] = ("TREE",)) -> Iterator[None]:
+        """Compute what `items` (names from PREPARABLE; others are ignored) will need, yielding after each
+        bounded step (a few ms: STEP_WORK parts). A server drives it between other clients' work, e.g.
+        `for _ in view.prepare(["BODYSTRUCTURE"]): yield`; then `bodystructure_bytes()` answers at once."""
+        wanted = set(items)
+        if wanted & {"TREE", "BODYSTRUCTURE", "BODY"} and self._tree is None:
+            tree = yield from parse_steps(self.raw, self.limits)
+            if self._tree is None:
+                self._set_tree(tree)
+        for extended, name in ((True, "BODYSTRUCTURE"), (False, "BODY")):
+            key = _STRUCTURE_KEYS[extended]
+            if name in wanted and key not in self._memo:
+                out = bytearray()
+                yield from self._write_structure(extended, out)
+                self._memo[key] = bytes(out)
+                self._grew()
+        if "ENVELOPE" in wanted:
+            yield from self._fields_steps()
+            self.envelope_bytes()
+        if "TEXT" in wanted and "text" not in self._memo:
+            yield from self._text_steps()
 
     # --- lazy structure -----------------------------------------------------------------------------
     def _top_header(self) -> tuple[int, int]:
         """(end of header bytes, start of body) of the whole message, without building the tree."""
         if self._top is None:
-            raw = self.raw
-            if raw.startswith(b"\n"):
-                self._top = (0, 1)
-            elif raw.startswith(b"\r\n"):
-                self._top = (0, 2)
-            else:
-                a = raw.find(b"\n\n")
-                b = raw.find(b"\n\r\n")
-                if a < 0 and b < 0:
-                    self._top = (len(raw), len(raw))
-                elif b < 0 or (0 <= a < b):
-                    self._top = (a + 1, a + 2)
-                else:
-                    self._top = (b + 1, b + 3)
+            run_steps(self._top_steps())
+        assert self._top is not None
         return self._top
 
+    def _top_steps(self) -> Generator[None, None, None]:
+        if self._top is not None:
+            return
+        raw = self.raw
+        if raw.startswith(b"\n"):
+            top = (0, 1)
+        elif raw.startswith(b"\r\n"):
+            top = (0, 2)
+        else:
+            b = yield from find_steps(raw, b"\n\r\n", 0, len(raw))
+            a = yield from find_steps(raw, b"\n\n", 0, b + 2 if b >= 0 else len(raw))  # only before that one
+            if a < 0 and b < 0:
+                top = (len(raw), len(raw))
+            elif b < 0 or (0 <= a < b):
+                top = (a + 1, a + 2)
+            else:
+                top = (b + 1, b + 3)
+        self._top = top
+
     def _fields(self) -> list[HeaderField]:
+        """The top header's indexed fields: the same as the tree's root has (the root is the first header the
+        tree indexes, with the whole budget), without building the tree."""
         if self._top_fields is None:
-            end, _ = self._top_header()
-            self._top_fields = header_fields(self.raw, 0, end)
+            run_steps(self._fields_steps())
+        assert self._top_fields is not None
         return self._top_fields
+
+    def _fields_steps(self) -> Generator[None, None, None]:
+        if self._top_fields is not None:
+            return
+        yield from self._top_steps()
+        end, _ = self._top_header()
+        lim = self.limits
+        fields, stop = yield from header_fields_steps(self.raw, 0, end, lim.max_header_fields, lim.max_header_bytes)
+        if self._top_fields is None:  # (the tree may have been built meanwhile: it sets them too)
+            self._top_fields, self._top_fields_end = fields, stop
+            self._fields_seen += len(fields)
+            self._grew()
 
     @property
     def tree(self) -> Part:
         if self._tree is None:
-            self._tree = parse_message(self.raw)
+            self._set_tree(run_steps(parse_steps(self.raw, self.limits)))
+        assert self._tree is not None
         return self._tree
 
+    def _set_tree(self, root: Part) -> None:
+        """Keep the tree, counting its parts and indexed fields for `weight`."""
+        parts = fields = 0
+        todo = [root]
+        while todo:
+            p = todo.pop()
+            parts += 1
+            fields += len(p.fields or ())
+            todo.extend(p.children)
+        self._parts = parts
+        self._fields_seen = fields
+        self._tree = root
+        self._top_fields, self._top_fields_end = root.fields or [], root.fields_end  # the same fields: one list
+        self._grew()
+
     def _part_fields(self, part: Part) -> list[HeaderField]:
-        if part.fields is None:
-            part.fields = header_fields(self.raw, part.start, part.header_end)
+        if part.fields is None:  # only the empty message of a cut-short message/rfc822 part
+            part.fields = []
+            part.fields_end = part.start
         return part.fields
 
-    def _value(self, f: HeaderField) -> str:
-        """A field's full value as Dovecot reads it: leading blanks skipped, line ends kept."""
+    def _structured(self, f: HeaderField, budget: list[int]) -> str:
+        """A structured value (addresses, Content-Type...) for the char-by-char parsers: at most what is left
+        of `budget` (bytes, shared by the values of one ENVELOPE or one part), which it spends."""
+        size = min(f.end - f.value_start, budget[0])
+        budget[0] -= size
+        return self._value(f, f.value_start + size)
+
+    def _value(self, f: HeaderField, end: int | None = None) -> str:
+        """A field's full value (or up to `end`) as Dovecot reads it: leading blanks skipped, line ends kept."""
         raw = self.raw
-        start, end = f.value_start, f.end
+        start = f.value_start
+        end = f.end if end is None else end
         if end > start and raw[end - 1] == 10:
             end -= 1
             if end > start and raw[end - 1] == 13:
@@ -145,18 +280,30 @@ class MessageView:
 
     # --- ENVELOPE -----------------------------------------------------------------------------------
     def envelope(self) -> ImapValue:
-        """RFC 3501 ENVELOPE of the whole message."""
-        return self._envelope_of(self._fields())
+        """RFC 3501 ENVELOPE of the whole message (computed once)."""
+        env = self._memo.get("envelope")
+        if env is None:
+            env = self._memo["envelope"] = self._envelope_of(self._fields())
+        return env  # type: ignore[return-value]
+
+    def envelope_bytes(self) -> bytes:
+        """ENVELOPE as it goes on the wire, serialised once."""
+        data = self._memo.get("envelope_bytes")
+        if data is None:
+            data = self._memo["envelope_bytes"] = serialise(self.envelope())
+            self._grew()
+        return data  # type: ignore[return-value]
 
     def _envelope_of(self, fields: list[HeaderField]) -> list[ImapValue]:
         strings: dict[str, str] = {}
         addrs: dict[str, list[Address]] = {}
+        budget = [self.limits.max_value_bytes]  # address text parsed for this envelope, all fields together
         for f in fields:
             name = f.name
             if name in _ENVELOPE_STRINGS:
                 strings[name] = self._value(f)
-            elif name in _ENVELOPE_ADDRESSES:
-                found = parse_addresses(self._value(f))
+            elif name in _ENVELOPE_ADDRESSES and budget[0] > 0:
+                found = parse_addresses(self._structured(f, budget))
                 if found:
                     addrs.setdefault(name, []).extend(found)
 
@@ -191,6 +338,7 @@ class MessageView:
         if d is not None:
             return d
         d = _PartData()
+        budget = [self.limits.max_value_bytes]  # structured Content-* text parsed for this part
         if part.mime:
             for f in self._part_fields(part):
                 name = f.name
@@ -198,12 +346,12 @@ class MessageView:
                     continue
                 sub = name[8:]
                 if sub == "type" and d.type is None:
-                    ct = parse_content_type(self._value(f))
+                    ct = parse_content_type(self._structured(f, budget))
                     d.type = ct.type
                     d.subtype = ct.subtype if ct.subtype is not None else ""
                     d.params = ct.params
                 elif sub == "transfer-encoding" and d.encoding is None:
-                    d.encoding = parse_token_value(self._value(f))
+                    d.encoding = parse_token_value(self._structured(f, budget))
                 elif sub == "id" and d.id is None:
                     d.id = self._value(f)
                 elif sub == "description" and d.description is None:
@@ -213,9 +361,9 @@ class MessageView:
                 elif sub == "location" and d.location is None:
                     d.location = self._value(f)
                 elif sub == "language" and d.language is None:
-                    d.language = parse_languages(self._value(f))
+                    d.language = parse_languages(self._structured(f, budget))
                 elif sub == "disposition" and d.disposition_params is None:
-                    disp, params = parse_disposition(self._value(f))
+                    disp, params = parse_disposition(self._structured(f, budget))
                     d.disposition = disp
                     d.disposition_params = params or None
         self._data_cache[key] = d
@@ -244,47 +392,101 @@ class MessageView:
         loc: ImapValue = None if d.location is None else _nolf(d.location)
         return [disp, lang, loc]
 
+    def bodystructure_bytes(self, extended: bool = True) -> bytes:
+        """BODYSTRUCTURE (extended) or BODY as it goes on the wire: the bytes serialise() writes for
+        bodystructure(), built part by part and remembered (the value model of 10,000 parts would weigh ten
+        times more than its bytes)."""
+        key = _STRUCTURE_KEYS[extended]
+        data = self._memo.get(key)
+        if not isinstance(data, bytes):
+            out = bytearray()
+            run_steps(self._write_structure(extended, out))
+            data = self._memo[key] = bytes(out)
+            self._grew()
+        return data
+
     def bodystructure(self, extended: bool = True) -> ImapValue:
-        """RFC 3501 BODYSTRUCTURE (extended) or BODY (extended=False) of the whole message."""
+        """RFC 3501 BODYSTRUCTURE (extended) or BODY (extended=False) of the whole message, as a value."""
         root = self.tree
-        if root.kind == "leaf" and self._plain_7bit(self._data(root)):
+        plain = self._plain_root(root, extended)
+        return plain if plain is not None else self._structure(root, extended)
+
+    def _plain_root(self, root: Part, extended: bool) -> list[ImapValue] | None:
+        if root.kind == "leaf" and not root.truncated and self._plain_7bit(self._data(root)):
             # Dovecot recognises a plain us-ascii 7bit message and answers its canonical form
             # (lowercase "7bit" and charset whatever case the header used)
             out: list[ImapValue] = ["text", "plain", ["charset", "us-ascii"], None, None, "7bit",
-                                    root.end - root.body_start,
-                                    self.raw.count(b"\n", root.body_start, root.end)]
+                                    root.end - root.body_start, self._lines(root)]
             return out + [None, None, None, None] if extended else out
-        return self._structure(root, extended)
+        return None
 
-    @staticmethod
-    def _plain_7bit(d: _PartData) -> bool:
-        if d.type is not None and (d.type.lower() != "text" or (d.subtype or "").lower() != "plain"):
-            return False
-        if len(d.params) > 1 or (d.params and (d.params[0][0].lower() != "charset"
-                                               or d.params[0][1].lower() != "us-ascii")):
-            return False
-        if d.encoding is not None and d.encoding.lower() != "7bit":
-            return False
-        return (d.id is None and d.description is None and d.md5 is None and d.disposition is None
-                and d.language is None and d.location is None)
+    def _write_structure(self, extended: bool, out: bytearray) -> Generator[None, None, None]:
+        """Serialise the structure into `out` part by part, yielding every STEP_WORK parts: the same bytes as
+        serialise(bodystructure()), since a list is written as "(" items joined by " " ")"."""
+        root = self.tree
+        plain = self._plain_root(root, extended)
+        if plain is not None:
+            out += serialise(plain)
+            return
+        done = 0
+        # depth-first, without recursion: (the part's items after its children, children still to write)
+        todo: list[tuple[list[ImapValue], Iterator[Part]]] = []
+        part: Part | None = root
+        while True:
+            if part is not None:
+                before, children, after = self._shape(part, extended)
+                # a unit per part, more for a big header (its Content-* values, or a message's envelope)
+                done += 1 + min(part.fields_end - part.start, self.limits.max_value_bytes) // _CHARS_PER_UNIT
+                if done >= STEP_WORK:
+                    done = 0
+                    yield
+                if not children:
+                    out += serialise(before + after)
+                    part = None
+                else:
+                    out += b"("
+                    for item in before:
+                        out += serialise(item)
+                        out += b" "
+                    todo.append((after, iter(children)))
+                    part = None
+            if not todo:
+                return
+            after, rest = todo[-1]
+            nxt = next(rest, None)
+            if nxt is not None:
+                if out[-1:] != b"(" and out[-1:] != b" ":
+                    out += b" "
+                part = nxt
+                continue
+            todo.pop()
+            for item in after:
+                out += b" "
+                out += serialise(item)
+            out += b")"
 
-    def _structure(self, part: Part, extended: bool) -> list[ImapValue]:
-        raw = self.raw
+    def _shape(self, part: Part, extended: bool) -> tuple[list[ImapValue], list[Part], list[ImapValue]]:
+        """One part's BODYSTRUCTURE list, split around its children: (items before them, the child parts,
+        items after them). A leaf has no children; a multipart's children come first; a message/rfc822 part
+        has its envelope before and its line count after the encapsulated message."""
         d = self._data(part)
         if part.kind == "multipart":
-            out: list[ImapValue] = [self._structure(c, extended) for c in part.children]
-            if not out:
+            before: list[ImapValue] = []
+            if not part.children:
                 empty: list[ImapValue] = ["text", "plain", ["charset", "us-ascii"], None, None, "7bit", 0, 0]
                 if extended:
                     empty += [None, None, None, None]
-                out.append(empty)
-            out.append(_out(d.subtype or ""))
+                before.append(empty)
+            after: list[ImapValue] = [_out(d.subtype or "")]
             if extended:
-                out.append(self._params(d.params, False))
-                out += self._ext_common(d)
-            return out
+                after.append(self._params(d.params, False))
+                after += self._ext_common(d)
+            return before, part.children, after
         if part.kind == "message":
-            out = ["message", "rfc822"]
+            out: list[ImapValue] = ["message", "rfc822"]
+            text = False
+        elif self._opaque(part, d):
+            out = ["application", "octet-stream"]
             text = False
         elif d.type is None:
             out = ["text", "plain"]
@@ -297,17 +499,64 @@ class MessageView:
         out.append(None if d.description is None else _nolf(d.description))
         out.append(_out(d.encoding) if d.encoding is not None else "7bit")
         out.append(part.end - part.body_start)
+        tail: list[ImapValue] = []
+        children: list[Part] = []
         if text:
-            out.append(raw.count(b"\n", part.body_start, part.end))
+            out.append(self._lines(part))
         elif part.kind == "message":
             child = part.children[0]
             out.append(self._envelope_of(self._part_fields(child)))
-            out.append(self._structure(child, extended))
-            out.append(raw.count(b"\n", part.body_start, part.end))
+            children = [child]
+            tail.append(self._lines(part))
         if extended:
-            out.append(None if d.md5 is None else _nolf(d.md5))
-            out += self._ext_common(d)
-        return out
+            tail.append(None if d.md5 is None else _nolf(d.md5))
+            tail += self._ext_common(d)
+        if not children:
+            return out + tail, children, []
+        return out, children, tail
+
+    @staticmethod
+    def _opaque(part: Part, d: _PartData) -> bool:
+        """A leaf whose type says it has structure that was not parsed: a multipart or message/rfc822 part a
+        limit kept us from entering, a "multipart" without a subtype, a digest entry past the limits. Dovecot
+        reports such a "truncated" part as application/octet-stream (keeping its parameters), not as what its
+        header says, since a client would look inside it for parts that are not there."""
+        if part.truncated:
+            return True
+        if d.type is None:
+            return part.in_digest
+        kind = d.type.lower()
+        return kind == "multipart" or (kind == "message" and (d.subtype or "").lower() == "rfc822")
+
+    def _structure(self, part: Part, extended: bool) -> list[ImapValue]:
+        """The value model of one part (recursive: nesting is bounded by MimeLimits.max_depth)."""
+        before, children, after = self._shape(part, extended)
+        return before + [self._structure(c, extended) for c in children] + after
+
+    def _lines(self, part: Part) -> int:
+        """LF count of the part's body: the children's counts plus the bytes between them, so each byte of
+        the message is counted once however deeply parts nest (and remembered on the part)."""
+        if part.lines < 0:
+            raw = self.raw
+            pos = part.body_start
+            total = 0
+            for child in part.children:
+                total += raw.count(b"\n", pos, child.body_start) + self._lines(child)
+                pos = max(pos, child.end)
+            part.lines = total + raw.count(b"\n", pos, part.end)
+        return part.lines
+
+    @staticmethod
+    def _plain_7bit(d: _PartData) -> bool:
+        if d.type is not None and (d.type.lower() != "text" or (d.subtype or "").lower() != "plain"):
+            return False
+        if len(d.params) > 1 or (d.params and (d.params[0][0].lower() != "charset"
+                                               or d.params[0][1].lower() != "us-ascii")):
+            return False
+        if d.encoding is not None and d.encoding.lower() != "7bit":
+            return False
+        return (d.id is None and d.description is None and d.md5 is None and d.disposition is None
+                and d.language is None and d.location is None)
 
     # --- BODY[section] ------------------------------------------------------------------------------
     def _find(self, path: tuple[int, ...]) -> Part | None:
@@ -351,7 +600,8 @@ class MessageView:
                 return raw[body:]
             if kind == "HEADER":
                 return raw[:body]
-            return self._fields_section(self._fields(), raw[end:body], kind, fields)
+            hdr = self._fields()
+            return self._fields_section(hdr, raw[self._top_fields_end:end], raw[end:body], kind, fields)
         p = self._find(part)
         if p is None:
             return b""
@@ -371,14 +621,15 @@ class MessageView:
             return b"\r\n"
         # an attached message's header without its empty line gets no CRLF added (as in Dovecot)
         terminator = b"\r\n" if m.header_end < m.body_start else b""
-        return self._fields_section(self._part_fields(m), raw[m.header_end:m.body_start], kind, fields,
-                                    terminator)
+        return self._fields_section(self._part_fields(m), raw[m.fields_end:m.header_end],
+                                    raw[m.header_end:m.body_start], kind, fields, terminator)
 
-    def _fields_section(self, hdr: list[HeaderField], blank: bytes, kind: str, names: tuple[str, ...],
-                        terminator: bytes = b"\r\n") -> bytes:
+    def _fields_section(self, hdr: list[HeaderField], rest: bytes, blank: bytes, kind: str,
+                        names: tuple[str, ...], terminator: bytes = b"\r\n") -> bytes:
         """Matching (or non-matching) field lines exactly as stored, then the empty line. Like Dovecot,
         HEADER.FIELDS always ends with CRLF; HEADER.FIELDS.NOT passes on the header's own empty line
-        (none if the header had none)."""
+        (none if the header had none). `rest`: header bytes past the indexing budget, opaque: never a
+        match, so HEADER.FIELDS.NOT passes them on as they are."""
         wanted = {n.lower() for n in names}
         if kind == "HEADER.FIELDS":
             keep = [f for f in hdr if f.name in wanted]
@@ -388,6 +639,8 @@ class MessageView:
             return b""
         raw = self.raw
         out = b"".join(raw[f.start:f.end] for f in keep)
+        if kind == "HEADER.FIELDS.NOT":
+            out += rest
         if out and not out.endswith(b"\n"):
             out += b"\r\n"
         if kind == "HEADER.FIELDS.NOT":
@@ -395,48 +648,71 @@ class MessageView:
         return out + terminator
 
     # --- SEARCH helpers -----------------------------------------------------------------------------
+    # RFC 2047 decoding is Python work per encoded word: one call decodes at most max_value_bytes of
+    # encoded-word text; values past that are compared as written (unfolded), which still finds plain text.
     def header_values(self, name: str) -> list[str]:
         """Decoded values of every `name` field of the top header, in order."""
         lname = name.lower()
-        raw = self.raw
-        return [decode_words(unfold(raw[f.value_start:f.end])) for f in self._fields() if f.name == lname]
+        budget = [self.limits.max_value_bytes]
+        return [self._decoded(f, budget) for f in self._fields() if f.name == lname]
+
+    def _decoded(self, f: HeaderField, budget: list[int]) -> str:
+        text = unfold(self.raw[f.value_start:min(f.end, f.value_start + self.limits.max_value_bytes)])
+        if budget[0] <= 0 or "=?" not in text:
+            return text
+        budget[0] -= len(text)
+        return decode_words(text)
 
     def header_text(self) -> str:
         """The whole top header, decoded, one field per line."""
         raw = self.raw
+        budget = [self.limits.max_value_bytes]
         lines = []
         for f in self._fields():
             lines.append(f"{raw[f.start:f.value_start].decode('utf-8', 'replace').rstrip(':')}: "
-                         f"{decode_words(unfold(raw[f.value_start:f.end]))}")
+                         f"{self._decoded(f, budget)}")
         return "\n".join(lines)
 
     def body_text(self) -> str:
-        """Decoded text of every text/* part (nested messages included), joined by newlines."""
-        chunks: list[str] = []
-        self._collect_text(self.tree, chunks)
-        return "\n".join(chunks)
+        """Decoded text of every text/* part (nested messages included), joined by newlines (computed once:
+        prepare(["TEXT"]) does it in steps)."""
+        text = self._memo.get("text")
+        if not isinstance(text, str):
+            text = run_steps(self._text_steps())
+        return text
 
-    def _collect_text(self, part: Part, chunks: list[str]) -> None:
-        if part.kind == "multipart":
-            for c in part.children:
-                self._collect_text(c, chunks)
-            return
-        if part.kind == "message":
-            for c in part.children:
-                self._collect_text(c, chunks)
-            return
-        d = self._data(part)
-        if d.type is not None and d.type.lower() != "text":
-            return
-        charset = next((v for k, v in d.params if k.lower() == "charset"), None)
-        chunks.append(decode_body(self.raw[part.body_start:part.end], d.encoding, charset))
+    def _text_steps(self) -> Generator[None, None, str]:
+        if self._tree is None:
+            self._set_tree((yield from parse_steps(self.raw, self.limits)))
+        chunks: list[str] = []
+        done = 0
+        todo = [self.tree]
+        while todo:
+            part = todo.pop()
+            if part.kind in ("multipart", "message"):
+                todo.extend(reversed(part.children))
+                continue
+            d = self._data(part)
+            if (d.type is not None and d.type.lower() != "text") or self._opaque(part, d):
+                continue
+            charset = next((v for k, v in d.params if k.lower() == "charset"), None)
+            chunks.append(decode_body(self.raw[part.body_start:part.end], d.encoding, charset))
+            done += 1 + (part.end - part.body_start) // _TEXT_BYTES_PER_UNIT
+            if done >= STEP_WORK:
+                done = 0
+                yield
+        text = "\n".join(chunks)
+        self._memo["text"] = text
+        self._grew()
+        return text
 
     def sent_date(self) -> datetime.date | None:
         """The Date: header's calendar date in its own timezone (SENTBEFORE/SENTON/SENTSINCE)."""
         values = [f for f in self._fields() if f.name == "date"]
         if not values:
             return None
-        text = unfold(self.raw[values[-1].value_start:values[-1].end])
+        f = values[-1]
+        text = unfold(self.raw[f.value_start:min(f.end, f.value_start + self.limits.max_value_bytes)])
         try:
             return parsedate_to_datetime(text).date()
         except (TypeError, ValueError, IndexError, OverflowError):

@@ -27,18 +27,9 @@ from fake_servers.recall import format as recall_format
 from harness.clients.desktop import DesktopClient
 
 from .conftest import Served, fetch_all, message_ids
+from .test_journey_clients import LEGACY_LAB
 from .test_journey_cloud import send
 
-LEGACY_LAB = """\
-[domains."corp.example"]
-role = "organisation"
-users = ["alice", "bob", "carol"]
-[domains."corp.example".policies]
-recall_mode = "legacy"
-[domains."mail.example"]
-role = "external"
-users = ["dave", "erin"]
-"""
 
 
 # --- a plain-socket SMTP and IMAP client, as outside tools speak ---------------------------------------------
