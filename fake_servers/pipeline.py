@@ -26,7 +26,7 @@ from email.parser import BytesParser
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from fake_servers.accounts import Accounts
-from fake_servers.smtp.headers import as_bytes_checked
+from fake_servers.smtp.headers import HeaderBlock, as_bytes_checked
 from fake_servers.store.base import MailStore, MessageRecord
 
 log = logging.getLogger(__name__)
@@ -102,8 +102,10 @@ class Delivery:
 
     @property
     def message_id(self) -> str | None:
-        value = self.message.get("Message-ID")
-        return str(value).strip() if value is not None else None
+        """The Message-ID field as the one header reader reads it: no parse of the whole message (policies ask
+        this of every held delivery on every recall)."""
+        values = HeaderBlock(self.raw).values("Message-ID")
+        return values[0].strip() if values else None
 
     def to_record(self) -> dict[str, Any]:
         """The JSON-able envelope (everything but `raw`), as the spool writes it."""

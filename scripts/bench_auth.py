@@ -19,7 +19,7 @@ server makes an address that keeps failing wait longer, on every protocol.
 
     python scripts/bench_auth.py [--seconds 5] [--json] [--serve-arg=--auth-failure-delay=0.5 ...]
 
-Targets (issue 8, item 5): wrong logins/s on one connection of the order of 1/auth_failure_delay (Dovecot: 2 s
+Targets: wrong logins/s on one connection of the order of 1/auth_failure_delay (Dovecot: 2 s
 per failure), the right password accepted at once afterwards.
 """
 

@@ -10,7 +10,7 @@ What it measures, in one run:
   3. scaling with concurrent recipients: the same matrix at a fixed size with 1, 2, 4, 8 recipients per
      scenario and mode, in one process and in two.
 
-Target (issue 5): 1,000 trials in under 20 s on a 2-core machine.
+Target: 1,000 trials in under 20 s on a 2-core machine.
 
     python scripts/bench_matrix.py                 # the default sizes (a couple of minutes)
     python scripts/bench_matrix.py --quick         # smaller sizes, for a smoke run
@@ -59,7 +59,8 @@ async def _bare_recalls(count: int, parallel: int) -> float:
                 msg["Message-ID"] = f"<bare.{sender}.{i}@corp.example>"
                 msg.set_content("figures\n")
                 await aiosmtplib.send(msg, hostname=ep.host, port=ep.port, username=user,
-                                      password=f"{sender}-password", start_tls=False)
+                                      password=f"{sender}-password", start_tls=False,
+                                      local_hostname="corp.example")
                 handle = await agent.recall(msg["Message-ID"])
                 await handle.report(timeout=10)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""How much one hostile message costs the server, as outside clients see it (issue 8, item 3).
+"""How much one hostile message costs the server, as outside clients see it.
 
 For each message of tests/imap/hostile_mime.py (by default the full-size ones: about 10 MB each, the 1.4 M
 empty parts of the issue first), a fresh `recall-lab serve --store maildir:DIR` runs in its own process with

@@ -87,7 +87,8 @@ async def size_part(sizes: list[int], recalls: int, seed: int) -> list[dict]:
                     queue.put_nowait(time.perf_counter())
 
             sub = lab.submission("corp.example")
-            smtp = aiosmtplib.SMTP(hostname=sub.host, port=sub.port, start_tls=False)
+            smtp = aiosmtplib.SMTP(hostname=sub.host, port=sub.port, start_tls=False,
+                                   local_hostname="corp.example")
             await smtp.connect()
             await smtp.login(ALICE, lab.password(ALICE))
             store.subscribe(on_event)
@@ -171,7 +172,8 @@ async def e2e_part(recalls: int, warmup: int) -> dict | None:
 
         store.subscribe(on_event)
         idler = asyncio.create_task(idle_loop())
-        smtp = aiosmtplib.SMTP(hostname=sub.host, port=sub.port, start_tls=False)
+        smtp = aiosmtplib.SMTP(hostname=sub.host, port=sub.port, start_tls=False,
+                               local_hostname="corp.example")
         await smtp.connect()
         await smtp.login(ALICE, lab.password(ALICE))
 

@@ -6,8 +6,11 @@ A mixin of ImapSession (session.py): the methods use the session's state, output
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
+from ..mime_limits import check_steps
 from ..recall.format import strip_verified
 from ..store.base import SEPARATOR, MailboxExists, MailboxInfo, NoSuchMailbox
 from .errors import CommandFailed, ParseError
@@ -351,7 +354,7 @@ class MailboxCommands:
         self.ok(tag, "Status completed.")
 
     # -- APPEND -----------------------------------------------------------------------------------------------
-    def cmd_append(self, tag: str, lx: Lexer) -> None:
+    def cmd_append(self, tag: str, lx: Lexer) -> Iterator[None]:
         lx.sp()
         name = lx.mailbox()
         lx.sp()
@@ -367,7 +370,18 @@ class MailboxCommands:
             raise ParseError("APPEND wants the message as a literal")
         raw = lx.literal()
         lx.end()
-        flags = [f for f in flags if f not in ("\\Recent", "\\*")]
+        return self._append_steps(tag, name, [f for f in flags if f not in ("\\Recent", "\\*")], when, raw)
+
+    def _append_steps(self, tag: str, name: str, flags: list[str], when: datetime | None,
+                      raw: bytes) -> Iterator[None]:
+        """The structure SMTP refuses at DATA, APPEND refuses too (NO [LIMIT]), checked in bounded steps so a
+        50 MB literal does not hold the loop. Line length is not checked here: clients APPEND drafts and old
+        mail whose lines are longer than RFC 5322 allows, and Dovecot stores them."""
+        limits = replace(self.cache.limits, max_line_length=max(len(raw), 1))
+        violation = yield from check_steps(raw, limits)
+        if violation is not None:
+            self._write(f"{tag} {violation.imap_reply}\r\n".encode())
+            return
         try:
             info = self.store.mailbox(self.user, name)
         except NoSuchMailbox:

@@ -30,7 +30,6 @@ from .mailbox_commands import missing_uids
 from .search import Msg, internal_date_text, parse_search
 from .selected import MODSEQ_SHIFT, SelectedMailbox
 from .seqset import SequenceSet, compress
-from .serialise import serialise
 from .sort import parse_criteria
 
 log = logging.getLogger("fake_servers.imap")
@@ -189,6 +188,7 @@ class MessageCommands:
             positions = range(len(sel.uids))
         uids, records, recent, gone = sel.uids, sel.records, sel.recent, sel.gone
         pred = prog.pred
+        needs_text = prog.needs_text
         out = []
         for i in positions:
             u = uids[i]
@@ -196,6 +196,8 @@ class MessageCommands:
                 continue
             msg = Msg(i + 1, u, records[u], u in recent, lambda u=u: self._view(sel, u))
             try:
+                if needs_text:  # decode a big message's text in bounded steps, other clients in between
+                    yield from self._view(sel, u).prepare(("TEXT",))
                 if pred(msg):
                     out.append(msg)
             except NoSuchMessage:
@@ -281,6 +283,11 @@ class MessageCommands:
         needs_view = any(i.name in _VIEW_ITEMS or i.section is not None and not _whole_message(i) for i in items)
         needs_content = needs_raw or needs_view
         render = [self._renderer(sel, item) for item in items]
+        # What the view can make ready in bounded steps (a message of 10,000 parts takes a few hundred ms to
+        # parse whole): the structures asked for, and the part tree when a section names a part.
+        prep = [i.name for i in items if i.name in ("BODYSTRUCTURE", "BODY", "ENVELOPE") and i.section is None]
+        if any(i.section is not None and not _whole_message(i) for i in items):
+            prep.append("TREE")
         read_raw = self.store.fetch_raw
         user = self.user
         missing = False
@@ -306,6 +313,8 @@ class MessageCommands:
                 except NoSuchMessage:
                     missing = True
                     continue
+                if view is not None and prep:
+                    yield from view.prepare(prep)
                 parts = [r(u, rec, raw, view) for r in render]
                 out = self._out
                 sel.flush_keywords(out)  # a keyword these parts show is announced first (RFC 3501 7.2.6)
@@ -410,11 +419,11 @@ class MessageCommands:
         if name == "INTERNALDATE":
             return lambda u, rec, raw, view: b'INTERNALDATE "%s"' % internal_date_text(rec.internaldate).encode()
         if name == "ENVELOPE":
-            return lambda u, rec, raw, view: b"ENVELOPE " + serialise(view.envelope())
+            return lambda u, rec, raw, view: b"ENVELOPE " + view.envelope_bytes()
         if name == "BODYSTRUCTURE":
-            return lambda u, rec, raw, view: b"BODYSTRUCTURE " + serialise(view.bodystructure(True))
+            return lambda u, rec, raw, view: b"BODYSTRUCTURE " + view.bodystructure_bytes(True)
         if name == "BODY":
-            return lambda u, rec, raw, view: b"BODY " + serialise(view.bodystructure(False))
+            return lambda u, rec, raw, view: b"BODY " + view.bodystructure_bytes(False)
         if name == "RFC822":
             return lambda u, rec, raw, view: _Deferred(b"RFC822", lambda: raw)
         if name == "RFC822.HEADER":

@@ -57,6 +57,7 @@ class SearchProgram:
     uses_modseq: bool = False
     message_id: str | None = None  # set when a top-level key is HEADER MESSAGE-ID <x> (index lookup)
     uid_sets: tuple[SequenceSet, ...] = ()  # top-level UID keys (to narrow candidates cheaply)
+    needs_text: bool = False  # a BODY or TEXT key: each message's decoded text is made (in steps) first
 
 
 def parse_date(text: str) -> date:
@@ -78,6 +79,7 @@ class _Parser:
         self.limits = limits
         self.keys = 0
         self.uses_modseq = False
+        self.needs_text = False
         self.message_id: str | None = None
         self.uid_sets: list[SequenceSet] = []
 
@@ -205,9 +207,11 @@ class _Parser:
                 return lambda m: bool(m.view().header_values(field))
             return lambda m: any(low in v.casefold() for v in m.view().header_values(field))
         if name == "BODY":
+            self.needs_text = True
             needle = self.string().casefold()
             return lambda m: needle in m.view().body_text().casefold()
         if name == "TEXT":
+            self.needs_text = True
             needle = self.string().casefold()
             return lambda m: (needle in m.view().header_text().casefold()
                               or needle in m.view().body_text().casefold())
@@ -354,7 +358,7 @@ def parse_search(lx: Lexer, count: Callable[[], int], largest_uid: Callable[[], 
     while lx.maybe_sp():
         preds.append(p.key(top=True))
     lx.end()
-    return SearchProgram(_all_of(preds), p.uses_modseq, p.message_id, tuple(p.uid_sets))
+    return SearchProgram(_all_of(preds), p.uses_modseq, p.message_id, tuple(p.uid_sets), p.needs_text)
 
 
 def internal_date_text(when: datetime) -> str:

@@ -27,6 +27,7 @@ from ..accounts import Accounts
 from ..guard import ConnectionGuard, GuardLimits, Ticket, peer_host
 from ..store.base import MailStore
 from ..transcript import TranscriptRecorder
+from .mime_tree import DEFAULT_LIMITS, MimeLimits
 from .session import NOT_AUTHENTICATED, ImapSession, SessionConfig
 from .view_cache import ViewCache
 
@@ -296,6 +297,8 @@ class ImapServer:
     silence after login before BYE.
     `max_literal`: largest literal accepted (APPEND size); `max_line`: longest command line.
     `time_slice`: seconds one session may run before the others get the loop (None: no limit).
+    `mime_limits`: how much MIME structure a message may have before the rest is one opaque part (Dovecot's
+    limits by default); an APPEND over them is refused.
     """
 
     def __init__(self, store: MailStore, accounts: Accounts, host: str = "127.0.0.1", port: int = 0,
@@ -304,7 +307,7 @@ class ImapServer:
                  login_timeout: float | None = None, idle_timeout: float = 30 * 60.0,
                  max_literal: int = 50 * 1024 * 1024, max_line: int = 65536,
                  view_cache_size: int = 20000, guard: ConnectionGuard | None = None,
-                 time_slice: float | None = 0.02) -> None:
+                 time_slice: float | None = 0.02, mime_limits: MimeLimits = DEFAULT_LIMITS) -> None:
         if guard is None:
             guard = ConnectionGuard(GuardLimits(login_timeout=login_timeout) if login_timeout is not None else None)
         self.guard = guard
@@ -320,7 +323,7 @@ class ImapServer:
         self.config = SessionConfig(name=name, tls_available=ssl_context is not None,
                                     login_disabled_without_tls=login_disabled_without_tls and ssl_context is not None,
                                     max_line=max_line, max_literal=max_literal, time_slice=time_slice)
-        self.cache = ViewCache(view_cache_size)
+        self.cache = ViewCache(view_cache_size, limits=mime_limits)
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[_Connection] = set()
 

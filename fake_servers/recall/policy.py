@@ -30,12 +30,13 @@ import asyncio
 import base64
 import binascii
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email import policy as email_policy
 from email.parser import BytesHeaderParser
 from email.utils import make_msgid
 from typing import Any
 
+from fake_servers.mime_limits import MimeLimits, check_message
 from fake_servers.pipeline import Delivery, DomainServices, Verdict
 from fake_servers.policies.legal_hold import held_users, preserve_then_expunge
 from fake_servers.recall.format import (
@@ -196,6 +197,10 @@ def _cancel_delayed_send(services: DomainServices, queue_id: str) -> bool:
     return policy is not None and policy.cancel(queue_id)
 
 
+#: The most MIME structure a recall instruction, notice or report can have (they are built with a few parts).
+RECALL_STRUCTURE_LIMITS = MimeLimits(max_parts=64, max_depth=8, max_header_fields=1000, max_header_bytes=256 << 10)
+
+
 class RecallPolicy:
     """The `recall` policy of an organisation's domain (see the module docstring)."""
 
@@ -228,6 +233,12 @@ class RecallPolicy:
             services.log("recall-mark-stripped", queue_id=delivery.queue_id, channel=delivery.channel,
                          mail_from=delivery.mail_from)
         if self.settings.mode == "off":
+            return Verdict.CONTINUE
+        if check_message(delivery.raw, replace(RECALL_STRUCTURE_LIMITS, max_line_length=len(delivery.raw) + 1)):
+            # A recall, notice or report is a few parts; anything larger is not one of ours, and parsing it
+            # whole with `email` (in the event loop) is what a MIME bomb wearing an X-Recall-* header wants.
+            services.log("recall-not-parsed", queue_id=delivery.queue_id, channel=delivery.channel,
+                         reason="MIME structure larger than any recall message")
             return Verdict.CONTINUE
         msg = delivery.message
         if is_notice(msg):

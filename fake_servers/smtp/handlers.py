@@ -18,13 +18,16 @@ an accepted message is the domain's `accept` (the delivery pipeline), not the ha
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import Any, Literal, Protocol
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from fake_servers import mime_limits
 from fake_servers.accounts import Accounts
+from fake_servers.mime_limits import DEFAULT_LIMITS, MimeLimits
 from fake_servers.smtp import canonical, headers
 from fake_servers.smtp.addresses import AmbiguousAddress, sole_mailbox
 
@@ -67,8 +70,9 @@ def normalise_address(address: str) -> str | None:
 class _BaseHandler:
     kind: Kind
 
-    def __init__(self, acceptor: MailAcceptor) -> None:
+    def __init__(self, acceptor: MailAcceptor, mime_limits: MimeLimits = DEFAULT_LIMITS) -> None:
         self.acceptor = acceptor
+        self.mime_limits = mime_limits
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
                           responses: list[str]) -> list[str]:
@@ -127,6 +131,17 @@ class _BaseHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
         auth_user = session.auth_data if self.kind == "submission" and session.authenticated else None
+        # The MIME structure first, in bounded steps with the loop handed back between them: a message of a
+        # million parts or fields is refused before anything (header reader, recall code, clients) reads it.
+        check = mime_limits.check_steps(raw, self.mime_limits)
+        try:
+            while True:
+                next(check)
+                await asyncio.sleep(0)
+        except StopIteration as done:
+            violation = done.value
+        if violation is not None:
+            return violation.smtp_reply
         refusal, block = self.refuse_content(auth_user, raw)
         if refusal:
             return refusal

@@ -46,7 +46,8 @@ def policy_with_fake_clock(lab) -> tuple:
 async def submit(lab, mid: str, to: list[str]) -> None:
     endpoint = lab.submission("corp.example")
     await aiosmtplib.send(make_message(mid, to=", ".join(to)), sender=ALICE, recipients=to, hostname=endpoint.host,
-                          port=endpoint.port, username=ALICE, password="alice-password", start_tls=False)
+                          port=endpoint.port, username=ALICE, password="alice-password", start_tls=False,
+                          local_hostname="corp.example")
 
 
 async def alice_imap(lab) -> ImapConnection:
@@ -107,7 +108,7 @@ async def test_the_outbox_copy_names_the_bcc_recipients_but_what_is_sent_does_no
     endpoint = lab.submission("corp.example")
     await aiosmtplib.send(make_message(mid, to=f"{BOB}, {DAVE}"), sender=ALICE, recipients=[BOB, DAVE, CAROL],
                           hostname=endpoint.host, port=endpoint.port, username=ALICE, password="alice-password",
-                          start_tls=False)
+                          start_tls=False, local_hostname="corp.example")
     policy, clock = policy_with_fake_clock(lab)
     store = lab.store("corp.example")
     [loc] = store.find_by_message_id(ALICE, mid)
@@ -161,7 +162,8 @@ async def test_recall_messages_are_not_delayed(delayed_lab) -> None:
                                     to=(BOB,))
     endpoint = lab.submission("corp.example")
     await aiosmtplib.send(build_recall_message(instruction), sender=ALICE, recipients=[BOB], hostname=endpoint.host,
-                          port=endpoint.port, username=ALICE, password="alice-password", start_tls=False)
+                          port=endpoint.port, username=ALICE, password="alice-password", start_tls=False,
+                          local_hostname="corp.example")
     assert delayed_send_for(lab.services("corp.example")).pending() == []
 
 

@@ -13,6 +13,7 @@ from fake_servers.recall.format import (
 )
 from harness.clients.desktop import DesktopClient
 from harness.clients.legacy_recall import OriginalCopy, decide
+from harness.own_name import client_name
 from tests.clients.conftest import make_message, new_mid
 
 ALICE, BOB = "alice@corp.example", "bob@corp.example"
@@ -21,7 +22,8 @@ ALICE, BOB = "alice@corp.example", "bob@corp.example"
 async def submit(lab, sender: str, recipients: list[str], raw) -> None:
     endpoint = lab.submission("corp.example")
     await aiosmtplib.send(raw, sender=sender, recipients=recipients, hostname=endpoint.host, port=endpoint.port,
-                          username=sender, password=lab.password(sender), start_tls=False)
+                          username=sender, password=lab.password(sender), start_tls=False,
+                          local_hostname=client_name(sender))
 
 
 async def send_original(lab, mid: str, subject: str = "Salary review") -> None:

@@ -115,7 +115,8 @@ async def test_user_with_real_clients(lab, tmp_path):
         endpoint = lab.submission("corp.example")
         await aiosmtplib.send(make_message(mid, subject="Lunch?"), sender="alice@corp.example",
                               recipients=["bob@corp.example"], hostname=endpoint.host, port=endpoint.port,
-                              username="alice@corp.example", password="alice-password", start_tls=False)
+                              username="alice@corp.example", password="alice-password", start_tls=False,
+                              local_hostname="corp.example")
         await desktop.wait_for_message(mid)
         assert user.on_arrival(mid).subject == "Lunch?"
         assert await user.apply_rule(mid)

@@ -30,8 +30,6 @@ from .conftest import Served, fetch_all, message_ids
 from .test_journey_clients import LEGACY_LAB
 from .test_journey_cloud import send
 
-
-
 # --- a plain-socket SMTP and IMAP client, as outside tools speak ---------------------------------------------
 
 class Smtp:

@@ -24,7 +24,7 @@ def send_invoice(host, port, user, password, to, number):
     msg["From"], msg["To"], msg["Subject"] = user, to, f"Invoice {number}"
     msg["Message-ID"] = f"<invoice-{number}@corp.example>"
     msg.set_content("Please pay.")
-    with smtplib.SMTP(host, port) as smtp:
+    with smtplib.SMTP(host, port, local_hostname="localhost") as smtp:
         smtp.login(user, password)
         smtp.send_message(msg)
 

@@ -1,4 +1,4 @@
-"""Messages built to make a MIME parser spend: the shapes of issue 8 item 3 and their relatives.
+"""Messages built to make a MIME parser spend: a million empty parts, deep nesting, huge header blocks.
 
 Shared by tests/imap/test_mime_limits.py and scripts/bench_mime.py, so the benchmark measures exactly what
 the tests bound. Each builder takes a scale (`n`) so tests can use small versions and the benchmark the

@@ -1,4 +1,4 @@
-"""Bounded MIME parsing (issue 8, item 3): one message must not stall the server or eat its memory.
+"""Bounded MIME parsing: one message must not stall the server or eat its memory.
 
 - The fast scanner agrees with the reference scanner (tests/imap/mime_oracle.py) on every generated message
   within the limits, and keeps within small limits on every message (hypothesis).

@@ -23,9 +23,10 @@ from tests.smtp.smtp_helpers import LineClient, message
 
 
 def _args(lab, user):
-    ep = lab.submission(lab.domain_of(user))
+    domain = lab.domain_of(user)
+    ep = lab.submission(domain)
     return {"hostname": ep.host, "port": ep.port, "username": user, "password": lab.password(user),
-            "start_tls": False}
+            "start_tls": False, "local_hostname": domain}
 
 
 def _count(lab, user, mailbox="INBOX"):
@@ -168,7 +169,7 @@ async def test_starttls_then_auth_with_trustme_certificates():
         await aiosmtplib.send(message("alice@corp.example", "bob@corp.example", "over tls"),
                               sender="alice@corp.example", recipients=["bob@corp.example"], hostname=ep.host,
                               port=ep.port, username="alice@corp.example", password="alice-password",
-                              start_tls=True, tls_context=client_ctx)
+                              start_tls=True, tls_context=client_ctx, local_hostname="corp.example")
         [rec] = lab.store("corp.example").messages("bob@corp.example", "INBOX")
         raw = lab.store("corp.example").fetch_raw("bob@corp.example", "INBOX", rec.uid)
         assert "ESMTPSA" in message_from_bytes(raw, policy=email_policy.default)["Received"]
@@ -177,7 +178,7 @@ async def test_starttls_then_auth_with_trustme_certificates():
         await aiosmtplib.send(message("alice@corp.example", "dave@mail.example", "relayed over tls"),
                               sender="alice@corp.example", recipients=["dave@mail.example"], hostname=ep.host,
                               port=ep.port, username="alice@corp.example", password="alice-password",
-                              start_tls=True, tls_context=client_ctx)
+                              start_tls=True, tls_context=client_ctx, local_hostname="corp.example")
         await lab.wait_idle()
         [rec] = lab.store("mail.example").messages("dave@mail.example", "INBOX")
         raw = lab.store("mail.example").fetch_raw("dave@mail.example", "INBOX", rec.uid)
@@ -213,7 +214,7 @@ def test_blocking_lab_with_imapclient():
             await aiosmtplib.send(message("alice@corp.example", "dave@mail.example", "sync world"),
                                   sender="alice@corp.example", recipients=["dave@mail.example"], hostname=ep.host,
                                   port=ep.port, username="alice@corp.example", password="alice-password",
-                                  start_tls=False)
+                                  start_tls=False, local_hostname="corp.example")
 
         lab.call(send())
         lab.wait_idle()
@@ -311,6 +312,7 @@ async def test_custom_domains_from_python_objects():
         ep = lab.submission("a.example")
         await aiosmtplib.send(message("ann@a.example", "bo@b.example"), sender="ann@a.example",
                               recipients=["bo@b.example"], hostname=ep.host, port=ep.port,
-                              username="ann@a.example", password="ann-password", start_tls=False)
+                              username="ann@a.example", password="ann-password", start_tls=False,
+                              local_hostname="a.example")
         await lab.wait_idle()
         assert _count(lab, "bo@b.example") == 1

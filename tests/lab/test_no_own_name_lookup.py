@@ -135,7 +135,8 @@ def test_commands_in_subprocesses_make_no_lookup(tmp_path: Path, monkeypatch: py
 def test_the_shim_does_catch_a_lookup(tmp_path: Path) -> None:
     """The subprocess test above could pass by not loading its shim: this one proves the shim is live."""
     log = tmp_path / "lookups.log"
-    result = subprocess.run([sys.executable, "-c", "import socket, email.utils; email.utils.make_msgid()"],
+    lookup = "import socket, email.utils; email.utils.make_msgid()"  # own-name lookup on purpose
+    result = subprocess.run([sys.executable, "-c", lookup],
                             env=_shim_env(log), capture_output=True, text=True, timeout=30)
     assert result.returncode != 0 and "refused by the test shim" in result.stderr
     assert "getfqdn" in log.read_text()

@@ -25,7 +25,7 @@ USER_TESTS = textwrap.dedent(
         msg["From"], msg["To"], msg["Subject"] = user, to, "Invoice 42"
         msg["Message-ID"] = "<invoice-42@corp.example>"
         msg.set_content("Please pay.")
-        with smtplib.SMTP(host, port) as smtp:
+        with smtplib.SMTP(host, port, local_hostname="localhost") as smtp:
             smtp.login(user, password)
             smtp.send_message(msg)
 

@@ -31,6 +31,7 @@ from fake_servers.recall.format import (
 )
 from harness.config import DomainConfig, LabConfig
 from harness.lab import Lab
+from harness.own_name import client_name
 
 CORP, EXT = "corp.example", "mail.example"
 ALICE, BOB, CAROL = "alice@corp.example", "bob@corp.example", "carol@corp.example"
@@ -77,7 +78,7 @@ async def send(lab: Lab, sender: str, to: Iterable[str] = (), cc: Iterable[str] 
     msg.set_content(body)
     ep = lab.submission(sender.partition("@")[2])
     await aiosmtplib.send(msg, hostname=ep.host, port=ep.port, username=sender, password=password(sender),
-                          start_tls=False, timeout=TIMEOUT)
+                          start_tls=False, timeout=TIMEOUT, local_hostname=client_name(sender))
     await lab.wait_idle()
     return mid
 
@@ -304,6 +305,7 @@ async def play_legacy_client(lab: Lab, user: str, original: str) -> RecallNotice
     notice = RecallNotice(original, instruction.original_subject, user, status)
     ep = lab.submission(domain)
     await aiosmtplib.send(build_notice(notice, to=instruction.sender), hostname=ep.host, port=ep.port,
-                          username=user, password=password(user), start_tls=False, timeout=TIMEOUT)
+                          username=user, password=password(user), start_tls=False, timeout=TIMEOUT,
+                          local_hostname=client_name(user))
     await lab.wait_idle()
     return notice

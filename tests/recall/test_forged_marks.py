@@ -236,7 +236,7 @@ async def test_a_mark_inside_an_attached_message_is_only_body():
         outer.add_attachment(inner)
         mx = lab.mx(CORP)
         await aiosmtplib.send(outer, sender=ATTACKER, recipients=[BOB], hostname=mx.host, port=mx.port,
-                              start_tls=False, timeout=TIMEOUT)
+                              start_tls=False, timeout=TIMEOUT, local_hostname="evil.example")
         await assert_nothing_recalled(lab, desktop, mid)
         assert desktop.events_of("recall-unverified")
 
@@ -259,7 +259,8 @@ async def test_a_replacement_cannot_carry_the_mark_into_a_mailbox():
                                                         action=RecallAction.REPLACE, replacement=replacement))
         sub = lab.submission(CORP)
         await aiosmtplib.send(recall, sender=ALICE, recipients=[BOB], hostname=sub.host, port=sub.port,
-                              username=ALICE, password=password(ALICE), start_tls=False, timeout=TIMEOUT)
+                              username=ALICE, password=password(ALICE), start_tls=False, timeout=TIMEOUT,
+                              local_hostname=CORP)
         await lab.wait_idle()
         state = await server_state(lab, BOB)
         delivered = [c for c in state if "final" in str(c.headers.get("Subject", ""))]

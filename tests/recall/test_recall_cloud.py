@@ -216,7 +216,7 @@ async def test_forged_recall_from_the_external_domain_via_mx():
         mx = lab.mx(CORP)
         async with IdleWatcher(lab, BOB) as idle:
             await aiosmtplib.send(forged, sender=ALICE, recipients=[BOB], hostname=mx.host, port=mx.port,
-                                  start_tls=False, timeout=TIMEOUT)
+                                  start_tls=False, timeout=TIMEOUT, local_hostname=CORP)
             await _assert_refused(lab, idle, mid, "arrived via mx")
         assert any(e["event"] == "recall-mark-stripped" for e in lab.audit_log(CORP))
 
@@ -231,7 +231,8 @@ async def test_recall_by_another_user_of_the_organisation():
         sub = lab.submission(CORP)
         async with IdleWatcher(lab, BOB) as idle:
             await aiosmtplib.send(forged, sender=CAROL, recipients=[BOB], hostname=sub.host, port=sub.port,
-                                  username=CAROL, password=password(CAROL), start_tls=False, timeout=TIMEOUT)
+                                  username=CAROL, password=password(CAROL), start_tls=False, timeout=TIMEOUT,
+                                  local_hostname=CORP)
             await _assert_refused(lab, idle, mid, "sent by carol@corp.example")
 
 
@@ -296,7 +297,8 @@ async def test_recall_of_a_message_still_held_by_delayed_send_cancels_it():
                                                             to=(BOB, DAVE)))
         sub = lab.submission(CORP)
         await aiosmtplib.send(recall_msg, sender=ALICE, recipients=[BOB, DAVE], hostname=sub.host, port=sub.port,
-                              username=ALICE, password=password(ALICE), start_tls=False, timeout=TIMEOUT)
+                              username=ALICE, password=password(ALICE), start_tls=False, timeout=TIMEOUT,
+                              local_hostname=CORP)
         await lab.wait_idle()
         [report] = await reports_in_inbox(lab, ALICE)
         assert report.statuses == {BOB: S.RECALLED, DAVE: S.RECALLED}

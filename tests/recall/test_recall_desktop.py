@@ -83,7 +83,7 @@ async def test_a_recall_forged_via_mx_is_not_obeyed_by_the_client():
             forged = build_recall_message(RecallInstruction(mid, "Quarterly numbers", ALICE, "Alice", to=(BOB,)))
             mx = lab.mx(CORP)
             await aiosmtplib.send(forged, sender=DAVE, recipients=[BOB], hostname=mx.host, port=mx.port,
-                                  start_tls=False, timeout=TIMEOUT)
+                                  start_tls=False, timeout=TIMEOUT, local_hostname="mail.example")
             await lab.wait_idle()
             await desktop.settle()
         assert await locations(lab, BOB, mid) == ["INBOX"]

@@ -216,7 +216,7 @@ async def test_forged_recall_and_forged_notice_are_not_vouched_for():
         mx = lab.mx(CORP)
         async with IdleWatcher(lab, BOB) as idle:
             await aiosmtplib.send(forged, sender=DAVE, recipients=[BOB], hostname=mx.host, port=mx.port,
-                                  start_tls=False, timeout=TIMEOUT)
+                                  start_tls=False, timeout=TIMEOUT, local_hostname="mail.example")
             await lab.wait_idle()
             await idle.wait_kind(b"EXISTS")
             await idle.barrier()
@@ -230,7 +230,7 @@ async def test_forged_recall_and_forged_notice_are_not_vouched_for():
         notice = build_notice(RecallNotice(mid, "Quarterly numbers", BOB, S.RECALLED), to=ALICE)
         notice["X-Recall-Verified"] = CORP
         await aiosmtplib.send(notice, sender=BOB, recipients=[ALICE], hostname=mx.host, port=mx.port,
-                              start_tls=False, timeout=TIMEOUT)
+                              start_tls=False, timeout=TIMEOUT, local_hostname=CORP)
         await lab.wait_idle()
         assert lab.audit_log(CORP)[-1]["event"] == "recall-notice-refused"
         report = await handle.report(timeout=0.2, until_complete=True)

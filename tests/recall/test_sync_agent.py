@@ -21,7 +21,7 @@ def test_sync_agent_recalls_and_reads_the_report():
         msg["From"], msg["To"], msg["Subject"] = ALICE, f"{BOB}, {DAVE}", "Numbers"
         msg.set_content("numbers\n")
         sub = lab.submission(CORP)
-        with smtplib.SMTP(sub.host, sub.port, timeout=TIMEOUT) as smtp:
+        with smtplib.SMTP(sub.host, sub.port, timeout=TIMEOUT, local_hostname=CORP) as smtp:
             smtp.login(ALICE, password(ALICE))
             smtp.send_message(msg)
         lab.wait_idle()
@@ -60,7 +60,7 @@ def test_sync_agent_over_starttls():
         msg["Message-ID"] = "<tls-1@corp.example>"
         msg.set_content("numbers\n")
         sub = lab.submission(CORP)
-        with smtplib.SMTP(sub.host, sub.port, timeout=TIMEOUT) as smtp:
+        with smtplib.SMTP(sub.host, sub.port, timeout=TIMEOUT, local_hostname=CORP) as smtp:
             smtp.starttls(context=client_ctx)
             smtp.login(ALICE, password(ALICE))
             smtp.send_message(msg)

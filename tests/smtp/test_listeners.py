@@ -239,9 +239,10 @@ async def test_pipelined_transactions(lab):
 
 
 def _submit_args(lab, user: str) -> dict:
-    ep = lab.submission(lab.domain_of(user))
+    domain = lab.domain_of(user)
+    ep = lab.submission(domain)
     return {"hostname": ep.host, "port": ep.port, "username": user, "password": lab.password(user),
-            "start_tls": False}
+            "start_tls": False, "local_hostname": domain}
 
 
 async def test_mx_takes_bounces_from_the_null_sender(lab):

@@ -65,7 +65,7 @@ async def _send(lab, subject, to="bob@corp.example", extra=""):
     ep = lab.submission("corp.example")
     return await aiosmtplib.send(message("alice@corp.example", to, subject, extra=extra), sender="alice@corp.example",
                                  recipients=[to], hostname=ep.host, port=ep.port, username="alice@corp.example",
-                                 password="alice-password", start_tls=False)
+                                 password="alice-password", start_tls=False, local_hostname="corp.example")
 
 
 def _inbox(lab, user, mailbox="INBOX"):

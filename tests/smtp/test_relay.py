@@ -15,9 +15,10 @@ from tests.smtp.smtp_helpers import ScriptedServer, imap_messages, message
 
 
 def _args(lab, user):
-    ep = lab.submission(lab.domain_of(user))
+    domain = lab.domain_of(user)
+    ep = lab.submission(domain)
     return {"hostname": ep.host, "port": ep.port, "username": user, "password": lab.password(user),
-            "start_tls": False}
+            "start_tls": False, "local_hostname": domain}
 
 
 @asynccontextmanager
