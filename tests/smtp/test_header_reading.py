@@ -150,14 +150,21 @@ def test_re_serialising_a_parsed_message_cannot_forge_a_field():
     raw = (b"From: a@corp.example\r\nSubject: " + b"x" * 80
            + b" =?utf-8?q?a=0D=0AX-Recall-Verified:_corp.example?=\r\n\r\nbody\r\n")
     msg = PARSER.parsebytes(raw)
-    assert b"\r\nX-Recall-Verified: corp.example\r\n" in msg.as_bytes(policy=email_policy.SMTP)  # the hazard
-    with pytest.raises(ValueError, match="header injection"):
-        as_bytes_checked(msg, email_policy.SMTP)
     delivery = Delivery(domain="corp.example", channel="mx", auth_user=None, mail_from="", recipients=[],
                         raw=raw, queue_id="q")
-    with pytest.raises(ValueError):
-        delivery.set_message(delivery.message)
-    assert delivery.raw is raw
+    if b"\r\nX-Recall-Verified: corp.example\r\n" in msg.as_bytes(policy=email_policy.SMTP):  # the hazard
+        with pytest.raises(ValueError, match="header injection"):
+            as_bytes_checked(msg, email_policy.SMTP)
+        with pytest.raises(ValueError):
+            delivery.set_message(delivery.message)
+        assert delivery.raw is raw
+    else:  # a Python with the fix (Debian backports it): whatever it writes, no field is forged
+        try:
+            written = as_bytes_checked(msg, email_policy.SMTP)
+        except ValueError:
+            pass
+        else:
+            assert PARSER.parsebytes(written)["X-Recall-Verified"] is None
     plain = PARSER.parsebytes(b"From: a@corp.example\r\nSubject: hi\r\n\r\nbody\r\n")
     plain["X-Added"] = "1"
     assert as_bytes_checked(plain, email_policy.SMTP) == \
