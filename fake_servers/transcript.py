@@ -93,10 +93,6 @@ class TranscriptRecorder:
             for line in new:
                 self.sink(line)
 
-    def for_session(self, session: str) -> list[TranscriptLine]:
-        with self._lock:
-            return [line for line in self.lines if line.session == session]
-
     def text(self) -> str:
         with self._lock:
             return "".join(f"{line}\n" for line in self.lines)

@@ -75,10 +75,6 @@ class Framer:
     def in_literal(self) -> bool:
         return self._state in (_LITERAL, _SKIP_LITERAL)
 
-    @property
-    def mid_command(self) -> bool:
-        return bool(self._parts) or self._state != _LINE or bool(self._buf)
-
     def reset(self) -> None:
         """Forget everything buffered (after STARTTLS: nothing sent before the handshake may be acted on)."""
         self.__init__(self.max_line, self.max_literal)

@@ -202,14 +202,6 @@ class Lexer:
     def string(self) -> str:
         return _utf8(self.string_bytes())
 
-    def nstring_or_nil(self) -> str | None:
-        if self.peek() not in (0x22, 0x7B):
-            text = self.atom()
-            if text.upper() == "NIL":
-                return None
-            raise ParseError("expected a string or NIL")
-        return self.string()
-
     def mailbox(self) -> str:
         """A mailbox name: astring, modified UTF-7 decoded, INBOX in any case normalised.
 
@@ -221,10 +213,6 @@ class Lexer:
         except Utf7Error as exc:
             raise CommandFailed(f"Mailbox name is not valid modified UTF-7: {exc}") from None
         return "INBOX" if name.upper() == "INBOX" else name
-
-    def list_mailbox(self) -> str:
-        """A LIST pattern: list-mailbox = 1*list-char / string (wildcards, "[" and "]" allowed unquoted)."""
-        return self.mailbox_pattern()
 
     def mailbox_pattern(self) -> str:
         """A LIST/LSUB reference or pattern, decoded; one that is not valid modified UTF-7 is taken literally

@@ -64,9 +64,6 @@ class SequenceSet:
             picked.update(range(a, b))
         return sorted(picked)
 
-    def contains_uid(self, uid: int, largest: int) -> bool:
-        return any(lo <= uid <= hi for lo, hi in self.resolve(largest))
-
     def __str__(self) -> str:
         def one(v: int) -> str:
             return "*" if v == STAR else str(v)

@@ -3,10 +3,11 @@
 Config (the domain's `policies` table): `legal_hold = ["bob@corp.example", ...]` (local parts allowed).
 
 Why this is a module of its own and hardly a delivery hook: a hold changes what *other* server-side removals do.
-The cloud recall and the retention purge ask `is_held()` before they expunge, and preserve the message in the
-recoverable-items area (fake_servers/recall/recoverable.py) first; legacy recall refuses to hand the recall to a
-held mailbox's clients at all, because the server cannot make a client's own EXPUNGE recoverable. The policy
-registered here only writes the hold into the audit log at start, so the lab's log says which mailboxes were held.
+The cloud recall and the retention purge look the user up in `held_users()` before they expunge, and preserve
+the message in the recoverable-items area (fake_servers/recall/recoverable.py) first; legacy recall refuses to
+hand the recall to a held mailbox's clients at all, because the server cannot make a client's own EXPUNGE
+recoverable. The policy registered here only writes the hold into the audit log at start, so the lab's log says
+which mailboxes were held.
 """
 
 from __future__ import annotations
@@ -27,10 +28,6 @@ def held_users(settings: Mapping[str, Any], domain: str) -> frozenset[str]:
     if isinstance(value, str) or not all(isinstance(v, str) for v in value):
         raise ValueError(f"policies.{SETTING} must be a list of addresses")
     return frozenset((v if "@" in v else f"{v}@{domain}").strip().lower() for v in value)
-
-
-def is_held(settings: Mapping[str, Any], domain: str, user: str) -> bool:
-    return user.strip().lower() in held_users(settings, domain)
 
 
 def preserve_then_expunge(store: MailStore, user: str, mailbox: str, uid: int, reason: str) -> RecoverableItem:

@@ -157,11 +157,6 @@ def _addresses(values: Iterable[str]) -> list[str]:
     return [addr.lower() for _name, addr in getaddresses([str(v) for v in values]) if addr and "@" in addr]
 
 
-def _body_text(msg: EmailMessage) -> str:
-    part = msg.get_body(preferencelist=("plain",))
-    return "" if part is None else str(part.get_content())
-
-
 def _stamp(msg: EmailMessage, sender: str, message_id: str | None, date: datetime | None) -> None:
     msg["Message-ID"] = normalise_message_id(message_id) if message_id else make_msgid(domain=_domain_of(sender))
     msg["Date"] = format_datetime(date or datetime.now(UTC))
@@ -233,11 +228,25 @@ def build_recall_message(instruction: RecallInstruction, date: datetime | None =
     return msg
 
 
+#: The field that makes a message each of the three kinds. A message is of one kind or of none: the server
+#: vouches for a message as one kind (a user's notice) and a reader acts on it as the kind it reads (a report of
+#: the whole recall), so a message carrying two kinds' fields would let a recipient write the sender's report.
+_KIND_FIELDS = (("recall", HEADER_ACTION), ("notice", HEADER_NOTICE), ("report", HEADER_REPORT))
+
+
+def message_kind(msg: EmailMessage | Message | bytes) -> str | None:
+    """"recall", "notice" or "report": what the message claims to be, trusted or not; None when it claims to be
+    none of them, or more than one (the server vouches for no such message and no reader acts on it)."""
+    m = _as_message(msg)
+    kinds = [kind for kind, name in _KIND_FIELDS if m.get(name) is not None]
+    if len(kinds) != 1 or (kinds[0] == "recall" and m.get(HEADER_MESSAGE_ID) is None):
+        return None
+    return kinds[0]
+
+
 def is_recall_instruction(msg: EmailMessage | Message | bytes) -> bool:
     """Whether the message claims to be a recall instruction (carries the recall headers), trusted or not."""
-    m = _as_message(msg)
-    return m.get(HEADER_MESSAGE_ID) is not None and m.get(HEADER_ACTION) is not None and \
-        m.get(HEADER_NOTICE) is None and m.get(HEADER_REPORT) is None
+    return message_kind(msg) == "recall"
 
 
 def parse_recall_instruction(msg: EmailMessage | Message | bytes) -> RecallInstruction | None:
@@ -372,7 +381,7 @@ def build_report(report: RecallReport, to: str, from_addr: str | None = None, me
 
 
 def is_report(msg: EmailMessage | Message | bytes) -> bool:
-    return _as_message(msg).get(HEADER_REPORT) is not None
+    return message_kind(msg) == "report"
 
 
 def parse_report(msg: EmailMessage | Message | bytes) -> RecallReport | None:
@@ -449,7 +458,7 @@ def build_notice(notice: RecallNotice, to: str, from_addr: str | None = None, me
 
 
 def is_notice(msg: EmailMessage | Message | bytes) -> bool:
-    return _as_message(msg).get(HEADER_NOTICE) is not None
+    return message_kind(msg) == "notice"
 
 
 def parse_notice(msg: EmailMessage | Message | bytes) -> RecallNotice | None:
@@ -580,7 +589,7 @@ __all__ = [
     "HEADER_REPORT_MODE", "HEADER_STATUS", "HEADER_VERIFIED", "RECALL_HEADERS", "RecallAction", "RecallFormatError",
     "RecallInstruction", "RecallNotice", "RecallReport", "RecallStatus", "RecipientResult", "build_notice",
     "build_recall_message", "build_report", "has_recall_headers", "is_notice", "is_recall_instruction", "is_report",
-    "mark_verified", "merge_report", "normalise_address", "normalise_message_id", "normalise_subject", "notice_sender",
-    "parse_notice", "parse_recall_instruction", "parse_report", "pending_report", "recall_body_text",
-    "strip_verified", "verified_by",
+    "mark_verified", "merge_report", "message_kind", "normalise_address", "normalise_message_id",
+    "normalise_subject", "notice_sender", "parse_notice", "parse_recall_instruction", "parse_report",
+    "pending_report", "recall_body_text", "strip_verified", "verified_by",
 ]

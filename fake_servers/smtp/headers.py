@@ -258,13 +258,31 @@ def author(msg: bytes | Message) -> Mailbox | None:
         return None
 
 
+def author_problem(block: HeaderBlock, user: str) -> str | None:
+    """Why this header block may not go out in `user`'s name, else None: From, and Sender when present, must each
+    be one field naming one mailbox, the user's, read as the recipients' parser reads it (`sole_mailbox`).
+
+    The one rule for everything the lab delivers in a user's name: what she submits, and the replacement the
+    server itself delivers for her replace recall."""
+    froms = block.raw_values("From")
+    if not froms:
+        return "Message has no From header; it must name you"
+    checks = [("From", froms)]
+    if block.has("Sender"):
+        checks.append(("Sender", block.raw_values("Sender")))
+    for field, values in checks:
+        try:
+            mailbox = sole_mailbox(values, field)
+        except AmbiguousAddress as exc:
+            return f"{field} header refused: {exc}; write it as <{user}> or Your Name <{user}>"
+        if mailbox.address != user:
+            return f"{field} header must be your address <{user}>"
+    return None
+
+
 def header_values(raw: bytes, name: str) -> list[str]:
     """The unfolded values of every field called `name` (case-insensitive), decoded as UTF-8."""
     return HeaderBlock(raw).values(name)
-
-
-def has_header(raw: bytes, name: str) -> bool:
-    return HeaderBlock(raw).has(name)
 
 
 def remove_headers(raw: bytes, names: Iterable[str]) -> bytes:

@@ -151,7 +151,7 @@ _GRAMMAR_BYTES = st.binary(max_size=80) | st.text('()[]{}" \\%*]<>.0123456789BOD
 @settings(max_examples=300)
 def test_every_reader_raises_only_protocol_errors(data):
     for method in ("atom", "astring", "mailbox", "mailbox_pattern", "flag", "flag_list", "value", "string",
-                   "nstring_or_nil", "number", "literal"):
+                   "number", "literal"):
         lx = Lexer(data)
         try:
             getattr(lx, method)()
