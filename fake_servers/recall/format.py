@@ -547,7 +547,10 @@ def merge_report(report: RecallReport, updates: Iterable[RecallReport | RecallNo
                  ) -> RecallReport:
     """The report with later information applied, in order: a later report for the same recall replaces the
     statuses it carries; a notice or result sets its recipient's status. A final status is never turned back to
-    pending (a late copy of the initial report must not undo a notice). Unknown recipients are appended.
+    pending (a late copy of the initial report must not undo a notice). Recipients a later report names are
+    appended; a notice speaks only for a recipient the report already lists (anyone can be vouched for as
+    themselves, but only the recall's recipients have a copy to speak of), and never for a cloud recall, whose
+    server removed the copies itself: its report is the authority, not what a recipient says afterwards.
     """
     results: dict[str, RecipientResult] = {r.recipient: r for r in report.results}
 
@@ -565,6 +568,8 @@ def merge_report(report: RecallReport, updates: Iterable[RecallReport | RecallNo
                 apply(r)
         elif isinstance(update, RecallNotice):
             if update.original_message_id != report.original_message_id:
+                continue
+            if report.mode == "cloud" or update.recipient not in results:
                 continue
             apply(update.result())
         else:

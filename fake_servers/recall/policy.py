@@ -7,6 +7,10 @@ every IMAP session hears EXPUNGE/VANISHED at once; the sender gets the report in
 is even answered. In `legacy` mode (classic Outlook) the server only vouches for the recall (X-Recall-Verified)
 and delivers it; the recipients' desktop clients act and send notices, which the server vouches for the same way.
 
+A replace recall's replacement is delivered by this server itself, past the submission check of From, so it is
+held to that check (`trust.judge_replacement`): a replacement in anyone's name but the sender's makes the recall
+one that is refused, in both modes.
+
 A cloud recall survives a crash: it decides everything first (each recipient's outcome, which copies go, the
 report), writes that decision to the store as a write-ahead record (`MailStore.begin_operation`), then acts,
 files the report and ends the record. A server killed half-way finds the record when it starts again
@@ -32,6 +36,7 @@ import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from email import policy as email_policy
+from email.message import Message
 from email.parser import BytesHeaderParser
 from email.utils import make_msgid
 from typing import Any
@@ -56,7 +61,8 @@ from fake_servers.recall.format import (
     parse_recall_instruction,
     strip_verified,
 )
-from fake_servers.recall.trust import copy_is_from, from_address, judge_submission
+from fake_servers.recall.trust import copy_is_from, from_address, judge_replacement, judge_submission
+from fake_servers.smtp.headers import as_bytes_checked
 from fake_servers.store.base import MailStore, MessageLocation, MessageRecord, StoreError
 
 MODES = ("cloud", "legacy", "off")
@@ -273,10 +279,16 @@ class RecallPolicy:
         if not sent_by(services.store, sender, original):
             return self._refuse(delivery, services, f"no message {original} sent by {sender} in her mailbox",
                                 sender=instruction.sender, original=original)
+        replacement = None
+        if instruction.replacement is not None:
+            replacement, reason = _replacement_bytes(instruction.replacement, sender)
+            if replacement is None:
+                return self._refuse(delivery, services, reason, sender=instruction.sender, original=original)
         delivery.trusted_marks.add(MARK_RECALL)
         recipients = list(dict.fromkeys(r.strip().lower() for r in delivery.recipients))
         if self.settings.mode == "cloud":
-            results, remaining = await self._cloud(instruction, sender, recipients, services, delivery.queue_id)
+            results, remaining = await self._cloud(instruction, replacement, sender, recipients, services,
+                                                   delivery.queue_id)
         else:
             results, remaining = self._legacy(recipients, services)
             delivery.raw = mark_verified(delivery.raw, self.domain)
@@ -310,9 +322,11 @@ class RecallPolicy:
             return RecipientResult(rcpt, RecallStatus.NOT_FOUND, "no such mailbox")
         return None
 
-    async def _cloud(self, instruction: RecallInstruction, sender: str, recipients: list[str],
-                     services: DomainServices, queue_id: str) -> tuple[dict[str, RecipientResult], list[str]]:
-        """Decide everything, record the decision in the store, then act (see the module docstring)."""
+    async def _cloud(self, instruction: RecallInstruction, replacement_raw: bytes | None, sender: str,
+                     recipients: list[str], services: DomainServices, queue_id: str
+                     ) -> tuple[dict[str, RecipientResult], list[str]]:
+        """Decide everything, record the decision in the store, then act (see the module docstring).
+        `replacement_raw`: the replacement as judged (`_replacement_bytes`), for a replace recall."""
         original = instruction.original_message_id
         results: dict[str, RecipientResult] = {}
         remaining: list[str] = []
@@ -332,9 +346,10 @@ class RecallPolicy:
                 if self.settings.notify_recipients:
                     remaining.append(rcpt)
         replacement = None
-        if instruction.action is RecallAction.REPLACE and instruction.replacement is not None:
+        if instruction.action is RecallAction.REPLACE and instruction.replacement is not None \
+                and replacement_raw is not None:
             # delivered by this server itself, past the SMTP edge's filter: no server-only mark may ride in it
-            raw = strip_verified(instruction.replacement.as_bytes(policy=email_policy.SMTP))
+            raw = strip_verified(replacement_raw)
             mid = instruction.replacement.get("Message-ID")
             if mid is None:
                 mid = make_msgid(domain=self.domain)
@@ -401,6 +416,18 @@ class RecallPolicy:
         services.log("recall-notice", queue_id=delivery.queue_id, recipient=notice.recipient,
                      status=notice.status.value, original=notice.original_message_id)
         return Verdict.CONTINUE
+
+
+def _replacement_bytes(replacement: Message, sender: str) -> tuple[bytes | None, str]:
+    """(the replacement as this server would deliver it, "") when it may go out as the sender's mail, else
+    (None, why not): serialised only through `as_bytes_checked` (re-serialising can forge a field on this
+    Python), then judged by the submission check of From (`trust.judge_replacement`)."""
+    try:
+        raw = as_bytes_checked(replacement, email_policy.SMTP)
+    except (ValueError, TypeError, LookupError, UnicodeError) as exc:
+        return None, f"the replacement cannot be written out: {exc}"
+    decision = judge_replacement(raw, sender)
+    return (raw, "") if decision.honoured else (None, decision.reason)
 
 
 def _held_originals(original: str, sender: str, services: DomainServices) -> tuple[list[str], set[str]]:

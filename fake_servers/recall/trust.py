@@ -7,7 +7,8 @@ same person; a recall then touches only copies of the original whose own From is
 confer trust: X-Recall-* in mail from MX, from another user or hand-written by anyone are just text.
 
 "The From address" is read by the one reader the submission check and the clients use too
-(`fake_servers.smtp.headers.author`): a From that two parsers read differently is nobody's.
+(`fake_servers.smtp.headers.author`): a From that two parsers read differently is nobody's. What the server
+delivers in the sender's name on her behalf (a replace recall's replacement) passes the submission check of From.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
 
-from fake_servers.smtp.headers import author
+from fake_servers.smtp.canonical import line_problem
+from fake_servers.smtp.headers import HeaderBlock, author, author_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,19 @@ def judge_submission(channel: str, auth_user: str | None, mail_from: str, msg: E
     if claimed is not None and claimed.strip().lower() != user:
         return TrustDecision(False, f"speaks for {claimed} but was sent by {user}")
     return TrustDecision(True, "authenticated sender")
+
+
+def judge_replacement(raw: bytes, sender: str) -> TrustDecision:
+    """Whether the replacement of a replace recall may be delivered as the sender's mail. The server delivers it
+    itself, straight into the recipients' mailboxes, past the submission check of From: so it must pass that same
+    check (`headers.author_problem`: From and Sender name the sender, one way only) in a header block that reads
+    one way for everybody (CRLF only, no irregular line). Else the recall is anyone's way to put mail in another
+    person's name."""
+    block = HeaderBlock(raw)
+    problem = line_problem(raw) or block.problem() or author_problem(block, sender.strip().lower())
+    if problem:
+        return TrustDecision(False, f"the replacement cannot go out as {sender}'s mail: {problem}")
+    return TrustDecision(True, "replacement written by the sender")
 
 
 def copy_is_from(header_from: str | None, sender: str) -> bool:

@@ -29,7 +29,6 @@ from fake_servers import mime_limits
 from fake_servers.accounts import Accounts
 from fake_servers.mime_limits import DEFAULT_LIMITS, MimeLimits
 from fake_servers.smtp import canonical, headers
-from fake_servers.smtp.addresses import AmbiguousAddress, sole_mailbox
 
 log = logging.getLogger(__name__)
 
@@ -220,21 +219,8 @@ class SubmissionHandler(_BaseHandler):
         that two parsers read differently is refused, never guessed at."""
         if auth_user is None:  # cannot happen past MAIL, but never deliver unauthenticated submissions
             return "530 5.7.0 Authentication required"
-        froms = block.raw_values("From")
-        if not froms:
-            return "553 5.7.1 Message has no From header; it must name you"
-        checks = [("From", froms)]
-        if block.has("Sender"):
-            checks.append(("Sender", block.raw_values("Sender")))
-        for field, values in checks:
-            try:
-                mailbox = sole_mailbox(values, field)
-            except AmbiguousAddress as exc:
-                return (f"553 5.7.1 {field} header refused: {exc}; write it as <{auth_user}> or "
-                        f"Your Name <{auth_user}>")
-            if mailbox.address != auth_user:
-                return f"553 5.7.1 {field} header must be your address <{auth_user}>"
-        return None
+        problem = headers.author_problem(block, auth_user)
+        return None if problem is None else f"553 5.7.1 {problem}"
 
 
 def _helo_refusal(command: str, name: str) -> str | None:

@@ -187,6 +187,17 @@ def test_merge_applies_notices_and_never_reverts_to_pending():
     assert merge_report(initial, [other]) == initial
 
 
+def test_a_notice_speaks_only_for_a_listed_recipient_and_never_over_a_cloud_report():
+    instruction = RecallInstruction("<o@x.example>", "s", "alice@corp.example", to=("bob@corp.example",),
+                                    message_id="<r@corp.example>")
+    stranger = RecallNotice("<o@x.example>", "s", "mallory@corp.example", RecallStatus.RECALLED)
+    legacy = pending_report(instruction, mode="legacy")
+    assert merge_report(legacy, [stranger]) == legacy, "a non-recipient added a row to the report"
+    cloud = pending_report(instruction, {"bob@corp.example": RecallStatus.FAILED_READ}, mode="cloud")
+    says_recalled = RecallNotice("<o@x.example>", "s", "bob@corp.example", RecallStatus.RECALLED)
+    assert merge_report(cloud, [says_recalled]) == cloud, "a recipient overrode the cloud server's verdict"
+
+
 @settings(max_examples=100, deadline=None)
 @given(report=reports, updates=st.lists(st.tuples(addresses, statuses), max_size=8))
 def test_merge_keeps_every_recipient_and_ends_with_the_last_final_word(report, updates):
