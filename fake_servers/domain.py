@@ -1,5 +1,5 @@
-"""One mail domain's server: its store and accounts, IMAP, the MX and submission listeners, the delivery pipeline,
-the relay queue and the spool of held messages.
+"""One mail domain's server: the assembly of its listeners (MX, submission, IMAP), its services (store, accounts,
+the intake and its pipeline, final delivery, held mail, the relay queue, background tasks) and their lifecycle.
 
 Why one object per domain: corp.example (the organisation) and mail.example (the external provider) are two
 different servers in the lab, as they are in life: each has its own users and mailboxes, and mail between them
@@ -7,54 +7,36 @@ goes over SMTP through the relay queue and the other's MX listener. The harness'
 configured domain, starts them in two phases (`open`: listeners up; `run`: relay and policies go, once every
 domain's MX is reachable) and stops them.
 
-What happens to an accepted message (see docs/pipeline.md):
-`accept` stamps it (Received; for submission Message-ID, Date, Bcc bookkeeping), runs the pipeline (policies,
-then Sent copy, local delivery, relay queue), and only then answers 250. The run is shielded from the SMTP
-session, so a client that disconnects mid-delivery cannot leave a message half delivered.
+Where the work is done (see docs/pipeline.md): intake.py takes every message in (`accept` for SMTP, `submit` for
+the server's own mail) and acts on what the pipeline (pipeline.py) returns; stamping.py writes the trace fields;
+delivery.py puts mail into mailboxes, the Sent folder, the relay queue or the held spool; background.py keeps
+a delivery whole when its SMTP client goes away. This module only builds them and wires them together.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import itertools
-import logging
 import ssl
 import time
-from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 from fake_servers.accounts import Accounts
+from fake_servers.background import BackgroundTasks
+from fake_servers.delivery import FinalDelivery, HeldMail
 from fake_servers.guard import ConnectionGuard
-from fake_servers.pipeline import (
-    Channel,
-    Delivery,
-    DomainServices,
-    Pipeline,
-    PolicyReject,
-    ServiceHooks,
-    UnknownPolicy,
-    Verdict,
-    resolve_pipeline,
-)
-from fake_servers.recall.format import HEADER_VERIFIED, strip_verified
+from fake_servers.intake import Intake
+from fake_servers.pipeline import Channel, DomainServices, Pipeline, UnknownPolicy, Verdict, resolve_pipeline
 from fake_servers.smtp import headers
-from fake_servers.smtp.canonical import to_crlf, trace_text
-from fake_servers.smtp.dsn import build_dsn
 from fake_servers.smtp.handlers import MxHandler, SubmissionHandler
 from fake_servers.smtp.listener import SmtpListener
-from fake_servers.smtp.relay import Failure, RelayEntry, RelayQueue, Route
+from fake_servers.smtp.relay import RelayQueue, Route
 from fake_servers.smtp.spool import Spool
-from fake_servers.store.base import MailStore, MessageRecord, StoreError
+from fake_servers.stamping import Stamper, new_queue_id
+from fake_servers.store.base import MailStore, MessageRecord
 from fake_servers.transcript import TranscriptRecorder
-
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 class Endpoint(NamedTuple):
@@ -96,22 +78,19 @@ class ListenError(Exception):
         self.errno = errno
 
 
-_QUEUE_IDS = itertools.count()
-
-
-def new_queue_id() -> str:
-    """Unique across the process and across restarts (a spool file is named by it): time, then a counter."""
-    return f"{time.time_ns() // 1000:X}{next(_QUEUE_IDS) & 0xFFFF:04X}"
-
-
 class DomainServer:
+    """The assembly of one domain's server: builds its services and listeners and runs their lifecycle; the
+    mail itself goes through `intake` (what `accept`, the MailAcceptor the SMTP handlers call, hands over to)."""
+
     def __init__(self, spec: DomainSpec, store: MailStore, *, host: str = "127.0.0.1", ports: Ports | None = None,
                  tls_context: ssl.SSLContext | None = None, transcripts: TranscriptRecorder | None = None,
                  router: Callable[[str], Route | None] = lambda _d: None, spool_dir: Path | None = None,
                  retry_delays: Sequence[float] = (1.0, 5.0, 30.0, 120.0), relay_connections: int = 2,
-                 imap: bool = True, guard: ConnectionGuard | None = None) -> None:
+                 imap: bool = True, guard: ConnectionGuard | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         """`guard`: connection caps and login throttling for the three listeners (shared with other domains when
-        given; else the domain gets one of its own with the default limits)."""
+        given; else the domain gets one of its own with the default limits). `clock`: the seconds the policies
+        keep time by (services.clock; a lab on simulated time passes its own)."""
         self.spec = spec
         self.domain = spec.name.lower()
         self.hostname = self.domain
@@ -125,15 +104,22 @@ class DomainServer:
         self.local_domains = frozenset({self.domain})
         self.relay_spool = Spool(spool_dir / "relay" if spool_dir else None)
         self.held_spool = Spool(spool_dir / "held" if spool_dir else None)
-        self.relay = RelayQueue(self.domain, self.relay_spool, router, self._bounce, retry_delays=retry_delays,
-                                hostname=self.hostname, connections_per_domain=relay_connections)
+        # the relay's bounces go back in through the intake (a DSN is the server's own mail)
+        self.relay = RelayQueue(self.domain, self.relay_spool, router, lambda *a: self.intake.bounce(*a),
+                                retry_delays=retry_delays, hostname=self.hostname,
+                                connections_per_domain=relay_connections)
+        self.tasks = BackgroundTasks(self.domain)
+        self.held_mail = HeldMail(self.held_spool)
+        self.final = FinalDelivery(store, self.accounts, self.local_domains, self.relay)
+        self.intake = Intake(self.domain, Stamper(self.domain, self.hostname), self.final, self.held_mail,
+                             self.tasks)
         self.services = DomainServices(
             domain=self.domain, role=self.role, store=store, accounts=self.accounts,
             local_domains=self.local_domains, config=dict(spec.policies),
-            hooks=ServiceHooks(deliver_local=self.deliver_local, save_sent_copy=self.save_sent_copy,
-                               submit=self.submit, release=self.release, discard=self.discard,
-                               held=self.held, spawn=self.spawn))
-        self.pipeline = Pipeline([], self.services, self._final_delivery, self._hold)
+            mail=self.final, held_mail=self.held_mail, submitter=self.intake, tasks=self.tasks,
+            clock=clock)
+        self.pipeline = Pipeline([], self.services)
+        self.intake.connect(self.pipeline)  # the policies reach the intake back only through services.submit
         self._want_imap = imap
         self.imap_server: Any = None
         self.guard = guard if guard is not None else ConnectionGuard()
@@ -144,10 +130,6 @@ class DomainServer:
             SubmissionHandler(self), host=host, port=self.ports.submission, hostname=self.hostname,
             data_size_limit=spec.max_message_size, tls_context=tls_context, transcripts=transcripts,
             guard=self.guard)
-        self._held: dict[str, Delivery] = {}
-        self._sent_names: dict[str, str] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._running = False
 
     # -- lifecycle ------------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -155,8 +137,7 @@ class DomainServer:
         for user in self.accounts:
             self.store.ensure_user(user)
         self.pipeline.policies = self._build_policies()
-        for entry_id, record, raw in self.held_spool.load():
-            self._held[entry_id] = Delivery.from_record(record, raw)
+        self.held_mail.load()
         await self._listen(self.mx_listener, "MX")
         await self._listen(self.submission_listener, "submission")
         if self._want_imap:
@@ -187,6 +168,7 @@ class DomainServer:
                 reason = " ".join(str(exc).split()) or type(exc).__name__
                 raise PolicySettingsError(f"bad lab configuration: {reason} (domain {self.domain}, policy {reg.name!r})"
                                           ) from None
+        self.services.add_policies(policies)  # siblings find each other through the services, not globals
         return policies
 
     async def _listen(self, listener: SmtpListener, what: str) -> None:
@@ -198,26 +180,18 @@ class DomainServer:
 
     async def run(self) -> None:
         """Start the policies and the relay (after every domain of the lab listens)."""
-        self._running = True
         await self.pipeline.start()
         await self.relay.start()
 
     async def stop(self) -> None:
         """Listeners first (no new mail), then in-flight deliveries finish, then relay and policies stop."""
-        self._running = False
         await self.mx_listener.stop()
         await self.submission_listener.stop()
         if self.imap_server is not None:
             with contextlib.suppress(Exception):
                 await self.imap_server.stop()
             self.imap_server = None
-        if self._tasks:
-            _done, pending = await asyncio.wait(set(self._tasks), timeout=5.0)
-            for task in pending:
-                task.cancel()
-            for task in pending:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        await self.tasks.stop()
         await self.relay.stop()
         await self.pipeline.stop()
 
@@ -238,235 +212,33 @@ class DomainServer:
 
     # -- MailAcceptor (what the SMTP handlers call) ---------------------------------------------------
     def is_local(self, address: str) -> bool:
-        return address.rpartition("@")[2].lower() in self.local_domains
+        return self.services.is_local(address)
 
     async def accept(self, *, channel: Channel, auth_user: str | None, mail_from: str, recipients: list[str],
                      raw: bytes, smtputf8: bool, helo: str | None, peer: Any, tls: bool,
                      header_block: headers.HeaderBlock | None = None) -> str:
-        delivery = self._stamp(channel=channel, auth_user=auth_user, mail_from=mail_from, recipients=recipients,
-                               raw=raw, smtputf8=smtputf8, helo=helo, peer=peer, tls=tls, block=header_block)
-        try:
-            await self._run_protected(self.pipeline.run(delivery), f"deliver {delivery.queue_id}")
-        except PolicyReject as exc:
-            return exc.reply
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s: delivery of %s failed", self.domain, delivery.queue_id)
-            return "451 4.3.0 Local error in processing; try again later"
-        return f"250 2.0.0 Ok: queued as {delivery.queue_id}"
+        """The reply to DATA, once the intake has delivered, queued, held or refused the message."""
+        return await self.intake.accept(channel=channel, auth_user=auth_user, mail_from=mail_from,
+                                        recipients=recipients, raw=raw, smtputf8=smtputf8, helo=helo, peer=peer,
+                                        tls=tls, header_block=header_block)
 
-    def _stamp(self, *, channel: Channel, auth_user: str | None, mail_from: str, recipients: list[str],
-               raw: bytes, smtputf8: bool, helo: str | None = None, peer: Any = None, tls: bool = False,
-               marks: set[str] | None = None, save_sent_copy: bool | None = None,
-               block: headers.HeaderBlock | None = None) -> Delivery:
-        """A Delivery for an accepted message, with the server's trace and submission fix-ups applied.
-
-        Every message enters here, whatever its channel, so here the server-only recall mark is stripped (as
-        Authentication-Results is, RFC 8601), whichever policies the domain runs: only the recall policy puts it
-        back, on what it vouches for. The server's own mail (`internal`) is made canonical (CRLF) like
-        everything the SMTP edge accepts."""
-        queue_id = new_queue_id()
-        now = datetime.now(UTC)
-        if channel == "internal":
-            raw = to_crlf(raw)
-        stripped = raw if block is not None and not block.has(HEADER_VERIFIED) else strip_verified(raw)
-        if stripped is not raw:
-            raw, block = stripped, None
-            self.services.log("recall-mark-stripped", queue_id=queue_id, channel=channel, mail_from=mail_from)
-        bcc: list[str] = []
-        if channel in ("submission", "internal"):
-            block = block or headers.HeaderBlock(raw)
-            has_bcc = block.has("Bcc")
-            if channel == "submission" or has_bcc:
-                named = set(block.addresses("To", "Cc"))
-                bcc = [r for r in recipients if r.lower() not in named]
-                if has_bcc:
-                    raw = headers.remove_headers(raw, ["Bcc"])
-            missing = []
-            if not block.has("Message-ID"):
-                missing.append(("Message-ID", make_msgid(domain=self.domain)))
-            if not block.has("Date"):
-                missing.append(("Date", _rfc5322_date(now)))
-            if missing:
-                raw = headers.append_headers(raw, missing)
-        raw = headers.prepend_headers(raw, [("Received", self._received(channel, helo, peer, tls, auth_user,
-                                                                         smtputf8, queue_id, recipients, now))])
-        return Delivery(domain=self.domain, channel=channel, auth_user=auth_user, mail_from=mail_from,
-                        recipients=list(recipients), raw=raw, queue_id=queue_id, bcc=bcc,
-                        trusted_marks=set(marks or ()),
-                        save_sent_copy=(channel == "submission") if save_sent_copy is None else save_sent_copy,
-                        smtputf8=smtputf8, received_at=now)
-
-    def _received(self, channel: Channel, helo: str | None, peer: Any, tls: bool, auth_user: str | None,
-                  smtputf8: bool, queue_id: str, recipients: Sequence[str], now: datetime) -> str:
-        if channel == "internal":
-            source = "from localhost (internal)"
-            proto = "local"
-        else:
-            ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-            # nothing the client chose lands raw in a trace field (the SMTP edge refuses controls already)
-            source = f"from {trace_text(helo, word=True) if helo else 'unknown'} ([{ip}])"  # ip: the socket's
-            proto = ("UTF8SMTP" if smtputf8 else "ESMTP") + ("S" if tls else "") + ("A" if auth_user else "")
-        who = f" for <{trace_text(recipients[0])}>" if len(recipients) == 1 else ""
-        return f"{source} by {self.hostname} (recall-lab) with {proto} id {queue_id}{who}; {_rfc5322_date(now)}"
-
-    # -- final delivery (after the policies) ----------------------------------------------------------
-    async def _final_delivery(self, delivery: Delivery) -> None:
-        if delivery.save_sent_copy:
-            self.save_sent_copy(delivery)
-        local: list[str] = []
-        remote: list[str] = []
-        seen: set[str] = set()
-        for rcpt in delivery.recipients:
-            key = rcpt.lower()
-            if key in seen:
-                continue
-            seen.add(key)
-            (local if self.is_local(rcpt) else remote).append(rcpt)
-        failures = []
-        for rcpt in local:
-            user = self.accounts.canonical(rcpt)
-            if user is None:
-                failures.append(Failure(rcpt, "5.1.1", f"smtp; 550 5.1.1 <{rcpt}>: user unknown"))
-                continue
-            self._deliver(user, delivery.raw, delivery.mail_from, "INBOX")
-        if remote:
-            self.relay.enqueue(delivery.queue_id, delivery.mail_from, remote, delivery.raw, delivery.smtputf8)
-        if failures and delivery.mail_from:
-            await self._send_dsn(delivery.mail_from, delivery.raw, failures, delivery.queue_id,
-                                 delivery.received_at, gave_up=False)
-
-    def deliver_local(self, user: str, raw: bytes, *, mail_from: str = "", mailbox: str = "INBOX"
-                      ) -> MessageRecord:
-        """Into the store with Return-Path and Delivered-To (what policies call): CRLF line ends whatever a
-        policy handed over, as the store keeps only the canonical form."""
-        return self._deliver(user, to_crlf(raw), mail_from, mailbox)
-
-    def _deliver(self, user: str, raw: bytes, mail_from: str, mailbox: str) -> MessageRecord:
-        """`raw` (canonical already: through the edge or `deliver_local`) with its trace fields, into the store;
-        nothing raw from the envelope in those fields."""
-        stamped = headers.prepend_headers(raw, [("Return-Path", f"<{trace_text(mail_from)}>"),
-                                                ("Delivered-To", trace_text(user))])
-        return self.store.deliver(user, stamped, mailbox)
-
-    def save_sent_copy(self, delivery: Delivery) -> MessageRecord | None:
-        """The sender's own copy, \\Seen, in their Sent folder, with a Bcc header naming the Bcc recipients:
-        the sender must be able to find (and later recall from) everyone it wrote to."""
-        owner = delivery.auth_user or (delivery.mail_from if self.is_local(delivery.mail_from) else None)
-        user = self.accounts.canonical(owner) if owner else None
-        if user is None:
-            return None
-        raw = delivery.raw
-        if delivery.bcc:
-            raw = headers.append_headers(headers.remove_headers(raw, ["Bcc"]), [("Bcc", ", ".join(delivery.bcc))])
-        try:
-            return self.store.append(user, self._sent_mailbox(user), raw, ["\\Seen"])
-        except StoreError:  # the Sent folder was renamed or deleted since it was cached: look again
-            self._sent_names.pop(user, None)
-            return self.store.append(user, self._sent_mailbox(user), raw, ["\\Seen"])
-
-    def _sent_mailbox(self, user: str) -> str:
-        """The user's \\Sent mailbox (cached: listing every mailbox per message would dominate delivery;
-        save_sent_copy forgets the cache when an append to it fails)."""
-        name = self._sent_names.get(user)
-        if name is not None:
-            return name
-        name = "Sent"
-        for info in self.store.list_mailboxes(user):
-            if info.special_use == "\\Sent":
-                name = info.name
-                break
-        self._sent_names[user] = name
-        return name
-
-    # -- held deliveries ------------------------------------------------------------------------------
-    def _hold(self, delivery: Delivery) -> None:
-        self._held[delivery.queue_id] = delivery
-        self.held_spool.put(delivery.queue_id, delivery.to_record(), delivery.raw)
-
-    async def release(self, queue_id: str) -> None:
-        delivery = self._held.pop(queue_id)
-        held_by, delivery.held_by = delivery.held_by, None
-        try:
-            # shielded: a policy's timer task cancelled at shutdown must not cut a delivery in half
-            await asyncio.shield(self._track(self.pipeline.run(delivery, start_after=held_by), f"release {queue_id}"))
-        except BaseException:
-            if queue_id not in self._held:  # failed before anyone held it again: keep it held
-                delivery.held_by = held_by
-                self._held[queue_id] = delivery
-            raise
-        if queue_id not in self._held:
-            self.held_spool.remove(queue_id)
-
-    def discard(self, queue_id: str) -> Delivery:
-        delivery = self._held.pop(queue_id)
-        self.held_spool.remove(queue_id)
-        return delivery
-
-    def held(self) -> list[Delivery]:
-        return list(self._held.values())
-
-    # -- internal submissions, bounces, background work -----------------------------------------------
+    # -- the services, for tests and tools (policies use `services`) ---------------------------------
     async def submit(self, mail_from: str, recipients: list[str], raw: bytes, *, channel: Channel = "internal",
                      marks: set[str] | None = None, save_sent_copy: bool = False,
                      auth_user: str | None = None) -> str:
-        delivery = self._stamp(channel=channel, auth_user=auth_user, mail_from=mail_from,
-                               recipients=list(recipients), raw=raw, smtputf8=_needs_smtputf8(mail_from, recipients),
-                               marks=marks, save_sent_copy=save_sent_copy)
-        await self._run_protected(self.pipeline.run(delivery), f"submit {delivery.queue_id}")
-        return delivery.queue_id
+        return await self.intake.submit(mail_from, recipients, raw, channel=channel, marks=marks or (),
+                                        save_sent_copy=save_sent_copy, auth_user=auth_user)
 
-    async def _bounce(self, entry: RelayEntry, failures: list[Failure], gave_up: bool) -> None:
-        if not entry.mail_from:
-            log.warning("%s: bounce of a bounce dropped (%s)", self.domain, entry.id)
-            return
-        await self._send_dsn(entry.mail_from, entry.raw, failures, entry.queue_id,
-                             datetime.fromtimestamp(entry.created, UTC), gave_up=gave_up)
-
-    async def _send_dsn(self, to: str, original: bytes, failures: list[Failure], queue_id: str,
-                        arrival: datetime, gave_up: bool) -> None:
-        dsn = build_dsn(reporting_domain=self.domain, original_from=to, original_raw=original, failures=failures,
-                        queue_id=queue_id, arrival=arrival, gave_up=gave_up)
-        self.services.log("dsn", queue_id=queue_id, to=to, recipients=[f.recipient for f in failures],
-                          status=[f.status for f in failures])
-        await self.submit("", [to], dsn, channel="internal")
-
-    async def _run_protected(self, coro: Coroutine[Any, Any, T], name: str) -> T:
-        """Run a delivery to its end whatever happens to the caller (a client dropping the connection cancels
-        the SMTP session's task): a message must never be left half delivered.
-
-        Eagerly: the coroutine runs in the caller's task until it first suspends. Most deliveries never do
-        (policies decide, the store appends, the relay queue takes the message, all synchronously), and as nothing
-        else can run meanwhile, no cancellation can reach them; they cost no task, no shield and no extra turns
-        of the event loop (about a tenth of the delivery path's CPU time). A delivery that does suspend
-        (an internal submit, a policy waiting for something) continues in a tracked task (Lab.wait_idle awaits
-        it, stop() cancels it last), which the caller awaits through asyncio.shield as before. Caveat for policy
-        authors: code before a policy's first suspension runs in the SMTP session's task, so bind timeouts
-        with asyncio.wait_for, not asyncio.timeout (which binds to the current task).
-        """
-        try:
-            first = coro.send(None)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        return await asyncio.shield(self._track(_resume(coro, first), name))
-
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
-        return self._track(coro, name or "policy task")
-
-    def _track(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=f"{self.domain}: {name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    def deliver_local(self, user: str, raw: bytes, *, mail_from: str = "", mailbox: str = "INBOX"
+                      ) -> MessageRecord:
+        return self.final.deliver_local(user, raw, mail_from=mail_from, mailbox=mailbox)
 
     async def wait_idle(self) -> bool:
         """Wait for in-flight deliveries, spawned tasks and the relay queue; True if there was anything."""
         waited = False
         while True:
-            if self._tasks:
+            if await self.tasks.wait():
                 waited = True
-                await asyncio.wait(set(self._tasks))
                 continue
             if not self.relay.idle:
                 waited = True
@@ -476,58 +248,7 @@ class DomainServer:
 
     @property
     def busy(self) -> bool:
-        return bool(self._tasks) or not self.relay.idle
-
-
-class _Resumed:
-    """Awaitable that goes on driving a coroutine which already yielded `first` outside any task (see
-    DomainServer._run_protected): it passes what the coroutine yields to the task, and what the task sends or
-    throws (a wake-up, a cancellation) back into it, as `await` itself would."""
-
-    __slots__ = ("_coro", "_first")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
-        self._coro = coro
-        self._first = first
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, value = self._coro, self._first
-        while True:
-            try:
-                sent = yield value
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
-                try:
-                    value = coro.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
-                    value = coro.send(sent)
-                except StopIteration as done:
-                    return done.value
-
-
-async def _resume(coro: Coroutine[Any, Any, T], first: Any) -> T:
-    return await _Resumed(coro, first)  # type: ignore[no-any-return]
-
-
-_date_cache: tuple[int, str] = (-1, "")
-
-
-def _rfc5322_date(now: datetime) -> str:
-    """format_datetime, computed once per second (every accepted message stamps one or two)."""
-    global _date_cache
-    second = int(now.timestamp())
-    if _date_cache[0] != second:
-        _date_cache = (second, format_datetime(now.replace(microsecond=0)))
-    return _date_cache[1]
-
-
-def _needs_smtputf8(mail_from: str, recipients: Sequence[str]) -> bool:
-    return not all(a.isascii() for a in (mail_from, *recipients))
+        return self.tasks.busy or not self.relay.idle
 
 
 def _bind_message(host: str, port: int, domain: str, what: str, exc: OSError) -> str:

@@ -5,8 +5,10 @@ decisions about a *message*, not about the SMTP dialogue, and later issues add t
 listeners. The contract (Delivery, Verdict, Policy, DomainServices, the registry) is documented in
 docs/pipeline.md; keep the two in step.
 
-The pipeline itself knows nothing of sockets: the domain server gives `DomainServices` the callables that reach
-the store, the relay queue and the held-message spool.
+The pipeline itself knows nothing of sockets and never calls back into the domain: `Pipeline.run` returns a
+`PipelineResult` (deliver / hold / consumed / rejected) and the domain's intake (fake_servers/intake.py) acts on
+it. `DomainServices` reaches the service objects the domain owns (final delivery, held mail, the intake, its
+background tasks), each through a small protocol declared here.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import importlib
 import importlib.util
 import logging
 import pkgutil
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy as email_policy
@@ -26,6 +29,7 @@ from email.parser import BytesParser
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from fake_servers.accounts import Accounts
+from fake_servers.recall.recoverable import RecoverableItems
 from fake_servers.smtp.headers import HeaderBlock, as_bytes_checked
 from fake_servers.store.base import MailStore, MessageRecord
 
@@ -217,35 +221,82 @@ def resolve_pipeline(names: Sequence[str] | None, role: str) -> list[Registratio
 # --- what a policy may use ---------------------------------------------------------------------------------
 
 
-@dataclass
-class ServiceHooks:
-    """The domain server's side of DomainServices: callables, so this module needs no sockets or spools."""
+class LocalMail(Protocol):
+    """Final delivery as a policy may use it (the domain's fake_servers.delivery.FinalDelivery)."""
 
-    deliver_local: Callable[..., MessageRecord]
-    save_sent_copy: Callable[[Delivery], MessageRecord | None]
-    submit: Callable[..., Awaitable[str]]
-    release: Callable[[str], Awaitable[None]]
-    discard: Callable[[str], Delivery]
-    held: Callable[[], list[Delivery]]
-    spawn: Callable[..., asyncio.Task[Any]]
+    def deliver_local(self, user: str, raw: bytes, *, mail_from: str = "", mailbox: str = "INBOX"
+                      ) -> MessageRecord: ...
+
+    def save_sent_copy(self, delivery: Delivery) -> MessageRecord | None: ...
+
+
+class HeldDeliveries(Protocol):
+    """The held deliveries (the domain's fake_servers.delivery.HeldMail)."""
+
+    def held(self) -> list[Delivery]: ...
+
+    def discard(self, queue_id: str) -> Delivery: ...
+
+
+class Submitter(Protocol):
+    """The one path into the pipeline (the domain's fake_servers.intake.Intake): what `submit` and `release`
+    reach, the same path SMTP acceptance takes."""
+
+    async def submit(self, mail_from: str, recipients: Sequence[str], raw: bytes, *, channel: Channel = "internal",
+                     marks: Iterable[str] = (), save_sent_copy: bool = False, auth_user: str | None = None) -> str: ...
+
+    async def release(self, queue_id: str) -> None: ...
+
+
+class Spawner(Protocol):
+    """The domain's tracked background tasks (fake_servers.background.BackgroundTasks)."""
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]: ...
 
 
 class DomainServices:
-    """What a policy may use (see docs/pipeline.md#the-contract-names-other-modules-depend-on): the store, accounts, re-submission, an audit log."""
+    """What a policy may use (see docs/pipeline.md#the-contract-names-other-modules-depend-on): the store, accounts,
+    re-submission, an audit log, the domain's clock, its sibling policies and its recoverable-items area.
+
+    Everything a policy needs from outside is passed in here, as the `email` package passes its policy objects in:
+    the clock (a lab on simulated time gives its own; policies read `services.clock` rather than having one
+    patched into them), the policy instances of the domain (`policy(name)`, registered when the domain builds its
+    pipeline; recall asks delayed send to cancel a held original through it, the Lab drives a policy's
+    `purge_now`/`release_now` through it) and the recoverable-items area legal hold fills.
+    """
 
     def __init__(self, *, domain: str, role: str, store: MailStore, accounts: Accounts,
-                 local_domains: Iterable[str], config: Mapping[str, Any], hooks: ServiceHooks) -> None:
+                 local_domains: Iterable[str], config: Mapping[str, Any], mail: LocalMail,
+                 held_mail: HeldDeliveries, submitter: Submitter, tasks: Spawner,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.domain = domain
         self.role = role
         self.store = store
         self.accounts = accounts
         self.local_domains = frozenset(d.lower() for d in local_domains)
         self.config = config
+        self.clock = clock
+        self.recoverable = RecoverableItems()
         self.audit_log: list[dict[str, Any]] = []
-        self._hooks = hooks
+        # the service objects the domain owns; none of them is the domain server itself
+        self._mail = mail
+        self._held_mail = held_mail
+        self._submitter = submitter
+        self._tasks = tasks
+        self._policies: dict[str, Policy] = {}
 
     def is_local(self, address: str) -> bool:
+        """Whether the address is in one of this server's domains (the one rule; DomainServer asks it too)."""
         return address.rpartition("@")[2].lower() in self.local_domains
+
+    def add_policies(self, policies: Iterable[Policy]) -> None:
+        """Register the domain's policy instances by name (the domain calls it once, when it builds them)."""
+        for policy in policies:
+            self._policies[policy.name] = policy
+
+    def policy(self, name: str) -> Policy | None:
+        """The domain's policy called `name`, or None when the domain does not run it."""
+        return self._policies.get(name)
 
     def user_exists(self, address: str) -> bool:
         return self.accounts.canonical(address) is not None
@@ -255,26 +306,26 @@ class DomainServices:
         """Put a message in a local user's mailbox with Return-Path and Delivered-To (CRLF line ends made where
         `raw` had others); runs no policy, so no filter either: a policy delivering what someone else wrote
         strips the server-only recall mark itself (format.strip_verified)."""
-        return self._hooks.deliver_local(user, raw, mail_from=mail_from, mailbox=mailbox)
+        return self._mail.deliver_local(user, raw, mail_from=mail_from, mailbox=mailbox)
 
     def save_sent_copy(self, delivery: Delivery) -> MessageRecord | None:
-        return self._hooks.save_sent_copy(delivery)
+        return self._mail.save_sent_copy(delivery)
 
     async def submit(self, mail_from: str, recipients: Sequence[str], raw: bytes, *,
                      channel: Channel = "internal", marks: Iterable[str] = (), save_sent_copy: bool = False,
                      auth_user: str | None = None) -> str:
         """Send a new message through this domain's whole pipeline; returns its queue id."""
-        return await self._hooks.submit(mail_from, list(recipients), raw, channel=channel, marks=set(marks),
-                                        save_sent_copy=save_sent_copy, auth_user=auth_user)
+        return await self._submitter.submit(mail_from, list(recipients), raw, channel=channel, marks=set(marks),
+                                            save_sent_copy=save_sent_copy, auth_user=auth_user)
 
     async def release(self, queue_id: str) -> None:
-        await self._hooks.release(queue_id)
+        await self._submitter.release(queue_id)
 
     def discard(self, queue_id: str) -> Delivery:
-        return self._hooks.discard(queue_id)
+        return self._held_mail.discard(queue_id)
 
     def held(self) -> list[Delivery]:
-        return self._hooks.held()
+        return self._held_mail.held()
 
     def log(self, event: str, **fields: Any) -> None:
         entry = {"at": datetime.now(UTC).isoformat(), "domain": self.domain, "event": event, **fields}
@@ -282,28 +333,62 @@ class DomainServices:
         log.info("%s: %s %s", self.domain, event, fields)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
-        return self._hooks.spawn(coro, name=name)
+        return self._tasks.spawn(coro, name=name)
 
 
 # --- running the policies ----------------------------------------------------------------------------------
 
 
-@dataclass
-class PipelineResult:
-    verdict: Verdict  # CONTINUE means: delivered
-    policy: str | None = None  # who consumed / held it
+@dataclass(frozen=True)
+class Deliver:
+    """Every policy said CONTINUE: deliver to `local` (this server's domains) and relay to `remote`, each
+    recipient once (compared case-insensitively, first spelling kept), with the Sent copy when asked for."""
+
+    delivery: Delivery
+    local: tuple[str, ...]
+    remote: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Hold:
+    """`policy` holds the delivery (delivery.held_by says so): keep it until released or discarded."""
+
+    delivery: Delivery
+    policy: str
+
+
+@dataclass(frozen=True)
+class Consumed:
+    """`policy` took the message over: no further policy, no delivery, no Sent copy."""
+
+    delivery: Delivery
+    policy: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """`policy` refused the message (PolicyReject): nothing is delivered; the sender gets `error.reply`."""
+
+    delivery: Delivery
+    policy: str
+    error: PolicyReject
+
+    @property
+    def reply(self) -> str:
+        return self.error.reply
+
+
+#: What `Pipeline.run` returns; the domain (fake_servers/intake.py) carries it out.
+PipelineResult = Deliver | Hold | Consumed | Rejected
 
 
 class Pipeline:
-    """The ordered policies of one domain and the final delivery step after them."""
+    """The ordered policies of one domain. It decides and returns its decision; it never delivers, holds or
+    calls back into the domain (the intake acts on the result)."""
 
-    def __init__(self, policies: Sequence[Policy], services: DomainServices,
-                 finish: Callable[[Delivery], Awaitable[None]],
-                 hold: Callable[[Delivery], None]) -> None:
+    def __init__(self, policies: Sequence[Policy], services: DomainServices) -> None:
         self.policies = list(policies)
         self.services = services
-        self._finish = finish
-        self._hold = hold
 
     async def start(self) -> None:
         for policy in self.policies:
@@ -321,23 +406,30 @@ class Pipeline:
                     log.exception("policy %s failed to stop", policy.name)
 
     async def run(self, delivery: Delivery, start_after: str | None = None) -> PipelineResult:
-        """Run the policies (all, or those after `start_after` when resuming a held delivery), then deliver.
-
-        PolicyReject propagates to the caller (the SMTP handler turns it into the reply).
-        """
+        """Run the policies (all, or those after `start_after` when resuming a held delivery) and say what is to
+        happen to the delivery. A policy's PolicyReject becomes `Rejected`; any other exception propagates."""
         index = 0
         if start_after is not None:
             names = [p.name for p in self.policies]
             index = names.index(start_after) + 1 if start_after in names else 0
         for policy in self.policies[index:]:
-            verdict = await policy.on_delivery(delivery, self.services)
+            try:
+                verdict = await policy.on_delivery(delivery, self.services)
+            except PolicyReject as exc:
+                return Rejected(delivery, policy.name, exc)
             if verdict is Verdict.CONSUMED:
-                return PipelineResult(Verdict.CONSUMED, policy.name)
+                return Consumed(delivery, policy.name)
             if verdict is Verdict.HOLD:
                 delivery.held_by = policy.name
-                self._hold(delivery)
-                return PipelineResult(Verdict.HOLD, policy.name)
+                return Hold(delivery, policy.name)
             if verdict is not Verdict.CONTINUE:
                 raise TypeError(f"policy {policy.name!r} returned {verdict!r}, not a Verdict")
-        await self._finish(delivery)
-        return PipelineResult(Verdict.CONTINUE)
+        local: list[str] = []
+        remote: list[str] = []
+        seen: set[str] = set()
+        for rcpt in delivery.recipients:
+            key = rcpt.lower()
+            if key not in seen:
+                seen.add(key)
+                (local if self.services.is_local(rcpt) else remote).append(rcpt)
+        return Deliver(delivery, tuple(local), tuple(remote))

@@ -16,6 +16,7 @@ import concurrent.futures
 import contextlib
 import ssl
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -67,8 +68,11 @@ class Lab:
     def __init__(self, config: LabConfig | None = None, *, store: str = "memory", host: str = "127.0.0.1",
                  port_base: int | None = None, tls: ssl.SSLContext | None = None,
                  transcripts: TranscriptRecorder | None = None, relay_connections: int = 2,
-                 imap: bool = True) -> None:
+                 imap: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+        """`clock`: the seconds every domain's policies keep time by (retention's age in Trash, the delayed-send
+        window); a scenario on simulated time passes its clock here instead of patching a running policy."""
         self.config = config or default_config()
+        self.clock = clock
         self.store_spec = store
         self.host = host
         self.port_base = port_base
@@ -117,7 +121,7 @@ class Lab:
                                       transcripts=self.transcripts, router=self._route, spool_dir=spool_dir,
                                       retry_delays=self.config.retry_delays,
                                       relay_connections=self.relay_connections, imap=self.imap_enabled,
-                                      guard=guard)
+                                      guard=guard, clock=self.clock)
                 self._servers[dc.name] = server
                 await server.open()
             for server in self._servers.values():

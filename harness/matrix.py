@@ -190,9 +190,10 @@ async def _run_group(group: Group, options: MatrixOptions, finished: Callable[[T
     shared = None
     if group.exclusive_clock:
         shared = WallClock(options.speed) if options.realtime else SimClock()
-    async with Lab(config, store="memory", transcripts=recorder, port_base=port_base) as lab:
-        if shared is not None:
-            _drive_retention_clock(lab, shared)
+    # The trials' shared clock is the servers' clock from the start (retention ages Trash by it), passed in
+    # when the lab is built, never patched into a running policy.
+    server_clock = shared.now if shared is not None else time.monotonic
+    async with Lab(config, store="memory", transcripts=recorder, port_base=port_base, clock=server_clock) as lab:
 
         def clock_factory() -> SimClock:
             return WallClock(options.speed) if options.realtime else SimClock()
@@ -262,15 +263,6 @@ def _widen_default_executor(concurrent_trials: int) -> None:
     workers = max(8, min(64, 2 * concurrent_trials))
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recall-lab-matrix"))
-
-
-def _drive_retention_clock(lab: Any, clock: SimClock) -> None:
-    """Let the organisation's retention purge read the trial's (simulated) clock."""
-    from fake_servers.policies.retention import retention_for
-
-    policy = retention_for(lab.services(ORG))
-    if policy is not None:
-        policy.clock = clock.now
 
 
 # --- several processes ----------------------------------------------------------------------------------------

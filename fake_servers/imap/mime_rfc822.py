@@ -27,8 +27,9 @@ def _is_token(ch: str) -> bool:
     return o > 32 and o != 127 and ch not in _TSPECIALS
 
 
-class Lexer:
-    """A cursor over one header value with RFC 822 skipping of whitespace and (nested) comments."""
+class HeaderValueLexer:
+    """A cursor over one header value with RFC 822 skipping of whitespace and (nested) comments (not the IMAP
+    command lexer of imap/lexer.py: header values have comments and folding, IMAP commands have literals)."""
 
     __slots__ = ("s", "i", "n", "last_comment")
 
@@ -205,7 +206,7 @@ class ContentType:
     ok: bool  # the type/subtype parsed cleanly (parameters are only read then)
 
 
-def _params(lx: Lexer) -> list[tuple[str, str]]:
+def _params(lx: HeaderValueLexer) -> list[tuple[str, str]]:
     """`; key=value` pairs; RFC 2231 continuations joined (key*0, key*1*...) but not decoded."""
     plain: list[tuple[str, str]] = []
     ext: dict[str, list[tuple[int, bool, str]]] = {}
@@ -256,8 +257,8 @@ def _params(lx: Lexer) -> list[tuple[str, str]]:
 
 
 # The everyday Content-Type: type/subtype and plain `; key=value` parameters (tokens or quoted strings without
-# escapes), no comments, nothing else. Matched in C and answered exactly as the Lexer would answer it
-# (tests/imap/test_mime_limits.py checks that); anything else goes the char-by-char way.
+# escapes), no comments, nothing else. Matched in C and answered exactly as the HeaderValueLexer would answer
+# it (tests/imap/test_mime_limits.py checks that); anything else goes the char-by-char way.
 _LW = r"[ \t\r\n]*"
 _TOKEN = r'[^\x00-\x20\x7f()<>@,;:\\"/\[\]?=]+'
 _QSTR = r'"([^"\\\r\n]*)"'
@@ -272,13 +273,13 @@ def parse_content_type(value: str) -> ContentType:
     m = _CT_FAST.fullmatch(value)
     if m is not None:
         params = [(k, t or q) for k, t, q in _CT_PARAM.findall(value, m.start(3), m.end(3))]
-        if not any("*" in k for k, _ in params):  # RFC 2231 segments: the Lexer joins them
+        if not any("*" in k for k, _ in params):  # RFC 2231 segments: the HeaderValueLexer joins them
             return ContentType(m.group(1), m.group(2), params, True)
     return _parse_content_type(value)
 
 
 def _parse_content_type(value: str) -> ContentType:
-    lx = Lexer(value)
+    lx = HeaderValueLexer(value)
     broken = ContentType("", "", [], False)
     if lx.skip_lwsp() <= 0:
         return broken
@@ -299,7 +300,7 @@ def _parse_content_type(value: str) -> ContentType:
 
 
 def parse_disposition(value: str) -> tuple[str, list[tuple[str, str]]]:
-    lx = Lexer(value)
+    lx = HeaderValueLexer(value)
     lx.skip_lwsp()
     token = lx.token() or ""
     return token, _params(lx)
@@ -307,7 +308,7 @@ def parse_disposition(value: str) -> tuple[str, list[tuple[str, str]]]:
 
 def parse_token_value(value: str) -> str | None:
     """A header that must be a single MIME token (Content-Transfer-Encoding), else None."""
-    lx = Lexer(value)
+    lx = HeaderValueLexer(value)
     lx.skip_lwsp()
     tok = lx.token()
     if not tok or lx.skip_lwsp() != 0:
@@ -316,7 +317,7 @@ def parse_token_value(value: str) -> str | None:
 
 
 def parse_languages(value: str) -> list[str] | None:
-    lx = Lexer(value)
+    lx = HeaderValueLexer(value)
     lx.skip_lwsp()
     return lx.atom_list(",") or None
 
@@ -334,7 +335,7 @@ class Address:
 
 class _AddressParser:
     def __init__(self, value: str) -> None:
-        self.lx = Lexer(value)
+        self.lx = HeaderValueLexer(value)
         self.out: list[Address] = []
 
     def _fixed(self, a: Address) -> None:

@@ -15,10 +15,12 @@ headers (recall instructions, notices) are not held: delaying a recall or its no
 
 Cancelling races nothing: the store tells this policy of the Outbox expunge synchronously, inside the user's
 IMAP command, so the delivery is discarded before the command is even answered; once released, the Outbox copy
-is gone, and there is nothing left to delete. Time is injectable (`clock=`; `await release_due()` releases what
-is due by that clock) so tests advance a clock instead of sleeping.
+is gone, and there is nothing left to delete. Time is the domain's clock (`services.clock`, passed in when the
+domain is built; a unit test may pass `clock=`), and `await release_due()` releases what is due by it, so tests
+advance a clock instead of sleeping.
 
-Lab API (besides IMAP): `delayed_send_for(lab.services(domain))` -> the policy; `.pending()` lists what is held,
+Lab API (besides IMAP): `delayed_send_for(lab.services(domain))` -> the policy (the domain's services know its
+policies); `.pending()` lists what is held,
 `.cancel(message_id_or_queue_id)` cancels like deleting from the Outbox, `await .release_now(key)` ends the
 window at once ("send now"; simulated-time trials end the window at their planned instant with it).
 """
@@ -27,14 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from fake_servers.pipeline import Delivery, DomainServices, Verdict, register_policy
+from fake_servers.recall.format import HEADER_MESSAGE_ID, HEADER_NOTICE, HEADER_REPORT, has_recall_headers
 from fake_servers.smtp import headers
 from fake_servers.store.base import (
     MailboxDeleted,
@@ -49,15 +50,14 @@ SETTING = "delayed_send_seconds"
 ALIAS = "delayed_send"
 OUTBOX = "Outbox"
 ORIGIN = "delayed-send"
-#: Headers that mark a machine message of the recall protocol (never held).
-_RECALL_HEADERS = (b"x-recall-message-id:", b"x-recall-notice:", b"x-recall-report:")
-
-_ACTIVE: weakref.WeakKeyDictionary[DomainServices, DelayedSendPolicy] = weakref.WeakKeyDictionary()
+#: The fields that mark a machine message of the recall protocol (never held): a recall, a notice, a report.
+_MACHINE_FIELDS = frozenset(name.lower().encode() for name in (HEADER_MESSAGE_ID, HEADER_NOTICE, HEADER_REPORT))
 
 
 def delayed_send_for(services: DomainServices) -> DelayedSendPolicy | None:
-    """The running delayed-send policy of a domain (tests drive its clock through it)."""
-    return _ACTIVE.get(services)
+    """The domain's delayed-send policy, when it runs one (the Lab and tests list, cancel and release through it)."""
+    policy = services.policy(DelayedSendPolicy.name)
+    return policy if isinstance(policy, DelayedSendPolicy) else None
 
 
 def delay_from(settings: Mapping[str, Any]) -> float:
@@ -80,31 +80,39 @@ class Pending:
     due: float  # by the policy's clock
 
 
-def _has_recall_headers(raw: bytes) -> bool:
-    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0].lower()
-    return any(b"\n" + name in b"\n" + head for name in _RECALL_HEADERS)
+def _is_recall_machine_message(raw: bytes) -> bool:
+    """Whether the header block has a recall, notice or report field (the recall format's names and reader)."""
+    if not has_recall_headers(raw):  # ordinary mail: one cheap look
+        return False
+    head, _body = headers.split_message(raw)
+    return any(name in _MACHINE_FIELDS for name in headers.field_names(head))
 
 
 class DelayedSendPolicy:
     name = "delayed_send"
 
     def __init__(self, settings: Mapping[str, Any], services: DomainServices,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] | None = None) -> None:
+        """`clock`: seconds by which the window runs; the domain's (`services.clock`) unless given."""
         self.delay = delay_from(settings)
         self.services = services
         self.store = services.store
-        self.clock = clock
+        self._clock = clock if clock is not None else services.clock
         self._pending: dict[str, Pending] = {}
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._subscribed = False
-        _ACTIVE[services] = self
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock this policy was built with (read-only: time is passed in, never patched into it)."""
+        return self._clock
 
     # -- the hook ---------------------------------------------------------------------------------------
 
     async def on_delivery(self, delivery: Delivery, services: DomainServices) -> Verdict:
         if (self.delay <= 0 or delivery.channel != "submission" or not delivery.auth_user
-                or not services.user_exists(delivery.auth_user) or _has_recall_headers(delivery.raw)):
+                or not services.user_exists(delivery.auth_user) or _is_recall_machine_message(delivery.raw)):
             return Verdict.CONTINUE
         self._ensure_started()
         user = services.accounts.canonical(delivery.auth_user) or delivery.auth_user

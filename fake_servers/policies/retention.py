@@ -8,21 +8,21 @@ purge preserves the message in the recoverable-items area first (a hold outranks
 
 Why "age in Trash" and not the message's date: the clock starts when the message enters Trash (a store event),
 as in Exchange's deleted-item retention. Messages already in Trash when the server starts count from then.
-The clock is injectable (`clock=`) and `await purge_now()` runs one purge, so tests advance time instead of
-sleeping; the background task only waits for the next deadline or the next message to enter Trash.
+Time is the domain's clock (`services.clock`, passed in when the domain is built: a lab on simulated time gives
+its own; a unit test may pass `clock=`), and `await purge_now()` runs one purge, so tests advance time instead
+of sleeping; the background task only waits for the next deadline or the next message to enter Trash. The Lab
+reaches the running policy through the domain's services: `retention_for(lab.services(domain))`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from fake_servers.pipeline import Delivery, DomainServices, Verdict, register_policy
-from fake_servers.policies.legal_hold import held_users, preserve_then_expunge
+from fake_servers.recall.recoverable import held_users
 from fake_servers.store.base import (
     MailboxCreated,
     MailboxDeleted,
@@ -36,12 +36,11 @@ from fake_servers.store.base import (
 SETTING = "purge_deleted_after"
 ORIGIN = "retention"
 
-_ACTIVE: weakref.WeakKeyDictionary[DomainServices, RetentionPolicy] = weakref.WeakKeyDictionary()
-
 
 def retention_for(services: DomainServices) -> RetentionPolicy | None:
-    """The running retention policy of a domain (tests drive its clock and `purge_now()` through it)."""
-    return _ACTIVE.get(services)
+    """The domain's retention policy, when it runs one (the Lab and tests call its `purge_now()`)."""
+    policy = services.policy(RetentionPolicy.name)
+    return policy if isinstance(policy, RetentionPolicy) else None
 
 
 def purge_after(settings: Mapping[str, Any]) -> float | None:
@@ -57,10 +56,11 @@ class RetentionPolicy:
     name = "retention"
 
     def __init__(self, settings: Mapping[str, Any], services: DomainServices,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] | None = None) -> None:
+        """`clock`: seconds by which Trash ages; the domain's (`services.clock`) unless given."""
         self.after = purge_after(settings)
         self.held = held_users(settings, services.domain)
-        self.clock = clock
+        self._clock = clock if clock is not None else services.clock
         self.services = services
         self.store = services.store
         # (user, mailbox) -> uid -> when it entered Trash (by self.clock)
@@ -68,7 +68,11 @@ class RetentionPolicy:
         self._is_trash: dict[tuple[str, str], bool] = {}
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        _ACTIVE[services] = self
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock this policy was built with (read-only: time is passed in, never patched into it)."""
+        return self._clock
 
     async def on_delivery(self, delivery: Delivery, services: DomainServices) -> Verdict:
         return Verdict.CONTINUE
@@ -148,7 +152,8 @@ class RetentionPolicy:
             try:
                 if user in self.held:
                     for uid in due:
-                        preserve_then_expunge(self.store, user, mailbox, uid, reason=ORIGIN)
+                        self.services.recoverable.preserve_then_expunge(self.store, user, mailbox, uid,
+                                                                        reason=ORIGIN)
                     gone = due
                 else:
                     gone = self.store.expunge(user, mailbox, due, origin=ORIGIN)

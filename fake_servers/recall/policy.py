@@ -22,7 +22,7 @@ Settings (the domain's `policies` table):
     recall_mode = "cloud" | "legacy" | "off"   (default "cloud")
     recall_read_messages = true                (cloud: also recall messages already read)
     notify_recipients = false                  (cloud: also deliver the recall message itself)
-    legal_hold = ["bob@corp.example"]          (see fake_servers/policies/legal_hold.py)
+    legal_hold = ["bob@corp.example"]          (see fake_servers/recall/recoverable.py)
     recall_step_delay = 0                      (cloud: seconds between one recipient's mailbox and the next;
                                                 shows a recall's progress to IMAP clients, and lets a test stop
                                                 the server half-way; 0 removes every copy at once)
@@ -43,7 +43,6 @@ from typing import Any
 
 from fake_servers.mime_limits import MimeLimits, check_message
 from fake_servers.pipeline import Delivery, DomainServices, Verdict
-from fake_servers.policies.legal_hold import held_users, preserve_then_expunge
 from fake_servers.recall.format import (
     RecallAction,
     RecallFormatError,
@@ -61,11 +60,12 @@ from fake_servers.recall.format import (
     parse_recall_instruction,
     strip_verified,
 )
+from fake_servers.recall.modes import MODES
+from fake_servers.recall.recoverable import RecoverableItems, held_users
 from fake_servers.recall.trust import copy_is_from, from_address, judge_replacement, judge_submission
 from fake_servers.smtp.headers import as_bytes_checked
 from fake_servers.store.base import MailStore, MessageLocation, MessageRecord, StoreError
 
-MODES = ("cloud", "legacy", "off")
 #: Marks put on Delivery.trusted_marks (never read from headers).
 MARK_RECALL = "recall-honoured"
 MARK_NOTICE = "recall-notice-verified"
@@ -176,31 +176,36 @@ def plan_mailbox_recall(store: MailStore, user: str, original: str, sender: str,
     return MailboxPlan(RecipientResult(user, status, f"removed from {where}"), locations)
 
 
-def remove_copies(store: MailStore, user: str, locations: Sequence[MessageLocation], held: bool) -> None:
-    """Take the planned copies out of the user's view (into recoverable items under legal hold)."""
+def remove_copies(store: MailStore, user: str, locations: Sequence[MessageLocation], held: bool,
+                  area: RecoverableItems | None) -> None:
+    """Take the planned copies out of the user's view (into the recoverable-items `area` under legal hold)."""
+    if held and area is None:
+        raise ValueError(f"{user} is under legal hold: removing copies needs the recoverable-items area")
     for loc in locations:
         if held:
-            preserve_then_expunge(store, user, loc.mailbox, loc.uid, reason=ORIGIN)
+            assert area is not None
+            area.preserve_then_expunge(store, user, loc.mailbox, loc.uid, reason=ORIGIN)
         else:
             store.expunge(user, loc.mailbox, [loc.uid], origin=ORIGIN)
 
 
-def recall_from_mailbox(store: MailStore, user: str, original: str, sender: str, settings: RecallSettings
-                        ) -> RecipientResult:
-    """Cloud recall in one local mailbox: remove every copy of `original` written by `sender`, wherever it is."""
+def recall_from_mailbox(store: MailStore, user: str, original: str, sender: str, settings: RecallSettings,
+                        area: RecoverableItems | None = None) -> RecipientResult:
+    """Cloud recall in one local mailbox: remove every copy of `original` written by `sender`, wherever it is
+    (`area`: where a held mailbox's copies go; needed only when `user` is under legal hold)."""
     plan = plan_mailbox_recall(store, user, original, sender, settings)
-    remove_copies(store, user, plan.copies, plan.held)
+    remove_copies(store, user, plan.copies, plan.held, area)
     return plan.result
 
 
 def _cancel_delayed_send(services: DomainServices, queue_id: str) -> bool:
-    """Cancel through the delayed-send policy when it holds the message, so its Outbox copy goes too."""
-    try:
-        from fake_servers.policies.delayed_send import delayed_send_for
-    except ImportError:
-        return False
-    policy = delayed_send_for(services)
-    return policy is not None and policy.cancel(queue_id)
+    """Cancel through the domain's delayed-send policy when it holds the message, so its Outbox copy goes too.
+
+    The sibling policy is found through the services object (no import of fake_servers.policies: that package
+    depends on this one); any policy named `delayed_send` with a `cancel(queue_id) -> bool` will do."""
+    policy = services.policy("delayed_send")
+    cancel = getattr(policy, "cancel", None)
+    return cancel is not None and bool(cancel(queue_id))
 
 
 #: The most MIME structure a recall instruction, notice or report can have (they are built with a few parts).
@@ -371,7 +376,7 @@ class RecallPolicy:
             if paused:  # the mailbox lived on meanwhile (a client may have moved the copy): look again
                 await asyncio.sleep(self.settings.step_delay)
                 locations = [loc for loc, _record in _copies(services.store, user, original, sender)[0]]
-            remove_copies(services.store, user, locations, plan.held)
+            remove_copies(services.store, user, locations, plan.held, services.recoverable)
             paused = self.settings.step_delay > 0
         work.deliver(services)
         services.store.end_operation(op_id)
@@ -519,5 +524,5 @@ class _CloudRecall:
         self.drop_held(services)
         for user, held in self.removals.items():
             copies, _foreign = _copies(services.store, user, self.original, self.sender)
-            remove_copies(services.store, user, [loc for loc, _record in copies], held)
+            remove_copies(services.store, user, [loc for loc, _record in copies], held, services.recoverable)
         self.deliver(services)

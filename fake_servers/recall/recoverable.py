@@ -1,18 +1,39 @@
-"""The hidden recoverable-items area: where a mailbox under legal hold keeps what the server removed from view.
+"""Legal hold and the hidden recoverable-items area: which mailboxes are held, and where the server keeps what
+it removes from their view.
 
 Why a separate area and not a folder of the user: a held message must leave the user's view (no IMAP client
 may list it, so it is not a mailbox of the store) yet stay with the organisation for eDiscovery, as Exchange's
-"Recoverable Items" does. The area hangs off the domain's store (one per store, created on first use), so the
-Lab and tests reach it with only the store's public object: `recoverable_items(lab.store(domain), user)`.
+"Recoverable Items" does. The domain's services object owns one area (`DomainServices.recoverable`, made when
+the domain is built), so the Lab and tests reach it as `lab.services(domain).recoverable.items(user)`.
+
+Why the legal-hold rule lives here, in the recall package, and not in fake_servers/policies: the cloud recall
+(recall/policy.py) must apply it, and the policies package already depends on this one (policies/recall.py
+registers the recall policy; retention applies the same rule; delayed send reads the recall format). Keeping the
+rule beside the area it fills lets the dependency run one way only, policies -> recall; the `legal_hold` policy
+in policies/legal_hold.py only writes the hold into the audit log.
+
+Config (the domain's `policies` table): `legal_hold = ["bob@corp.example", ...]` (local parts allowed).
 """
 
 from __future__ import annotations
 
-import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from fake_servers.store.base import MailStore
+
+#: The setting naming the held mailboxes.
+SETTING = "legal_hold"
+
+
+def held_users(settings: Mapping[str, Any], domain: str) -> frozenset[str]:
+    """The held addresses from the domain's settings (a list of addresses or local parts); ValueError if malformed."""
+    value = settings.get(SETTING, ()) or ()
+    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"policies.{SETTING} must be a list of addresses")
+    return frozenset((v if "@" in v else f"{v}@{domain}").strip().lower() for v in value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,25 +67,17 @@ class RecoverableItems:
         self._items.setdefault(item.user, []).append(item)
         return item
 
+    def preserve_then_expunge(self, store: MailStore, user: str, mailbox: str, uid: int, reason: str
+                              ) -> RecoverableItem:
+        """Remove a held message from the user's view, keeping it here: the one way the server removes a message
+        from a held mailbox (a hold outranks recall and retention)."""
+        item = self.preserve(store, user, mailbox, uid, reason)
+        store.expunge(user, mailbox, [uid], origin=f"legal-hold:{reason}")
+        return item
+
     def items(self, user: str) -> list[RecoverableItem]:
+        """What the server preserved for `user`, oldest first (the Lab's listing)."""
         return list(self._items.get(user.lower(), ()))
 
     def users(self) -> list[str]:
         return sorted(u for u, items in self._items.items() if items)
-
-
-_AREAS: weakref.WeakKeyDictionary[MailStore, RecoverableItems] = weakref.WeakKeyDictionary()
-
-
-def recoverable_area(store: MailStore) -> RecoverableItems:
-    """The area of this store, created on first use (it lives as long as the store)."""
-    area = _AREAS.get(store)
-    if area is None:
-        area = _AREAS[store] = RecoverableItems()
-    return area
-
-
-def recoverable_items(store: MailStore, user: str) -> list[RecoverableItem]:
-    """What the server preserved for `user` under legal hold, oldest first (the Lab's listing)."""
-    area = _AREAS.get(store)
-    return [] if area is None else area.items(user)

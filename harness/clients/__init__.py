@@ -25,7 +25,7 @@ _EXPORTS = {
     "Preview": "harness.clients.preview",
     "ClientCopy": "harness.clients.outcome",
     "RecipientOutcome": "harness.clients.outcome",
-    "Verdict": "harness.clients.outcome",
+    "ClientVerdict": "harness.clients.outcome",
     "judge": "harness.clients.outcome",
     "ImapClientError": "harness.clients.connection",
     "ImapCommandError": "harness.clients.connection",
@@ -34,6 +34,7 @@ _EXPORTS = {
 __all__ = [
     "ClientCopy",
     "ClientEvent",
+    "ClientVerdict",
     "DesktopClient",
     "ExponentialDelay",
     "FixedDelay",
@@ -49,7 +50,6 @@ __all__ = [
     "Preview",
     "RecipientOutcome",
     "SimulatedUser",
-    "Verdict",
     "WebClient",
     "judge",
 ]
@@ -57,7 +57,7 @@ __all__ = [
 if TYPE_CHECKING:
     from harness.clients.connection import ImapClientError, ImapCommandError
     from harness.clients.desktop import ClientEvent, DesktopClient, LocalNotice, OfflinePeriod
-    from harness.clients.outcome import ClientCopy, RecipientOutcome, Verdict, judge
+    from harness.clients.outcome import ClientCopy, ClientVerdict, RecipientOutcome, judge
     from harness.clients.preview import Preview
     from harness.clients.user import (
         ExponentialDelay,

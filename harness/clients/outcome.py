@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 
-class Verdict(enum.StrEnum):
+class ClientVerdict(enum.StrEnum):
     RECALLED = "recalled"
     PARTIAL = "partial"
     FAILED = "failed"
@@ -30,7 +30,7 @@ class Verdict(enum.StrEnum):
     @property
     def success(self) -> bool:
         """Only a full recall counts as success in the measured rates."""
-        return self is Verdict.RECALLED
+        return self is ClientVerdict.RECALLED
 
 
 @dataclass(frozen=True)
@@ -55,17 +55,17 @@ class RecipientOutcome:
     def visible_somewhere(self) -> bool:
         return any(c.present for c in self.clients)
 
-    def verdict(self, preview_counts_as_read: bool = False) -> Verdict:
+    def verdict(self, preview_counts_as_read: bool = False) -> ClientVerdict:
         return judge(self, preview_counts_as_read=preview_counts_as_read)
 
     def explain(self, preview_counts_as_read: bool = False) -> str:
         """One line saying why the verdict is what it is (for reports and assertion messages)."""
         verdict = judge(self, preview_counts_as_read=preview_counts_as_read)
-        if verdict is Verdict.IMPOSSIBLE:
+        if verdict is ClientVerdict.IMPOSSIBLE:
             return f"{self.recipient}: impossible (external provider; the recall cannot reach the mailbox)"
-        if verdict is Verdict.FAILED:
+        if verdict is ClientVerdict.FAILED:
             return f"{self.recipient}: failed (the server still has the message)"
-        if verdict is Verdict.PARTIAL:
+        if verdict is ClientVerdict.PARTIAL:
             reasons = [f"still shown by {c.name}" for c in self.clients if c.present]
             if self.read_before_recall:
                 reasons.append("read before the recall")
@@ -75,16 +75,16 @@ class RecipientOutcome:
         return f"{self.recipient}: recalled (gone from the server and every client, never read)"
 
 
-def judge(outcome: RecipientOutcome, *, preview_counts_as_read: bool = False) -> Verdict:
+def judge(outcome: RecipientOutcome, *, preview_counts_as_read: bool = False) -> ClientVerdict:
     """The verdict for one recipient; see the module docstring for the rule."""
     if outcome.external:
-        return Verdict.IMPOSSIBLE
+        return ClientVerdict.IMPOSSIBLE
     if outcome.server_copy:
-        return Verdict.FAILED
+        return ClientVerdict.FAILED
     read = outcome.read_before_recall or (preview_counts_as_read and outcome.preview_seen)
     if outcome.visible_somewhere or read:
-        return Verdict.PARTIAL
-    return Verdict.RECALLED
+        return ClientVerdict.PARTIAL
+    return ClientVerdict.RECALLED
 
 
 def server_copy_present(store: object, user: str, message_id: str) -> bool:

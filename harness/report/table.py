@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from fake_servers.recall.modes import TITLES
 from harness.scenarios.results import MatrixResult
 
 _STYLE = {"High": "bold green", "Moderate": "yellow", "Low": "red", "None": "bold red", "-": "dim"}
-_TITLES = {"cloud": "cloud recall", "legacy": "legacy recall"}
 
 
 def table_rows(result: MatrixResult) -> tuple[list[str], list[list[str]]]:
     """Header and rows as strings: Condition, then (Likelihood, rate [95% CI]) per mode, then Trials."""
     header = ["Condition"]
     for mode in result.modes:
-        title = _TITLES.get(mode, mode)
+        title = TITLES.get(mode, mode)
         header += [f"Likelihood ({title})", f"Rate [95% CI] ({title})"]
     header.append("Trials")
     rows = []

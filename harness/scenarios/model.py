@@ -18,13 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fake_servers.recall.modes import ACTIVE_MODES as MODES
+from fake_servers.recall.modes import ActiveMode as Mode
 from harness.scenarios.distributions import NEVER, Dist, ScenarioError
 
 RecipientKind = Literal["organisation", "external"]
 ClientKind = Literal["desktop", "web"]
-Mode = Literal["cloud", "legacy"]
-
-MODES: tuple[Mode, ...] = ("cloud", "legacy")
+# A scenario runs in the modes that recall something (`Mode`, `MODES`: named once, in the server layer).
 CLIENTS: tuple[str, ...] = ("desktop", "web")
 RECIPIENTS: tuple[str, ...] = ("organisation", "external")
 

@@ -6,17 +6,17 @@ import itertools
 
 import pytest
 
-from harness.clients.outcome import ClientCopy, RecipientOutcome, Verdict, judge, server_copy_present
+from harness.clients.outcome import ClientCopy, ClientVerdict, RecipientOutcome, judge, server_copy_present
 
 
-def expected(external, server, desktop, web, read, preview, preview_counts) -> Verdict:
+def expected(external, server, desktop, web, read, preview, preview_counts) -> ClientVerdict:
     if external:
-        return Verdict.IMPOSSIBLE
+        return ClientVerdict.IMPOSSIBLE
     if server:
-        return Verdict.FAILED
+        return ClientVerdict.FAILED
     if desktop or web or read or (preview and preview_counts):
-        return Verdict.PARTIAL
-    return Verdict.RECALLED
+        return ClientVerdict.PARTIAL
+    return ClientVerdict.RECALLED
 
 
 @pytest.mark.parametrize("combo", list(itertools.product([False, True], repeat=7)))
@@ -33,8 +33,8 @@ def test_every_combination(combo):
 
 
 def test_no_clients_at_all():
-    assert judge(RecipientOutcome("x@y", server_copy=False)) is Verdict.RECALLED
-    assert Verdict.RECALLED.success and not Verdict.PARTIAL.success
+    assert judge(RecipientOutcome("x@y", server_copy=False)) is ClientVerdict.RECALLED
+    assert ClientVerdict.RECALLED.success and not ClientVerdict.PARTIAL.success
 
 
 def test_explain_names_the_client_that_still_shows_it():

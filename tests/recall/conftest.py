@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -54,8 +55,10 @@ def lab_config(mode: str, **policies: Any) -> LabConfig:
 
 
 @asynccontextmanager
-async def recall_lab(mode: str, store: str = "memory", **policies: Any) -> AsyncIterator[Lab]:
-    async with Lab(lab_config(mode, **policies), store=store) as lab:
+async def recall_lab(mode: str, store: str = "memory", clock: Callable[[], float] = time.monotonic,
+                     **policies: Any) -> AsyncIterator[Lab]:
+    """A running lab; `clock` is the servers' clock (a test passes a fake one to age Trash or end a window)."""
+    async with Lab(lab_config(mode, **policies), store=store, clock=clock) as lab:
         yield lab
 
 

@@ -10,11 +10,12 @@ import asyncio
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
+from types import SimpleNamespace
 
 import pytest
 
 from fake_servers.accounts import Accounts
-from fake_servers.pipeline import Delivery, DomainServices, ServiceHooks, Verdict
+from fake_servers.pipeline import Delivery, DomainServices, Verdict
 from fake_servers.policies.legal_hold import LegalHoldPolicy
 from fake_servers.policies.retention import RetentionPolicy, retention_for
 from fake_servers.recall.format import (
@@ -29,7 +30,6 @@ from fake_servers.recall.format import (
     verified_by,
 )
 from fake_servers.recall.policy import RecallPolicy, RecallSettings
-from fake_servers.recall.recoverable import recoverable_items
 from fake_servers.store.base import MessagesExpunged
 from fake_servers.store.memory import MemoryStore
 
@@ -51,10 +51,12 @@ def make_services(settings=None, save_sent_copy=None):
     def unused(*_a, **_k):
         raise AssertionError("not used by these tests")
 
-    hooks = ServiceHooks(deliver_local=deliver_local, save_sent_copy=save_sent_copy or unused, submit=unused, release=unused,
-                         discard=unused, held=lambda: [], spawn=unused)
     services = DomainServices(domain=CORP, role="organisation", store=store, accounts=accounts,
-                              local_domains=[CORP], config=settings or {}, hooks=hooks)
+                              local_domains=[CORP], config=settings or {},
+                              mail=SimpleNamespace(deliver_local=deliver_local, save_sent_copy=save_sent_copy or unused),
+                              held_mail=SimpleNamespace(held=lambda: [], discard=unused),
+                              submitter=SimpleNamespace(submit=unused, release=unused),
+                              tasks=SimpleNamespace(spawn=unused))
     return services, store
 
 
@@ -246,7 +248,7 @@ async def test_cloud_legal_hold_preserves_in_recoverable_items():
     await LegalHoldPolicy(services.config, services).start(services)
     await RecallPolicy(services.config, services).on_delivery(delivery(recall()), services)
     assert store.find_by_message_id("bob@corp.example", ORIGINAL) == []
-    [item] = recoverable_items(store, "bob@corp.example")
+    [item] = services.recoverable.items("bob@corp.example")
     assert item.message_id == ORIGINAL and item.mailbox == "INBOX" and item.reason == "recall"
     assert b"the numbers" in item.raw
     assert reports(store)[0].statuses["bob@corp.example"] is RecallStatus.HELD
@@ -278,6 +280,7 @@ async def test_retention_purges_trash_by_age_and_a_later_recall_finds_nothing():
     services, store = make_services({"purge_deleted_after": 60})
     now = [1000.0]
     retention = RetentionPolicy(services.config, services, clock=lambda: now[0])
+    services.add_policies([retention])  # as the domain registers the policies it builds
     await retention.start(services)
     try:
         assert retention_for(services) is retention
@@ -317,6 +320,6 @@ async def test_retention_preserves_held_mailboxes():
     await retention.start(services)
     try:
         assert await retention.purge_now() == 1
-        assert [i.reason for i in recoverable_items(store, "bob@corp.example")] == ["retention"]
+        assert [i.reason for i in services.recoverable.items("bob@corp.example")] == ["retention"]
     finally:
         await retention.stop()

@@ -18,7 +18,6 @@ import pytest
 
 from fake_servers.policies.retention import retention_for
 from fake_servers.recall.format import RecallInstruction, RecallStatus, build_recall_message
-from fake_servers.recall.recoverable import recoverable_items
 from harness.recall_agent import RecallAgent, RecallAgentError
 
 from .conftest import (
@@ -134,11 +133,10 @@ async def test_external_recipient_keeps_the_original_and_gets_the_recall_as_mail
 
 
 async def test_already_purged_by_retention_is_not_found():
-    async with recall_lab("cloud", purge_deleted_after=3600) as lab:
-        now = [0.0]
+    now = [0.0]
+    async with recall_lab("cloud", purge_deleted_after=3600, clock=lambda: now[0]) as lab:
         retention = retention_for(lab.services(CORP))
         assert retention is not None
-        retention.clock = lambda: now[0]
         mid = await send(lab, ALICE, to=[BOB])
         await move_message(lab, BOB, mid, "Trash")
         async with IdleWatcher(lab, BOB, "Trash") as idle:
@@ -170,7 +168,7 @@ async def test_legal_hold_removes_from_view_and_keeps_in_recoverable_items():
             await idle.wait_kind(b"EXPUNGE")
         assert report.statuses == {BOB: S.HELD}
         assert await locations(lab, BOB, mid) == []  # gone from every folder an IMAP client can see
-        [item] = recoverable_items(lab.store(CORP), BOB)
+        [item] = lab.services(CORP).recoverable.items(BOB)
         assert item.message_id == mid and item.mailbox == "INBOX" and item.reason == "recall"
 
 
@@ -257,10 +255,9 @@ async def test_hand_written_recall_headers_with_swaks():
 
 
 async def test_mixed_recipient_list_in_one_recall():
-    async with recall_lab("cloud", legal_hold=[GRACE], purge_deleted_after=3600) as lab:
-        now = [0.0]
+    now = [0.0]
+    async with recall_lab("cloud", legal_hold=[GRACE], purge_deleted_after=3600, clock=lambda: now[0]) as lab:
         retention = retention_for(lab.services(CORP))
-        retention.clock = lambda: now[0]
         mid = await send(lab, ALICE, to=[BOB, CAROL, DAVE], cc=[FRANK, GRACE], bcc=[HEIDI, ERIN])
         await open_message(lab, CAROL, mid)
         await move_message(lab, FRANK, mid, "Archive")
@@ -277,7 +274,7 @@ async def test_mixed_recipient_list_in_one_recall():
         assert [r.recipient for r in report.results] == [BOB, CAROL, DAVE, FRANK, GRACE, HEIDI, ERIN]
         for user in (BOB, CAROL, FRANK, GRACE, HEIDI):
             assert await locations(lab, user, mid) == [], user
-        assert [i.message_id for i in recoverable_items(lab.store(CORP), GRACE)] == [mid]
+        assert [i.message_id for i in lab.services(CORP).recoverable.items(GRACE)] == [mid]
         for user in (DAVE, ERIN):
             assert mid in [c.message_id for c in await server_state(lab, user)]
         assert b"EXPUNGE" not in dave_idle.kinds()
@@ -287,10 +284,9 @@ async def test_mixed_recipient_list_in_one_recall():
 async def test_recall_of_a_message_still_held_by_delayed_send_cancels_it():
     from fake_servers.policies.delayed_send import delayed_send_for
 
-    async with recall_lab("cloud", delayed_send_seconds=3600) as lab:
+    now = [0.0]
+    async with recall_lab("cloud", delayed_send_seconds=3600, clock=lambda: now[0]) as lab:
         delayed = delayed_send_for(lab.services(CORP))
-        now = [0.0]
-        delayed.clock = lambda: now[0]
         mid = await send(lab, ALICE, to=[BOB, DAVE])
         assert await locations(lab, ALICE, mid) == ["Outbox"]  # held: not sent yet
         recall_msg = build_recall_message(RecallInstruction(mid, "Quarterly numbers", ALICE, "Alice",
@@ -314,10 +310,9 @@ async def test_agent_recalls_a_message_still_in_the_outbox_bcc_included():
     """F10: the agent finds a held original in the Outbox (Sent is empty until the window ends), Bcc too."""
     from fake_servers.policies.delayed_send import delayed_send_for
 
-    async with recall_lab("cloud", delayed_send_seconds=3600) as lab:
+    now = [0.0]
+    async with recall_lab("cloud", delayed_send_seconds=3600, clock=lambda: now[0]) as lab:
         delayed = delayed_send_for(lab.services(CORP))
-        now = [0.0]
-        delayed.clock = lambda: now[0]
         mid = await send(lab, ALICE, to=[BOB, DAVE], bcc=[CAROL])
         assert await locations(lab, ALICE, mid) == ["Outbox"]
         report = await recall(lab, mid)
@@ -340,7 +335,7 @@ async def test_cloud_recall_and_legal_hold_on_the_maildir_store(tmp_path):
             await idle.wait_kind(b"EXPUNGE")
         assert report.statuses == {BOB: S.RECALLED, CAROL: S.HELD}
         assert await locations(lab, BOB, mid) == [] and await locations(lab, CAROL, mid) == []
-        assert [i.message_id for i in recoverable_items(lab.store(CORP), CAROL)] == [mid]
+        assert [i.message_id for i in lab.services(CORP).recoverable.items(CAROL)] == [mid]
         messages = [p for p in tmp_path.rglob("*") if p.is_file() and p.parent.name in ("cur", "new")]
         holding = {p.relative_to(tmp_path).parts[2] for p in messages if mid.encode() in p.read_bytes()}
         assert holding == {ALICE}  # message files: only alice's Sent copy and her report name it

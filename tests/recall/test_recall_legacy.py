@@ -155,10 +155,9 @@ async def test_external_recipient():
 
 
 async def test_already_purged_is_not_found_by_the_client():
-    async with recall_lab("legacy", purge_deleted_after=60) as lab:
-        now = [0.0]
+    now = [0.0]
+    async with recall_lab("legacy", purge_deleted_after=60, clock=lambda: now[0]) as lab:
         retention = retention_for(lab.services(CORP))
-        retention.clock = lambda: now[0]
         mid = await send(lab, ALICE, to=[BOB])
         await move_message(lab, BOB, mid, "Trash")
         now[0] += 60
@@ -239,10 +238,9 @@ async def test_forged_recall_and_forged_notice_are_not_vouched_for():
 
 
 async def test_mixed_recipient_list_in_one_recall():
-    async with recall_lab("legacy", legal_hold=[GRACE], purge_deleted_after=60) as lab:
-        now = [0.0]
+    now = [0.0]
+    async with recall_lab("legacy", legal_hold=[GRACE], purge_deleted_after=60, clock=lambda: now[0]) as lab:
         retention = retention_for(lab.services(CORP))
-        retention.clock = lambda: now[0]
         mid = await send(lab, ALICE, to=[BOB, CAROL, DAVE], cc=[FRANK, GRACE], bcc=[HEIDI])
         await open_message(lab, CAROL, mid)
         await move_message(lab, FRANK, mid, "Archive")

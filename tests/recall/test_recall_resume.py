@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 
 from fake_servers.accounts import Accounts
-from fake_servers.pipeline import DomainServices, ServiceHooks
+from fake_servers.pipeline import DomainServices
 from fake_servers.recall.format import RecallAction, RecallStatus
 from fake_servers.recall.policy import OPERATION_KIND, RecallPolicy
 from fake_servers.store import MaildirStore, MemoryStore
@@ -62,11 +63,11 @@ def services_for(store, settings=None, kill: Kill | None = None) -> DomainServic
     def unused(*_a, **_k):
         raise AssertionError("not used here")
 
-    hooks = ServiceHooks(deliver_local=deliver_local, save_sent_copy=unused, submit=unused, release=unused,
-                         discard=unused, held=lambda: [], spawn=unused)
     return DomainServices(domain=CORP, role="organisation", store=store,
                           accounts=Accounts({u: "pw" for u in USERS}), local_domains=[CORP],
-                          config=settings or {}, hooks=hooks)
+                          config=settings or {}, mail=SimpleNamespace(deliver_local=deliver_local, save_sent_copy=unused),
+                          held_mail=SimpleNamespace(held=lambda: [], discard=unused),
+                          submitter=SimpleNamespace(submit=unused, release=unused), tasks=SimpleNamespace(spawn=unused))
 
 
 @pytest.fixture(params=["memory", "maildir"])
