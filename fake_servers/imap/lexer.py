@@ -37,11 +37,13 @@ MAX_VALUE_DEPTH = 16
 class Lexer:
     """A cursor over one command's bytes."""
 
-    __slots__ = ("buf", "pos")
+    __slots__ = ("buf", "pos", "max_mailbox")
 
-    def __init__(self, buf: bytes, pos: int = 0) -> None:
+    def __init__(self, buf: bytes, pos: int = 0, max_mailbox: int | None = None) -> None:
+        """`max_mailbox`: the longest mailbox name that can exist (`mailbox()` refuses longer ones with NO)."""
         self.buf = buf
         self.pos = pos
+        self.max_mailbox = max_mailbox
 
     # -- basics ---------------------------------------------------------------------------------------------
     def at_end(self) -> bool:
@@ -212,6 +214,9 @@ class Lexer:
             name = decode_lenient(raw)
         except Utf7Error as exc:
             raise CommandFailed(f"Mailbox name is not valid modified UTF-7: {exc}") from None
+        if self.max_mailbox is not None and len(name) > self.max_mailbox:
+            # no such mailbox can exist: refused before any store call or cache sees a name of 60 KB
+            raise CommandFailed(f"Mailbox name too long (over {self.max_mailbox} characters)", "CANNOT")
         return "INBOX" if name.upper() == "INBOX" else name
 
     def mailbox_pattern(self) -> str:

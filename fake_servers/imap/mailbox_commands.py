@@ -5,6 +5,7 @@ A mixin of ImapSession (session.py): the methods use the session's state, output
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterator
 from dataclasses import replace
@@ -12,9 +13,10 @@ from datetime import datetime, timedelta, timezone
 
 from ..mime_limits import check_steps
 from ..recall.format import strip_verified
-from ..store.base import SEPARATOR, MailboxExists, MailboxInfo, NoSuchMailbox
+from ..store.base import SEPARATOR, MailboxExists, MailboxInfo, NoSuchMailbox, StoreError
 from .errors import CommandFailed, ParseError
 from .lexer import Lexer
+from .names import ListPattern
 from .search import _MONTHS
 from .selected import MODSEQ_SHIFT, SelectedMailbox
 from .seqset import SequenceSet, compress
@@ -50,16 +52,26 @@ def parse_date_time(text: str) -> datetime:
         raise ParseError(f"bad date-time {text[:40]!r}") from None
 
 
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
+#: LIST writes its answer in steps of this many mailboxes (a client's tree may be thousands).
+_LIST_STEP = 256
+
+
+def _patterns(ref: str, patterns: list[str]) -> list[ListPattern]:
+    """The matchers of LIST/LSUB `patterns` under `ref`; "INBOX" in the pattern matches INBOX in any case."""
     out = []
-    for ch in pattern:
-        if ch == "*":
-            out.append(".*")
-        elif ch == "%":
-            out.append(f"[^{re.escape(SEPARATOR)}]*")
-        else:
-            out.append(re.escape(ch))
-    return re.compile("".join(out) + r"\Z", re.DOTALL)
+    for pattern in patterns:
+        full = pattern if pattern.startswith(SEPARATOR) or not ref else ref + pattern
+        out.append(ListPattern(full))
+        if full.upper().startswith("INBOX"):
+            out.append(ListPattern("INBOX" + full[5:]))
+    return out
+
+
+def _has_children(sorted_names: list[str], name: str) -> bool:
+    """Whether any name in `sorted_names` lies below `name`: its descendants sort right after `name/`."""
+    prefix = name + SEPARATOR
+    i = bisect.bisect_left(sorted_names, prefix)
+    return i < len(sorted_names) and sorted_names[i].startswith(prefix)
 
 
 class MailboxCommands:
@@ -181,15 +193,26 @@ class MailboxCommands:
             raise CommandFailed("Empty mailbox name")
         if name == "INBOX":
             raise CommandFailed("INBOX always exists", "ALREADYEXISTS")
-        before = {b.name for b in self.store.list_mailboxes(self.user)}
+        problem = self.config.mailbox_names.create_problem(name)
+        if problem:
+            raise CommandFailed(problem, "CANNOT")
+        levels = name.split(SEPARATOR)
+        # the name and the ancestors CREATE will make (a few lookups: names are at most 32 levels deep)
+        new = [n for n in (SEPARATOR.join(levels[:i]) for i in range(1, len(levels) + 1)) if not self._exists(n)]
         try:
             self.store.create_mailbox(self.user, name, special_use, origin=self)
         except MailboxExists:
             raise CommandFailed("Mailbox already exists", "ALREADYEXISTS") from None
-        for box in self.store.list_mailboxes(self.user):  # RFC 3501: CREATE does not subscribe
-            if box.name not in before and box.subscribed:
-                self.store.set_subscribed(self.user, box.name, False)
+        for created in new:  # RFC 3501: CREATE does not subscribe
+            self.store.set_subscribed(self.user, created, False)
         self.ok(tag, "Create completed.")
+
+    def _exists(self, name: str) -> bool:
+        try:
+            self.store.mailbox(self.user, name)
+        except StoreError:  # no such mailbox, or a name none may have (CREATE then says why)
+            return False
+        return True
 
     def cmd_delete(self, tag: str, lx: Lexer) -> None:
         lx.sp()
@@ -210,6 +233,15 @@ class MailboxCommands:
         lx.end()
         if not new:
             raise CommandFailed("Empty mailbox name")
+        limits = self.config.mailbox_names
+        problem = limits.create_problem(new)
+        if problem is None and self._exists(old):  # the names its children would get must be possible too
+            source = self.store.mailbox(self.user, old).name
+            below = [b.name[len(source):] for b in self.store.list_mailboxes(self.user)
+                     if b.name.startswith(source + SEPARATOR)]
+            problem = next(filter(None, (limits.create_problem(new + rest) for rest in below)), None)
+        if problem:
+            raise CommandFailed(problem, "CANNOT")
         try:
             self.store.rename_mailbox(self.user, old, new, origin=self)
         except MailboxExists:
@@ -235,7 +267,7 @@ class MailboxCommands:
         self.ok(tag, "Unsubscribe completed.")
 
     # -- LIST / LSUB ------------------------------------------------------------------------------------------
-    def cmd_list(self, tag: str, lx: Lexer) -> None:
+    def cmd_list(self, tag: str, lx: Lexer) -> Iterator[None] | None:
         lx.sp()
         selection: list[str] = []
         if lx.peek() == 0x28:  # RFC 5258 selection options (SUBSCRIBED, SPECIAL-USE, ...)
@@ -257,78 +289,76 @@ class MailboxCommands:
         if patterns == [""] and not selection:
             self._write(b'* LIST (\\Noselect) "/" ""\r\n')
             self.ok(tag, "List completed.")
-            return
+            return None
         extended = bool(selection or returns)  # RFC 5258: child info only when asked for then
-        self._list_matches(ref, patterns, "LIST", subscribed_only="SUBSCRIBED" in selection,
-                           special_only="SPECIAL-USE" in selection,
-                           show_subscribed="SUBSCRIBED" in selection or "SUBSCRIBED" in returns,
-                           show_children=not extended or "CHILDREN" in returns)
-        self.ok(tag, "List completed.")
+        return self._list_steps(tag, _patterns(ref, patterns), subscribed_only="SUBSCRIBED" in selection,
+                                special_only="SPECIAL-USE" in selection,
+                                show_subscribed="SUBSCRIBED" in selection or "SUBSCRIBED" in returns,
+                                show_children=not extended or "CHILDREN" in returns)
 
-    def cmd_lsub(self, tag: str, lx: Lexer) -> None:
+    def cmd_lsub(self, tag: str, lx: Lexer) -> Iterator[None] | None:
         lx.sp()
         ref = lx.mailbox_pattern()
         lx.sp()
         pattern = lx.mailbox_pattern()
         lx.end()
-        if pattern:
-            self._lsub_matches(ref, pattern)
-        self.ok(tag, "Lsub completed.")
+        if not pattern:
+            self.ok(tag, "Lsub completed.")
+            return None
+        return self._lsub_steps(tag, _patterns(ref, [pattern]))
 
-    def _lsub_matches(self, ref: str, pattern: str) -> None:
+    def _lsub_steps(self, tag: str, matchers: list[ListPattern]) -> Iterator[None]:
         """LSUB lists subscribed names, whether or not the mailbox still exists. RFC 3501 6.3.9: when "%" stops
-        above a subscribed "foo/bar" whose parent "foo" is not subscribed, "foo" is listed, with \\Noselect."""
-        full = pattern if pattern.startswith(SEPARATOR) or not ref else ref + pattern
-        regexes = [_pattern_regex(full)]
-        if full.upper().startswith("INBOX"):
-            regexes.append(_pattern_regex("INBOX" + full[5:]))
+        above a subscribed "foo/bar" whose parent "foo" is not subscribed, "foo" is listed, with \\Noselect.
+        In steps of `_LIST_STEP` names, as LIST."""
         subscribed = self.store.subscriptions(self.user)
         subscribed_set = set(subscribed)
         listed: dict[str, bool] = {}  # name -> shown as \Noselect
-        for name in subscribed:
-            if any(r.match(name) for r in regexes):
+        for i, name in enumerate(subscribed, 1):
+            if any(m.match(name) for m in matchers):
                 listed[name] = False
-                continue
-            parts = name.split(SEPARATOR)
-            for depth in range(len(parts) - 1, 0, -1):
-                parent = SEPARATOR.join(parts[:depth])
-                if parent not in subscribed_set and any(r.match(parent) for r in regexes):
-                    listed.setdefault(parent, True)
-                    break
+            else:
+                parts = name.split(SEPARATOR)
+                for depth in range(len(parts) - 1, 0, -1):
+                    parent = SEPARATOR.join(parts[:depth])
+                    if parent not in subscribed_set and any(m.match(parent) for m in matchers):
+                        listed.setdefault(parent, True)
+                        break
+            if i % _LIST_STEP == 0:
+                yield
         self._write(b"".join(
             b"* LSUB (%s) \"/\" %s\r\n" % (b"\\Noselect" if noselect else b"", mailbox_wire(name))
             for name, noselect in listed.items()))
+        self.ok(tag, "Lsub completed.")
 
-    def _list_matches(self, ref: str, patterns: list[str], verb: str, subscribed_only: bool, special_only: bool,
-                      show_subscribed: bool, show_children: bool) -> None:
+    def _list_steps(self, tag: str, matchers: list[ListPattern], subscribed_only: bool, special_only: bool,
+                    show_subscribed: bool, show_children: bool) -> Iterator[None]:
+        """The LIST answer, `_LIST_STEP` mailboxes a step (a tree may hold thousands)."""
         boxes = self.store.list_mailboxes(self.user)
-        names = {b.name for b in boxes}
-        subscribed = set(self.store.subscriptions(self.user))
-        regexes = []
-        for pattern in patterns:
-            full = pattern if pattern.startswith(SEPARATOR) or not ref else ref + pattern
-            regexes.append(_pattern_regex(full))
-            if full.upper().startswith("INBOX"):
-                regexes.append(_pattern_regex("INBOX" + full[5:]))
+        names = sorted(b.name for b in boxes)  # children by bisection, not by a scan per mailbox
+        subscribed = set(self.store.subscriptions(self.user)) if subscribed_only or show_subscribed else set()
         lines = []
-        for box in boxes:
-            if not any(r.match(box.name) for r in regexes):
+        for i, box in enumerate(boxes, 1):
+            if i % _LIST_STEP == 0:
+                self._write(b"".join(lines))
+                lines.clear()
+                yield
+            if not any(m.match(box.name) for m in matchers):
                 continue
             if subscribed_only and box.name not in subscribed:
                 continue
             if special_only and not box.special_use:
                 continue
             attrs = []
-            prefix = box.name + SEPARATOR
             if show_children:
-                attrs.append("\\HasChildren" if any(n.startswith(prefix) for n in names) else "\\HasNoChildren")
+                attrs.append("\\HasChildren" if _has_children(names, box.name) else "\\HasNoChildren")
             if box.special_use:
                 attrs.append(box.special_use)
             if show_subscribed and box.name in subscribed:
                 attrs.append("\\Subscribed")
-            lines.append(b"* %s (%s) \"/\" %s\r\n" % (verb.encode(), " ".join(attrs).encode(),
-                                                       mailbox_wire(box.name)))
+            lines.append(b"* LIST (%s) \"/\" %s\r\n" % (" ".join(attrs).encode(), mailbox_wire(box.name)))
         self._write(b"".join(lines))
+        self.ok(tag, "List completed.")
 
     # -- STATUS -----------------------------------------------------------------------------------------------
     def cmd_status(self, tag: str, lx: Lexer) -> None:

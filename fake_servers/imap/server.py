@@ -29,6 +29,7 @@ from ..store.base import MailStore
 from ..transcript import TranscriptRecorder
 from .mime_tree import DEFAULT_LIMITS, MimeLimits
 from .session import NOT_AUTHENTICATED, ImapSession, SessionConfig
+from .user_sessions import DEFAULT_MAX_USER_SESSIONS, UserSessions
 from .view_cache import ViewCache
 
 log = logging.getLogger("fake_servers.imap")
@@ -53,6 +54,7 @@ class _Connection(asyncio.Protocol):
         self._reading = True  # whether we left the transport reading (see _settle)
         self._proceed_handle: asyncio.Handle | None = None
         self._hold: asyncio.TimerHandle | None = None  # a failed login's answer waits for this (see hold)
+        self._wake_handle: asyncio.Handle | None = None  # an idle push waits for this (see wake)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -74,7 +76,8 @@ class _Connection(asyncio.Protocol):
         self.ticket = admission.ticket
         self.session = ImapSession(srv.store, srv.accounts, self, srv.config, srv.cache, tls_active=False,
                                    transcript=srv.transcripts, peer=self.peer,
-                                   throttle=srv.guard.throttle(admission.ticket))
+                                   throttle=srv.guard.throttle(admission.ticket),
+                                   user_sessions=srv.user_sessions)
         srv._connections.add(self)
         self.session.greeting()
         self._arm_timer()
@@ -107,6 +110,9 @@ class _Connection(asyncio.Protocol):
         self._cancel_timer()
         self._cancel_proceed()
         self._cancel_hold()
+        if self._wake_handle is not None:
+            self._wake_handle.cancel()
+            self._wake_handle = None
         self.server.guard.release(self.ticket)
         self._closing = True
         if self._tls_task is not None and not self._tls_task.done():
@@ -236,6 +242,18 @@ class _Connection(asyncio.Protocol):
                 log.info("IMAP %s: inactivity timeout", self.peer)
                 self.session.timeout()
 
+    def wake(self) -> None:
+        """SessionIO: call the session's `wake` soon (the changes another session made in its step, in one
+        write), once however many changes asked for it meanwhile."""
+        if self._wake_handle is None and not self._closing:
+            self._wake_handle = asyncio.get_running_loop().call_soon(self._woken)
+
+    def _woken(self) -> None:
+        self._wake_handle = None
+        if self.session is not None and not self._closing:
+            self.session.wake()
+            self._settle()
+
     # -- failed logins: the session holds its answer, we keep time --------------------------------------------
     def hold(self, seconds: float) -> None:
         """SessionIO: call the session's release_hold after `seconds`. Meanwhile the session is backlogged, so
@@ -299,6 +317,7 @@ class ImapServer:
     `time_slice`: seconds one session may run before the others get the loop (None: no limit).
     `mime_limits`: how much MIME structure a message may have before the rest is one opaque part (Dovecot's
     limits by default); an APPEND over them is refused.
+    `max_user_sessions`: logged-in sessions one user may have at once (user_sessions.py says why; None: any).
     """
 
     def __init__(self, store: MailStore, accounts: Accounts, host: str = "127.0.0.1", port: int = 0,
@@ -307,7 +326,8 @@ class ImapServer:
                  login_timeout: float | None = None, idle_timeout: float = 30 * 60.0,
                  max_literal: int = 50 * 1024 * 1024, max_line: int = 65536,
                  view_cache_size: int = 20000, guard: ConnectionGuard | None = None,
-                 time_slice: float | None = 0.02, mime_limits: MimeLimits = DEFAULT_LIMITS) -> None:
+                 time_slice: float | None = 0.02, mime_limits: MimeLimits = DEFAULT_LIMITS,
+                 max_user_sessions: int | None = DEFAULT_MAX_USER_SESSIONS) -> None:
         if guard is None:
             guard = ConnectionGuard(GuardLimits(login_timeout=login_timeout) if login_timeout is not None else None)
         self.guard = guard
@@ -324,6 +344,7 @@ class ImapServer:
                                     login_disabled_without_tls=login_disabled_without_tls and ssl_context is not None,
                                     max_line=max_line, max_literal=max_literal, time_slice=time_slice)
         self.cache = ViewCache(view_cache_size, limits=mime_limits)
+        self.user_sessions = UserSessions(max_user_sessions)
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[_Connection] = set()
 

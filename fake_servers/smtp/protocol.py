@@ -6,14 +6,22 @@ offers no hook where they could live. aiosmtpd writes many replies itself ("500 
 need MAIL command") without an RFC 3463 enhanced status code, and it has no hook that sees the bytes of a session,
 a new connection before its greeting, or the outcome of an AUTH before its reply. So this class overrides:
 
-- `push` (every reply passes there: add a code when one is missing, record the line);
+- `push` (every reply passes there: add a code when one is missing, record the line, and once per time slice
+  give the event loop back: aiosmtpd answers pipelined commands from its buffer without ever waiting, so one
+  burst of 40,000 NOOPs held every other client for most of a second);
+- `challenge_auth` (an AUTH response line over the line limit is read to its end and refused with 500 5.5.6;
+  aiosmtpd's `readline` raised, logged a traceback and read the rest of the line as commands);
 - `data_received` (record what the client sent);
 - `connection_made` (ask the guard whether the connection may stay: over the cap it gets `421 4.7.0` and is
   closed; else the pre-login time budget starts);
 - `auth_PLAIN` / `auth_LOGIN` (aiosmtpd's own extension point for mechanisms: an address the guard penalises
   waits before its password is checked, a wrong password is answered only after the guard's delay, and the last
   failure a connection may have is answered 421 and closed; the command loop reads nothing meanwhile);
-- `smtp_MAIL` (an accepted MAIL, like a successful AUTH, ends the pre-login budget).
+- `smtp_MAIL` (an accepted MAIL, like a successful AUTH, ends the pre-login budget);
+- `smtp_STARTTLS` (refused inside TLS; a failed handshake is one log line, not a traceback per client);
+- `smtp_DATA` (aiosmtpd keeps one object per line of the body, ~100 bytes for each empty line, and reads line by
+  line: the body is read in bulk into one buffer capped by the size limit instead, `data_reader.DataReader`,
+  with aiosmtpd's replies and handler hooks unchanged).
 
 It also tracks its session task so a listener can close it on shutdown. Every decision about who may send what
 lives in `fake_servers.smtp.handlers`.
@@ -22,17 +30,39 @@ lives in `fake_servers.smtp.handlers`.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import re
 from collections.abc import Coroutine
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, AuthResult
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, TLSSetupException, _Missing
 
 from fake_servers.guard import ConnectionGuard, Ticket, peer_host
+from fake_servers.smtp.data_reader import DataReader, DataState
 from fake_servers.transcript import TranscriptRecorder
 
 log = logging.getLogger("fake_servers.smtp")
+
+
+class _ClientDoingsAreNotWarnings(logging.Filter):
+    """aiosmtpd logs what a client did wrong ("%r unrecognised: %s", "%r too many bogus commands", ...) as
+    WARNING, which Python's last-resort handler prints: 8 lines for every connection that sends junk, so any
+    peer could fill the server's log (or stall it, when its stderr is a pipe nobody reads). They say nothing
+    about the server's health: they go out as INFO, like the lab's own per-client lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and str(record.msg).startswith("%r "):
+            record.levelno = logging.INFO
+            record.levelname = "INFO"
+        return True
+
+
+logging.getLogger("mail.log").addFilter(_ClientDoingsAreNotWarnings())
+
+#: `StreamReader.read(n)` returns at most what it holds; with this n, all of it.
+_READ_ALL = 1 << 30
 
 _HAS_ENHANCED = re.compile(r"^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}(\s|$)")
 
@@ -74,8 +104,12 @@ class LabSMTP(SMTP):
 
     def __init__(self, handler: Any, *, transcripts: TranscriptRecorder | None = None,
                  session_kind: str = "smtp", on_open: Any = None, on_close: Any = None,
-                 guard: ConnectionGuard | None = None, where: str = "", **kwargs: Any) -> None:
+                 guard: ConnectionGuard | None = None, where: str = "", time_slice: float = 0.005,
+                 **kwargs: Any) -> None:
+        """`time_slice`: how long the session may run pipelined commands before letting other clients in."""
         super().__init__(handler, **kwargs)
+        self._time_slice = time_slice
+        self._slice_start = 0.0
         self._transcripts = transcripts
         self._session_label = transcripts.new_session(session_kind) if transcripts is not None else ""
         self._inbuf = b""
@@ -212,10 +246,121 @@ class LabSMTP(SMTP):
         if self.envelope is not None and self.envelope.mail_from is not None:
             self._end_budget()
 
+    # -- STARTTLS ---------------------------------------------------------------------------------------
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """aiosmtpd's STARTTLS, but refused inside TLS (aiosmtpd said 220 and layered a second handshake on the
+        first), and a failed handshake logged in one line: aiosmtpd's exception path gave the handler's
+        traceback for every client that sent garbage after STARTTLS."""
+        if self._tls_protocol is not None:
+            await self.push("503 5.5.1 TLS is already active")
+            return
+        try:
+            await super().smtp_STARTTLS(arg)
+        except TLSSetupException as exc:
+            log.info("SMTP %s %s: TLS handshake failed: %s", self._where,
+                     self.session.peer if self.session is not None else "?", exc.__cause__ or exc)
+            # what aiosmtpd's command loop does after a failed handshake, less the traceback
+            if self.transport is not None:
+                self.transport.close()
+            self.connection_lost(exc)
+
+    # -- DATA: the body in one buffer, never more than the size limit -----------------------------------
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA (same checks, replies, SMTPUTF8 decoding and `handle_DATA` hook; not its deprecated
+        `process_message` fallback, which no lab handler has) with the body read by `DataReader`."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        reader = DataReader(self.data_size_limit, self.line_length_limit)
+        leftover: bytes | None = None
+        try:
+            while leftover is None:
+                # Everything the stream holds (one network read at most: it stops reading the socket above
+                # twice its small line limit), so the buffer is empty when the leftover is handed back.
+                chunk = await self._reader.read(_READ_ALL)
+                if not chunk:  # end of stream: the session is over (eof_received cancels the command loop)
+                    self._writer.close()
+                    return
+                leftover = reader.feed(chunk)
+        except asyncio.CancelledError:
+            log.info("Connection lost during DATA")
+            self._writer.close()
+            raise
+        if leftover and not self._reader.at_eof():
+            self._reader.feed_data(leftover)  # pipelined commands after the dot, for the command loop
+        if reader.state is DataState.TOO_LONG:
+            await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
+        elif reader.state is DataState.TOO_MUCH:
+            await self.push("552 Error: Too much mail data")
+        if reader.state is not DataState.NOMINAL:
+            self._set_post_data_state()
+            return
+        original_content = reader.content
+        del reader
+        content: str | bytes = original_content
+        if self._decode_data:
+            if self.enable_SMTPUTF8:
+                content = original_content.decode("utf-8", errors="surrogateescape")
+            else:
+                try:
+                    content = original_content.decode("ascii", errors="strict")
+                except UnicodeDecodeError:
+                    await self.push("500 Error: strict ASCII mode")
+                    return
+        self.envelope.content = content
+        self.envelope.original_content = original_content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
+
+    # -- AUTH exchange lines ----------------------------------------------------------------------------
+    async def challenge_auth(self, challenge: str | bytes, encode_to_b64: bool = True,
+                             log_client_response: bool = False) -> bytes | _Missing:
+        """aiosmtpd's challenge (334, then one response line), with a response over the line limit read to its
+        end and refused (RFC 4954: 500 5.5.6), where aiosmtpd's `readline` raised and left the rest of the line
+        to be read as commands."""
+        raw = challenge.encode() if isinstance(challenge, str) else challenge
+        await self.push(b"334 " + (base64.b64encode(raw) if encode_to_b64 else raw))
+        line = await self._auth_line()
+        if line is None:
+            await self.push("500 5.5.6 Authentication exchange line is too long")
+            return MISSING
+        blob = line.strip()
+        if blob == b"*":  # RFC 4954: the client cancels; what a client does is not the server's warning
+            log.info("%r aborted AUTH with '*'", self.session.peer if self.session is not None else "?")
+            await self.push("501 5.7.0 Auth aborted")
+            return MISSING
+        try:
+            return base64.b64decode(blob, validate=True)
+        except binascii.Error:
+            await self.push("501 5.5.2 Can't decode base64")
+            return MISSING
+
+    async def _auth_line(self) -> bytes | None:
+        """One line of the client's; None when it was over the stream's line limit (read and dropped)."""
+        too_long = False
+        while True:
+            try:
+                line = await self._reader.readuntil(b"\n")
+            except asyncio.LimitOverrunError as error:
+                await self._reader.read(error.consumed)
+                too_long = True
+                continue
+            except asyncio.IncompleteReadError:  # the client left mid-line
+                return None
+            return None if too_long else line
+
     # -- replies --------------------------------------------------------------------------------------
     def push(self, status: AnyStr) -> Coroutine[Any, Any, None]:
         # A plain function returning aiosmtpd's push coroutine (callers `await self.push(...)`): no coroutine
-        # frame of our own for each of the four or more replies per message.
+        # frame of our own for each of the four or more replies per message, except once per time slice.
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
         if text[:1] in "45":
             text = with_enhanced_code(text)
@@ -224,7 +369,18 @@ class LabSMTP(SMTP):
                 self._in_data = True
             self._mask_next = text.startswith("334")
             self._transcripts.record(self._session_label, "S", text.encode("utf-8", "replace"))
-        return super().push(text)
+        reply = super().push(text)
+        now = self.loop.time()
+        if now - self._slice_start < self._time_slice:
+            return reply
+        self._slice_start = now
+        return self._push_and_yield(reply)
+
+    async def _push_and_yield(self, reply: Coroutine[Any, Any, None]) -> None:
+        """aiosmtpd answers pipelined commands from its buffer without ever waiting, so a client that sent
+        thousands in one burst would hold the event loop for all of them: once per time slice, give it back."""
+        await reply
+        await asyncio.sleep(0)
 
     # -- what the client sent --------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -236,14 +392,16 @@ class LabSMTP(SMTP):
 
     def _record_client(self, data: bytes) -> None:
         assert self._transcripts is not None
-        self._inbuf += data
+        buf = self._inbuf + data
+        start = 0  # lines are cut by position: slicing off each line would copy the rest of the read every time
         while True:
-            end = self._inbuf.find(b"\r\n")
+            end = buf.find(b"\r\n", start)
             if end < 0:
+                self._inbuf = buf[start:]
                 if len(self._inbuf) > 65536:  # a runaway line: record what there is, keep memory bounded
                     self._inbuf = self._inbuf[-2:]
                 return
-            line, self._inbuf = self._inbuf[:end], self._inbuf[end + 2:]
+            line, start = buf[start:end], end + 2
             if self._in_data:
                 if line == b".":
                     self._in_data = False
