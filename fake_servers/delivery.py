@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from fake_servers.accounts import Accounts
-from fake_servers.pipeline import Delivery
-from fake_servers.smtp import headers
-from fake_servers.smtp.canonical import to_crlf
-from fake_servers.smtp.relay import Failure, RelayQueue
-from fake_servers.smtp.spool import Spool
-from fake_servers.stamping import delivery_trace
-from fake_servers.store.base import MailStore, MessageRecord, StoreError
+from recall_lab.fake_servers.accounts import Accounts
+from recall_lab.fake_servers.pipeline import Delivery
+from recall_lab.fake_servers.smtp import headers
+from recall_lab.fake_servers.smtp.canonical import to_crlf
+from recall_lab.fake_servers.smtp.relay import Failure, RelayQueue
+from recall_lab.fake_servers.smtp.spool import Spool
+from recall_lab.fake_servers.stamping import delivery_trace
+from recall_lab.fake_servers.store.base import MailStore, MessageRecord, StoreError
 
 
 class FinalDelivery:

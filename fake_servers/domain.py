@@ -23,20 +23,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from fake_servers.accounts import Accounts
-from fake_servers.background import BackgroundTasks
-from fake_servers.delivery import FinalDelivery, HeldMail
-from fake_servers.guard import ConnectionGuard
-from fake_servers.intake import Intake
-from fake_servers.pipeline import Channel, DomainServices, Pipeline, UnknownPolicy, Verdict, resolve_pipeline
-from fake_servers.smtp import headers
-from fake_servers.smtp.handlers import MxHandler, SubmissionHandler
-from fake_servers.smtp.listener import SmtpListener
-from fake_servers.smtp.relay import RelayQueue, Route
-from fake_servers.smtp.spool import Spool
-from fake_servers.stamping import Stamper, new_queue_id
-from fake_servers.store.base import MailStore, MessageRecord
-from fake_servers.transcript import TranscriptRecorder
+from recall_lab.fake_servers.accounts import Accounts
+from recall_lab.fake_servers.background import BackgroundTasks
+from recall_lab.fake_servers.delivery import FinalDelivery, HeldMail
+from recall_lab.fake_servers.guard import ConnectionGuard
+from recall_lab.fake_servers.intake import Intake
+from recall_lab.fake_servers.pipeline import (
+    Channel,
+    DomainServices,
+    Pipeline,
+    UnknownPolicy,
+    Verdict,
+    resolve_pipeline,
+)
+from recall_lab.fake_servers.smtp import headers
+from recall_lab.fake_servers.smtp.handlers import MxHandler, SubmissionHandler
+from recall_lab.fake_servers.smtp.listener import SmtpListener
+from recall_lab.fake_servers.smtp.relay import RelayQueue, Route
+from recall_lab.fake_servers.smtp.spool import Spool
+from recall_lab.fake_servers.stamping import Stamper, new_queue_id
+from recall_lab.fake_servers.store.base import MailStore, MessageRecord
+from recall_lab.fake_servers.transcript import TranscriptRecorder
 
 
 class Endpoint(NamedTuple):
@@ -141,7 +148,9 @@ class DomainServer:
         await self._listen(self.mx_listener, "MX")
         await self._listen(self.submission_listener, "submission")
         if self._want_imap:
-            from fake_servers.imap.server import ImapServer  # imported late: the IMAP layer is optional here
+            from recall_lab.fake_servers.imap.server import (
+                ImapServer,  # imported late: the IMAP layer is optional here
+            )
 
             self.imap_server = ImapServer(self.store, self.accounts, host=self.host, port=self.ports.imap,
                                           ssl_context=self.tls_context, transcripts=self.transcripts,

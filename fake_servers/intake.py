@@ -16,13 +16,22 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from fake_servers.background import BackgroundTasks
-from fake_servers.delivery import FinalDelivery, HeldMail
-from fake_servers.pipeline import Channel, Consumed, Deliver, Delivery, Hold, Pipeline, PolicyReject, Rejected
-from fake_servers.smtp import headers
-from fake_servers.smtp.dsn import build_dsn
-from fake_servers.smtp.relay import Failure, RelayEntry
-from fake_servers.stamping import Stamper, needs_smtputf8
+from recall_lab.fake_servers.background import BackgroundTasks
+from recall_lab.fake_servers.delivery import FinalDelivery, HeldMail
+from recall_lab.fake_servers.pipeline import (
+    Channel,
+    Consumed,
+    Deliver,
+    Delivery,
+    Hold,
+    Pipeline,
+    PolicyReject,
+    Rejected,
+)
+from recall_lab.fake_servers.smtp import headers
+from recall_lab.fake_servers.smtp.dsn import build_dsn
+from recall_lab.fake_servers.smtp.relay import Failure, RelayEntry
+from recall_lab.fake_servers.stamping import Stamper, needs_smtputf8
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import re
 from collections.abc import Generator
 from dataclasses import dataclass
 
-from fake_servers.imap.mime_tree import DEFAULT_LIMITS, MimeLimits, parse_steps, run_steps
+from recall_lab.fake_servers.imap.mime_tree import DEFAULT_LIMITS, MimeLimits, parse_steps, run_steps
 
 __all__ = ["DEFAULT_LIMITS", "MimeLimits", "Violation", "check_message", "check_steps"]
 

@@ -28,10 +28,10 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from fake_servers.accounts import Accounts
-from fake_servers.recall.recoverable import RecoverableItems
-from fake_servers.smtp.headers import HeaderBlock, as_bytes_checked
-from fake_servers.store.base import MailStore, MessageRecord
+from recall_lab.fake_servers.accounts import Accounts
+from recall_lab.fake_servers.recall.recoverable import RecoverableItems
+from recall_lab.fake_servers.smtp.headers import HeaderBlock, as_bytes_checked
+from recall_lab.fake_servers.store.base import MailStore, MessageRecord
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class Registration:
 _REGISTRY: dict[str, Registration] = {}
 
 #: The package whose modules are imported (for their register_policy calls) before a lab starts.
-POLICY_PACKAGE = "fake_servers.policies"
+POLICY_PACKAGE = "recall_lab.fake_servers.policies"
 
 
 def register_policy(name: str, factory: PolicyFactory, *, default_roles: Iterable[str] = (),
@@ -188,7 +188,7 @@ def registered_policies() -> dict[str, Registration]:
 
 
 def load_policy_modules(extra: Iterable[str] = ()) -> None:
-    """Import every module of `fake_servers.policies` (when that package exists), then each of `extra`.
+    """Import every module of `recall_lab.fake_servers.policies` (when that package exists), then each of `extra`.
 
     Why not entry points: the policies live in this repository; an import list keeps discovery explicit and
     works from a source checkout.
@@ -222,7 +222,7 @@ def resolve_pipeline(names: Sequence[str] | None, role: str) -> list[Registratio
 
 
 class LocalMail(Protocol):
-    """Final delivery as a policy may use it (the domain's fake_servers.delivery.FinalDelivery)."""
+    """Final delivery as a policy may use it (the domain's recall_lab.fake_servers.delivery.FinalDelivery)."""
 
     def deliver_local(self, user: str, raw: bytes, *, mail_from: str = "", mailbox: str = "INBOX"
                       ) -> MessageRecord: ...
@@ -231,7 +231,7 @@ class LocalMail(Protocol):
 
 
 class HeldDeliveries(Protocol):
-    """The held deliveries (the domain's fake_servers.delivery.HeldMail)."""
+    """The held deliveries (the domain's recall_lab.fake_servers.delivery.HeldMail)."""
 
     def held(self) -> list[Delivery]: ...
 
@@ -239,7 +239,7 @@ class HeldDeliveries(Protocol):
 
 
 class Submitter(Protocol):
-    """The one path into the pipeline (the domain's fake_servers.intake.Intake): what `submit` and `release`
+    """The one path into the pipeline (the domain's recall_lab.fake_servers.intake.Intake): what `submit` and `release`
     reach, the same path SMTP acceptance takes."""
 
     async def submit(self, mail_from: str, recipients: Sequence[str], raw: bytes, *, channel: Channel = "internal",
@@ -249,7 +249,7 @@ class Submitter(Protocol):
 
 
 class Spawner(Protocol):
-    """The domain's tracked background tasks (fake_servers.background.BackgroundTasks)."""
+    """The domain's tracked background tasks (recall_lab.fake_servers.background.BackgroundTasks)."""
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]: ...
 

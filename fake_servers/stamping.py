@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid
 from typing import Any, NamedTuple
 
-from fake_servers.pipeline import Channel, Delivery
-from fake_servers.recall.format import HEADER_VERIFIED, strip_verified
-from fake_servers.smtp import headers
-from fake_servers.smtp.canonical import to_crlf, trace_text
+from recall_lab.fake_servers.pipeline import Channel, Delivery
+from recall_lab.fake_servers.recall.format import HEADER_VERIFIED, strip_verified
+from recall_lab.fake_servers.smtp import headers
+from recall_lab.fake_servers.smtp.canonical import to_crlf, trace_text
 
 _QUEUE_IDS = itertools.count()
 

@@ -1,5 +1,5 @@
 """`python -m harness` runs the `recall-lab` command."""
 
-from harness.cli import main
+from recall_lab.harness.cli import main
 
 main()

@@ -1,4 +1,4 @@
-"""The `recall-lab` command: a typer app whose subcommands live in `harness.commands.*`.
+"""The `recall-lab` command: a typer app whose subcommands live in `recall_lab.harness.commands.*`.
 
 Why this shape: each subcommand (serve, send, recall, demo, matrix) belongs to the part of the lab it drives
 and is written there; this module only assembles them and turns expected failures into one line on stderr
@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-#: Modules under harness.commands; each defines `register(app: typer.Typer) -> None`.
+#: Modules under recall_lab.harness.commands; each defines `register(app: typer.Typer) -> None`.
 COMMAND_MODULES = ("serve", "send", "recall", "demo", "matrix")
 
 
@@ -34,7 +34,7 @@ def build_app() -> typer.Typer:
         pretty_exceptions_enable=False,
     )
     for name in COMMAND_MODULES:
-        module_name = f"harness.commands.{name}"
+        module_name = f"recall_lab.harness.commands.{name}"
         if importlib.util.find_spec(module_name) is None:
             continue
         importlib.import_module(module_name).register(app)
@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    # Run as `python -m harness.cli`: call the imported module's main, so that the CliError the command
-    # modules raise (harness.cli.CliError) is the class caught there, not a twin from __main__.
-    from harness.cli import main as _main
+    # Run as `python -m recall_lab.harness.cli`: call the imported module's main, so that the CliError the command
+    # modules raise (recall_lab.harness.cli.CliError) is the class caught there, not a twin from __main__.
+    from recall_lab.harness.cli import main as _main
 
     _main()

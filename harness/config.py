@@ -8,7 +8,7 @@ TOML shape (every key but the domain tables is optional):
     policy_modules = ["my_policies"]        # modules imported so their register_policy calls run
     [relay]
     retry_delays = [1, 5, 30, 120]          # seconds between attempts after a 4xx / connection failure
-    [limits]                                # abuse limits of every listener (fake_servers.guard.GuardLimits)
+    [limits]                                # abuse limits of every listener (recall_lab.fake_servers.guard.GuardLimits)
     max_connections = 300                   # in all, every listener (default: from the open-files limit)
     max_connections_per_ip = 150            # from one client address (default: 3/4 of max_connections)
     login_timeout = 60                      # seconds from connect to login / AUTH / MAIL (0: none)
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fake_servers.guard import GuardLimits
+from recall_lab.fake_servers.guard import GuardLimits
 
 Role = Literal["organisation", "external"]
 ROLES: tuple[str, ...] = ("organisation", "external")

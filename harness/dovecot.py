@@ -51,7 +51,7 @@ STOP_TIMEOUT = 10.0
 #: How often to retry with a new port when Dovecot lost the race for the one we picked.
 PORT_ATTEMPTS = 5
 
-#: The mailboxes every account gets, with their RFC 6154 attributes, matching fake_servers.store's defaults.
+#: The mailboxes every account gets, with their RFC 6154 attributes, matching recall_lab.fake_servers.store's defaults.
 SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash"}
 
 
@@ -308,7 +308,7 @@ class DovecotServer:
             self._remove_run_dir()
             raise DovecotError(
                 f"Dovecot's mail user cannot reach {mail_root}: {blocked} is not searchable by others "
-                "(use harness.dovecot.reachable_temp_dir() for a mail_root, not pytest's tmp_path)"
+                "(use recall_lab.harness.dovecot.reachable_temp_dir() for a mail_root, not pytest's tmp_path)"
             )
         ident = self._identity()
         _chown_tree(mail_root, pwd.getpwnam(ident["mail_user"]).pw_uid, grp.getgrnam(ident["mail_group"]).gr_gid)

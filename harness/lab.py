@@ -21,13 +21,20 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fake_servers.domain import DomainServer, DomainSpec, Endpoint, ListenError, PolicySettingsError, Ports
-from fake_servers.guard import ConnectionGuard
-from fake_servers.pipeline import DomainServices, load_policy_modules
-from fake_servers.smtp.relay import RelayEntry, Route
-from fake_servers.store import MailStore, StoreError, open_store
-from fake_servers.transcript import TranscriptRecorder
-from harness.config import LabConfig, default_config
+from recall_lab.fake_servers.domain import (
+    DomainServer,
+    DomainSpec,
+    Endpoint,
+    ListenError,
+    PolicySettingsError,
+    Ports,
+)
+from recall_lab.fake_servers.guard import ConnectionGuard
+from recall_lab.fake_servers.pipeline import DomainServices, load_policy_modules
+from recall_lab.fake_servers.smtp.relay import RelayEntry, Route
+from recall_lab.fake_servers.store import MailStore, StoreError, open_store
+from recall_lab.fake_servers.transcript import TranscriptRecorder
+from recall_lab.harness.config import LabConfig, default_config
 
 __all__ = ["BlockingLab", "Endpoint", "Lab", "LabStartError", "PORT_OFFSETS"]
 

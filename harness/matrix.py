@@ -28,13 +28,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fake_servers.transcript import TranscriptLine, TranscriptRecorder
-from harness.config import ConfigError, DomainConfig, LabConfig, default_config, default_password
-from harness.scenarios.clock import SimClock, WallClock
-from harness.scenarios.engine import CAST, EXTERNAL, ORG, Observer, TrialEngine, cast_user
-from harness.scenarios.model import MODES, Scenario
-from harness.scenarios.results import MatrixResult, TrialResult
-from harness.scenarios.timeline import plan_trial, trial_seed
+from recall_lab.fake_servers.transcript import TranscriptLine, TranscriptRecorder
+from recall_lab.harness.config import ConfigError, DomainConfig, LabConfig, default_config, default_password
+from recall_lab.harness.scenarios.clock import SimClock, WallClock
+from recall_lab.harness.scenarios.engine import CAST, EXTERNAL, ORG, Observer, TrialEngine, cast_user
+from recall_lab.harness.scenarios.model import MODES, Scenario
+from recall_lab.harness.scenarios.results import MatrixResult, TrialResult
+from recall_lab.harness.scenarios.timeline import plan_trial, trial_seed
 
 DEFAULT_CONCURRENCY = 2
 
@@ -177,7 +177,7 @@ async def run_matrix(options: MatrixOptions) -> MatrixResult:
 
 async def _run_group(group: Group, options: MatrixOptions, finished: Callable[[TrialResult], None],
                      result: MatrixResult, transcript_mode: str, port_base: int | None) -> None:
-    from harness.lab import Lab
+    from recall_lab.harness.lab import Lab
 
     indexes = _indexes(options)
     concurrency = 1 if group.exclusive_clock else min(options.concurrency, len(indexes))

@@ -1,7 +1,7 @@
 """pytest plugin of recall-lab (entry point pytest11): fixtures for a real mail lab in tests.
 
 Why the lab runs in a thread of its own: a user's code under test is as often synchronous (smtplib, imaplib,
-imapclient) as async. A lab in its own event loop and thread (`harness.lab.BlockingLab`) answers both: blocking
+imapclient) as async. A lab in its own event loop and thread (`recall_lab.harness.lab.BlockingLab`) answers both: blocking
 calls from the test never stall the servers, and async clients in the test's loop reach it over sockets.
 
 Why everything is imported lazily: pytest imports this module in EVERY run of a project that has recall-lab
@@ -49,7 +49,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "mail_lab(config=None): run this test's mail_lab with another lab config (a TOML path, "
-                   "relative to the rootdir, or a harness.config.LabConfig)")
+                   "relative to the rootdir, or a recall_lab.harness.config.LabConfig)")
 
 
 class MailLab:
@@ -60,7 +60,7 @@ class MailLab:
     """
 
     def __init__(self, blocking: Any) -> None:
-        self.lab = blocking  # harness.lab.BlockingLab
+        self.lab = blocking  # recall_lab.harness.lab.BlockingLab
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.lab, name)
@@ -73,7 +73,7 @@ class MailLab:
         from email.message import EmailMessage
         from email.utils import make_msgid
 
-        from harness.own_name import client_name
+        from recall_lab.harness.own_name import client_name
 
         recipients = [to] if isinstance(to, str) else list(to)
         msg = EmailMessage()
@@ -233,7 +233,7 @@ class MailboxWatch:
 
 
 def _lab_config(config: pytest.Config, marker: pytest.Mark | None) -> Any:
-    from harness.config import LabConfig, default_config, load_config
+    from recall_lab.harness.config import LabConfig, default_config, load_config
 
     spec: Any = None
     if marker is not None:
@@ -252,7 +252,7 @@ def _lab_config(config: pytest.Config, marker: pytest.Mark | None) -> Any:
 
 @contextlib.contextmanager
 def _running_lab(config: pytest.Config, marker: pytest.Mark | None) -> Iterator[MailLab]:
-    from harness.lab import BlockingLab
+    from recall_lab.harness.lab import BlockingLab
 
     blocking = BlockingLab(_lab_config(config, marker), store=config.getini(INI_STORE) or "memory")
     blocking.start()
@@ -284,8 +284,8 @@ def mail_lab(request: pytest.FixtureRequest) -> Iterator[MailLab]:
 
 @pytest.fixture
 def web_client(mail_lab: MailLab, tmp_path: Path) -> Callable[..., Any]:
-    """Factory: `web_client(user, **options)` -> harness.clients.WebClient of the lab's user."""
-    from harness.clients.web import WebClient
+    """Factory: `web_client(user, **options)` -> recall_lab.harness.clients.WebClient of the lab's user."""
+    from recall_lab.harness.clients.web import WebClient
 
     def make(user: str, **options: Any) -> Any:
         domain = mail_lab.domain_of(user)
@@ -297,9 +297,9 @@ def web_client(mail_lab: MailLab, tmp_path: Path) -> Callable[..., Any]:
 
 @pytest.fixture
 def recall_agent(mail_lab: MailLab) -> Callable[..., Any]:
-    """Factory: `recall_agent(user)` -> harness.recall_agent.RecallAgent (`sync=True`: SyncRecallAgent)."""
+    """Factory: `recall_agent(user)` -> recall_lab.harness.recall_agent.RecallAgent (`sync=True`: SyncRecallAgent)."""
     def make(user: str, *, sync: bool = False, **options: Any) -> Any:
-        from harness.recall_agent import RecallAgent, SyncRecallAgent
+        from recall_lab.harness.recall_agent import RecallAgent, SyncRecallAgent
 
         cls = SyncRecallAgent if sync else RecallAgent
         return cls(mail_lab, user, mail_lab.password(user), **options)
@@ -311,9 +311,9 @@ if pytest_asyncio is not None:
 
     @pytest_asyncio.fixture
     async def desktop_client(mail_lab: MailLab) -> Any:
-        """Async factory: `await desktop_client(user, **options)` -> a started harness.clients.DesktopClient
+        """Async factory: `await desktop_client(user, **options)` -> a started recall_lab.harness.clients.DesktopClient
         (submission set, so legacy recall notices can be sent); all are stopped after the test."""
-        from harness.clients.desktop import DesktopClient
+        from recall_lab.harness.clients.desktop import DesktopClient
 
         started: list[Any] = []
 

@@ -39,8 +39,8 @@ import aiosmtplib
 from imapclient import IMAPClient
 from imapclient.imapclient import SENT
 
-from fake_servers.domain import Endpoint
-from fake_servers.recall.format import (
+from recall_lab.fake_servers.domain import Endpoint
+from recall_lab.fake_servers.recall.format import (
     HEADER_MESSAGE_ID,
     RecallAction,
     RecallFormatError,
@@ -58,7 +58,7 @@ from fake_servers.recall.format import (
     parse_report,
     verified_by,
 )
-from harness.own_name import client_name
+from recall_lab.harness.own_name import client_name
 
 _PARSER = BytesParser(policy=email_policy.default)
 #: How soon a report wait running in a worker thread notices `ReportReader.stop()` (e.g. after Ctrl-C).

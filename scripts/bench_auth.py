@@ -215,7 +215,7 @@ def smtp_right_login(host: str, port: int, source: str) -> float:
 
 def start_lab(extra: list[str]) -> tuple[subprocess.Popen, dict]:
     exe = shutil.which("recall-lab", path=str(ROOT / ".venv" / "bin") + os.pathsep + os.environ.get("PATH", ""))
-    cmd = [exe, "serve", "--json", *extra] if exe else [sys.executable, "-m", "harness", "serve", "--json", *extra]
+    cmd = [exe, "serve", "--json", *extra] if exe else [sys.executable, "-m", "recall_lab.harness", "serve", "--json", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()

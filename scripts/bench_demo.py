@@ -37,7 +37,7 @@ BUDGET = 30.0
 def demo_command(source: Path) -> list[str]:
     """The demo through this interpreter, importing the lab from `source` (first on sys.path)."""
     code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); sys.argv[0] = 'recall-lab'; "
-            "from harness.cli import main; main()")
+            "from recall_lab.harness.cli import main; main()")
     return [sys.executable, "-c", code, str(source), "demo"]
 
 

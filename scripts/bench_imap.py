@@ -21,7 +21,7 @@ Measured:
     python scripts/bench_imap.py --messages 10000 [--json out.json]
     python scripts/bench_imap.py --push-only            # push latency only, ours and Dovecot (about 20 s)
 
-Dovecot is started by harness.dovecot.DovecotServer (as root or not); without the `dovecot` binary only our
+Dovecot is started by recall_lab.harness.dovecot.DovecotServer (as root or not); without the `dovecot` binary only our
 server is measured and the ratios are omitted.
 """
 
@@ -131,9 +131,9 @@ def message_id(raw: bytes) -> str:
 def serve_ours(n: int, seed: int) -> None:
     """Child process: load the mailbox into a MemoryStore, serve it, print PORT, run until stdin closes."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from fake_servers.accounts import Accounts
-    from fake_servers.imap.server import ImapServer
-    from fake_servers.store.memory import MemoryStore
+    from recall_lab.fake_servers.accounts import Accounts
+    from recall_lab.fake_servers.imap.server import ImapServer
+    from recall_lab.fake_servers.store.memory import MemoryStore
 
     store = MemoryStore()
     store.ensure_user(USER)
@@ -172,14 +172,14 @@ class OursProcess:
             self.proc.kill()
 
 
-# --- Dovecot (harness.dovecot.DovecotServer) serving the same mailbox ------------------------------------
+# --- Dovecot (recall_lab.harness.dovecot.DovecotServer) serving the same mailbox ------------------------------------
 
 
 class DovecotProcess:
     """A private Dovecot whose INBOX is `messages`, written as a Maildir directly (no APPEND to wait for)."""
 
     def __init__(self, messages: list[bytes]) -> None:
-        from harness.dovecot import DovecotServer, reachable_temp_dir
+        from recall_lab.harness.dovecot import DovecotServer, reachable_temp_dir
 
         self._stack = contextlib.ExitStack()
         try:
@@ -544,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"mailbox: {args.messages} messages, {total / 1e6:.1f} MB "
           f"(generated in {time.perf_counter() - t0:.1f} s)", flush=True)
 
-    from harness.dovecot import dovecot_binary
+    from recall_lab.harness.dovecot import dovecot_binary
 
     use_dovecot = not args.no_dovecot and dovecot_binary() is not None
     if not use_dovecot and not args.no_dovecot:

@@ -30,8 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.matrix import MatrixOptions, run_matrix_blocking  # noqa: E402
-from harness.scenarios import builtin_scenarios  # noqa: E402
+from recall_lab.harness.matrix import MatrixOptions, run_matrix_blocking  # noqa: E402
+from recall_lab.harness.scenarios import builtin_scenarios  # noqa: E402
 
 TARGET_TRIALS, TARGET_SECONDS = 1000, 20.0
 
@@ -40,9 +40,9 @@ async def _bare_recalls(count: int, parallel: int) -> float:
     """Seconds for `count` bare recalls (submit + agent recall + report), `parallel` senders side by side."""
     import aiosmtplib
 
-    from harness.config import DomainConfig, LabConfig
-    from harness.lab import Lab
-    from harness.recall_agent import RecallAgent
+    from recall_lab.harness.config import DomainConfig, LabConfig
+    from recall_lab.harness.lab import Lab
+    from recall_lab.harness.recall_agent import RecallAgent
 
     senders = [f"s{k}" for k in range(parallel)]
     config = LabConfig(domains=[DomainConfig.with_users("corp.example", "organisation", [*senders, "bob"]),

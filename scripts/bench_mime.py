@@ -18,7 +18,7 @@ MX). Then, with plain sockets:
 
 --baseline REV runs the server from `git archive REV` in a temporary directory (git is only read); the
 unbounded parser needs minutes and gigabytes for the full-size messages, so --baseline-scale (default 0.1)
-shrinks them for it. --dovecot also serves each message from a private Dovecot (harness.dovecot) and times
+shrinks them for it. --dovecot also serves each message from a private Dovecot (recall_lab.harness.dovecot) and times
 the same FETCHes there (its imap process per client cannot stall the others; its peak RSS is the imap
 process's).
 """
@@ -172,7 +172,7 @@ class OurServer:
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-mime-"))
         _write_maildir(self.tmp / "mail" / "corp.example" / "mail", BOB, raw)  # DIR/<domain>/mail/<user>
         endpoints = self.tmp / "endpoints.json"
-        starter = ("import sys; sys.path.insert(0, sys.argv[1]); from harness.cli import main; "
+        starter = ("import sys; sys.path.insert(0, sys.argv[1]); from recall_lab.harness.cli import main; "
                    "sys.argv = ['recall-lab'] + sys.argv[2:]; sys.exit(main())")
         cmd = [sys.executable, "-c", starter, str(code), "serve", "--store", f"maildir:{self.tmp / 'mail'}",
                "--endpoints-file", str(endpoints)]
@@ -255,7 +255,7 @@ def baseline_tree(rev: str) -> Path:
 
 
 def measure_dovecot(raw: bytes) -> dict[str, object]:
-    from harness.dovecot import DovecotServer, DovecotUnavailable, reachable_temp_dir
+    from recall_lab.harness.dovecot import DovecotServer, DovecotUnavailable, reachable_temp_dir
 
     out: dict[str, object] = {}
     with contextlib.ExitStack() as stack:

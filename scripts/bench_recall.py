@@ -26,9 +26,9 @@ import time
 
 import aiosmtplib
 
-from fake_servers.recall.format import RecallInstruction, build_recall_message
-from fake_servers.recall.policy import RecallSettings, recall_from_mailbox
-from fake_servers.store.base import MailStore, MessageAppended, MessagesExpunged
+from recall_lab.fake_servers.recall.format import RecallInstruction, build_recall_message
+from recall_lab.fake_servers.recall.policy import RecallSettings, recall_from_mailbox
+from recall_lab.fake_servers.store.base import MailStore, MessageAppended, MessagesExpunged
 
 ALICE, BOB = "alice@corp.example", "bob@corp.example"
 
@@ -66,8 +66,8 @@ def scan_recall(store: MailStore, user: str, message_id: str) -> int:
 async def size_part(sizes: list[int], recalls: int, seed: int) -> list[dict]:
     """Per size: recalls over SMTP timed to the store's expunge, and the find+expunge step alone, by the index
     (what the recall policy does) and by scanning (the reference), on the same store."""
-    from harness.config import default_config
-    from harness.lab import Lab
+    from recall_lab.harness.config import default_config
+    from recall_lab.harness.lab import Lab
 
     rows = []
     rng = random.Random(seed)
@@ -133,8 +133,8 @@ async def e2e_part(recalls: int, warmup: int) -> dict | None:
     try:
         import aioimaplib
 
-        from harness.config import default_config
-        from harness.lab import Lab
+        from recall_lab.harness.config import default_config
+        from recall_lab.harness.lab import Lab
     except ImportError as exc:
         print(f"  end-to-end part skipped: {exc}", file=sys.stderr)
         return None

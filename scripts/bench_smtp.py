@@ -38,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiosmtplib  # noqa: E402
 from aiosmtpd.smtp import SMTP  # noqa: E402
 
-from fake_servers.store.base import MessageAppended  # noqa: E402
-from harness.config import default_config  # noqa: E402
-from harness.lab import Lab  # noqa: E402
+from recall_lab.fake_servers.store.base import MessageAppended  # noqa: E402
+from recall_lab.harness.config import default_config  # noqa: E402
+from recall_lab.harness.lab import Lab  # noqa: E402
 
 DATE = "Tue, 24 Nov 2026 07:00:00 +0000"  # real clients send Date and Message-ID; the server adds neither then
 BODY = "This is a benchmark message of about one kilobyte, in lines.\r\n" * 16

@@ -21,7 +21,7 @@ if [ -e .venv/bin/python ] && ! .venv/bin/python -c '' >/dev/null 2>&1; then rm 
 target="."
 [ -n "$extras" ] && target=".[$extras]"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e "$target"
-modules="harness.cli fake_servers.domain"
+modules="recall_lab.harness.cli recall_lab.fake_servers.domain"
 [[ ",$extras," == *",test,"* ]] && modules="$modules pytest pytest_asyncio xdist hypothesis trustme"
 for m in $modules; do
   .venv/bin/python -c "import $m" >/dev/null 2>&1 \

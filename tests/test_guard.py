@@ -1,6 +1,6 @@
 """The abuse limits' decisions without any socket: caps, episodes, failure delays, budgets, config parsing.
 
-Why sans-I/O: every rule of fake_servers.guard is a function of counters and a clock, so a fake clock proves the
+Why sans-I/O: every rule of recall_lab.fake_servers.guard is a function of counters and a clock, so a fake clock proves the
 timing rules (a delay that doubles, a memory that fades, an episode that ends after a quiet spell) exactly and
 at once, where a socket test could only sleep and hope.
 """
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fake_servers.guard import (
+from recall_lab.fake_servers.guard import (
     ConnectionGuard,
     EpisodeGate,
     GuardLimits,
@@ -19,7 +19,7 @@ from fake_servers.guard import (
     default_max_connections,
     peer_host,
 )
-from harness.config import ConfigError, LabConfig, default_config, limits_from_dict
+from recall_lab.harness.config import ConfigError, LabConfig, default_config, limits_from_dict
 
 
 class Clock:

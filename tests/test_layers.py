@@ -30,7 +30,13 @@ def module_name(path: Path, root: Path) -> str:
 
 
 def imports_of(source: str, module: str, is_package: bool = False) -> Iterator[str]:
-    """Every module `module` imports (absolute names; relative imports resolved), wherever the import stands."""
+    """Every module `module` imports (absolute names, `recall_lab.` dropped as the folders are named; relative
+    imports resolved), wherever the import stands."""
+    for name in _imports_of(source, module, is_package):
+        yield name.removeprefix("recall_lab.")
+
+
+def _imports_of(source: str, module: str, is_package: bool = False) -> Iterator[str]:
     package = module if is_package else module.rpartition(".")[0]
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):

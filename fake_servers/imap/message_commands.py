@@ -32,7 +32,7 @@ from .selected import MODSEQ_SHIFT, SelectedMailbox
 from .seqset import SequenceSet, compress
 from .sort import parse_criteria
 
-log = logging.getLogger("fake_servers.imap")
+log = logging.getLogger("recall_lab.fake_servers.imap")
 
 _VIEW_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
 _UID_COMMANDS = ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE", "SORT")

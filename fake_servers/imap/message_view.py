@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable, Generator, Iterable, Iterator
 from email.utils import parsedate_to_datetime
 
-from fake_servers.imap.mime_rfc822 import (
+from recall_lab.fake_servers.imap.mime_rfc822 import (
     Address,
     parse_addresses,
     parse_content_type,
@@ -37,8 +37,8 @@ from fake_servers.imap.mime_rfc822 import (
     parse_languages,
     parse_token_value,
 )
-from fake_servers.imap.mime_text import decode_body, decode_words, unfold
-from fake_servers.imap.mime_tree import (
+from recall_lab.fake_servers.imap.mime_text import decode_body, decode_words, unfold
+from recall_lab.fake_servers.imap.mime_tree import (
     DEFAULT_LIMITS,
     STEP_WORK,
     HeaderField,
@@ -49,8 +49,8 @@ from fake_servers.imap.mime_tree import (
     parse_steps,
     run_steps,
 )
-from fake_servers.imap.serialise import serialise
-from fake_servers.imap.values import ImapValue
+from recall_lab.fake_servers.imap.serialise import serialise
+from recall_lab.fake_servers.imap.values import ImapValue
 
 __all__ = ["MessageView"]
 

@@ -32,7 +32,7 @@ from .session import NOT_AUTHENTICATED, ImapSession, SessionConfig
 from .user_sessions import DEFAULT_MAX_USER_SESSIONS, UserSessions
 from .view_cache import ViewCache
 
-log = logging.getLogger("fake_servers.imap")
+log = logging.getLogger("recall_lab.fake_servers.imap")
 
 #: Pause reading from a client while this much output waits to be sent (a slow reader of a big FETCH).
 _HIGH_WATER = 4 * 1024 * 1024

@@ -49,7 +49,7 @@ from .selected import MODSEQ_SHIFT, SelectedMailbox
 from .user_sessions import UserSessions
 from .view_cache import ViewCache
 
-log = logging.getLogger("fake_servers.imap")
+log = logging.getLogger("recall_lab.fake_servers.imap")
 _LITERAL_AT_EOL = re.compile(rb"\{(\d+)\+?\}\r\n")
 
 PRE_AUTH_MAX_LITERAL = 64 * 1024

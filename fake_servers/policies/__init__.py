@@ -6,6 +6,6 @@ legacy recall processing, the policy itself lives in fake_servers/recall/policy.
 legal_hold (logs the held mailboxes; the hold rule and the recoverable-items area live in
 fake_servers/recall/recoverable.py), delayed_send.
 
-Dependencies run one way: this package imports fake_servers.recall (the recall policy, the recall format, the
+Dependencies run one way: this package imports recall_lab.fake_servers.recall (the recall policy, the recall format, the
 legal-hold rule), never the other way round; a policy finds a sibling through `services.policy(name)`.
 """

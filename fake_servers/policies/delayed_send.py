@@ -34,10 +34,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fake_servers.pipeline import Delivery, DomainServices, Verdict, register_policy
-from fake_servers.recall.format import HEADER_MESSAGE_ID, HEADER_NOTICE, HEADER_REPORT, has_recall_headers
-from fake_servers.smtp import headers
-from fake_servers.store.base import (
+from recall_lab.fake_servers.pipeline import Delivery, DomainServices, Verdict, register_policy
+from recall_lab.fake_servers.recall.format import (
+    HEADER_MESSAGE_ID,
+    HEADER_NOTICE,
+    HEADER_REPORT,
+    has_recall_headers,
+)
+from recall_lab.fake_servers.smtp import headers
+from recall_lab.fake_servers.store.base import (
     MailboxDeleted,
     MailboxRenamed,
     MessagesExpunged,

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fake_servers.pipeline import Delivery, DomainServices, Verdict, register_policy
-from fake_servers.recall.recoverable import held_users
+from recall_lab.fake_servers.pipeline import Delivery, DomainServices, Verdict, register_policy
+from recall_lab.fake_servers.recall.recoverable import held_users
 
 
 class LegalHoldPolicy:

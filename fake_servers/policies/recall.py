@@ -4,7 +4,7 @@ Order 20: early, so a recall is processed the moment it is submitted (a delayed-
 would otherwise let the original be read meanwhile); retention (80) and legal hold (90) do not act on deliveries.
 """
 
-from fake_servers.pipeline import register_policy
-from fake_servers.recall.policy import RecallPolicy
+from recall_lab.fake_servers.pipeline import register_policy
+from recall_lab.fake_servers.recall.policy import RecallPolicy
 
 register_policy("recall", RecallPolicy, default_roles=("organisation",), order=20)

@@ -21,9 +21,9 @@ import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fake_servers.pipeline import Delivery, DomainServices, Verdict, register_policy
-from fake_servers.recall.recoverable import held_users
-from fake_servers.store.base import (
+from recall_lab.fake_servers.pipeline import Delivery, DomainServices, Verdict, register_policy
+from recall_lab.fake_servers.recall.recoverable import held_users
+from recall_lab.fake_servers.store.base import (
     MailboxCreated,
     MailboxDeleted,
     MailboxRenamed,

@@ -52,8 +52,8 @@ from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import format_datetime, formataddr, getaddresses, make_msgid, parseaddr
 
-from fake_servers.smtp import headers as header_block
-from fake_servers.smtp.canonical import to_crlf
+from recall_lab.fake_servers.smtp import headers as header_block
+from recall_lab.fake_servers.smtp.canonical import to_crlf
 
 HEADER_MESSAGE_ID = "X-Recall-Message-ID"
 HEADER_ACTION = "X-Recall-Action"
@@ -495,7 +495,7 @@ def notice_sender(msg: EmailMessage | Message | bytes) -> str | None:
 
 # --- the server's mark of trust ---------------------------------------------------------------------------
 #
-# One reader for all of it: fake_servers.smtp.headers.HeaderBlock decides what the header fields are, for the
+# One reader for all of it: recall_lab.fake_servers.smtp.headers.HeaderBlock decides what the header fields are, for the
 # filter (strip_verified, has_recall_headers) and for the trust check (verified_by) alike. The filter strips
 # every field HeaderBlock reads as the mark, a superset of what Python's email parser (the clients') can see;
 # the trust check believes a mark only in a header block that reads the same to both (no irregularity at all),

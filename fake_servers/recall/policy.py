@@ -41,9 +41,9 @@ from email.parser import BytesHeaderParser
 from email.utils import make_msgid
 from typing import Any
 
-from fake_servers.mime_limits import MimeLimits, check_message
-from fake_servers.pipeline import Delivery, DomainServices, Verdict
-from fake_servers.recall.format import (
+from recall_lab.fake_servers.mime_limits import MimeLimits, check_message
+from recall_lab.fake_servers.pipeline import Delivery, DomainServices, Verdict
+from recall_lab.fake_servers.recall.format import (
     RecallAction,
     RecallFormatError,
     RecallInstruction,
@@ -60,11 +60,16 @@ from fake_servers.recall.format import (
     parse_recall_instruction,
     strip_verified,
 )
-from fake_servers.recall.modes import MODES
-from fake_servers.recall.recoverable import RecoverableItems, held_users
-from fake_servers.recall.trust import copy_is_from, from_address, judge_replacement, judge_submission
-from fake_servers.smtp.headers import as_bytes_checked
-from fake_servers.store.base import MailStore, MessageLocation, MessageRecord, StoreError
+from recall_lab.fake_servers.recall.modes import MODES
+from recall_lab.fake_servers.recall.recoverable import RecoverableItems, held_users
+from recall_lab.fake_servers.recall.trust import (
+    copy_is_from,
+    from_address,
+    judge_replacement,
+    judge_submission,
+)
+from recall_lab.fake_servers.smtp.headers import as_bytes_checked
+from recall_lab.fake_servers.store.base import MailStore, MessageLocation, MessageRecord, StoreError
 
 #: Marks put on Delivery.trusted_marks (never read from headers).
 MARK_RECALL = "recall-honoured"
@@ -201,7 +206,7 @@ def recall_from_mailbox(store: MailStore, user: str, original: str, sender: str,
 def _cancel_delayed_send(services: DomainServices, queue_id: str) -> bool:
     """Cancel through the domain's delayed-send policy when it holds the message, so its Outbox copy goes too.
 
-    The sibling policy is found through the services object (no import of fake_servers.policies: that package
+    The sibling policy is found through the services object (no import of recall_lab.fake_servers.policies: that package
     depends on this one); any policy named `delayed_send` with a `cancel(queue_id) -> bool` will do."""
     policy = services.policy("delayed_send")
     cancel = getattr(policy, "cancel", None)

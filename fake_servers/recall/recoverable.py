@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fake_servers.store.base import MailStore
+from recall_lab.fake_servers.store.base import MailStore
 
 #: The setting naming the held mailboxes.
 SETTING = "legal_hold"

@@ -7,7 +7,7 @@ same person; a recall then touches only copies of the original whose own From is
 confer trust: X-Recall-* in mail from MX, from another user or hand-written by anyone are just text.
 
 "The From address" is read by the one reader the submission check and the clients use too
-(`fake_servers.smtp.headers.author`): a From that two parsers read differently is nobody's. What the server
+(`recall_lab.fake_servers.smtp.headers.author`): a From that two parsers read differently is nobody's. What the server
 delivers in the sender's name on her behalf (a replace recall's replacement) passes the submission check of From.
 """
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
 
-from fake_servers.smtp.canonical import line_problem
-from fake_servers.smtp.headers import HeaderBlock, author, author_problem
+from recall_lab.fake_servers.smtp.canonical import line_problem
+from recall_lab.fake_servers.smtp.headers import HeaderBlock, author, author_problem
 
 
 @dataclass(frozen=True, slots=True)

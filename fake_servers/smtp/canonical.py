@@ -7,7 +7,7 @@ looking for "\\nName:" misses a field that Python's email parser (which splits l
 server that rewrites line ends has to get its rewrite to agree with every reader; a server that refuses them has
 nothing to agree about, changes none of the bytes it accepts, and tells the sender why (as sendmail 8.18 and
 Postfix's smtpd_forbid_bare_newline=reject do). So accepted mail is CRLF-only and free of NUL, and its header
-block reads one way for everybody (`fake_servers.smtp.headers.HeaderBlock.problem`).
+block reads one way for everybody (`recall_lab.fake_servers.smtp.headers.HeaderBlock.problem`).
 
 The server's own injections (a policy's internal submission, a report or a replacement delivered straight into
 a mailbox) cannot be refused; they are normalised to the same form with `to_crlf`.

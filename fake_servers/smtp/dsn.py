@@ -13,8 +13,8 @@ from email import policy as email_policy
 from email.message import EmailMessage, Message, MIMEPart
 from email.utils import format_datetime, make_msgid
 
-from fake_servers.smtp.headers import split_message
-from fake_servers.smtp.relay import Failure
+from recall_lab.fake_servers.smtp.headers import split_message
+from recall_lab.fake_servers.smtp.relay import Failure
 
 
 def build_dsn(*, reporting_domain: str, original_from: str, original_raw: bytes, failures: Sequence[Failure],

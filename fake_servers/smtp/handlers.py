@@ -4,9 +4,9 @@
   unknown user, `550 5.7.1` relaying denied for any other domain). Never an open relay.
 - Submission (port 587's role): AUTH PLAIN/LOGIN before MAIL (`530 5.7.0`); the envelope sender and the From
   header must be the authenticated user (`553 5.7.1`); any recipient once authenticated. From (and Sender, when
-  present) must name exactly one mailbox, read as recipients' parsers read it (`fake_servers.smtp.addresses`);
+  present) must name exactly one mailbox, read as recipients' parsers read it (`recall_lab.fake_servers.smtp.addresses`);
   a value that reads two ways is refused (`553 5.7.1`, with the reason).
-- Both: one canonical form of mail (`fake_servers.smtp.canonical`): a bare CR or LF, a NUL, or a header block
+- Both: one canonical form of mail (`recall_lab.fake_servers.smtp.canonical`): a bare CR or LF, a NUL, or a header block
   that parsers could read differently is refused (`550 5.6.0`, with the line); control characters in the EHLO/HELO
   argument (`501 5.5.4`) or in a MAIL FROM / RCPT TO address (`553 5.1.7` / `553 5.1.3`) are refused, since they
   would end up in the Received and Return-Path fields.
@@ -25,10 +25,10 @@ from typing import Any, Literal, Protocol
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from fake_servers import mime_limits
-from fake_servers.accounts import Accounts
-from fake_servers.mime_limits import DEFAULT_LIMITS, MimeLimits
-from fake_servers.smtp import canonical, headers
+from recall_lab.fake_servers import mime_limits
+from recall_lab.fake_servers.accounts import Accounts
+from recall_lab.fake_servers.mime_limits import DEFAULT_LIMITS, MimeLimits
+from recall_lab.fake_servers.smtp import canonical, headers
 
 log = logging.getLogger(__name__)
 

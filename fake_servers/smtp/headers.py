@@ -26,8 +26,8 @@ from email.message import Message
 from email.policy import Policy
 from email.utils import getaddresses
 
-from fake_servers.smtp.addresses import AmbiguousAddress, Mailbox, fast_address, sole_mailbox
-from fake_servers.smtp.canonical import to_crlf
+from recall_lab.fake_servers.smtp.addresses import AmbiguousAddress, Mailbox, fast_address, sole_mailbox
+from recall_lab.fake_servers.smtp.canonical import to_crlf
 
 _BLANK_LINES = (b"\r\n", b"\n", b"\r")
 

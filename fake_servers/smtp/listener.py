@@ -16,10 +16,10 @@ import contextlib
 import logging
 import ssl
 
-from fake_servers.guard import ConnectionGuard
-from fake_servers.smtp.handlers import MxHandler, SubmissionHandler
-from fake_servers.smtp.protocol import LabSMTP
-from fake_servers.transcript import TranscriptRecorder
+from recall_lab.fake_servers.guard import ConnectionGuard
+from recall_lab.fake_servers.smtp.handlers import MxHandler, SubmissionHandler
+from recall_lab.fake_servers.smtp.protocol import LabSMTP
+from recall_lab.fake_servers.transcript import TranscriptRecorder
 
 
 class _DropDeprecatedLoginData(logging.Filter):

@@ -1,5 +1,5 @@
 """aiosmtpd's SMTP protocol with the concerns aiosmtpd has no hook for: enhanced status codes, transcripts, and
-the abuse limits of `fake_servers.guard`.
+the abuse limits of `recall_lab.fake_servers.guard`.
 
 Why a subclass at all, when DESIGN.md puts policy in handler hooks: none of these is mail policy, and aiosmtpd
 offers no hook where they could live. aiosmtpd writes many replies itself ("500 Error: bad syntax", "503 Error:
@@ -24,7 +24,7 @@ a new connection before its greeting, or the outcome of an AUTH before its reply
   with aiosmtpd's replies and handler hooks unchanged).
 
 It also tracks its session task so a listener can close it on shutdown. Every decision about who may send what
-lives in `fake_servers.smtp.handlers`.
+lives in `recall_lab.fake_servers.smtp.handlers`.
 """
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ from typing import Any, AnyStr
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, TLSSetupException, _Missing
 
-from fake_servers.guard import ConnectionGuard, Ticket, peer_host
-from fake_servers.smtp.data_reader import DataReader, DataState
-from fake_servers.transcript import TranscriptRecorder
+from recall_lab.fake_servers.guard import ConnectionGuard, Ticket, peer_host
+from recall_lab.fake_servers.smtp.data_reader import DataReader, DataState
+from recall_lab.fake_servers.transcript import TranscriptRecorder
 
-log = logging.getLogger("fake_servers.smtp")
+log = logging.getLogger("recall_lab.fake_servers.smtp")
 
 
 class _ClientDoingsAreNotWarnings(logging.Filter):

@@ -27,7 +27,7 @@ from typing import Any
 
 import aiosmtplib
 
-from fake_servers.smtp.spool import Spool
+from recall_lab.fake_servers.smtp.spool import Spool
 
 log = logging.getLogger(__name__)
 

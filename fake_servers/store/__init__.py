@@ -3,10 +3,10 @@
 `open_store("memory")` or `open_store("maildir:/some/dir")` gives a `MailStore`; see base.py for the API.
 """
 
-from fake_servers.store.base import *  # noqa: F403
-from fake_servers.store.base import MailStore, StoreError
-from fake_servers.store.maildir import MaildirStore
-from fake_servers.store.memory import MemoryStore
+from recall_lab.fake_servers.store.base import *  # noqa: F403
+from recall_lab.fake_servers.store.base import MailStore, StoreError
+from recall_lab.fake_servers.store.maildir import MaildirStore
+from recall_lab.fake_servers.store.memory import MemoryStore
 
 
 def open_store(spec: str) -> MailStore:

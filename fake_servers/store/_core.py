@@ -15,12 +15,12 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from fake_servers.store._events import EventBus
-from fake_servers.store._flags import normalize_flags
-from fake_servers.store._msgid import MessageIdIndex, extract_message_id
-from fake_servers.store._names import INBOX, canonical, is_descendant, parents, sort_key, user_key
-from fake_servers.store._operations import Operations
-from fake_servers.store.base import (
+from recall_lab.fake_servers.store._events import EventBus
+from recall_lab.fake_servers.store._flags import normalize_flags
+from recall_lab.fake_servers.store._msgid import MessageIdIndex, extract_message_id
+from recall_lab.fake_servers.store._names import INBOX, canonical, is_descendant, parents, sort_key, user_key
+from recall_lab.fake_servers.store._operations import Operations
+from recall_lab.fake_servers.store.base import (
     DEFAULT_MAILBOXES,
     FlagMode,
     FlagsChanged,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from fake_servers.store.base import Listener, StoreEvent
+from recall_lab.fake_servers.store.base import Listener, StoreEvent
 
 log = logging.getLogger(__name__)
 

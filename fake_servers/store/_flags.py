@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from fake_servers.store.base import SYSTEM_FLAGS, StoreError
+from recall_lab.fake_servers.store.base import SYSTEM_FLAGS, StoreError
 
 _SYSTEM_BY_UPPER = {flag.upper(): flag for flag in SYSTEM_FLAGS}
 #: Characters RFC 3501 does not allow in an atom (so not in a keyword either).

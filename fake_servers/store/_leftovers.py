@@ -25,7 +25,7 @@ import re
 import shutil
 from pathlib import Path
 
-from fake_servers.store import _maildir_files as mf
+from recall_lab.fake_servers.store import _maildir_files as mf
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from fake_servers.store.base import StoreError, StoreLocked
+from recall_lab.fake_servers.store.base import StoreError, StoreLocked
 
 LOCK_FILE = "recall-lab.lock"
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from imapclient import imap_utf7
 
-from fake_servers.store.base import SEPARATOR, StoreError
+from recall_lab.fake_servers.store.base import SEPARATOR, StoreError
 
 UIDLIST = "dovecot-uidlist"
 KEYWORDS = "dovecot-keywords"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from fake_servers.store.base import MessageLocation
+from recall_lab.fake_servers.store.base import MessageLocation
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _MESSAGE_ID = re.compile(rb"^message-id[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)

@@ -6,7 +6,7 @@ Why its own module: IMAP, delivery and both store implementations must agree tha
 
 from __future__ import annotations
 
-from fake_servers.store.base import SEPARATOR, StoreError
+from recall_lab.fake_servers.store.base import SEPARATOR, StoreError
 
 INBOX = "INBOX"
 
@@ -16,7 +16,7 @@ _FORBIDDEN = frozenset("*%") | frozenset(chr(c) for c in range(0x20)) | {"\x7f"}
 
 
 def user_key(user: str) -> str:
-    """The stored spelling of a user: the full address in lower case, as `fake_servers.accounts` keeps it."""
+    """The stored spelling of a user: the full address in lower case, as `recall_lab.fake_servers.accounts` keeps it."""
     return user.strip().lower()
 
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fake_servers.store.base import StoreError
+from recall_lab.fake_servers.store.base import StoreError
 
 log = logging.getLogger(__name__)
 

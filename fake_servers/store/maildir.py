@@ -35,15 +35,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fake_servers.store import _lock
-from fake_servers.store import _maildir_files as mf
-from fake_servers.store._core import Account, CoreStore, MailboxState
-from fake_servers.store._leftovers import STALE_TMP_AGE, Sweeper
-from fake_servers.store._msgid import extract_message_id
-from fake_servers.store._names import INBOX, canonical, user_key
-from fake_servers.store._operations import DIRECTORY as OPERATIONS_DIR
-from fake_servers.store._operations import DiskOperations
-from fake_servers.store.base import DEFAULT_MAILBOXES, MessageRecord, StoreError
+from recall_lab.fake_servers.store import _lock
+from recall_lab.fake_servers.store import _maildir_files as mf
+from recall_lab.fake_servers.store._core import Account, CoreStore, MailboxState
+from recall_lab.fake_servers.store._leftovers import STALE_TMP_AGE, Sweeper
+from recall_lab.fake_servers.store._msgid import extract_message_id
+from recall_lab.fake_servers.store._names import INBOX, canonical, user_key
+from recall_lab.fake_servers.store._operations import DIRECTORY as OPERATIONS_DIR
+from recall_lab.fake_servers.store._operations import DiskOperations
+from recall_lab.fake_servers.store.base import DEFAULT_MAILBOXES, MessageRecord, StoreError
 
 #: Fold the journal into the snapshot once it has this many lines more than the mailbox has messages.
 COMPACT_SLACK = 5000

@@ -6,8 +6,8 @@ Why so thin: all rules live in `_core.CoreStore`; this class only says where a m
 
 from __future__ import annotations
 
-from fake_servers.store._core import Account, CoreStore, MailboxState
-from fake_servers.store.base import MessageRecord
+from recall_lab.fake_servers.store._core import Account, CoreStore, MailboxState
+from recall_lab.fake_servers.store.base import MessageRecord
 
 
 class MemoryStore(CoreStore):

@@ -9,26 +9,26 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "DesktopClient": "harness.clients.desktop",
-    "ClientEvent": "harness.clients.desktop",
-    "LocalNotice": "harness.clients.desktop",
-    "OfflinePeriod": "harness.clients.desktop",
-    "WebClient": "harness.clients.web",
-    "MessageGone": "harness.clients.web",
-    "ListEntry": "harness.clients.web",
-    "SimulatedUser": "harness.clients.user",
-    "LogNormalDelay": "harness.clients.user",
-    "ExponentialDelay": "harness.clients.user",
-    "FixedDelay": "harness.clients.user",
-    "NeverOpens": "harness.clients.user",
-    "MoveRule": "harness.clients.user",
-    "Preview": "harness.clients.preview",
-    "ClientCopy": "harness.clients.outcome",
-    "RecipientOutcome": "harness.clients.outcome",
-    "ClientVerdict": "harness.clients.outcome",
-    "judge": "harness.clients.outcome",
-    "ImapClientError": "harness.clients.connection",
-    "ImapCommandError": "harness.clients.connection",
+    "DesktopClient": "recall_lab.harness.clients.desktop",
+    "ClientEvent": "recall_lab.harness.clients.desktop",
+    "LocalNotice": "recall_lab.harness.clients.desktop",
+    "OfflinePeriod": "recall_lab.harness.clients.desktop",
+    "WebClient": "recall_lab.harness.clients.web",
+    "MessageGone": "recall_lab.harness.clients.web",
+    "ListEntry": "recall_lab.harness.clients.web",
+    "SimulatedUser": "recall_lab.harness.clients.user",
+    "LogNormalDelay": "recall_lab.harness.clients.user",
+    "ExponentialDelay": "recall_lab.harness.clients.user",
+    "FixedDelay": "recall_lab.harness.clients.user",
+    "NeverOpens": "recall_lab.harness.clients.user",
+    "MoveRule": "recall_lab.harness.clients.user",
+    "Preview": "recall_lab.harness.clients.preview",
+    "ClientCopy": "recall_lab.harness.clients.outcome",
+    "RecipientOutcome": "recall_lab.harness.clients.outcome",
+    "ClientVerdict": "recall_lab.harness.clients.outcome",
+    "judge": "recall_lab.harness.clients.outcome",
+    "ImapClientError": "recall_lab.harness.clients.connection",
+    "ImapCommandError": "recall_lab.harness.clients.connection",
 }
 
 __all__ = [
@@ -55,11 +55,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from harness.clients.connection import ImapClientError, ImapCommandError
-    from harness.clients.desktop import ClientEvent, DesktopClient, LocalNotice, OfflinePeriod
-    from harness.clients.outcome import ClientCopy, ClientVerdict, RecipientOutcome, judge
-    from harness.clients.preview import Preview
-    from harness.clients.user import (
+    from recall_lab.harness.clients.connection import ImapClientError, ImapCommandError
+    from recall_lab.harness.clients.desktop import ClientEvent, DesktopClient, LocalNotice, OfflinePeriod
+    from recall_lab.harness.clients.outcome import ClientCopy, ClientVerdict, RecipientOutcome, judge
+    from recall_lab.harness.clients.preview import Preview
+    from recall_lab.harness.clients.user import (
         ExponentialDelay,
         FixedDelay,
         LogNormalDelay,
@@ -67,13 +67,13 @@ if TYPE_CHECKING:
         NeverOpens,
         SimulatedUser,
     )
-    from harness.clients.web import ListEntry, MessageGone, WebClient
+    from recall_lab.harness.clients.web import ListEntry, MessageGone, WebClient
 
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'harness.clients' has no attribute {name!r}")
+        raise AttributeError(f"module 'recall_lab.harness.clients' has no attribute {name!r}")
     import importlib
 
     return getattr(importlib.import_module(module), name)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import aioimaplib
 
-from harness.clients.imap_parse import (
+from recall_lab.harness.clients.imap_parse import (
     FetchRecord,
     ParseError,
     parse_fetch,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.clients.cache import (
+from recall_lab.harness.clients.cache import (
     CachedMessage,
     FolderState,
     MessageCache,
@@ -32,10 +32,10 @@ from harness.clients.cache import (
     message_id_of,
     search_quoted,
 )
-from harness.clients.connection import ImapClientError, ImapConnection, endpoint_of
-from harness.clients.imap_parse import compress_uids, parse_untagged
-from harness.clients.preview import Preview, preview_of
-from harness.own_name import client_name
+from recall_lab.harness.clients.connection import ImapClientError, ImapConnection, endpoint_of
+from recall_lab.harness.clients.imap_parse import compress_uids, parse_untagged
+from recall_lab.harness.clients.preview import Preview, preview_of
+from recall_lab.harness.own_name import client_name
 
 log = logging.getLogger(__name__)
 
@@ -375,7 +375,7 @@ class DesktopClient:
         #: The last untagged EXISTS / EXPUNGE / VANISHED / FETCH lines as received, (folder, line): for narration.
         self.wire: collections.deque[tuple[str, bytes]] = collections.deque(maxlen=WIRE_LINES)
         self.notices: list[LocalNotice] = []
-        self.sent_notices: list[Any] = []  # fake_servers.recall.format.RecallNotice
+        self.sent_notices: list[Any] = []  # recall_lab.fake_servers.recall.format.RecallNotice
         self._changes = _Changes()
         self._mirrors = {folder: _FolderMirror(self, folder) for folder in self.folders}
         self._started = False
@@ -516,8 +516,8 @@ class DesktopClient:
     # --- legacy recall ---------------------------------------------------------------------------------------
 
     async def _maybe_process_recall(self, mirror: _FolderMirror, message: CachedMessage) -> None:
-        from fake_servers.recall import format as recall_format
-        from harness.clients.legacy_recall import OriginalCopy, decide, sender_of, vouched_for
+        from recall_lab.fake_servers.recall import format as recall_format
+        from recall_lab.harness.clients.legacy_recall import OriginalCopy, decide, sender_of, vouched_for
 
         try:
             instruction = recall_format.parse_recall_instruction(message.raw)
@@ -599,7 +599,7 @@ class DesktopClient:
 
     async def _send_notice(self, notice: Any, to: str) -> None:
         """The success/failure notice back to the recall's sender, over authenticated submission."""
-        from fake_servers.recall.format import build_notice
+        from recall_lab.fake_servers.recall.format import build_notice
 
         if self.submission is None:
             self._record("notice-not-sent", "", "no submission endpoint configured")

@@ -6,7 +6,7 @@ carries it out over IMAP and SMTP.
 
 Whether to act at all is decided by the server's own readers, never by a parser of the client's: the mark of
 trust through `format.verified_by` and "who sent it" through `trust.from_address`, both built on the one header
-reader (fake_servers.smtp.headers) whose filter stripped every forged mark on the way in.
+reader (recall_lab.fake_servers.smtp.headers) whose filter stripped every forged mark on the way in.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fake_servers.recall.format import RecallStatus, verified_by
-from fake_servers.recall.trust import from_address
+from recall_lab.fake_servers.recall.format import RecallStatus, verified_by
+from recall_lab.fake_servers.recall.trust import from_address
 
 
 def vouched_for(raw: bytes, user: str) -> bool:

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from harness.clients.preview import Preview
+from recall_lab.harness.clients.preview import Preview
 
 
 class DelayModel(Protocol):

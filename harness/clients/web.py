@@ -17,10 +17,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.clients.cache import message_id_of, normalise_mid, search_quoted
-from harness.clients.connection import ImapConnection, endpoint_of
-from harness.clients.imap_parse import ParseError, parse_envelope
-from harness.clients.preview import Preview, body_text, first_line, parse, preview_of
+from recall_lab.harness.clients.cache import message_id_of, normalise_mid, search_quoted
+from recall_lab.harness.clients.connection import ImapConnection, endpoint_of
+from recall_lab.harness.clients.imap_parse import ParseError, parse_envelope
+from recall_lab.harness.clients.preview import Preview, body_text, first_line, parse, preview_of
 
 
 class MessageGone(LookupError):

@@ -28,7 +28,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from harness.commands.matrix import (
+from recall_lab.harness.commands.matrix import (
     check_outputs,
     load_base_config,
     make_options,
@@ -93,7 +93,7 @@ class Narrator:
         self.pending[mode].append(line)
 
     def observe(self, ctx: Any, event: Any, notes: list[str]) -> None:
-        from harness.scenarios.timeline import EventKind
+        from recall_lab.harness.scenarios.timeline import EventKind
 
         lines, self.pending[ctx.mode] = self.pending[ctx.mode], []
         key = _key_lines(lines, self.seen[ctx.mode])
@@ -117,7 +117,7 @@ class Narrator:
 
     def _external_view(self, ctx: Any, event: Any) -> list[str]:
         """At an outside provider the recall is just mail: show what the recipient's client shows."""
-        from harness.scenarios.timeline import EventKind
+        from recall_lab.harness.scenarios.timeline import EventKind
 
         desktop = ctx.slot.desktop
         if event.kind is not EventKind.RECALL or ctx.scenario.recipient != "external" or desktop is None:
@@ -180,7 +180,7 @@ def register(app: typer.Typer) -> None:
         config: Annotated[Path | None, typer.Option("--config", help="Base lab config (TOML).")] = None,
     ) -> None:
         """Walk one message and its recall through each condition, then measure the table."""
-        from harness.report.table import LEGEND, render_table
+        from recall_lab.harness.report.table import LEGEND, render_table
 
         started = time.perf_counter()
         console = output_console()

@@ -20,12 +20,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from harness.cli import CliError
-from harness.scenarios.distributions import ScenarioError
-from harness.scenarios.model import MODES, Scenario
+from recall_lab.harness.cli import CliError
+from recall_lab.harness.scenarios.distributions import ScenarioError
+from recall_lab.harness.scenarios.model import MODES, Scenario
 
 DEFAULT_TRIALS = 20
-DEFAULT_CONCURRENCY = 2  # harness.matrix.DEFAULT_CONCURRENCY (not imported here: it would load the lab early)
+DEFAULT_CONCURRENCY = 2  # recall_lab.harness.matrix.DEFAULT_CONCURRENCY (not imported here: it would load the lab early)
 #: Show a progress bar from this many trials on (a short run is over before a bar is worth drawing).
 PROGRESS_FROM = 100
 #: Split a run over two processes from this many trials on (see auto_workers).
@@ -40,7 +40,7 @@ def output_console() -> Console:
 
 def resolve_scenarios(names: Sequence[str] | None) -> list[Scenario]:
     """Built-in scenarios by name or TOML files by path; all built-ins when none is named."""
-    from harness.scenarios.catalogue import builtin_scenarios, find_scenario
+    from recall_lab.harness.scenarios.catalogue import builtin_scenarios, find_scenario
 
     try:
         if not names:
@@ -70,7 +70,7 @@ def resolve_modes(modes: Sequence[str] | None) -> tuple[str, ...]:
 def load_base_config(path: Path | None) -> Any:
     if path is None:
         return None
-    from harness.config import ConfigError, load_config
+    from recall_lab.harness.config import ConfigError, load_config
 
     try:
         return load_config(path)
@@ -128,9 +128,9 @@ def auto_workers(total_trials: int) -> int:
 
 def run_matrix_sync(options: Any) -> Any:
     """Run the matrix in a fresh event loop, turning the lab's expected failures into CliError."""
-    from harness.config import ConfigError
-    from harness.lab import LabStartError
-    from harness.matrix import Terminated, run_matrix_blocking
+    from recall_lab.harness.config import ConfigError
+    from recall_lab.harness.lab import LabStartError
+    from recall_lab.harness.matrix import Terminated, run_matrix_blocking
 
     try:
         return run_matrix_blocking(options)
@@ -146,7 +146,7 @@ def run_matrix_sync(options: Any) -> Any:
 
 def make_options(scenarios: list[Scenario], trials: int, seed: str, modes: tuple[str, ...], concurrency: int,
                  realtime: bool, speed: float, config: Any, port_base: int | None, **extra: Any) -> Any:
-    from harness.matrix import MatrixOptions
+    from recall_lab.harness.matrix import MatrixOptions
 
     if extra.get("workers") is not None and extra["workers"] < 1:
         raise CliError("--workers must be at least 1")
@@ -176,16 +176,16 @@ def check_outputs(json_path: Path | None, html_path: Path | None = None) -> None
         if path is not None and not path.parent.is_dir():
             raise CliError(f"cannot write {path}: no folder {path.parent}")
     if html_path is not None:
-        from harness.report.plot import MISSING_MATPLOTLIB, plot_available
+        from recall_lab.harness.report.plot import MISSING_MATPLOTLIB, plot_available
 
         if not plot_available():
             raise CliError(MISSING_MATPLOTLIB)
 
 
 def write_outputs(result: Any, json_path: Path | None, html_path: Path | None) -> list[str]:
-    from harness.report.html_report import write_html
-    from harness.report.json_report import write_json
-    from harness.report.plot import ReportUnavailable
+    from recall_lab.harness.report.html_report import write_html
+    from recall_lab.harness.report.json_report import write_json
+    from recall_lab.harness.report.plot import ReportUnavailable
 
     written = []
     try:
@@ -225,7 +225,7 @@ def register(app: typer.Typer) -> None:
         list_: Annotated[bool, typer.Option("--list", help="List the built-in scenarios and exit.")] = False,
     ) -> None:
         """Run N trials of each scenario in each recall mode over the real servers; print the table."""
-        from harness.report.table import LEGEND, render_table
+        from recall_lab.harness.report.table import LEGEND, render_table
 
         out = output_console()
         if list_:

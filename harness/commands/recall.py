@@ -15,10 +15,10 @@ from typing import Annotated, Any
 
 import typer
 
-from fake_servers.recall.format import RecallReport
-from harness.cli import CliError
-from harness.commands.tls import client_context
-from harness.recall_agent import RecallAgent, RecallAgentError
+from recall_lab.fake_servers.recall.format import RecallReport
+from recall_lab.harness.cli import CliError
+from recall_lab.harness.commands.tls import client_context
+from recall_lab.harness.recall_agent import RecallAgent, RecallAgentError
 
 
 def _load_replacement(path: Path) -> bytes:

@@ -20,9 +20,9 @@ from typing import Annotated, Any
 import aiosmtplib
 import typer
 
-from harness.cli import CliError
-from harness.commands.tls import client_context
-from harness.own_name import client_name
+from recall_lab.harness.cli import CliError
+from recall_lab.harness.commands.tls import client_context
+from recall_lab.harness.own_name import client_name
 
 
 def _load_endpoints(path: Path) -> dict[str, Any]:

@@ -19,11 +19,11 @@ from typing import Annotated
 
 import typer
 
-from fake_servers.guard import EpisodeGate
-from harness.cli import CliError
-from harness.commands.tls import server_context
-from harness.config import ConfigError, LabConfig, default_config, limits_from_dict, load_config
-from harness.lab import Lab, LabStartError
+from recall_lab.fake_servers.guard import EpisodeGate
+from recall_lab.harness.cli import CliError
+from recall_lab.harness.commands.tls import server_context
+from recall_lab.harness.config import ConfigError, LabConfig, default_config, limits_from_dict, load_config
+from recall_lab.harness.lab import Lab, LabStartError
 
 
 def _write_endpoints(path: Path, endpoints: dict) -> None:
@@ -43,7 +43,7 @@ def _quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
     else took the descriptors (a lower limit than the caps assume, another part of the process).
     """
     gate = EpisodeGate(quiet=10.0)
-    log = logging.getLogger("fake_servers.guard")
+    log = logging.getLogger("recall_lab.fake_servers.guard")
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
         if str(context.get("message", "")).startswith("socket.accept() out of system resource"):

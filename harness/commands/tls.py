@@ -9,7 +9,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from harness.cli import CliError
+from recall_lab.harness.cli import CliError
 
 
 def client_context(cafile: Path | None) -> ssl.SSLContext:

@@ -14,9 +14,9 @@ import html
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness.report.plot import success_by_delay_svg
-from harness.report.table import LEGEND, table_rows
-from harness.scenarios.results import VERDICTS, MatrixResult
+from recall_lab.harness.report.plot import success_by_delay_svg
+from recall_lab.harness.report.table import LEGEND, table_rows
+from recall_lab.harness.scenarios.results import VERDICTS, MatrixResult
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:72em;padding:0 1em;

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.scenarios.results import MatrixResult
+from recall_lab.harness.scenarios.results import MatrixResult
 
 
 def write_json(result: MatrixResult, path: str | Path) -> Path:

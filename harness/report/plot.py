@@ -21,7 +21,7 @@ import io
 import re
 from types import ModuleType
 
-from harness.scenarios.results import MatrixResult, TrialResult
+from recall_lab.harness.scenarios.results import MatrixResult, TrialResult
 
 #: What to tell a user whose install lacks the plot's dependencies (one line, fit for the CLI).
 MISSING_MATPLOTLIB = "--html needs matplotlib for the report's plot: pip install 'recall-lab[report]'"

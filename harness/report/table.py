@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from fake_servers.recall.modes import TITLES
-from harness.scenarios.results import MatrixResult
+from recall_lab.fake_servers.recall.modes import TITLES
+from recall_lab.harness.scenarios.results import MatrixResult
 
 _STYLE = {"High": "bold green", "Moderate": "yellow", "Low": "red", "None": "bold red", "-": "dim"}
 

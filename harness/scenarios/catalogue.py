@@ -12,8 +12,8 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
-from harness.scenarios.distributions import ScenarioError
-from harness.scenarios.model import Scenario, load_scenario_data
+from recall_lab.harness.scenarios.distributions import ScenarioError
+from recall_lab.harness.scenarios.model import Scenario, load_scenario_data
 
 
 def load_scenario_text(text: str, where: str) -> Scenario:
@@ -39,7 +39,7 @@ def load_scenario_file(path: str | Path) -> Scenario:
 @functools.cache
 def _builtin() -> tuple[Scenario, ...]:
     found: list[Scenario] = []
-    for entry in resources.files("harness.scenarios").iterdir():
+    for entry in resources.files("recall_lab.harness.scenarios").iterdir():
         if entry.name.endswith(".toml"):
             found.append(load_scenario_text(entry.read_text(encoding="utf-8"), entry.name))
     names = [s.name for s in found]

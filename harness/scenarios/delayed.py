@@ -18,7 +18,7 @@ OUTBOX = "Outbox"
 
 
 def _policy(lab: Any, domain: str) -> Any:
-    from fake_servers.policies.delayed_send import delayed_send_for
+    from recall_lab.fake_servers.policies.delayed_send import delayed_send_for
 
     policy = delayed_send_for(lab.services(domain))
     if policy is None:
@@ -35,8 +35,8 @@ async def release(lab: Any, domain: str, queue_id: str | None) -> None:
 
 async def cancel(lab: Any, sender: str, password: str, message_id: str) -> bool:
     """The sender deletes the message from her Outbox over IMAP; False when it is no longer there (sent)."""
-    from harness.clients.cache import search_quoted
-    from harness.clients.connection import ImapConnection, endpoint_of
+    from recall_lab.harness.clients.cache import search_quoted
+    from recall_lab.harness.clients.connection import ImapConnection, endpoint_of
 
     host, port = endpoint_of(lab.imap(sender.rpartition("@")[2]))
     conn = ImapConnection(host, port, sender, password)

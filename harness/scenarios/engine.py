@@ -30,11 +30,11 @@ from typing import Any
 
 import aiosmtplib
 
-from harness.own_name import client_name
-from harness.scenarios.clock import SimClock
-from harness.scenarios.model import Scenario
-from harness.scenarios.results import TrialResult
-from harness.scenarios.timeline import Event, Plan
+from recall_lab.harness.own_name import client_name
+from recall_lab.harness.scenarios.clock import SimClock
+from recall_lab.harness.scenarios.model import Scenario
+from recall_lab.harness.scenarios.results import TrialResult
+from recall_lab.harness.scenarios.timeline import Event, Plan
 
 ORG = "corp.example"
 EXTERNAL = "mail.example"
@@ -67,7 +67,7 @@ class Slot:
     sender: str
     recipient: str
     recipient_domain: str
-    desktop: Any | None = None  # harness.clients.desktop.DesktopClient
+    desktop: Any | None = None  # recall_lab.harness.clients.desktop.DesktopClient
     web_dir: Path | None = None
     smtp: aiosmtplib.SMTP | None = None
 
@@ -83,8 +83,8 @@ class TrialContext:
     slot: Slot
     message_id: str
     subject: str
-    web: Any | None = None  # harness.clients.web.WebClient (one per trial: it has no connection to keep)
-    user: Any | None = None  # harness.clients.user.SimulatedUser: previews, applies the rule, opens
+    web: Any | None = None  # recall_lab.harness.clients.web.WebClient (one per trial: it has no connection to keep)
+    user: Any | None = None  # recall_lab.harness.clients.user.SimulatedUser: previews, applies the rule, opens
     queue_id: str | None = None
     delivered: bool = False
     cancelled: bool = False
@@ -93,7 +93,7 @@ class TrialContext:
     preview_seen: bool = False
     report_status: str = ""
     recall_message_id: str = ""
-    recall_handle: Any | None = None  # harness.recall_agent.RecallHandle
+    recall_handle: Any | None = None  # recall_lab.harness.recall_agent.RecallHandle
     outcome: dict[str, Any] = field(default_factory=dict)  # set by the observe event
     log: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # human lines of the event just run (for the demo)
@@ -127,7 +127,7 @@ class TrialEngine:
 
     async def open_slot(self, index: int, scenario: Scenario) -> Slot:
         """A slot for trials of `scenario`'s kind (organisation / held / external recipient, its folders)."""
-        from harness.clients.desktop import DesktopClient
+        from recall_lab.harness.clients.desktop import DesktopClient
 
         role = "external" if scenario.recipient == "external" else ("held" if scenario.legal_hold else
                                                                     "organisation")
@@ -188,7 +188,7 @@ class TrialEngine:
             if slot.desktop is not None and not slot.desktop.online:
                 await slot.desktop.go_online()  # a previous trial may have ended offline
             if scenario.client == "web":
-                from harness.clients.web import WebClient
+                from recall_lab.harness.clients.web import WebClient
 
                 ctx.web = WebClient(slot.recipient, self.lab.password(slot.recipient),
                                     self.lab.imap(slot.recipient_domain), slot.web_dir / f"trial-{nonce}",
@@ -223,7 +223,7 @@ class TrialEngine:
     def _user(self, ctx: TrialContext) -> Any:
         """The recipient as a person. Their timing is the plan's (sampled from the scenario), so the user's own
         delay model is not used; it carries out the actions and remembers what it saw and read."""
-        from harness.clients.user import MoveRule, SimulatedUser
+        from recall_lab.harness.clients.user import MoveRule, SimulatedUser
 
         client = ctx.web if ctx.web is not None else ctx.slot.desktop
         rule = MoveRule(ctx.scenario.move_to) if ctx.scenario.move_to else None
@@ -282,14 +282,14 @@ class TrialEngine:
             ctx.note(f"{ctx.slot.recipient}'s desktop client (IDLE) hears EXISTS and caches it")
 
     async def _on_release(self, ctx: TrialContext, event: Event) -> None:
-        from harness.scenarios import delayed
+        from recall_lab.harness.scenarios import delayed
 
         await delayed.release(self.lab, ORG, ctx.queue_id)
         ctx.note(f"the outbox window ends: the server sends {ctx.message_id} on")
         await self._delivered(ctx)
 
     async def _on_cancel(self, ctx: TrialContext, event: Event) -> None:
-        from harness.scenarios import delayed
+        from recall_lab.harness.scenarios import delayed
 
         slot = ctx.slot
         ok = await delayed.cancel(self.lab, slot.sender, self.lab.password(slot.sender), ctx.message_id)
@@ -369,7 +369,7 @@ class TrialEngine:
         ctx.note("the recipient deletes it (moved to Trash)")
 
     async def _on_purge(self, ctx: TrialContext, event: Event) -> None:
-        from fake_servers.policies.retention import retention_for
+        from recall_lab.fake_servers.policies.retention import retention_for
 
         policy = retention_for(self.lab.services(ORG))
         if policy is None:
@@ -379,7 +379,7 @@ class TrialEngine:
         ctx.note(f"retention tick: {purged} Trash item(s) older than {ctx.scenario.purge_deleted_after:g} s purged")
 
     async def _on_recall(self, ctx: TrialContext, event: Event) -> None:
-        from harness.recall_agent import RecallAgent
+        from recall_lab.harness.recall_agent import RecallAgent
 
         slot = ctx.slot
         agent = RecallAgent(self.lab, slot.sender, self.lab.password(slot.sender), timeout=SETTLE_TIMEOUT)
@@ -416,7 +416,7 @@ class TrialEngine:
             await self.lab.wait_idle()  # a legacy client's notice goes out over submission
 
     def _outcome(self, ctx: TrialContext) -> dict[str, Any]:
-        from harness.clients.outcome import ClientCopy, RecipientOutcome, judge
+        from recall_lab.harness.clients.outcome import ClientCopy, RecipientOutcome, judge
 
         slot = ctx.slot
         store = self.lab.store(slot.recipient_domain)
@@ -441,7 +441,7 @@ class TrialEngine:
         """Empty the slot's mailboxes (store API) so the next trial starts from nothing."""
         slot = ctx.slot
         if ctx.scenario.delayed_send is not None and not ctx.delivered and not ctx.cancelled:
-            from harness.scenarios import delayed
+            from recall_lab.harness.scenarios import delayed
 
             if delayed.still_held(self.lab, ORG, ctx.queue_id):
                 delayed.discard(self.lab, ORG, ctx.queue_id or "")

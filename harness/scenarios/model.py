@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fake_servers.recall.modes import ACTIVE_MODES as MODES
-from fake_servers.recall.modes import ActiveMode as Mode
-from harness.scenarios.distributions import NEVER, Dist, ScenarioError
+from recall_lab.fake_servers.recall.modes import ACTIVE_MODES as MODES
+from recall_lab.fake_servers.recall.modes import ActiveMode as Mode
+from recall_lab.harness.scenarios.distributions import NEVER, Dist, ScenarioError
 
 RecipientKind = Literal["organisation", "external"]
 ClientKind = Literal["desktop", "web"]

@@ -11,12 +11,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harness.scenarios.model import MODES, Scenario
-from harness.scenarios.stats import Z95, Rate
+from recall_lab.harness.scenarios.model import MODES, Scenario
+from recall_lab.harness.scenarios.stats import Z95, Rate
 
 JSON_VERSION = 1
 
-#: Verdicts of one recipient in one trial (harness.clients.outcome.judge), plus our own for delayed send.
+#: Verdicts of one recipient in one trial (recall_lab.harness.clients.outcome.judge), plus our own for delayed send.
 VERDICTS = ("recalled", "partial", "failed", "impossible")
 
 
@@ -149,7 +149,7 @@ class MatrixResult:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> MatrixResult:
-        from harness.scenarios.model import load_scenario_data
+        from recall_lab.harness.scenarios.model import load_scenario_data
 
         scenarios = [load_scenario_data(s, f"scenario {s.get('name')!r}") for s in data["scenarios"]]
         result = cls(seed=data["seed"], trials_per_cell=int(data["trials_per_cell"]), scenarios=scenarios,

@@ -2,7 +2,7 @@
 
 Why planning is separate from running (sans-I/O, like the protocol cores): the plan is a pure function of
 (scenario, trial seed), so "same seed, same events in the same order" is a property of this module that tests
-can check without a server; the engine (`harness.scenarios.engine`) then carries each planned event out over the
+can check without a server; the engine (`recall_lab.harness.scenarios.engine`) then carries each planned event out over the
 real servers, in order, either as fast as they answer (simulated time) or on the wall clock (`--realtime`).
 
 The seed of a trial does not include the recall mode: trial i of a scenario has the same timeline in cloud and
@@ -15,7 +15,7 @@ import enum
 import random
 from dataclasses import dataclass, field
 
-from harness.scenarios.model import Scenario
+from recall_lab.harness.scenarios.model import Scenario
 
 
 class EventKind(enum.StrEnum):

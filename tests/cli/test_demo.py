@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from harness.cli import main
+from recall_lab.harness.cli import main
 
 
 @pytest.fixture(scope="module")
 def demo_output() -> str:
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "demo", "--trials", "2"],
+    proc = subprocess.run([sys.executable, "-m", "recall_lab.harness.cli", "demo", "--trials", "2"],
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr

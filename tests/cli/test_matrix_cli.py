@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from harness.cli import main
+from recall_lab.harness.cli import main
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
@@ -81,7 +81,7 @@ def test_list_names_every_builtin(capsys) -> None:
 
 def test_matrix_writes_json_and_self_contained_html(tmp_path) -> None:
     out_json, out_html = tmp_path / "m.json", tmp_path / "m.html"
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "matrix", "--trials", "2", "--seed", "5",
+    proc = subprocess.run([sys.executable, "-m", "recall_lab.harness.cli", "matrix", "--trials", "2", "--seed", "5",
                            "--scenario", "same-org-desktop", "--scenario", "external-provider",
                            "--json", str(out_json), "--html", str(out_html)],
                           capture_output=True, text=True, timeout=120)
@@ -104,7 +104,7 @@ def test_same_seed_same_json_table(tmp_path) -> None:
     tables = []
     for name in ("a.json", "b.json"):
         path = tmp_path / name
-        proc = subprocess.run([sys.executable, "-m", "harness.cli", "matrix", "-q", "--trials", "3", "--seed", "9",
+        proc = subprocess.run([sys.executable, "-m", "recall_lab.harness.cli", "matrix", "-q", "--trials", "3", "--seed", "9",
                                "--scenario", "web-client", "--json", str(path)],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr

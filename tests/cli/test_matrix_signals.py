@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs os.
 
 
 def _start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "harness", "matrix", "-q", "--progress-every", "1", *args],
+    return subprocess.Popen([sys.executable, "-m", "recall_lab.harness", "matrix", "-q", "--progress-every", "1", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

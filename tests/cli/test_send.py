@@ -11,8 +11,8 @@ import time
 import imapclient
 import pytest
 
-# Not `-m harness.cli`: run as __main__, its CliError would be a different class from the one commands raise.
-CLI = [sys.executable, "-c", "from harness.cli import main; main()"]
+# Not `-m recall_lab.harness.cli`: run as __main__, its CliError would be a different class from the one commands raise.
+CLI = [sys.executable, "-c", "from recall_lab.harness.cli import main; main()"]
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def test_send_refuses_line_breaks_in_header_values(tmp_path, option, value):
 
 
 def test_send_usage_error_hint_names_the_subcommand(capsys):
-    from harness.cli import main
+    from recall_lab.harness.cli import main
 
     with pytest.raises(SystemExit) as info:
         main(["send", "--endpoints", "x.json", "--from", "alice@corp.example", "--subject", "s", "--to"])

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-# Not `-m harness.cli`: run as __main__, its CliError would be a different class from the one commands raise.
-CLI = [sys.executable, "-c", "from harness.cli import main; main()"]
+# Not `-m recall_lab.harness.cli`: run as __main__, its CliError would be a different class from the one commands raise.
+CLI = [sys.executable, "-c", "from recall_lab.harness.cli import main; main()"]
 
 
 def _start(*args: str) -> subprocess.Popen:

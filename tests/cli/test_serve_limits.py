@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-CLI = [sys.executable, "-c", "from harness.cli import main; main()"]
+CLI = [sys.executable, "-c", "from recall_lab.harness.cli import main; main()"]
 
 
 @contextlib.contextmanager

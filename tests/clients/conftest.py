@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from harness.clients.connection import ImapConnection
+from recall_lab.harness.clients.connection import ImapConnection
 
 _counter = itertools.count()
 
@@ -66,7 +66,7 @@ class Mailbox:
         await self.conn.append(raw, folder, flags)
 
     async def uids(self, mid: str, folder: str = "INBOX") -> list[int]:
-        from harness.clients.cache import search_quoted
+        from recall_lab.harness.clients.cache import search_quoted
 
         await self._select(folder)
         await self.conn.noop()
@@ -98,7 +98,7 @@ class Mailbox:
 
 @pytest.fixture(scope="session")
 def dovecot_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from harness.dovecot import DovecotServer, DovecotUnavailable, dovecot_binary
+    from recall_lab.harness.dovecot import DovecotServer, DovecotUnavailable, dovecot_binary
 
     if dovecot_binary() is None:
         pytest.skip("dovecot not installed")
@@ -113,7 +113,7 @@ def dovecot_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture
 async def lab() -> AsyncIterator[Any]:
-    from harness.lab import Lab
+    from recall_lab.harness.lab import Lab
 
     async with Lab(store="memory") as running:
         yield running
@@ -122,8 +122,8 @@ async def lab() -> AsyncIterator[Any]:
 @pytest.fixture
 async def legacy_lab() -> AsyncIterator[Any]:
     """corp.example in the legacy recall mode: the server delivers recalls, the desktop client acts."""
-    from harness.config import default_config
-    from harness.lab import Lab
+    from recall_lab.harness.config import default_config
+    from recall_lab.harness.lab import Lab
 
     config = default_config()
     config.domain("corp.example").policies["recall_mode"] = "legacy"

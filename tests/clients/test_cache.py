@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.clients.cache import (
+from recall_lab.harness.clients.cache import (
     CachedMessage,
     FolderState,
     MessageCache,

@@ -7,8 +7,8 @@ import asyncio
 import aiosmtplib
 import pytest
 
-from fake_servers.policies.delayed_send import OUTBOX, delay_from, delayed_send_for
-from harness.clients.connection import ImapConnection
+from recall_lab.fake_servers.policies.delayed_send import OUTBOX, delay_from, delayed_send_for
+from recall_lab.harness.clients.connection import ImapConnection
 from tests.clients.conftest import make_message, new_mid
 
 ALICE, BOB, CAROL, DAVE = "alice@corp.example", "bob@corp.example", "carol@corp.example", "dave@mail.example"
@@ -24,8 +24,8 @@ class FakeClock:
 
 @pytest.fixture
 async def delayed_lab():
-    from harness.config import default_config
-    from harness.lab import Lab
+    from recall_lab.harness.config import default_config
+    from recall_lab.harness.lab import Lab
 
     config = default_config()
     config.domain("corp.example").policies["delayed_send_seconds"] = 30
@@ -118,8 +118,8 @@ async def test_the_outbox_copy_names_the_bcc_recipients_but_what_is_sent_does_no
 
 
 async def test_the_timer_sends_by_itself() -> None:
-    from harness.config import default_config
-    from harness.lab import Lab
+    from recall_lab.harness.config import default_config
+    from recall_lab.harness.lab import Lab
 
     config = default_config()
     config.domain("corp.example").policies["delayed_send_seconds"] = 0.05  # on the real clock
@@ -159,7 +159,7 @@ async def test_cancel_through_the_lab_api(delayed_lab) -> None:
 
 
 async def test_recall_messages_are_not_delayed(delayed_lab) -> None:
-    from fake_servers.recall.format import RecallInstruction, build_recall_message
+    from recall_lab.fake_servers.recall.format import RecallInstruction, build_recall_message
 
     lab = delayed_lab
     instruction = RecallInstruction(original_message_id="<x@corp.example>", original_subject="s", sender=ALICE,
@@ -209,8 +209,8 @@ async def test_send_now_and_release_behind_the_policys_back(delayed_lab) -> None
 
 
 async def test_a_held_message_survives_a_restart_with_maildir(tmp_path) -> None:
-    from harness.config import default_config
-    from harness.lab import Lab
+    from recall_lab.harness.config import default_config
+    from recall_lab.harness.lab import Lab
 
     config = default_config()
     config.domain("corp.example").policies["delayed_send_seconds"] = 30

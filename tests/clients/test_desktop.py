@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.clients.desktop import DesktopClient
+from recall_lab.harness.clients.desktop import DesktopClient
 from tests.clients.conftest import Mailbox, MailServer, make_message, new_mid
 
 
@@ -129,7 +129,7 @@ async def test_wait_for_times_out_when_nothing_happens(server: MailServer) -> No
 
 
 async def test_wrong_password_is_a_clear_error(server: MailServer) -> None:
-    from harness.clients.connection import ImapClientError
+    from recall_lab.harness.clients.connection import ImapClientError
 
     client = DesktopClient(server.user, "wrong", server.imap)
     with pytest.raises(ImapClientError, match="login"):
@@ -152,8 +152,8 @@ async def test_server_going_away_is_an_event_not_a_crash(lab) -> None:
 async def test_without_idle_qresync_or_condstore_it_polls_and_compares_uids(
         server: MailServer, other: Mailbox, monkeypatch) -> None:
     """The fallbacks for a plain IMAP4rev1 server: NOOP polling instead of IDLE, UID comparison on resync."""
-    from harness.clients import connection
-    from harness.clients import desktop as desktop_module
+    from recall_lab.harness.clients import connection
+    from recall_lab.harness.clients import desktop as desktop_module
 
     real_open = connection.ImapConnection.open
 
@@ -193,7 +193,7 @@ async def test_wire_keeps_what_the_server_pushed(lab) -> None:
 
 
 async def test_offline_schedule(lab) -> None:
-    from harness.clients.desktop import OfflinePeriod, offline_at
+    from recall_lab.harness.clients.desktop import OfflinePeriod, offline_at
 
     periods = [OfflinePeriod(10, 20), OfflinePeriod(30)]
     assert [offline_at(periods, t) for t in (0, 10, 19.9, 20, 31, 1e9)] == [False, True, True, False, True, True]

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.clients.imap_parse import (
+from recall_lab.harness.clients.imap_parse import (
     ParseError,
     compress_uids,
     expand_uid_set,

@@ -5,15 +5,15 @@ from __future__ import annotations
 import aiosmtplib
 import pytest
 
-from fake_servers.recall.format import (
+from recall_lab.fake_servers.recall.format import (
     RecallInstruction,
     RecallStatus,
     build_recall_message,
     parse_notice,
 )
-from harness.clients.desktop import DesktopClient
-from harness.clients.legacy_recall import OriginalCopy, decide
-from harness.own_name import client_name
+from recall_lab.harness.clients.desktop import DesktopClient
+from recall_lab.harness.clients.legacy_recall import OriginalCopy, decide
+from recall_lab.harness.own_name import client_name
 from tests.clients.conftest import make_message, new_mid
 
 ALICE, BOB = "alice@corp.example", "bob@corp.example"

@@ -6,7 +6,13 @@ import itertools
 
 import pytest
 
-from harness.clients.outcome import ClientCopy, ClientVerdict, RecipientOutcome, judge, server_copy_present
+from recall_lab.harness.clients.outcome import (
+    ClientCopy,
+    ClientVerdict,
+    RecipientOutcome,
+    judge,
+    server_copy_present,
+)
 
 
 def expected(external, server, desktop, web, read, preview, preview_counts) -> ClientVerdict:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import statistics
 
-from harness.clients.preview import Preview, first_line, preview_of
-from harness.clients.user import (
+from recall_lab.harness.clients.preview import Preview, first_line, preview_of
+from recall_lab.harness.clients.user import (
     ExponentialDelay,
     FixedDelay,
     LogNormalDelay,
@@ -101,8 +101,8 @@ async def test_user_with_real_clients(lab, tmp_path):
     """Preview on arrival in the desktop client, a rule moves it, the user opens it later: \\Seen on the server."""
     import aiosmtplib
 
-    from harness.clients.desktop import DesktopClient
-    from harness.clients.web import WebClient
+    from recall_lab.harness.clients.desktop import DesktopClient
+    from recall_lab.harness.clients.web import WebClient
     from tests.clients.conftest import make_message, new_mid
 
     store = lab.store("corp.example")

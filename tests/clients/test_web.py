@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.clients.web import MessageGone, WebClient
+from recall_lab.harness.clients.web import MessageGone, WebClient
 from tests.clients.conftest import Mailbox, MailServer, make_message, new_mid
 
 

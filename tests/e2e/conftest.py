@@ -41,7 +41,7 @@ def cli_command() -> list[str]:
     script = shutil.which("recall-lab")
     if script:
         return [script]
-    return [sys.executable, "-c", "import sys; from harness.cli import main; sys.argv[0] = 'recall-lab'; main()"]
+    return [sys.executable, "-c", "import sys; from recall_lab.harness.cli import main; sys.argv[0] = 'recall-lab'; main()"]
 
 
 def cli_env() -> dict[str, str]:

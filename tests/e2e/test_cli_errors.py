@@ -127,9 +127,9 @@ def test_recall_wrong_password_is_one_line_with_the_servers_text(shared_lab):
     assert "b'" not in line and 'b"' not in line, line
 
 
-@pytest.mark.parametrize("module", ["harness.cli"])
+@pytest.mark.parametrize("module", ["recall_lab.harness.cli"])
 def test_python_dash_m_entry_point_errors_are_one_line(files, module):
-    """QA F5 (fixed 07:28 UTC): `python -m harness.cli` turned every CliError into a traceback."""
+    """QA F5 (fixed 07:28 UTC): `python -m recall_lab.harness.cli` turned every CliError into a traceback."""
     result = subprocess.run([sys.executable, "-m", module, "recall", "--endpoints",
                              str(files / "missing.json"), *RECALL], capture_output=True, text=True,
                             timeout=30, env=cli_env())

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from fake_servers.domain import Endpoint
-from fake_servers.recall import format as recall_format
-from harness.clients.desktop import DesktopClient
+from recall_lab.fake_servers.domain import Endpoint
+from recall_lab.fake_servers.recall import format as recall_format
+from recall_lab.harness.clients.desktop import DesktopClient
 
 from .conftest import Served, fetch_all, message_ids
 from .test_journey_clients import LEGACY_LAB

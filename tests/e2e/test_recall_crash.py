@@ -19,8 +19,8 @@ from pathlib import Path
 
 import imapclient
 
-from fake_servers.recall.format import RecallStatus, is_report, parse_report
-from fake_servers.store import MaildirStore
+from recall_lab.fake_servers.recall.format import RecallStatus, is_report, parse_report
+from recall_lab.fake_servers.store import MaildirStore
 
 from .conftest import Served, cli_command, cli_env, fetch_all, message_ids, start_serve
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from fake_servers.domain import Endpoint
-from fake_servers.recall import format as recall_format
-from harness.recall_agent import ReportReader
+from recall_lab.fake_servers.domain import Endpoint
+from recall_lab.fake_servers.recall import format as recall_format
+from recall_lab.harness.recall_agent import ReportReader
 
 from .conftest import Served, fetch_all, run_cli, start_serve
 from .test_hostile_serve import Imap, Smtp

@@ -131,7 +131,7 @@ def test_maildir_lab_keeps_mail_across_a_restart_and_can_still_recall(tmp_path):
 
 
 def test_dovecot_serves_the_labs_maildir(tmp_path):
-    dovecot = pytest.importorskip("harness.dovecot")
+    dovecot = pytest.importorskip("recall_lab.harness.dovecot")
     if dovecot.dovecot_binary() is None:
         pytest.skip("dovecot not installed")
     with dovecot.reachable_temp_dir() as store:

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from fake_servers.accounts import Accounts
-from fake_servers.imap.server import ImapServer
-from fake_servers.store.memory import MemoryStore
+from recall_lab.fake_servers.accounts import Accounts
+from recall_lab.fake_servers.imap.server import ImapServer
+from recall_lab.fake_servers.store.memory import MemoryStore
 
 USERS = {
     "alice@corp.example": "alice-password",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from fake_servers.imap.mime_rfc822 import parse_content_type
+from recall_lab.fake_servers.imap.mime_rfc822 import parse_content_type
 
 _MAX_DEPTH = 100  # deeper nesting than this is parsed as an opaque leaf (a defence, not a MIME rule)
 _BOUNDARY_MAX = 70 + 2 + 2 + 10  # how much of a boundary line Dovecot compares when it has no LF

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fake_servers.accounts import Accounts
-from fake_servers.imap.session import ImapSession, SessionConfig
-from fake_servers.store.base import MailStore
+from recall_lab.fake_servers.accounts import Accounts
+from recall_lab.fake_servers.imap.session import ImapSession, SessionConfig
+from recall_lab.fake_servers.store.base import MailStore
 
 
 class FakeIO:

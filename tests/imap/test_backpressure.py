@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from fake_servers.imap.server import ImapServer
+from recall_lab.fake_servers.imap.server import ImapServer
 
 from .conftest import ALICE, ALICE_PW, make_message
 

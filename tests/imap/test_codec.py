@@ -6,13 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fake_servers.imap import utf7
-from fake_servers.imap.errors import ParseError
-from fake_servers.imap.framing import Command, Continue, Framer, Refused
-from fake_servers.imap.lexer import Lexer
-from fake_servers.imap.seqset import SequenceSet, compress
-from fake_servers.imap.serialise import parse_value, serialise
-from fake_servers.imap.values import Atom
+from recall_lab.fake_servers.imap import utf7
+from recall_lab.fake_servers.imap.errors import ParseError
+from recall_lab.fake_servers.imap.framing import Command, Continue, Framer, Refused
+from recall_lab.fake_servers.imap.lexer import Lexer
+from recall_lab.fake_servers.imap.seqset import SequenceSet, compress
+from recall_lab.fake_servers.imap.serialise import parse_value, serialise
+from recall_lab.fake_servers.imap.values import Atom
 
 # -- modified UTF-7 ------------------------------------------------------------------------------------------
 

@@ -17,9 +17,9 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from fake_servers.guard import ConnectionGuard, FailureVerdict, GuardLimits, LoginThrottle
-from fake_servers.imap.server import ImapServer
-from fake_servers.imap.session import ImapSession, SessionConfig
+from recall_lab.fake_servers.guard import ConnectionGuard, FailureVerdict, GuardLimits, LoginThrottle
+from recall_lab.fake_servers.imap.server import ImapServer
+from recall_lab.fake_servers.imap.session import ImapSession, SessionConfig
 
 from .conftest import ALICE, ALICE_PW
 from .rawclient import Raw
@@ -189,7 +189,7 @@ async def test_over_the_caps_a_connection_gets_bye_unavailable_and_the_log_one_l
         for raw in (kept[1], other, again):
             await raw.close()
     notes = [r.getMessage() for r in caplog.records
-             if r.name == "fake_servers.imap" and "connections" in r.getMessage()]
+             if r.name == "recall_lab.fake_servers.imap" and "connections" in r.getMessage()]
     assert len(notes) == 2, notes
     assert notes[0].startswith("refusing connections to corp.example IMAP from 127.0.0.1"), notes
     assert notes[1].startswith("accepting connections again (4 refused"), notes

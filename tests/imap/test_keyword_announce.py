@@ -14,8 +14,8 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fake_servers.accounts import Accounts
-from fake_servers.store.memory import MemoryStore
+from recall_lab.fake_servers.accounts import Accounts
+from recall_lab.fake_servers.store.memory import MemoryStore
 
 from .conftest import ALICE, USERS, make_message
 from .sansio import Client

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fake_servers.accounts import Accounts
-from fake_servers.imap.errors import CommandFailed, ParseError
-from fake_servers.imap.lexer import MAX_VALUE_DEPTH, Lexer
-from fake_servers.store.memory import MemoryStore
+from recall_lab.fake_servers.accounts import Accounts
+from recall_lab.fake_servers.imap.errors import CommandFailed, ParseError
+from recall_lab.fake_servers.imap.lexer import MAX_VALUE_DEPTH, Lexer
+from recall_lab.fake_servers.store.memory import MemoryStore
 
 from .conftest import ALICE, USERS, make_message
 from .sansio import Client

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fake_servers.imap.names import ListPattern, MailboxNameLimits
+from recall_lab.fake_servers.imap.names import ListPattern, MailboxNameLimits
 from tests.loop_lag import lag_while, quiet_heap  # noqa: F401 (a fixture)
 
 from .conftest import ALICE, ALICE_PW, Lab

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fake_servers.imap.message_view import MessageView
-from fake_servers.imap.mime_samples import SAMPLES
-from fake_servers.imap.serialise import serialise
+from recall_lab.fake_servers.imap.message_view import MessageView
+from recall_lab.fake_servers.imap.mime_samples import SAMPLES
+from recall_lab.fake_servers.imap.serialise import serialise
 
 # --- a generator of well-formed MIME trees whose byte layout we know --------------------------------
 

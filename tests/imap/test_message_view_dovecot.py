@@ -14,10 +14,10 @@ import socket
 
 import pytest
 
-from fake_servers.imap.message_view import MessageView
-from fake_servers.imap.mime_samples import SAMPLES
-from fake_servers.imap.mime_tree import Part
-from harness.dovecot import DovecotServer, DovecotUnavailable
+from recall_lab.fake_servers.imap.message_view import MessageView
+from recall_lab.fake_servers.imap.mime_samples import SAMPLES
+from recall_lab.fake_servers.imap.mime_tree import Part
+from recall_lab.harness.dovecot import DovecotServer, DovecotUnavailable
 
 pytestmark = pytest.mark.peer("dovecot")
 

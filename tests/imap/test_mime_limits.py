@@ -20,17 +20,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fake_servers.imap import mime_tree
-from fake_servers.imap.errors import ParseError
-from fake_servers.imap.fetch_items import parse_item
-from fake_servers.imap.message_view import MessageView
-from fake_servers.imap.mime_rfc822 import _parse_content_type, parse_content_type
-from fake_servers.imap.mime_samples import SAMPLES
-from fake_servers.imap.mime_tree import MimeLimits, Part, parse_message, parse_steps
-from fake_servers.imap.serialise import serialise
-from fake_servers.imap.view_cache import ViewCache
-from fake_servers.mime_limits import check_message, check_steps
-from harness.dovecot import DovecotServer, DovecotUnavailable
+from recall_lab.fake_servers.imap import mime_tree
+from recall_lab.fake_servers.imap.errors import ParseError
+from recall_lab.fake_servers.imap.fetch_items import parse_item
+from recall_lab.fake_servers.imap.message_view import MessageView
+from recall_lab.fake_servers.imap.mime_rfc822 import _parse_content_type, parse_content_type
+from recall_lab.fake_servers.imap.mime_samples import SAMPLES
+from recall_lab.fake_servers.imap.mime_tree import MimeLimits, Part, parse_message, parse_steps
+from recall_lab.fake_servers.imap.serialise import serialise
+from recall_lab.fake_servers.imap.view_cache import ViewCache
+from recall_lab.fake_servers.mime_limits import check_message, check_steps
+from recall_lab.harness.dovecot import DovecotServer, DovecotUnavailable
 from tests.imap import hostile_mime, mime_oracle
 from tests.imap.test_message_view_dovecot import ImapClient, norm, parse_fetch
 

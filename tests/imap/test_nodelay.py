@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Iterable
 import pytest
 import trustme
 
-from harness.config import default_config
-from harness.lab import Lab
+from recall_lab.harness.config import default_config
+from recall_lab.harness.lab import Lab
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ async def test_smtp_accepted_sockets_have_nodelay_before_and_after_starttls(tls_
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 async def test_imap_server_alone_sets_nodelay_for_literal_and_named_hosts(store, accounts, host: str) -> None:
-    from fake_servers.imap.server import ImapServer
+    from recall_lab.fake_servers.imap.server import ImapServer
 
     if host == "localhost":
         try:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from fake_servers.accounts import Accounts
-from fake_servers.imap.server import ImapServer
-from fake_servers.transcript import TranscriptRecorder
+from recall_lab.fake_servers.accounts import Accounts
+from recall_lab.fake_servers.imap.server import ImapServer
+from recall_lab.fake_servers.transcript import TranscriptRecorder
 
 from .conftest import ALICE, ALICE_PW, USERS
 from .rawclient import Raw
@@ -75,7 +75,7 @@ async def test_over_size_literals_are_refused(store, accounts):
 
 
 async def test_client_vanishing_mid_literal_or_idle_leaves_one_log_line(imap, caplog):
-    caplog.set_level(logging.INFO, logger="fake_servers.imap")
+    caplog.set_level(logging.INFO, logger="recall_lab.fake_servers.imap")
     raw = await _login(imap)
     await raw.send(b"x APPEND INBOX {1000+}\r\nhalf of it")
     await raw.close()
@@ -89,7 +89,7 @@ async def test_client_vanishing_mid_literal_or_idle_leaves_one_log_line(imap, ca
         while imap.server.connections:
             await asyncio.sleep(0)
     await asyncio.wait_for(gone(), 5)
-    messages = [r.getMessage() for r in caplog.records if r.name == "fake_servers.imap"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "recall_lab.fake_servers.imap"]
     assert any("middle of a literal" in m for m in messages), messages
     assert any("while idling" in m for m in messages), messages
     assert not any(r.exc_info for r in caplog.records)

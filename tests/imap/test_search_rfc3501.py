@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fake_servers.accounts import Accounts
-from fake_servers.imap.errors import CommandFailed, ParseError
-from fake_servers.imap.lexer import Lexer
-from fake_servers.imap.search import SearchLimits, address_text, parse_search
-from fake_servers.store.memory import MemoryStore
+from recall_lab.fake_servers.accounts import Accounts
+from recall_lab.fake_servers.imap.errors import CommandFailed, ParseError
+from recall_lab.fake_servers.imap.lexer import Lexer
+from recall_lab.fake_servers.imap.search import SearchLimits, address_text, parse_search
+from recall_lab.fake_servers.store.memory import MemoryStore
 
 from .conftest import ALICE, USERS
 from .sansio import Client

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fake_servers.imap.selected import SelectedMailbox
-from fake_servers.store.base import MessageRecord
+from recall_lab.fake_servers.imap.selected import SelectedMailbox
+from recall_lab.fake_servers.store.base import MessageRecord
 
 _WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 

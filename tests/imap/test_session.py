@@ -7,8 +7,8 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fake_servers.accounts import Accounts
-from fake_servers.store.memory import MemoryStore
+from recall_lab.fake_servers.accounts import Accounts
+from recall_lab.fake_servers.store.memory import MemoryStore
 
 from .conftest import ALICE, USERS, make_message
 from .sansio import Client
@@ -274,7 +274,7 @@ arg_text = st.text(alphabet=st.sampled_from(list(' ()[]<>{}"\\*%:,.+-0123456789A
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(sorted(__import__("fake_servers.imap.session", fromlist=["COMMANDS"]).COMMANDS)),
+@given(st.sampled_from(sorted(__import__("recall_lab.fake_servers.imap.session", fromlist=["COMMANDS"]).COMMANDS)),
        st.sampled_from(["", "UID "]), arg_text)
 def test_every_command_with_random_arguments_answers_bad_or_no_never_crashes(name, prefix, args):
     if name in ("LOGOUT", "IDLE", "STARTTLS"):

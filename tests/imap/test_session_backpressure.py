@@ -12,10 +12,10 @@ import re
 
 import pytest
 
-from fake_servers.accounts import Accounts
-from fake_servers.imap.session import ImapSession, SessionConfig
-from fake_servers.store.memory import MemoryStore
-from fake_servers.transcript import TranscriptRecorder
+from recall_lab.fake_servers.accounts import Accounts
+from recall_lab.fake_servers.imap.session import ImapSession, SessionConfig
+from recall_lab.fake_servers.store.memory import MemoryStore
+from recall_lab.fake_servers.transcript import TranscriptRecorder
 
 from .conftest import ALICE, ALICE_PW, USERS, make_message
 from .sansio import Client

@@ -11,8 +11,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from fake_servers.accounts import Accounts
-from fake_servers.store.memory import MemoryStore
+from recall_lab.fake_servers.accounts import Accounts
+from recall_lab.fake_servers.store.memory import MemoryStore
 
 from .conftest import ALICE, USERS, make_message
 from .sansio import Client

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fake_servers.accounts import Accounts
-from fake_servers.imap.errors import ParseError
-from fake_servers.imap.sort import ascii_casemap, base_subject, parse_criteria
-from fake_servers.store.memory import MemoryStore
+from recall_lab.fake_servers.accounts import Accounts
+from recall_lab.fake_servers.imap.errors import ParseError
+from recall_lab.fake_servers.imap.sort import ascii_casemap, base_subject, parse_criteria
+from recall_lab.fake_servers.store.memory import MemoryStore
 
 from .conftest import ALICE, USERS
 from .sansio import Client

@@ -9,7 +9,7 @@ import ssl
 import pytest
 import trustme
 
-from fake_servers.imap.server import ImapServer
+from recall_lab.fake_servers.imap.server import ImapServer
 
 from .conftest import ALICE, ALICE_PW
 

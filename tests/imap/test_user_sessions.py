@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from fake_servers.accounts import Accounts
-from fake_servers.imap.server import ImapServer
-from fake_servers.imap.session import ImapSession, SessionConfig
-from fake_servers.store.memory import MemoryStore
+from recall_lab.fake_servers.accounts import Accounts
+from recall_lab.fake_servers.imap.server import ImapServer
+from recall_lab.fake_servers.imap.session import ImapSession, SessionConfig
+from recall_lab.fake_servers.store.memory import MemoryStore
 
 from .conftest import ALICE, ALICE_PW, USERS, make_message
 from .rawclient import Raw

@@ -15,10 +15,10 @@ import aiosmtplib
 import imapclient
 import pytest
 
-from fake_servers.pipeline import Verdict, register_policy, unregister_policy
-from fake_servers.transcript import TranscriptRecorder
-from harness.config import DomainConfig, LabConfig, default_config
-from harness.lab import BlockingLab, Lab, LabStartError
+from recall_lab.fake_servers.pipeline import Verdict, register_policy, unregister_policy
+from recall_lab.fake_servers.transcript import TranscriptRecorder
+from recall_lab.harness.config import DomainConfig, LabConfig, default_config
+from recall_lab.harness.lab import BlockingLab, Lab, LabStartError
 from tests.smtp.smtp_helpers import LineClient, message
 
 

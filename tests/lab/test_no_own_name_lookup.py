@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.commands.send import _submit, build_message
-from harness.lab import BlockingLab, Lab
-from harness.matrix import MatrixOptions, run_matrix
-from harness.pytest_plugin import MailLab
-from harness.recall_agent import RecallAgent, SyncRecallAgent
-from harness.scenarios import Scenario
-from harness.scenarios.distributions import fixed
+from recall_lab.harness.commands.send import _submit, build_message
+from recall_lab.harness.lab import BlockingLab, Lab
+from recall_lab.harness.matrix import MatrixOptions, run_matrix
+from recall_lab.harness.pytest_plugin import MailLab
+from recall_lab.harness.recall_agent import RecallAgent, SyncRecallAgent
+from recall_lab.harness.scenarios import Scenario
+from recall_lab.harness.scenarios.distributions import fixed
 from tests.e2e.conftest import cli_env, run_cli, start_serve
 from tests.lab.own_name_shim.own_name_guard import install
 

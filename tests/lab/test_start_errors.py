@@ -7,11 +7,11 @@ import asyncio
 
 import pytest
 
-import harness.lab as lab_module
-from fake_servers.pipeline import register_policy, unregister_policy
-from fake_servers.store import base as store_base
-from harness.config import DomainConfig, LabConfig
-from harness.lab import BlockingLab, Lab, LabStartError
+import recall_lab.harness.lab as lab_module
+from recall_lab.fake_servers.pipeline import register_policy, unregister_policy
+from recall_lab.fake_servers.store import base as store_base
+from recall_lab.harness.config import DomainConfig, LabConfig
+from recall_lab.harness.lab import BlockingLab, Lab, LabStartError
 
 
 @pytest.mark.parametrize("make_dir", ["missing", "a-file"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.dovecot import dovecot_binary
+from recall_lab.harness.dovecot import dovecot_binary
 
 from .servers import SERVER_KINDS, ImapEndpoint, SharedDovecot, ThreadedRecallLabServer
 

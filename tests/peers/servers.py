@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.dovecot import DovecotServer
+from recall_lab.harness.dovecot import DovecotServer
 
 #: The two servers, in the order tests are parametrised.
 SERVER_KINDS = ("dovecot", "recall-lab")
@@ -55,9 +55,9 @@ class ThreadedRecallLabServer:
         self.store = None
 
     async def _start(self) -> None:
-        from fake_servers.accounts import Accounts
-        from fake_servers.imap.server import ImapServer
-        from fake_servers.store import MaildirStore, MemoryStore
+        from recall_lab.fake_servers.accounts import Accounts
+        from recall_lab.fake_servers.imap.server import ImapServer
+        from recall_lab.fake_servers.store import MaildirStore, MemoryStore
 
         self.store = MaildirStore(self.maildir) if self.maildir is not None else MemoryStore()
         accounts = Accounts(self.users)

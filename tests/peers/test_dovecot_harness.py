@@ -1,4 +1,4 @@
-"""harness.dovecot: the throwaway reference Dovecot other tests and the benchmarks rely on."""
+"""recall_lab.harness.dovecot: the throwaway reference Dovecot other tests and the benchmarks rely on."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import harness.dovecot as dovecot_module
-from harness.dovecot import DovecotServer, dovecot_binary, reachable_temp_dir
+import recall_lab.harness.dovecot as dovecot_module
+from recall_lab.harness.dovecot import DovecotServer, dovecot_binary, reachable_temp_dir
 
 from .mail_helpers import flags_by_subject, seed
 from .servers import ImapEndpoint

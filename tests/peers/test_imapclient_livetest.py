@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.dovecot import dovecot_binary
+from recall_lab.harness.dovecot import dovecot_binary
 
 from .conftest import open_endpoints
 from .servers import ImapEndpoint, SharedDovecot

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from fake_servers.imap.capabilities import capabilities
+from recall_lab.fake_servers.imap.capabilities import capabilities
 
 from .imaptest_mbox import write_mbox
 from .servers import ThreadedRecallLabServer

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from harness.dovecot import dovecot_binary
+from recall_lab.harness.dovecot import dovecot_binary
 
 from .conftest import require_program
 from .mail_helpers import make_message

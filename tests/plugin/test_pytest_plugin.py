@@ -76,8 +76,8 @@ USER_TESTS = textwrap.dedent(
 
 def test_plugin_import_is_cheap_and_independent():
     """Importing the plugin must not import the lab, the servers or the clients (it runs in every pytest)."""
-    code = ("import sys, harness.pytest_plugin; "
-            "heavy = [m for m in sys.modules if m.startswith(('harness.lab', 'harness.clients', 'fake_servers'))]; "
+    code = ("import sys, recall_lab.harness.pytest_plugin; "
+            "heavy = [m for m in sys.modules if m.startswith(('recall_lab.harness.lab', 'recall_lab.harness.clients', 'recall_lab.fake_servers'))]; "
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -131,7 +131,7 @@ def test_marker_and_ini_choose_the_config_and_scope(pytester: pytest.Pytester):
 
         @pytest.fixture(scope="function")
         def mail_lab(request):  # a project may override the scope back for one module
-            from harness.pytest_plugin import _running_lab
+            from recall_lab.harness.pytest_plugin import _running_lab
             with _running_lab(request.config, request.node.get_closest_marker("mail_lab")) as lab:
                 yield lab
 

@@ -22,7 +22,7 @@ from typing import Any
 import aiosmtplib
 from imapclient import IMAPClient
 
-from fake_servers.recall.format import (
+from recall_lab.fake_servers.recall.format import (
     RecallNotice,
     RecallStatus,
     build_notice,
@@ -30,9 +30,9 @@ from fake_servers.recall.format import (
     parse_report,
     verified_by,
 )
-from harness.config import DomainConfig, LabConfig
-from harness.lab import Lab
-from harness.own_name import client_name
+from recall_lab.harness.config import DomainConfig, LabConfig
+from recall_lab.harness.lab import Lab
+from recall_lab.harness.own_name import client_name
 
 CORP, EXT = "corp.example", "mail.example"
 ALICE, BOB, CAROL = "alice@corp.example", "bob@corp.example", "carol@corp.example"

@@ -1,5 +1,5 @@
 """Forged marks of trust, end to end: hostile bytes sent over real sockets to corp.example's MX (no login) or its
-submission port, while bob's legacy desktop client (harness.clients.DesktopClient, recalls processed on arrival)
+submission port, while bob's legacy desktop client (recall_lab.harness.clients.DesktopClient, recalls processed on arrival)
 holds alice's original. Whatever the bytes, alice's original must stay, bob's client must not act, and alice must
 get no "Recall Success".
 
@@ -18,8 +18,8 @@ from email.message import EmailMessage
 import aiosmtplib
 import pytest
 
-from fake_servers.recall.format import RecallAction, RecallInstruction, build_recall_message
-from harness.lab import Endpoint, Lab
+from recall_lab.fake_servers.recall.format import RecallAction, RecallInstruction, build_recall_message
+from recall_lab.harness.lab import Endpoint, Lab
 from tests.smtp.smtp_helpers import LineClient
 
 from .conftest import (
@@ -36,7 +36,7 @@ from .conftest import (
     with_imap,
 )
 
-desktop_module = pytest.importorskip("harness.clients.desktop")
+desktop_module = pytest.importorskip("recall_lab.harness.clients.desktop")
 
 ATTACKER = "x@evil.example"
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fake_servers.recall.format import (
+from recall_lab.fake_servers.recall.format import (
     HEADER_ACTION,
     HEADER_MESSAGE_ID,
     RecallAction,

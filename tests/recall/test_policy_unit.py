@@ -14,11 +14,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from fake_servers.accounts import Accounts
-from fake_servers.pipeline import Delivery, DomainServices, Verdict
-from fake_servers.policies.legal_hold import LegalHoldPolicy
-from fake_servers.policies.retention import RetentionPolicy, retention_for
-from fake_servers.recall.format import (
+from recall_lab.fake_servers.accounts import Accounts
+from recall_lab.fake_servers.pipeline import Delivery, DomainServices, Verdict
+from recall_lab.fake_servers.policies.legal_hold import LegalHoldPolicy
+from recall_lab.fake_servers.policies.retention import RetentionPolicy, retention_for
+from recall_lab.fake_servers.recall.format import (
     HEADER_VERIFIED,
     RecallAction,
     RecallInstruction,
@@ -29,9 +29,9 @@ from fake_servers.recall.format import (
     parse_report,
     verified_by,
 )
-from fake_servers.recall.policy import RecallPolicy, RecallSettings
-from fake_servers.store.base import MessagesExpunged
-from fake_servers.store.memory import MemoryStore
+from recall_lab.fake_servers.recall.policy import RecallPolicy, RecallSettings
+from recall_lab.fake_servers.store.base import MessagesExpunged
+from recall_lab.fake_servers.store.memory import MemoryStore
 
 CORP = "corp.example"
 USERS = ["alice@corp.example", "bob@corp.example", "carol@corp.example"]

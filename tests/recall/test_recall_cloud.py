@@ -16,9 +16,9 @@ from email.message import EmailMessage
 import aiosmtplib
 import pytest
 
-from fake_servers.policies.retention import retention_for
-from fake_servers.recall.format import RecallInstruction, RecallStatus, build_recall_message
-from harness.recall_agent import RecallAgent, RecallAgentError
+from recall_lab.fake_servers.policies.retention import retention_for
+from recall_lab.fake_servers.recall.format import RecallInstruction, RecallStatus, build_recall_message
+from recall_lab.harness.recall_agent import RecallAgent, RecallAgentError
 
 from .conftest import (
     ALICE,
@@ -282,7 +282,7 @@ async def test_mixed_recipient_list_in_one_recall():
 
 
 async def test_recall_of_a_message_still_held_by_delayed_send_cancels_it():
-    from fake_servers.policies.delayed_send import delayed_send_for
+    from recall_lab.fake_servers.policies.delayed_send import delayed_send_for
 
     now = [0.0]
     async with recall_lab("cloud", delayed_send_seconds=3600, clock=lambda: now[0]) as lab:
@@ -308,7 +308,7 @@ async def test_recall_of_a_message_still_held_by_delayed_send_cancels_it():
 
 async def test_agent_recalls_a_message_still_in_the_outbox_bcc_included():
     """F10: the agent finds a held original in the Outbox (Sent is empty until the window ends), Bcc too."""
-    from fake_servers.policies.delayed_send import delayed_send_for
+    from recall_lab.fake_servers.policies.delayed_send import delayed_send_for
 
     now = [0.0]
     async with recall_lab("cloud", delayed_send_seconds=3600, clock=lambda: now[0]) as lab:

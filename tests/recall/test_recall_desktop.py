@@ -1,4 +1,4 @@
-"""Legacy recall carried out by the real desktop client emulator (harness.clients.DesktopClient).
+"""Legacy recall carried out by the real desktop client emulator (recall_lab.harness.clients.DesktopClient).
 
 The server-side rows are in test_recall_legacy.py; here bob runs the cached desktop client with recall
 processing on, and alice's agent reads the report the client's notice completes.
@@ -11,8 +11,8 @@ from contextlib import asynccontextmanager
 import aiosmtplib
 import pytest
 
-from fake_servers.recall.format import RecallInstruction, RecallStatus, build_recall_message
-from harness.recall_agent import RecallAgent
+from recall_lab.fake_servers.recall.format import RecallInstruction, RecallStatus, build_recall_message
+from recall_lab.harness.recall_agent import RecallAgent
 
 from .conftest import (
     ALICE,
@@ -28,7 +28,7 @@ from .conftest import (
     send,
 )
 
-desktop_module = pytest.importorskip("harness.clients.desktop")
+desktop_module = pytest.importorskip("recall_lab.harness.clients.desktop")
 S = RecallStatus
 
 

@@ -3,7 +3,7 @@
 The server only vouches for the recall (X-Recall-Verified) and delivers it; a desktop client decides. Here the
 client is played by the test (`play_legacy_client`: the classic rule, then the notice over submission), so
 these rows prove the server side: what it delivers, what it refuses, the pending report, and how notices update
-the report the agent reads. Client-driven rows with harness.clients.DesktopClient are in
+the report the agent reads. Client-driven rows with recall_lab.harness.clients.DesktopClient are in
 test_recall_desktop.py.
 """
 
@@ -14,8 +14,8 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
-from fake_servers.policies.retention import retention_for
-from fake_servers.recall.format import (
+from recall_lab.fake_servers.policies.retention import retention_for
+from recall_lab.fake_servers.recall.format import (
     RecallInstruction,
     RecallNotice,
     RecallStatus,
@@ -23,7 +23,7 @@ from fake_servers.recall.format import (
     build_recall_message,
     parse_recall_instruction,
 )
-from harness.recall_agent import RecallAgent
+from recall_lab.harness.recall_agent import RecallAgent
 
 from .conftest import (
     ALICE,

@@ -15,12 +15,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from fake_servers.accounts import Accounts
-from fake_servers.pipeline import DomainServices
-from fake_servers.recall.format import RecallAction, RecallStatus
-from fake_servers.recall.policy import OPERATION_KIND, RecallPolicy
-from fake_servers.store import MaildirStore, MemoryStore
-from fake_servers.store.base import MessagesExpunged
+from recall_lab.fake_servers.accounts import Accounts
+from recall_lab.fake_servers.pipeline import DomainServices
+from recall_lab.fake_servers.recall.format import RecallAction, RecallStatus
+from recall_lab.fake_servers.recall.policy import OPERATION_KIND, RecallPolicy
+from recall_lab.fake_servers.store import MaildirStore, MemoryStore
+from recall_lab.fake_servers.store.base import MessagesExpunged
 from tests.recall.test_policy_unit import CORP, ORIGINAL, USERS, delivery, original, recall, reports, sent
 
 ALICE, BOB, CAROL, DAVE = USERS[0], USERS[1], USERS[2], "dave@mail.example"

@@ -8,9 +8,9 @@ from email.message import EmailMessage
 import pytest
 from imapclient import IMAPClient
 
-from fake_servers.recall.format import RecallStatus
-from harness.lab import BlockingLab
-from harness.recall_agent import RecallAgentError, SyncRecallAgent
+from recall_lab.fake_servers.recall.format import RecallStatus
+from recall_lab.harness.lab import BlockingLab
+from recall_lab.harness.recall_agent import RecallAgentError, SyncRecallAgent
 
 from .conftest import ALICE, BOB, CORP, DAVE, TIMEOUT, lab_config, password
 

@@ -8,9 +8,9 @@ import asyncio
 
 import pytest
 
-from harness.matrix import MatrixOptions, run_matrix
-from harness.scenarios import Scenario, find_scenario
-from harness.scenarios.distributions import fixed
+from recall_lab.harness.matrix import MatrixOptions, run_matrix
+from recall_lab.harness.scenarios import Scenario, find_scenario
+from recall_lab.harness.scenarios.distributions import fixed
 
 
 def _s(name: str, **kw) -> Scenario:
@@ -124,7 +124,7 @@ def test_same_seed_same_trials() -> None:
 
 
 def test_two_processes_give_the_same_trials_as_one() -> None:
-    from harness.matrix import run_matrix_blocking
+    from recall_lab.harness.matrix import run_matrix_blocking
 
     scenarios = [find_scenario("web-client"), find_scenario("moved-by-rule")]
 

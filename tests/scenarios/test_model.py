@@ -5,7 +5,7 @@ from importlib import resources
 
 import pytest
 
-from harness.scenarios import (
+from recall_lab.harness.scenarios import (
     Dist,
     Scenario,
     ScenarioError,
@@ -34,7 +34,7 @@ def test_catalogue_has_one_scenario_per_condition_and_the_extras() -> None:
 
 
 def test_every_shipped_toml_file_is_a_builtin_scenario() -> None:
-    files = [e for e in resources.files("harness.scenarios").iterdir() if e.name.endswith(".toml")]
+    files = [e for e in resources.files("recall_lab.harness.scenarios").iterdir() if e.name.endswith(".toml")]
     assert len(files) == len(builtin_scenarios())
     for entry in files:
         data = tomllib.loads(entry.read_text(encoding="utf-8"))

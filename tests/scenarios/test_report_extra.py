@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.report import ReportUnavailable, plot_available, render_html
-from harness.report.plot import MISSING_MATPLOTLIB, success_by_delay_svg
-from harness.scenarios import find_scenario
-from harness.scenarios.results import MatrixResult, TrialResult
+from recall_lab.harness.report import ReportUnavailable, plot_available, render_html
+from recall_lab.harness.report.plot import MISSING_MATPLOTLIB, success_by_delay_svg
+from recall_lab.harness.scenarios import find_scenario
+from recall_lab.harness.scenarios.results import MatrixResult, TrialResult
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,7 +76,7 @@ def test_without_matplotlib_the_plot_says_what_to_install(result: MatrixResult, 
 
 
 def test_importing_the_reports_needs_no_matplotlib(blocked_env: dict[str, str]) -> None:
-    code = "import harness.report, harness.commands.matrix, harness.commands.demo; print('ok')"
+    code = "import recall_lab.harness.report, recall_lab.harness.commands.matrix, recall_lab.harness.commands.demo; print('ok')"
     done = subprocess.run([sys.executable, "-c", code], env=blocked_env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
@@ -87,7 +87,7 @@ def test_importing_the_reports_needs_no_matplotlib(blocked_env: dict[str, str]) 
 def test_html_without_matplotlib_is_one_line_before_any_trial(command: list[str], blocked_env: dict[str, str],
                                                                tmp_path: Path) -> None:
     out = tmp_path / "report.html"
-    done = subprocess.run([sys.executable, "-m", "harness.cli", *command, "--html", str(out)], env=blocked_env,
+    done = subprocess.run([sys.executable, "-m", "recall_lab.harness.cli", *command, "--html", str(out)], env=blocked_env,
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert done.stderr == f"recall-lab: {MISSING_MATPLOTLIB}\n"

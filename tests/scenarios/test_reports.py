@@ -5,10 +5,10 @@ import re
 
 import pytest
 
-from harness.report import load_json, render_html, table_text, write_json
-from harness.report.plot import binned_success, success_by_delay_svg
-from harness.scenarios import find_scenario
-from harness.scenarios.results import MatrixResult, TrialResult
+from recall_lab.harness.report import load_json, render_html, table_text, write_json
+from recall_lab.harness.report.plot import binned_success, success_by_delay_svg
+from recall_lab.harness.scenarios import find_scenario
+from recall_lab.harness.scenarios.results import MatrixResult, TrialResult
 
 
 def _trial(scenario: str, mode: str, i: int, verdict: str, recall_at: float = 300.0, client: str = "desktop",

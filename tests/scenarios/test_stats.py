@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.scenarios.stats import Rate, likelihood, wilson_interval
+from recall_lab.harness.scenarios.stats import Rate, likelihood, wilson_interval
 
 
 @pytest.mark.parametrize(("k", "n", "low", "high"), [

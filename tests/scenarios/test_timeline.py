@@ -5,7 +5,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.scenarios import (
+from recall_lab.harness.scenarios import (
     Dist,
     EventKind,
     Scenario,
@@ -14,7 +14,7 @@ from harness.scenarios import (
     plan_trial,
     trial_seed,
 )
-from harness.scenarios.distributions import NEVER, exponential, fixed, lognormal, uniform
+from recall_lab.harness.scenarios.distributions import NEVER, exponential, fixed, lognormal, uniform
 
 
 def _s(**kw) -> Scenario:

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from harness.config import default_config
-from harness.lab import Lab
+from recall_lab.harness.config import default_config
+from recall_lab.harness.lab import Lab
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 import imapclient
 
-from harness.lab import Endpoint, Lab
+from recall_lab.harness.lab import Endpoint, Lab
 
 
 class LineClient:

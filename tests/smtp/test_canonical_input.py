@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fake_servers.smtp import canonical
-from fake_servers.smtp.headers import HeaderBlock
-from harness.lab import Lab
+from recall_lab.fake_servers.smtp import canonical
+from recall_lab.fake_servers.smtp.headers import HeaderBlock
+from recall_lab.harness.lab import Lab
 from tests.smtp.smtp_helpers import LineClient, imap_messages
 
 CORP = "corp.example"

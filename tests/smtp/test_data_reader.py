@@ -19,8 +19,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from fake_servers.smtp.data_reader import DataReader, DataState
-from fake_servers.smtp.protocol import LabSMTP, with_enhanced_code
+from recall_lab.fake_servers.smtp.data_reader import DataReader, DataState
+from recall_lab.fake_servers.smtp.protocol import LabSMTP, with_enhanced_code
 
 
 class _Capture:

@@ -18,13 +18,18 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from fake_servers.recall.format import notice_sender
-from fake_servers.recall.trust import from_address
-from fake_servers.smtp.addresses import AmbiguousAddress, fast_address, fast_mailbox, parse_mailboxes
-from fake_servers.smtp.handlers import SubmissionHandler
-from fake_servers.smtp.headers import HeaderBlock
-from fake_servers.smtp.headers import addresses as header_addresses
-from harness.clients.legacy_recall import sender_of
+from recall_lab.fake_servers.recall.format import notice_sender
+from recall_lab.fake_servers.recall.trust import from_address
+from recall_lab.fake_servers.smtp.addresses import (
+    AmbiguousAddress,
+    fast_address,
+    fast_mailbox,
+    parse_mailboxes,
+)
+from recall_lab.fake_servers.smtp.handlers import SubmissionHandler
+from recall_lab.fake_servers.smtp.headers import HeaderBlock
+from recall_lab.fake_servers.smtp.headers import addresses as header_addresses
+from recall_lab.harness.clients.legacy_recall import sender_of
 from tests.smtp.smtp_helpers import LineClient, imap_messages
 
 PARSER = BytesParser(policy=email_policy.default)

@@ -15,9 +15,9 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fake_servers.domain import DomainServer, DomainSpec, Endpoint
-from fake_servers.guard import ConnectionGuard, GuardLimits
-from fake_servers.store.memory import MemoryStore
+from recall_lab.fake_servers.domain import DomainServer, DomainSpec, Endpoint
+from recall_lab.fake_servers.guard import ConnectionGuard, GuardLimits
+from recall_lab.fake_servers.store.memory import MemoryStore
 
 USERS = {"alice@corp.example": "alice-password", "bob@corp.example": "bob-password"}
 
@@ -123,7 +123,7 @@ async def test_over_the_caps_a_connection_gets_421_and_the_log_one_line_per_epis
         for conn in (b, c, again):
             conn.close()
     lines = [r.getMessage() for r in caplog.records if "connections" in r.getMessage()
-             and r.name.startswith("fake_servers")]
+             and r.name.startswith("recall_lab.fake_servers")]
     assert len([m for m in lines if m.startswith("refusing connections")]) == 1, lines
     assert len([m for m in lines if m.startswith("accepting connections again")]) == 1, lines
     assert "(4 refused" in lines[-1], lines

@@ -19,8 +19,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fake_servers.recall.format import has_recall_headers, mark_verified, strip_verified, verified_by
-from fake_servers.smtp.headers import HeaderBlock, remove_headers, split_message
+from recall_lab.fake_servers.recall.format import (
+    has_recall_headers,
+    mark_verified,
+    strip_verified,
+    verified_by,
+)
+from recall_lab.fake_servers.smtp.headers import HeaderBlock, remove_headers, split_message
 
 PARSER = BytesParser(policy=email_policy.default)
 
@@ -57,7 +62,7 @@ def python_fields(raw: bytes) -> list[tuple[bytes, str]]:
 
 def heads_fields(raw: bytes) -> list[tuple[bytes, str]]:
     """The same, as HeaderBlock reads the block (raw_values for the names code asks for by name)."""
-    from fake_servers.smtp.headers import _fields, _name, _python_value
+    from recall_lab.fake_servers.smtp.headers import _fields, _name, _python_value
     head, _ = split_message(raw)
     fields = [f for f in _fields(head) if b":" in f]
     out = [(_name(f), _python_value(f)) for f in fields]
@@ -144,8 +149,8 @@ def test_the_issues_probe_and_its_relatives():
 def test_re_serialising_a_parsed_message_cannot_forge_a_field():
     """Python 3.11.7 writes a decoded CR LF into a re-folded header (CVE-2024-6923): the server's serialiser
     refuses, and a policy's set_message with it."""
-    from fake_servers.pipeline import Delivery
-    from fake_servers.smtp.headers import as_bytes_checked
+    from recall_lab.fake_servers.pipeline import Delivery
+    from recall_lab.fake_servers.smtp.headers import as_bytes_checked
 
     raw = (b"From: a@corp.example\r\nSubject: " + b"x" * 80
            + b" =?utf-8?q?a=0D=0AX-Recall-Verified:_corp.example?=\r\n\r\nbody\r\n")

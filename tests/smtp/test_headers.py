@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fake_servers.smtp import headers
-from fake_servers.smtp.handlers import normalise_address
-from fake_servers.smtp.protocol import with_enhanced_code
+from recall_lab.fake_servers.smtp import headers
+from recall_lab.fake_servers.smtp.handlers import normalise_address
+from recall_lab.fake_servers.smtp.protocol import with_enhanced_code
 
 names = st.sampled_from(["Subject", "To", "Cc", "Bcc", "X-Test", "Received", "Message-ID"])
 values = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=30)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fake_servers.store._core import _message_id
-from fake_servers.store._msgid import extract_message_id
+from recall_lab.fake_servers.store._core import _message_id
+from recall_lab.fake_servers.store._msgid import extract_message_id
 
 _names = st.sampled_from([b"Message-ID", b"message-id", b"MESSAGE-ID", b"Message-Id ", b"X-Message-ID",
                           b"Subject", b"From", b"Resent-Message-ID", b"Message-IDx"])

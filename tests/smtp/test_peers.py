@@ -8,7 +8,7 @@ import ssl
 
 import pytest
 
-from harness.lab import Lab
+from recall_lab.harness.lab import Lab
 from tests.smtp.smtp_helpers import imap_messages
 
 

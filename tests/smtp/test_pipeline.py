@@ -10,9 +10,9 @@ from email import policy as email_policy
 import aiosmtplib
 import pytest
 
-from fake_servers.pipeline import PolicyReject, Verdict, register_policy, unregister_policy
-from harness.config import ConfigError, default_config, load_config
-from harness.lab import Lab, LabStartError
+from recall_lab.fake_servers.pipeline import PolicyReject, Verdict, register_policy, unregister_policy
+from recall_lab.harness.config import ConfigError, default_config, load_config
+from recall_lab.harness.lab import Lab, LabStartError
 from tests.smtp.smtp_helpers import LineClient, message
 
 
@@ -190,7 +190,7 @@ users = ["dave"]
 
 
 def load_config_roundtrip(cfg):
-    from harness.config import LabConfig
+    from recall_lab.harness.config import LabConfig
 
     return LabConfig.from_dict(cfg.to_dict())
 

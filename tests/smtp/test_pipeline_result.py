@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from fake_servers.accounts import Accounts
-from fake_servers.pipeline import (
+from recall_lab.fake_servers.accounts import Accounts
+from recall_lab.fake_servers.pipeline import (
     Consumed,
     Deliver,
     Delivery,
@@ -24,7 +24,7 @@ from fake_servers.pipeline import (
     Rejected,
     Verdict,
 )
-from fake_servers.store.memory import MemoryStore
+from recall_lab.fake_servers.store.memory import MemoryStore
 
 CORP = "corp.example"
 

@@ -17,13 +17,13 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from fake_servers.domain import Endpoint
-from fake_servers.imap.message_view import MessageView
-from fake_servers.recall import format as recall_format
-from fake_servers.recall.trust import judge_replacement
-from fake_servers.smtp.handlers import SubmissionHandler
-from harness.clients.preview import preview_of
-from harness.recall_agent import ReportReader
+from recall_lab.fake_servers.domain import Endpoint
+from recall_lab.fake_servers.imap.message_view import MessageView
+from recall_lab.fake_servers.recall import format as recall_format
+from recall_lab.fake_servers.recall.trust import judge_replacement
+from recall_lab.fake_servers.smtp.handlers import SubmissionHandler
+from recall_lab.harness.clients.preview import preview_of
+from recall_lab.harness.recall_agent import ReportReader
 
 PARSER = BytesParser(policy=email_policy.default)
 ALICE, BOB, CAROL = "alice@corp.example", "bob@corp.example", "carol@corp.example"

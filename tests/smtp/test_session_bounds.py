@@ -22,8 +22,8 @@ from contextlib import asynccontextmanager
 import pytest
 import trustme
 
-from fake_servers.domain import DomainServer, DomainSpec
-from fake_servers.store.memory import MemoryStore
+from recall_lab.fake_servers.domain import DomainServer, DomainSpec
+from recall_lab.fake_servers.store.memory import MemoryStore
 from tests.loop_lag import lag_while, quiet_heap  # noqa: F401 (a fixture)
 
 from .test_guard_smtp import USERS, Conn, domain

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from fake_servers.smtp.spool import Spool
-from fake_servers.store import MaildirStore
-from harness.lab import Lab
+from recall_lab.fake_servers.smtp.spool import Spool
+from recall_lab.fake_servers.store import MaildirStore
+from recall_lab.harness.lab import Lab
 
 
 def test_an_entry_cut_short_is_removed_and_the_others_come_back(tmp_path) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fake_servers.store import MaildirStore, MemoryStore
-from fake_servers.store.base import MailStore, StoreEvent
+from recall_lab.fake_servers.store import MaildirStore, MemoryStore
+from recall_lab.fake_servers.store.base import MailStore, StoreEvent
 
 ALICE = "alice@corp.example"
 BOB = "bob@corp.example"

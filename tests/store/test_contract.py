@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from fake_servers.store.base import (
+from recall_lab.fake_servers.store.base import (
     DEFAULT_MAILBOXES,
     FlagsChanged,
     MailboxCreated,

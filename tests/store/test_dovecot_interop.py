@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from fake_servers.store import MaildirStore
-from fake_servers.store.base import MessageLocation
+from recall_lab.fake_servers.store import MaildirStore
+from recall_lab.fake_servers.store.base import MessageLocation
 from tests.store.conftest import ALICE, message
 
 imapclient = pytest.importorskip("imapclient")
-dovecot = pytest.importorskip("harness.dovecot")
+dovecot = pytest.importorskip("recall_lab.harness.dovecot")
 
 PASSWORD = "alice-password"
 

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from fake_servers.store import MaildirStore
-from fake_servers.store import _maildir_files as mf
+from recall_lab.fake_servers.store import MaildirStore
+from recall_lab.fake_servers.store import _maildir_files as mf
 from tests.store.conftest import ALICE, message
 
 HOURS = 3600.0

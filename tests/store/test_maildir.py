@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from fake_servers.store import MaildirStore, open_store
-from fake_servers.store import _maildir_files as mf
-from fake_servers.store.base import MessageLocation, StoreError, StoreLocked
+from recall_lab.fake_servers.store import MaildirStore, open_store
+from recall_lab.fake_servers.store import _maildir_files as mf
+from recall_lab.fake_servers.store.base import MessageLocation, StoreError, StoreLocked
 from tests.store.conftest import ALICE, message
 
 
@@ -220,7 +220,7 @@ def test_non_ascii_names_use_modified_utf7_directories(root):
 
 
 def test_journal_is_compacted(root, monkeypatch):
-    from fake_servers.store import maildir
+    from recall_lab.fake_servers.store import maildir
 
     monkeypatch.setattr(maildir, "COMPACT_SLACK", 5)
     store = MaildirStore(root)
@@ -322,8 +322,8 @@ def test_recreated_mailbox_continues_uids_after_restart(root):
 
 _OPEN_IN_CHILD = """
 import sys
-from fake_servers.store import MaildirStore
-from fake_servers.store.base import StoreLocked
+from recall_lab.fake_servers.store import MaildirStore
+from recall_lab.fake_servers.store.base import StoreLocked
 try:
     store = MaildirStore(sys.argv[1])
 except StoreLocked as exc:

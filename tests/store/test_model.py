@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from fake_servers.store import MaildirStore, MemoryStore
-from fake_servers.store.base import MailboxInfo, StoreError
+from recall_lab.fake_servers.store import MaildirStore, MemoryStore
+from recall_lab.fake_servers.store.base import MailboxInfo, StoreError
 from tests.store.conftest import ALICE, message
 
 NAMES = st.sampled_from(["INBOX", "inbox", "Sent", "Trash", "a", "a/b", "a/b/c", "B", "INBOX/x", "bad/", "x//y"])
@@ -133,7 +133,7 @@ class SameBehaviour(RuleBasedStateMachine):
             self.events[kind].clear()
 
     def _recreated(self, kind: str, name: str) -> bool:
-        from fake_servers.store.base import MailboxCreated, MailboxRenamed
+        from recall_lab.fake_servers.store.base import MailboxCreated, MailboxRenamed
 
         return any((isinstance(e, MailboxCreated) and e.mailbox == name)
                    or (isinstance(e, MailboxRenamed) and e.new_name == name) for e in self.events[kind])

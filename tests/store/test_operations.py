@@ -12,9 +12,9 @@ import json
 
 import pytest
 
-from fake_servers.store import MaildirStore
-from fake_servers.store._operations import DIRECTORY
-from fake_servers.store.base import StoreError
+from recall_lab.fake_servers.store import MaildirStore
+from recall_lab.fake_servers.store._operations import DIRECTORY
+from recall_lab.fake_servers.store.base import StoreError
 
 
 def test_begin_end_and_the_records_are_copies(store) -> None:

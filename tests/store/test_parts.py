@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fake_servers.store import _maildir_files as mf
-from fake_servers.store._flags import normalize_flags
-from fake_servers.store._msgid import extract_message_id, id_key
-from fake_servers.store._names import canonical, parents
-from fake_servers.store.base import StoreError
+from recall_lab.fake_servers.store import _maildir_files as mf
+from recall_lab.fake_servers.store._flags import normalize_flags
+from recall_lab.fake_servers.store._msgid import extract_message_id, id_key
+from recall_lab.fake_servers.store._names import canonical, parents
+from recall_lab.fake_servers.store.base import StoreError
 
 _ID_CHARS = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="<>@\\\""),
                     min_size=1, max_size=20)
