@@ -251,6 +251,11 @@ class ConnectionGuard:
         else:
             self._per_key.pop(ticket.key, None)
 
+    def restart_budget(self, ticket: Ticket) -> None:
+        """Start the time budget afresh: an unauthenticated session (MX) that delivered a message may send the
+        next one, but it may not sit on its connection slot without delivering anything."""
+        ticket.opened = self.clock()
+
     def login_time_left(self, ticket: Ticket) -> float | None:
         """Seconds of the pre-login budget left (at least 0), or None when there is no budget."""
         budget = self.limits.login_timeout

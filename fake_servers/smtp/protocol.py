@@ -17,7 +17,9 @@ a new connection before its greeting, or the outcome of an AUTH before its reply
 - `auth_PLAIN` / `auth_LOGIN` (aiosmtpd's own extension point for mechanisms: an address the guard penalises
   waits before its password is checked, a wrong password is answered only after the guard's delay, and the last
   failure a connection may have is answered 421 and closed; the command loop reads nothing meanwhile);
-- `smtp_MAIL` (an accepted MAIL, like a successful AUTH, ends the pre-login budget);
+- `smtp_MAIL` (an accepted MAIL of an authenticated session, like a successful AUTH, ends the pre-login
+  budget; an unauthenticated session (MX) gets a fresh budget after each accepted message, so it can deliver
+  mail but cannot sit on its connection slot);
 - `smtp_STARTTLS` (refused inside TLS; a failed handshake is one log line, not a traceback per client);
 - `smtp_DATA` (aiosmtpd keeps one object per line of the body, ~100 bytes for each empty line, and reads line by
   line: the body is read in bulk into one buffer capped by the size limit instead, `data_reader.DataReader`,
@@ -243,7 +245,8 @@ class LabSMTP(SMTP):
 
     async def smtp_MAIL(self, arg: str) -> None:
         await super().smtp_MAIL(arg)
-        if self.envelope is not None and self.envelope.mail_from is not None:
+        if (self.envelope is not None and self.envelope.mail_from is not None and self.session is not None
+                and self.session.authenticated):
             self._end_budget()
 
     # -- STARTTLS ---------------------------------------------------------------------------------------
@@ -318,7 +321,13 @@ class LabSMTP(SMTP):
         self.envelope.original_content = original_content
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
-        await self.push("250 OK" if status is MISSING else status)
+        reply = "250 OK" if status is MISSING else status
+        await self.push(reply)
+        if reply.startswith("250") and self._budget is not None and self._guard is not None and self._ticket:
+            # an unauthenticated session (MX) delivered a message: the next one gets a fresh budget
+            self._end_budget()
+            self._guard.restart_budget(self._ticket)
+            self._arm_budget()
 
     # -- AUTH exchange lines ----------------------------------------------------------------------------
     async def challenge_auth(self, challenge: str | bytes, encode_to_b64: bool = True,

@@ -490,3 +490,25 @@ def test_a_slow_client_cannot_hold_a_connection_before_login(serve) -> None:
             assert time.monotonic() - start < 4, f"port {port}: cut off only after {time.monotonic() - start:.1f} s"
         finally:
             sock.close()
+
+
+def test_an_mx_session_that_delivers_nothing_cannot_keep_its_slot(serve) -> None:
+    """MX has no login: an accepted MAIL must not end the time budget, or a command now and then would hold
+    a connection slot forever."""
+    served = serve("--login-timeout", "1")
+    _, _, mx_port = _ports(served, "corp.example")
+    smtp = Smtp(mx_port)
+    try:
+        assert smtp.cmd(b"EHLO slow.example").startswith("250")
+        assert smtp.cmd(b"MAIL FROM:<x@evil.example>").startswith("250")
+        start = time.monotonic()
+        with pytest.raises(ConnectionError):
+            while time.monotonic() - start < 5:
+                answer = smtp.cmd(b"NOOP")  # one command every 0.2 s: each would reset a per-command timer
+                if answer.startswith("421"):
+                    assert "4.4.2" in answer, answer
+                    smtp.reply()  # the server closes after its goodbye
+                time.sleep(0.2)
+        assert time.monotonic() - start < 4, "the MX session outlived its budget"
+    finally:
+        smtp.sock.close()

@@ -262,17 +262,28 @@ async def test_a_dribbling_client_is_cut_off_at_the_budget_on_both_listeners():
             conn.close()
 
 
-async def test_the_budget_ends_at_auth_or_mail():
-    budget = 0.3
+async def test_the_budget_ends_at_auth_and_restarts_after_each_message_on_mx():
+    """Submission: a successful AUTH ends the budget. MX has no login: an accepted MAIL does not end it (a
+    command every few minutes would hold the connection slot forever), a delivered message starts it afresh."""
+    budget = 1.5
     async with domain(login_timeout=budget) as server:
-        mx = await Conn.open(server.mx)
-        await mx.cmd("EHLO other.example")
-        assert (await mx.cmd("MAIL FROM:<x@other.example>")).startswith("250")
         sub = await Conn.open(server.submission)
         await sub.cmd("EHLO client.example")
         assert (await sub.cmd(plain("bob@corp.example", "bob-password"))).startswith("235")
-        await asyncio.sleep(budget * 2)  # past the budget: both are past login, only the command timeout counts
-        assert (await mx.cmd("NOOP")).startswith("250")
-        assert (await sub.cmd("NOOP")).startswith("250")
-        for conn in (mx, sub):
+        idle = await Conn.open(server.mx)
+        await idle.cmd("EHLO other.example")
+        assert (await idle.cmd("MAIL FROM:<x@other.example>")).startswith("250")
+        sender = await Conn.open(server.mx)
+        await sender.cmd("EHLO other.example")
+        await asyncio.sleep(budget * 0.5)  # the message is delivered late in the first budget
+        for line in ("MAIL FROM:<x@other.example>", "RCPT TO:<bob@corp.example>", "DATA"):
+            assert (await sender.cmd(line))[:1] in "23"
+        assert (await sender.cmd("From: x@other.example\r\nSubject: s\r\n\r\nhi\r\n.")).startswith("250")
+        await asyncio.sleep(budget * 0.7)  # past the first budget, inside the fresh one
+        assert (await sender.cmd("NOOP")).startswith("250"), "a fresh budget after the delivered message"
+        assert (await sub.cmd("NOOP")).startswith("250"), "past login, only the command timeout counts"
+        assert "421 4.4.2" in await idle.reply(), "an MX session that sent no message is cut at its budget"
+        assert await idle.closed()
+        assert "421 4.4.2" in await sender.reply(), "and so is one that delivered, once its fresh budget ends"
+        for conn in (idle, sender, sub):
             conn.close()
