@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recall_lab.fake_servers.imap.message_view import MessageView
-from recall_lab.fake_servers.imap.mime_samples import SAMPLES
 from recall_lab.fake_servers.imap.serialise import serialise
+from tests.imap.mime_samples import SAMPLES
 
 # --- a generator of well-formed MIME trees whose byte layout we know --------------------------------
 

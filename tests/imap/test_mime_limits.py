@@ -25,13 +25,13 @@ from recall_lab.fake_servers.imap.errors import ParseError
 from recall_lab.fake_servers.imap.fetch_items import parse_item
 from recall_lab.fake_servers.imap.message_view import MessageView
 from recall_lab.fake_servers.imap.mime_rfc822 import _parse_content_type, parse_content_type
-from recall_lab.fake_servers.imap.mime_samples import SAMPLES
 from recall_lab.fake_servers.imap.mime_tree import MimeLimits, Part, parse_message, parse_steps
 from recall_lab.fake_servers.imap.serialise import serialise
 from recall_lab.fake_servers.imap.view_cache import ViewCache
 from recall_lab.fake_servers.mime_limits import check_message, check_steps
 from recall_lab.harness.dovecot import DovecotServer, DovecotUnavailable
 from tests.imap import hostile_mime, mime_oracle
+from tests.imap.mime_samples import SAMPLES
 from tests.imap.test_message_view_dovecot import ImapClient, norm, parse_fetch
 
 # --- generated messages ---------------------------------------------------------------------------------

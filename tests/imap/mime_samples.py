@@ -1,8 +1,8 @@
 """A corpus of hand-made messages that exercise the corners of MIME structure.
 
-Why it lives in the package: the MessageView tests compare our ENVELOPE/BODYSTRUCTURE/sections with
-Dovecot's for exactly these messages, and the IMAP tests and benchmark can reuse them as realistic,
-awkward input. Each sample is raw bytes as a client would APPEND it.
+Why beside the tests and not in the package: it is test data (the MessageView tests compare our
+ENVELOPE/BODYSTRUCTURE/sections with Dovecot's for exactly these messages); an install does not need it.
+Each sample is raw bytes as a client would APPEND it.
 """
 
 from __future__ import annotations
