@@ -1,7 +1,7 @@
 """Does a message stay within the MIME limits? The check made where mail comes in (SMTP DATA, IMAP APPEND).
 
 Sans-I/O: bytes in, a verdict out. It reads the message with the very scanner the IMAP server renders with
-(fake_servers/imap/mime_tree.py, bounded by the same MimeLimits), so "accepted" means "rendered whole": no
+(fake_servers/imap/mime/tree.py, bounded by the same MimeLimits), so "accepted" means "rendered whole": no
 second parser that could disagree with the first about how many parts a message has.
 
 Why refuse at delivery instead of accepting and truncating (as Dovecot does): Dovecot is the last stop, the
@@ -23,7 +23,7 @@ import re
 from collections.abc import Generator
 from dataclasses import dataclass
 
-from recall_lab.fake_servers.imap.mime_tree import DEFAULT_LIMITS, MimeLimits, parse_steps, run_steps
+from recall_lab.fake_servers.imap.mime.tree import DEFAULT_LIMITS, MimeLimits, parse_steps, run_steps
 
 __all__ = ["DEFAULT_LIMITS", "MimeLimits", "Violation", "check_message", "check_steps"]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import CommandFailed, ParseError
 from .lexer import Lexer
-from .mime_text import decode_words
+from .mime.text import decode_words
 from .seqset import SequenceSet
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")

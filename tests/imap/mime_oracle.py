@@ -1,4 +1,4 @@
-"""The reference the bounded MIME scanner (fake_servers/imap/mime_tree.py) is tested against.
+"""The reference the bounded MIME scanner (fake_servers/imap/mime/tree.py) is tested against.
 
 This is the scanner the server used before MIME parsing was bounded: a line-by-line walk, simple to check
 by eye, but unbounded (no part or depth limit of its own beyond a recursion guard) and quadratic on some
@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from recall_lab.fake_servers.imap.mime_rfc822 import parse_content_type
+from recall_lab.fake_servers.imap.mime.rfc822 import parse_content_type
 
 _MAX_DEPTH = 100  # deeper nesting than this is parsed as an opaque leaf (a defence, not a MIME rule)
 _BOUNDARY_MAX = 70 + 2 + 2 + 10  # how much of a boundary line Dovecot compares when it has no LF

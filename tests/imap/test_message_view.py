@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recall_lab.fake_servers.imap.message_view import MessageView
+from recall_lab.fake_servers.imap.mime.view import MessageView
 from recall_lab.fake_servers.imap.serialise import serialise
 from tests.imap.mime_samples import SAMPLES
 

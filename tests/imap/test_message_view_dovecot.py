@@ -14,8 +14,8 @@ import socket
 
 import pytest
 
-from recall_lab.fake_servers.imap.message_view import MessageView
-from recall_lab.fake_servers.imap.mime_tree import Part
+from recall_lab.fake_servers.imap.mime.tree import Part
+from recall_lab.fake_servers.imap.mime.view import MessageView
 from recall_lab.harness.dovecot import DovecotServer, DovecotUnavailable
 from tests.imap.mime_samples import SAMPLES
 

@@ -20,14 +20,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recall_lab.fake_servers.imap import mime_tree
 from recall_lab.fake_servers.imap.errors import ParseError
 from recall_lab.fake_servers.imap.fetch_items import parse_item
-from recall_lab.fake_servers.imap.message_view import MessageView
-from recall_lab.fake_servers.imap.mime_rfc822 import _parse_content_type, parse_content_type
-from recall_lab.fake_servers.imap.mime_tree import MimeLimits, Part, parse_message, parse_steps
+from recall_lab.fake_servers.imap.mime import tree as mime_tree
+from recall_lab.fake_servers.imap.mime.cache import ViewCache
+from recall_lab.fake_servers.imap.mime.rfc822 import _parse_content_type, parse_content_type
+from recall_lab.fake_servers.imap.mime.tree import MimeLimits, Part, parse_message, parse_steps
+from recall_lab.fake_servers.imap.mime.view import MessageView
 from recall_lab.fake_servers.imap.serialise import serialise
-from recall_lab.fake_servers.imap.view_cache import ViewCache
 from recall_lab.fake_servers.mime_limits import check_message, check_steps
 from recall_lab.harness.dovecot import DovecotServer, DovecotUnavailable
 from tests.imap import hostile_mime, mime_oracle

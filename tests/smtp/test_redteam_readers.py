@@ -18,7 +18,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from recall_lab.fake_servers.domain import Endpoint
-from recall_lab.fake_servers.imap.message_view import MessageView
+from recall_lab.fake_servers.imap.mime.view import MessageView
 from recall_lab.fake_servers.recall import format as recall_format
 from recall_lab.fake_servers.recall.trust import judge_replacement
 from recall_lab.fake_servers.smtp.handlers import SubmissionHandler

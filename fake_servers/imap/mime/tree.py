@@ -47,7 +47,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from recall_lab.fake_servers.imap.mime_rfc822 import parse_content_type
+from recall_lab.fake_servers.imap.mime.rfc822 import parse_content_type
 
 _BOUNDARY_MAX = 70 + 10  # Dovecot keeps this many bytes of a boundary parameter (RFC 2046 allows 70)
 _BOUNDARY_LINE_MAX = _BOUNDARY_MAX + 2 + 2  # how much of a line without LF Dovecot compares

@@ -12,7 +12,7 @@ of the stored bytes (Dovecot counts LF-only lines as if they ended in CRLF).
 Values follow fake_servers/imap/values.py: None -> NIL, str -> string, bytes -> literal (used for
 header bytes that are not UTF-8), lists -> parenthesised lists.
 
-Why every cost is bounded (a message is hostile input): the tree is built within MimeLimits (mime_tree.py:
+Why every cost is bounded (a message is hostile input): the tree is built within MimeLimits (tree.py:
 part count, depth, indexed header fields, boundary search), the char-by-char parsers of structured values
 (addresses, Content-*) and RFC 2047 decoding read at most `max_value_bytes` per ENVELOPE, per part or per
 SEARCH call, line counts are summed child by child (each byte is counted once, however deep the nesting),
@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable, Generator, Iterable, Iterator
 from email.utils import parsedate_to_datetime
 
-from recall_lab.fake_servers.imap.mime_rfc822 import (
+from recall_lab.fake_servers.imap.mime.rfc822 import (
     Address,
     parse_addresses,
     parse_content_type,
@@ -37,8 +37,8 @@ from recall_lab.fake_servers.imap.mime_rfc822 import (
     parse_languages,
     parse_token_value,
 )
-from recall_lab.fake_servers.imap.mime_text import decode_body, decode_words, unfold
-from recall_lab.fake_servers.imap.mime_tree import (
+from recall_lab.fake_servers.imap.mime.text import decode_body, decode_words, unfold
+from recall_lab.fake_servers.imap.mime.tree import (
     DEFAULT_LIMITS,
     STEP_WORK,
     HeaderField,

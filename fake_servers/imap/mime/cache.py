@@ -17,11 +17,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from .mime_tree import DEFAULT_LIMITS, MimeLimits
+from .tree import DEFAULT_LIMITS, MimeLimits
 
 
 def _message_view_class() -> Any:
-    from .message_view import MessageView  # imported late: message_view imports the serialiser stack
+    from .view import MessageView  # imported late: message_view imports the serialiser stack
 
     return MessageView
 
