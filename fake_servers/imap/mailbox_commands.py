@@ -21,6 +21,7 @@ from .search import _MONTHS
 from .selected import MODSEQ_SHIFT, SelectedMailbox
 from .seqset import SequenceSet, compress
 from .serialise import quote
+from .state import Event, SessionCore
 from .utf7 import encode as utf7_encode
 
 _DATE_TIME = re.compile(r"([ \d]\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)\Z")
@@ -74,7 +75,7 @@ def _has_children(sorted_names: list[str], name: str) -> bool:
     return i < len(sorted_names) and sorted_names[i].startswith(prefix)
 
 
-class MailboxCommands:
+class MailboxCommands(SessionCore):
     # -- SELECT / EXAMINE -------------------------------------------------------------------------------------
     def cmd_select(self, tag: str, lx: Lexer) -> None:
         self._select(tag, lx, readonly=False)
@@ -119,7 +120,7 @@ class MailboxCommands:
         sel = SelectedMailbox(self.user, info.name, readonly, info.uidvalidity, records, recent,
                               info.highestmodseq)
         self.selected = sel
-        self.state = "selected"
+        self._transition(Event.SELECTED)
         flags = sel.flag_atoms()
         out = [f"* FLAGS ({flags})"]
         if readonly:

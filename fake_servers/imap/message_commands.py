@@ -31,6 +31,7 @@ from .search import Msg, internal_date_text, parse_search
 from .selected import MODSEQ_SHIFT, SelectedMailbox
 from .seqset import SequenceSet, compress
 from .sort import parse_criteria
+from .state import SessionCore
 
 log = logging.getLogger("recall_lab.fake_servers.imap")
 
@@ -79,7 +80,7 @@ def _header_end(raw: bytes) -> int:
     return len(raw)
 
 
-class MessageCommands:
+class MessageCommands(SessionCore):
     # -- helpers ----------------------------------------------------------------------------------------------
     def _sel(self) -> SelectedMailbox:
         sel = self.selected

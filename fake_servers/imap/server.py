@@ -27,10 +27,11 @@ from ..accounts import Accounts
 from ..guard import ConnectionGuard, GuardLimits, Ticket, peer_host
 from ..store.base import MailStore
 from ..transcript import TranscriptRecorder
-from .mime_tree import DEFAULT_LIMITS, MimeLimits
-from .session import NOT_AUTHENTICATED, ImapSession, SessionConfig
+from .mime.cache import ViewCache
+from .mime.tree import DEFAULT_LIMITS, MimeLimits
+from .session import ImapSession, SessionConfig
+from .state import PRE_AUTH, SessionState
 from .user_sessions import DEFAULT_MAX_USER_SESSIONS, UserSessions
-from .view_cache import ViewCache
 
 log = logging.getLogger("recall_lab.fake_servers.imap")
 
@@ -102,7 +103,7 @@ class _Connection(asyncio.Protocol):
         if session is not None and not session.closed:
             if session.framer.in_literal:
                 log.info("IMAP %s: client went away in the middle of a literal", self.peer)
-            elif session.idle_tag is not None:
+            elif session.state is SessionState.IDLE:
                 log.info("IMAP %s: client went away while idling", self.peer)
             else:
                 log.info("IMAP %s: client closed the connection", self.peer)
@@ -216,7 +217,7 @@ class _Connection(asyncio.Protocol):
         if self.session is None or self._closing:
             return
         srv = self.server
-        if self.session.state == NOT_AUTHENTICATED:
+        if self.session.state in PRE_AUTH:
             # a total budget counted from connect: a byte a minute must not keep an anonymous socket forever
             if not srv.login_timeout or self.ticket is None:
                 return
@@ -235,7 +236,7 @@ class _Connection(asyncio.Protocol):
     def _timed_out(self) -> None:
         self._timer = None
         if self.session is not None and not self.session.closed:
-            if self.session.state == NOT_AUTHENTICATED:
+            if self.session.state in PRE_AUTH:
                 log.info("IMAP %s: no login within %g s", self.peer, self.server.login_timeout)
                 self.session.timeout(f"Autologout; no login within {self.server.login_timeout:g} s")
             else:

@@ -2,8 +2,8 @@
 
 Why sans-I/O: bytes in (`feed`), bytes out (through `SessionIO.write`), store events in (`on_store_event`).
 The asyncio adapter in server.py only moves bytes, and tests drive a session without any socket. Commands of
-the selected state live in message_commands.py, mailbox commands in mailbox_commands.py; this module holds the
-states, the framing, the dispatch and the any-state commands.
+the selected state live in message_commands.py, mailbox commands in mailbox_commands.py, the states, what each
+allows and their moves in state.py; this module holds the framing, the dispatch and the any-state commands.
 
 Why commands may run in pieces: a client that pipelines big FETCHes and never reads must not make us build
 gigabytes of answers, and one command over many messages must not hold the event loop that every other client
@@ -43,11 +43,12 @@ from .framing import Command, Continue, FrameEvent, Framer, Refused, tag_of
 from .lexer import Lexer
 from .mailbox_commands import MailboxCommands
 from .message_commands import MessageCommands
+from .mime.cache import ViewCache
 from .names import MailboxNameLimits
 from .search import SearchLimits
 from .selected import MODSEQ_SHIFT, SelectedMailbox
+from .state import ALLOWED, Event, SessionState, StateMachine
 from .user_sessions import UserSessions
-from .view_cache import ViewCache
 
 log = logging.getLogger("recall_lab.fake_servers.imap")
 _LITERAL_AT_EOL = re.compile(rb"\{(\d+)\+?\}\r\n")
@@ -58,10 +59,13 @@ PRE_AUTH_MAX_LITERAL = 64 * 1024
 #: adapter learns early that the client is not reading, and FETCH 1:* of small items is still few writes.
 FLUSH_AT = 64 * 1024
 
-NOT_AUTHENTICATED = "not authenticated"
-AUTHENTICATED = "authenticated"
-SELECTED = "selected"
-LOGOUT = "logout"
+NOT_AUTHENTICATED = SessionState.NOT_AUTHENTICATED
+AUTHENTICATED = SessionState.AUTHENTICATED
+SELECTED = SessionState.SELECTED
+IDLE = SessionState.IDLE
+AUTHENTICATING = SessionState.AUTHENTICATING
+STARTTLS_PENDING = SessionState.STARTTLS_PENDING
+LOGOUT = SessionState.LOGOUT
 
 
 class SessionIO(Protocol):
@@ -105,43 +109,40 @@ class _Job:
     steps: Iterator[None]
 
 
-# command name -> (handler method name, states it is valid in)
-_ANY = (NOT_AUTHENTICATED, AUTHENTICATED, SELECTED)
-_AUTH = (AUTHENTICATED, SELECTED)
-_SEL = (SELECTED,)
-COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "CAPABILITY": ("cmd_capability", _ANY),
-    "NOOP": ("cmd_noop", _ANY),
-    "LOGOUT": ("cmd_logout", _ANY),
-    "STARTTLS": ("cmd_starttls", (NOT_AUTHENTICATED,)),
-    "LOGIN": ("cmd_login", (NOT_AUTHENTICATED,)),
-    "AUTHENTICATE": ("cmd_authenticate", (NOT_AUTHENTICATED,)),
-    "ID": ("cmd_id", _ANY),
-    "ENABLE": ("cmd_enable", _AUTH),
-    "NAMESPACE": ("cmd_namespace", _AUTH),
-    "SELECT": ("cmd_select", _AUTH),
-    "EXAMINE": ("cmd_examine", _AUTH),
-    "CREATE": ("cmd_create", _AUTH),
-    "DELETE": ("cmd_delete", _AUTH),
-    "RENAME": ("cmd_rename", _AUTH),
-    "SUBSCRIBE": ("cmd_subscribe", _AUTH),
-    "UNSUBSCRIBE": ("cmd_unsubscribe", _AUTH),
-    "LIST": ("cmd_list", _AUTH),
-    "LSUB": ("cmd_lsub", _AUTH),
-    "STATUS": ("cmd_status", _AUTH),
-    "APPEND": ("cmd_append", _AUTH),
-    "IDLE": ("cmd_idle", _AUTH),
-    "CHECK": ("cmd_noop", _SEL),
-    "CLOSE": ("cmd_close", _SEL),
-    "UNSELECT": ("cmd_unselect", _SEL),
-    "EXPUNGE": ("cmd_expunge", _SEL),
-    "SEARCH": ("cmd_search", _SEL),
-    "SORT": ("cmd_sort", _SEL),
-    "FETCH": ("cmd_fetch", _SEL),
-    "STORE": ("cmd_store", _SEL),
-    "COPY": ("cmd_copy", _SEL),
-    "MOVE": ("cmd_move", _SEL),
-    "UID": ("cmd_uid", _SEL),
+# command name -> handler method name (the states each is valid in: state.ALLOWED)
+COMMANDS: dict[str, str] = {
+    "CAPABILITY": "cmd_capability",
+    "NOOP": "cmd_noop",
+    "LOGOUT": "cmd_logout",
+    "STARTTLS": "cmd_starttls",
+    "LOGIN": "cmd_login",
+    "AUTHENTICATE": "cmd_authenticate",
+    "ID": "cmd_id",
+    "ENABLE": "cmd_enable",
+    "NAMESPACE": "cmd_namespace",
+    "SELECT": "cmd_select",
+    "EXAMINE": "cmd_examine",
+    "CREATE": "cmd_create",
+    "DELETE": "cmd_delete",
+    "RENAME": "cmd_rename",
+    "SUBSCRIBE": "cmd_subscribe",
+    "UNSUBSCRIBE": "cmd_unsubscribe",
+    "LIST": "cmd_list",
+    "LSUB": "cmd_lsub",
+    "STATUS": "cmd_status",
+    "APPEND": "cmd_append",
+    "IDLE": "cmd_idle",
+    "CHECK": "cmd_noop",
+    "CLOSE": "cmd_close",
+    "UNSELECT": "cmd_unselect",
+    "EXPUNGE": "cmd_expunge",
+    "SEARCH": "cmd_search",
+    "SORT": "cmd_sort",
+    "FETCH": "cmd_fetch",
+    "STORE": "cmd_store",
+    "COPY": "cmd_copy",
+    "MOVE": "cmd_move",
+    "UID": "cmd_uid",
 }
 
 #: Commands during which no EXPUNGE/VANISHED may be sent (RFC 3501 7.4.1).
@@ -171,16 +172,17 @@ class ImapSession(MailboxCommands, MessageCommands):
         # before login only small literals (a user name, a password): nobody unauthenticated may make us
         # accept 50 MiB
         self.framer = Framer(self.config.max_line, min(self.config.max_literal, PRE_AUTH_MAX_LITERAL))
-        self.state = NOT_AUTHENTICATED
+        # the state (state.py); the data some states carry: the tag of IDLE (while IDLE) and of AUTHENTICATE
+        # (while AUTHENTICATING), to answer when the next line ends them
+        self._machine = StateMachine()
         self.user: str | None = None
         self.selected: SelectedMailbox | None = None
         self.condstore = False
         self.qresync = False
-        self.idle_tag: str | None = None
-        self.auth_tag: str | None = None
+        self.idle_tag: str = ""
+        self.auth_tag: str = ""
         self._out = bytearray()
         self._expunges_reported = False
-        self._tls_pending = False
         self._subscribed = False
         self._listener: Callable = self.on_store_event
         self.closed = False
@@ -246,12 +248,12 @@ class ImapSession(MailboxCommands, MessageCommands):
         """The transport drained below its low-water mark: changes an idling client was not sent meanwhile go
         now; queued commands go on at the next `proceed()`."""
         self._output_paused = False
-        if not self.closed and self.idle_tag is not None:
+        if not self.closed and self.state is IDLE:
             self._idle_push()
 
     @property
     def _held(self) -> bool:
-        return (self.closed or self.state == LOGOUT or self._tls_pending or self._output_paused
+        return (self.closed or self.state in (LOGOUT, STARTTLS_PENDING) or self._output_paused
                 or self._auth_hold is not None)
 
     def _run(self) -> None:
@@ -320,7 +322,7 @@ class ImapSession(MailboxCommands, MessageCommands):
 
     def _event(self, event: FrameEvent) -> None:
         if isinstance(event, Command):
-            self._record("C", b"********" if self.auth_tag is not None else event.data)
+            self._record("C", b"********" if self.state is AUTHENTICATING else event.data)
             self._command(event.data)
         elif isinstance(event, Continue):
             self._write(b"+ Ready for literal data\r\n")
@@ -341,10 +343,18 @@ class ImapSession(MailboxCommands, MessageCommands):
     @property
     def io_paused(self) -> bool:
         """True after STARTTLS: nothing more may be read until the handshake is done."""
-        return self._tls_pending
+        return self.state is STARTTLS_PENDING
+
+    @property
+    def state(self) -> SessionState:
+        return self._machine.state
+
+    def _transition(self, event: Event) -> SessionState:
+        """The one way the state changes (state.TRANSITIONS lists the moves)."""
+        return self._machine.handle(event)
 
     def tls_started(self) -> None:
-        self._tls_pending = False
+        self._transition(Event.TLS_STARTED)
         self.tls_active = True
 
     def timeout(self, text: str = "Autologout; idle for too long") -> None:
@@ -368,7 +378,7 @@ class ImapSession(MailboxCommands, MessageCommands):
         ends for any reason). At once, not when the session is collected: it and its connection refer to each
         other, and Python's cycle collector seldom runs a full pass in a process that holds a big store."""
         self.closed = True
-        self.state = LOGOUT
+        self._transition(Event.LOGOUT)
         self._drop_work()
         self.framer.reset()
         if self._counted_user is not None and self._user_sessions is not None:
@@ -444,7 +454,7 @@ class ImapSession(MailboxCommands, MessageCommands):
         if getattr(event, "mailbox", None) != sel.name:
             return
         sel.on_event(event, own=event.origin is self)
-        if self.idle_tag is not None and not self._output_paused:
+        if self.state is IDLE and not self._output_paused:
             # (while the client does not read, changes only accumulate in `sel`: resume_output sends them)
             wake = getattr(self.io, "wake", None)
             if wake is None:  # an I/O without an event loop (sans-I/O tests): at once
@@ -459,7 +469,7 @@ class ImapSession(MailboxCommands, MessageCommands):
     def wake(self) -> None:
         """The adapter's answer to `SessionIO.wake`: send an idling client the changes of the last turn."""
         self._push_due = False
-        if not self.closed and self.idle_tag is not None and not self._output_paused:
+        if not self.closed and self.state is IDLE and not self._output_paused:
             self._idle_push()
 
     def _idle_push(self) -> None:
@@ -491,16 +501,16 @@ class ImapSession(MailboxCommands, MessageCommands):
     # -- commands -------------------------------------------------------------------------------------------
     def _refused(self, event: Refused) -> None:
         text = f"[{event.code}] {event.reason}" if event.code else event.reason
-        if event.tag and self.idle_tag is None and self.auth_tag is None:
+        if event.tag and self.state not in (IDLE, AUTHENTICATING):
             self._write(f"{event.tag} BAD {text}\r\n".encode())
         else:
             self._write(f"* BAD {text}\r\n".encode())
 
     def _command(self, data: bytes) -> None:
-        if self.idle_tag is not None:
+        if self.state is IDLE:
             self._idle_line(data)
             return
-        if self.auth_tag is not None:
+        if self.state is AUTHENTICATING:
             self._auth_line(data)
             return
         tag = tag_of(data)
@@ -515,11 +525,10 @@ class ImapSession(MailboxCommands, MessageCommands):
         name = ""
         try:
             name = lx.atom("command name").upper()
-            entry = COMMANDS.get(name)
-            if entry is None:
+            method = COMMANDS.get(name)
+            if method is None:
                 raise ParseError(f"Unknown command {name[:30]}")
-            method, states = entry
-            if self.state not in states:
+            if name not in ALLOWED[self.state]:
                 raise ParseError(f"{name} is not valid in the {self.state} state")
             steps = getattr(self, method)(tag, lx)
             if steps is not None:  # parsed and checked; the work runs in steps (see the module docstring)
@@ -590,7 +599,7 @@ class ImapSession(MailboxCommands, MessageCommands):
         self._flush()
         self.framer.reset()
         self._drop_work()  # what the client sent after STARTTLS in plaintext is never acted on (RFC 3501 6.2.1)
-        self._tls_pending = True
+        self._transition(Event.STARTTLS)
         self.io.start_tls()
 
     def cmd_id(self, tag: str, lx: Lexer) -> None:
@@ -637,7 +646,7 @@ class ImapSession(MailboxCommands, MessageCommands):
         self.user = user
         self.framer.max_literal = self.config.max_literal
         self.store.ensure_user(user)
-        self.state = AUTHENTICATED
+        self._transition(Event.LOGGED_IN)
         if not self._subscribed:
             self.store.subscribe(self._listener)
             self._subscribed = True
@@ -724,14 +733,14 @@ class ImapSession(MailboxCommands, MessageCommands):
         self._login_allowed()
         if initial is None:
             self.auth_tag = tag
+            self._transition(Event.AUTH_CONTINUE)
             self._write(b"+ \r\n")
             return
         self._plain(tag, initial)
 
     def _auth_line(self, data: bytes) -> None:
         tag = self.auth_tag
-        self.auth_tag = None
-        assert tag is not None
+        self._transition(Event.AUTH_RESPONSE)
         try:
             text = data.decode("ascii").strip()
             if text == "*":
@@ -759,12 +768,13 @@ class ImapSession(MailboxCommands, MessageCommands):
     def cmd_idle(self, tag: str, lx: Lexer) -> None:
         lx.end()
         self.idle_tag = tag
+        self._transition(Event.IDLE)
         self._write(b"+ idling\r\n")
         self._flush_updates(allow_expunge=True)
 
     def _idle_line(self, data: bytes) -> None:
         tag = self.idle_tag
-        self.idle_tag = None
+        self._transition(Event.DONE)
         if data.strip().upper() == b"DONE":
             self.ok(tag, "IDLE terminated.")
         else:
@@ -782,8 +792,8 @@ class ImapSession(MailboxCommands, MessageCommands):
     # -- selection helpers used by the mixins ---------------------------------------------------------------
     def deselect(self) -> None:
         self.selected = None
-        if self.state == SELECTED:
-            self.state = AUTHENTICATED
+        if self.state is SELECTED:
+            self._transition(Event.DESELECTED)
 
 
 def _one_line(exc: BaseException) -> str:
