@@ -296,12 +296,20 @@ def _run_serial(options: MatrixOptions) -> MatrixResult:
     received: list[int] = []
     main = loop.create_task(run_matrix(options))
 
+    def cancel_again() -> None:
+        # The run's own clean-up (labs closing in `finally`) may await something a cut-off trial never
+        # finishes; a cancel each CLEANUP_S seconds interrupts that wait, so an interrupted run always ends.
+        if not main.done():
+            main.cancel()
+            loop.call_later(CLEANUP_S, cancel_again)
+
     def on_signal(signum: int) -> None:
         received.append(signum)
         # From here on, connections cut mid-handshake leave client tasks failing with nobody to read them
         # ("Task exception was never retrieved"): expected after a stop, so only the one-line message is shown.
         loop.set_exception_handler(lambda _loop, _context: None)
         main.cancel()
+        loop.call_later(CLEANUP_S, cancel_again)
 
     watching = threading.current_thread() is threading.main_thread()
     if watching:
