@@ -21,6 +21,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from recall_lab.fake_servers.durable import sync_dir
+
 log = logging.getLogger(__name__)
 
 SUFFIX = ".msg"
@@ -59,7 +61,7 @@ class Spool:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        self._sync_dir()
+        sync_dir(self.directory)
 
     def update(self, entry_id: str, record: dict[str, Any]) -> None:
         """Rewrite an entry's envelope (remaining recipients, attempts), keeping its bytes."""
@@ -120,16 +122,3 @@ class Spool:
                 log.warning("cannot remove unfinished spool entry %s: %s", path, exc.strerror or exc)
         if removed:
             log.info("removed %d unfinished spool entries (never acknowledged) in %s", removed, self.directory)
-
-    def _sync_dir(self) -> None:
-        assert self.directory is not None
-        try:
-            fd = os.open(self.directory, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)

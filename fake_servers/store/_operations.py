@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from recall_lab.fake_servers.durable import sync_dir
 from recall_lab.fake_servers.store.base import StoreError
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class DiskOperations(Operations):
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
-            _sync_dir(self.directory)
+            sync_dir(self.directory)
         except OSError as exc:
             raise StoreError(f"Mail storage error: {exc.strerror or exc}") from exc
 
@@ -115,16 +116,3 @@ class DiskOperations(Operations):
             (self.directory / f"{op_id}.json").unlink(missing_ok=True)
         except OSError as exc:
             raise StoreError(f"Mail storage error: {exc.strerror or exc}") from exc
-
-
-def _sync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
