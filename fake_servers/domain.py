@@ -16,6 +16,7 @@ a delivery whole when its SMTP client goes away. This module only builds them an
 from __future__ import annotations
 
 import contextlib
+import re
 import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from recall_lab.fake_servers.accounts import Accounts
+from recall_lab.fake_servers.activity import Activity
 from recall_lab.fake_servers.background import BackgroundTasks
 from recall_lab.fake_servers.delivery import FinalDelivery, HeldMail
 from recall_lab.fake_servers.guard import ConnectionGuard
@@ -85,6 +87,10 @@ class ListenError(Exception):
         self.errno = errno
 
 
+#: Local parts a user added at run time may have: RFC 5321's dot-atom, without quoting (a lab account is typed).
+_LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
 class DomainServer:
     """The assembly of one domain's server: builds its services and listeners and runs their lifecycle; the
     mail itself goes through `intake` (what `accept`, the MailAcceptor the SMTP handlers call, hands over to)."""
@@ -94,8 +100,9 @@ class DomainServer:
                  router: Callable[[str], Route | None] = lambda _d: None, spool_dir: Path | None = None,
                  retry_delays: Sequence[float] = (1.0, 5.0, 30.0, 120.0), relay_connections: int = 2,
                  imap: bool = True, guard: ConnectionGuard | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        """`guard`: connection caps and login throttling for the three listeners (shared with other domains when
+                 clock: Callable[[], float] = time.monotonic, activity: Activity | None = None) -> None:
+        """`activity`: the feed this domain reports what it does to (accepted, relayed, each policy's events;
+        shared by a lab's domains, else one of its own). `guard`: connection caps and login throttling for the three listeners (shared with other domains when
         given; else the domain gets one of its own with the default limits). `clock`: the seconds the policies
         keep time by (services.clock; a lab on simulated time passes its own)."""
         self.spec = spec
@@ -109,22 +116,23 @@ class DomainServer:
         self.transcripts = transcripts
         self.accounts = Accounts(spec.users)
         self.local_domains = frozenset({self.domain})
+        self.activity = activity if activity is not None else Activity()
         self.relay_spool = Spool(spool_dir / "relay" if spool_dir else None)
         self.held_spool = Spool(spool_dir / "held" if spool_dir else None)
         # the relay's bounces go back in through the intake (a DSN is the server's own mail)
         self.relay = RelayQueue(self.domain, self.relay_spool, router, lambda *a: self.intake.bounce(*a),
                                 retry_delays=retry_delays, hostname=self.hostname,
-                                connections_per_domain=relay_connections)
+                                connections_per_domain=relay_connections, activity=self.activity)
         self.tasks = BackgroundTasks(self.domain)
         self.held_mail = HeldMail(self.held_spool)
         self.final = FinalDelivery(store, self.accounts, self.local_domains, self.relay)
         self.intake = Intake(self.domain, Stamper(self.domain, self.hostname), self.final, self.held_mail,
-                             self.tasks)
+                             self.tasks, activity=self.activity)
         self.services = DomainServices(
             domain=self.domain, role=self.role, store=store, accounts=self.accounts,
             local_domains=self.local_domains, config=dict(spec.policies),
             mail=self.final, held_mail=self.held_mail, submitter=self.intake, tasks=self.tasks,
-            clock=clock)
+            clock=clock, activity=self.activity)
         self.pipeline = Pipeline([], self.services)
         self.intake.connect(self.pipeline)  # the policies reach the intake back only through services.submit
         self._want_imap = imap
@@ -218,6 +226,18 @@ class DomainServer:
         if self.imap_server is None:
             return None
         return Endpoint(self.imap_server.host, self.imap_server.port)
+
+    def add_user(self, address: str, password: str) -> str:
+        """An account added while the server runs: its mailboxes made, IMAP and SMTP AUTH accept it at once."""
+        user = address.strip().lower()
+        local, at, domain = user.rpartition("@")
+        if not at or not 0 < len(local) <= 64 or domain != self.domain or not _LOCAL_PART.fullmatch(local):
+            raise ValueError(f"not an address of {self.domain}: {address!r}")
+        if not password or any(ord(c) < 32 or ord(c) == 127 for c in password) or len(password) > 256:
+            raise ValueError("a password must be 1 to 256 printable characters")
+        self.accounts.add(user, password)
+        self.store.ensure_user(user)
+        return user
 
     # -- MailAcceptor (what the SMTP handlers call) ---------------------------------------------------
     def is_local(self, address: str) -> bool:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from recall_lab.fake_servers.activity import Activity
 from recall_lab.fake_servers.background import BackgroundTasks
 from recall_lab.fake_servers.delivery import FinalDelivery, HeldMail
 from recall_lab.fake_servers.pipeline import (
@@ -43,8 +44,9 @@ class Intake:
     in docs/pipeline.md), so it is wired to the pipeline once both exist (`connect`)."""
 
     def __init__(self, domain: str, stamper: Stamper, final: FinalDelivery, held: HeldMail,
-                 tasks: BackgroundTasks) -> None:
+                 tasks: BackgroundTasks, activity: Activity | None = None) -> None:
         self.domain = domain
+        self.activity = activity if activity is not None else Activity()
         self.stamper = stamper
         self.final = final
         self.held = held
@@ -76,6 +78,9 @@ class Intake:
         except Exception:
             log.exception("%s: delivery of %s failed", self.domain, delivery.queue_id)
             return "451 4.3.0 Local error in processing; try again later"
+        self.activity.publish(self.domain, "accepted", channel=channel, queue_id=delivery.queue_id,
+                              mail_from=delivery.mail_from, recipients=list(delivery.recipients),
+                              message_id=delivery.message_id, auth_user=auth_user)
         return f"250 2.0.0 Ok: queued as {delivery.queue_id}"
 
     async def submit(self, mail_from: str, recipients: Sequence[str], raw: bytes, *,

@@ -29,6 +29,7 @@ from email.parser import BytesParser
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from recall_lab.fake_servers.accounts import Accounts
+from recall_lab.fake_servers.activity import Activity
 from recall_lab.fake_servers.recall.recoverable import RecoverableItems
 from recall_lab.fake_servers.smtp.headers import HeaderBlock, as_bytes_checked
 from recall_lab.fake_servers.store.base import MailStore, MessageRecord
@@ -268,8 +269,9 @@ class DomainServices:
     def __init__(self, *, domain: str, role: str, store: MailStore, accounts: Accounts,
                  local_domains: Iterable[str], config: Mapping[str, Any], mail: LocalMail,
                  held_mail: HeldDeliveries, submitter: Submitter, tasks: Spawner,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, activity: Activity | None = None) -> None:
         self.domain = domain
+        self.activity = activity if activity is not None else Activity()
         self.role = role
         self.store = store
         self.accounts = accounts
@@ -330,6 +332,7 @@ class DomainServices:
     def log(self, event: str, **fields: Any) -> None:
         entry = {"at": datetime.now(UTC).isoformat(), "domain": self.domain, "event": event, **fields}
         self.audit_log.append(entry)
+        self.activity.publish(self.domain, event, **fields)
         log.info("%s: %s %s", self.domain, event, fields)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from recall_lab.fake_servers.activity import Activity
 from recall_lab.fake_servers.domain import (
     DomainServer,
     DomainSpec,
@@ -75,8 +76,11 @@ class Lab:
     def __init__(self, config: LabConfig | None = None, *, store: str = "memory", host: str = "127.0.0.1",
                  port_base: int | None = None, tls: ssl.SSLContext | None = None,
                  transcripts: TranscriptRecorder | None = None, relay_connections: int = 2,
-                 imap: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
-        """`clock`: the seconds every domain's policies keep time by (retention's age in Trash, the delayed-send
+                 imap: bool = True, clock: Callable[[], float] = time.monotonic, web: bool = True,
+                 web_port: int = 0, web_token: str | None = None) -> None:
+        """`web`: start the lab's web server (webmail, console, HTTP API; docs/web.md) on `host`:`web_port`
+        (0: an ephemeral port) with `web_token` (None: a random one; required on a non-loopback host).
+        `clock`: the seconds every domain's policies keep time by (retention's age in Trash, the delayed-send
         window); a scenario on simulated time passes its clock here instead of patching a running policy."""
         self.config = config or default_config()
         self.clock = clock
@@ -87,6 +91,12 @@ class Lab:
         self.transcripts = transcripts
         self.relay_connections = relay_connections
         self.imap_enabled = imap
+        self.web_enabled = web
+        self.web_port = web_port
+        self.web_token = web_token
+        self.web: Any = None  # recall_lab.harness.web.WebServer once started
+        #: What every domain of the lab did (accepted, relayed, each policy's events): one feed, one order.
+        self.activity = Activity()
         self._servers: dict[str, DomainServer] = {}
         self._stores: dict[str, MailStore] = {}
         self._routes: dict[str, Route] = {}
@@ -128,14 +138,22 @@ class Lab:
                                       transcripts=self.transcripts, router=self._route, spool_dir=spool_dir,
                                       retry_delays=self.config.retry_delays,
                                       relay_connections=self.relay_connections, imap=self.imap_enabled,
-                                      guard=guard, clock=self.clock)
+                                      guard=guard, clock=self.clock, activity=self.activity)
                 self._servers[dc.name] = server
                 await server.open()
             for server in self._servers.values():
                 await server.run()
+            if self.web_enabled:
+                from recall_lab.harness.web import WebServer
+
+                web = WebServer(self, host=self.host, port=self.web_port, token=self.web_token)
+                await web.start()
+                self.web = web
         except BaseException as exc:
             await self._teardown()
-            if isinstance(exc, ListenError | PolicySettingsError):
+            from recall_lab.harness.web.server import WebError
+
+            if isinstance(exc, ListenError | PolicySettingsError | WebError):
                 raise LabStartError(str(exc)) from None
             if isinstance(exc, StoreError | OSError):  # an unusable maildir (missing, a file, locked, no rights)
                 raise LabStartError(f"cannot use store {self.store_spec}: {_reason(exc)}") from None
@@ -155,6 +173,10 @@ class Lab:
         await self._teardown()
 
     async def _teardown(self) -> None:
+        web, self.web = self.web, None
+        if web is not None:
+            with contextlib.suppress(Exception):
+                await web.stop()
         servers = list(self._servers.values())
         for server in servers:
             with contextlib.suppress(Exception):
@@ -200,11 +222,22 @@ class Lab:
         return self._server(domain).mx
 
     def users(self, domain: str) -> list[str]:
+        server = self._servers.get(domain.lower())
+        if server is not None:
+            return list(server.accounts)
         return list(self.config.domain(domain).users)
 
     def password(self, user: str) -> str:
         address = user.strip().lower()
+        server = self._servers.get(self.domain_of(address))
+        if server is not None:
+            return server.accounts[address]
         return self.config.domain(self.domain_of(address)).users[address]
+
+    def add_user(self, address: str, password: str) -> str:
+        """A new account in a running domain (IMAP and SMTP AUTH know it at once, its mailboxes exist);
+        returns the address as stored. ValueError for a malformed address, KeyError for a foreign domain."""
+        return self._server(self.domain_of(address)).add_user(address, password)
 
     def domain_of(self, user: str) -> str:
         domain = user.rpartition("@")[2].lower()
@@ -243,9 +276,12 @@ class Lab:
                     entry["imap"] = imap.as_dict()
                 entry["submission"] = server.submission.as_dict()
                 entry["mx"] = server.mx.as_dict()
-            entry["users"] = dict(dc.users)
+            entry["users"] = dict(server.accounts) if server is not None else dict(dc.users)
             out[dc.name] = entry
-        return {"domains": out}
+        result: dict[str, Any] = {"domains": out}
+        if self.web is not None:
+            result["web"] = self.web.as_dict()
+        return result
 
     # -- relay control --------------------------------------------------------------------------------
     def pause_relay(self, domain: str | None = None) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 
 import aiosmtplib
 
+from recall_lab.fake_servers.activity import Activity
 from recall_lab.fake_servers.smtp.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,11 @@ class RelayQueue:
     def __init__(self, domain: str, spool: Spool, route: Callable[[str], Route | None],
                  on_bounce: BounceCallback, *, retry_delays: Sequence[float] = (1.0, 5.0, 30.0),
                  hostname: str | None = None, connections_per_domain: int = 2, timeout: float = 30.0,
-                 linger: float = 1.0) -> None:
+                 linger: float = 1.0, activity: Activity | None = None) -> None:
+        """`activity`: where each hop is reported (one "relayed" entry per attempt: who was handed over, who was
+        refused for good, who waits for a retry)."""
         self.domain = domain
+        self.activity = activity if activity is not None else Activity()
         self.spool = spool
         self.route = route
         self.on_bounce = on_bounce
@@ -345,6 +349,10 @@ class RelayQueue:
             reason = str(exc) or type(exc).__name__
             temp.extend(Failure(r, "4.4.1", f"smtp; 421 4.4.1 {reason}", mta) for r in entry.recipients)
         self.delivered += len(delivered)
+        self.activity.publish(self.domain, "relayed", queue_id=entry.queue_id, dest=entry.dest, mta=mta,
+                              attempt=entry.attempts + 1, delivered=list(delivered),
+                              refused=[f.recipient for f in perm], deferred=[f.recipient for f in temp],
+                              diagnostic=(perm or temp)[0].diagnostic if perm or temp else "")
         await self._finish(entry, delivered, perm, temp)
         return smtp
 

@@ -36,7 +36,10 @@ def _count(lab, user, mailbox="INBOX"):
 async def test_endpoints_shape():
     async with Lab() as lab:
         ep = lab.endpoints()
-        assert set(ep) == {"domains"}
+        assert set(ep) == {"domains", "web"}
+        web = ep["web"]
+        assert web["host"] == "127.0.0.1" and web["port"] > 0 and len(web["token"]) >= 16
+        assert web["console"] == f"http://127.0.0.1:{web['port']}/?token={web['token']}"
         assert list(ep["domains"]) == ["corp.example", "mail.example"]
         corp = ep["domains"]["corp.example"]
         assert corp["role"] == "organisation"
@@ -53,6 +56,8 @@ async def test_endpoints_shape():
         assert lab.users("mail.example") == ["dave@mail.example", "erin@mail.example"]
         assert lab.domain_of("erin@mail.example") == "mail.example"
         assert lab.role("corp.example") == "organisation"
+    async with Lab(web=False) as lab:
+        assert set(lab.endpoints()) == {"domains"} and lab.web is None
         assert lab.store("corp.example").users() and lab.audit_log("corp.example") == []
 
 
