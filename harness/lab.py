@@ -117,6 +117,13 @@ class Lab:
         if self._started:
             return
         kind, root = parse_store_spec(self.store_spec)
+        if self.web_enabled and self.web_token is None:
+            from recall_lab.harness.web.server import is_loopback
+
+            if not is_loopback(self.host):
+                # refused before anything listens: no server of the lab is reachable from elsewhere by accident
+                raise LabStartError(f"the web server would listen on {self.host}, which is not a loopback "
+                                    "address: set a token explicitly (--web-token) to serve there")
         try:
             load_policy_modules(self.config.policy_modules)
         except ImportError as exc:

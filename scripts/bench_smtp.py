@@ -226,8 +226,9 @@ async def bench_bare_relay(total: int, conns: int, relay_conns: int = 2) -> tupl
     return total / elapsed, cpu / total * 1e6
 
 
-async def bench_lab(total: int, conns: int, rcpt: str) -> float:
-    async with Lab(default_config()) as lab:
+async def bench_lab(total: int, conns: int, rcpt: str, web: bool = True) -> float:
+    """`web`: with the lab's web server (as shipped) or without it (scripts/bench_web.py compares the two)."""
+    async with Lab(default_config(), web=web) as lab:
         domain = lab.domain_of(rcpt)
         counter = Counter(total)
 

@@ -21,8 +21,8 @@ if [ -e .venv/bin/python ] && ! .venv/bin/python -c '' >/dev/null 2>&1; then rm 
 target="."
 [ -n "$extras" ] && target=".[$extras]"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e "$target"
-modules="recall_lab.harness.cli recall_lab.fake_servers.domain"
-[[ ",$extras," == *",test,"* ]] && modules="$modules pytest pytest_asyncio xdist hypothesis trustme"
+modules="recall_lab.harness.cli recall_lab.fake_servers.domain recall_lab.harness.web"
+[[ ",$extras," == *",test,"* ]] && modules="$modules pytest pytest_asyncio xdist hypothesis trustme playwright.sync_api"
 for m in $modules; do
   .venv/bin/python -c "import $m" >/dev/null 2>&1 \
     || { echo "ensure-venv: .venv cannot import $m after installing; the setup stops here" >&2; exit 1; }

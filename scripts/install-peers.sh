@@ -15,7 +15,10 @@ cd "$(dirname "$0")/.."
 #   neomutt                      an IMAP mail reader in batch mode
 #   isync offlineimap3           two IMAP synchronisers (mbsync also over STARTTLS)
 #   bsdutils                     `script`, the pty neomutt needs in batch mode
-PEERS="dovecot-core dovecot-imapd curl swaks libnet-ssleay-perl neomutt isync offlineimap3 util-linux bsdutils"
+#   chromium                     the browser the web tests drive (Playwright, executable_path=/usr/bin/chromium)
+#   fontconfig fonts-dejavu-core text in the browser's pages and screenshots (a Recommends otherwise)
+PEERS="dovecot-core dovecot-imapd curl swaks libnet-ssleay-perl neomutt isync offlineimap3 util-linux bsdutils
+       chromium fontconfig fonts-dejavu-core"
 # What ../shared/tools/imaptest/build.sh compiles with; libdovecot itself comes from dovecot-core.
 IMAPTEST_BUILD_DEPS="build-essential autoconf automake libtool pkg-config dovecot-dev dovecot-core"
 IMAPTEST_SRC="../shared/tools/imaptest"
@@ -95,6 +98,10 @@ need "offlineimap" offlineimap --version
 need "dovecot" dovecot --version
 need "dovecot TLS (openssl build)" match "openssl" dovecot --build-options
 need "script (bsdutils: the pty for neomutt)" script --version
+# the browser as the web tests use it: headless, as root without the sandbox, running a page's script
+need "chromium headless (runs a page's script)" match "<p>ran</p>" timeout 60 chromium --headless --no-sandbox \
+  --disable-gpu --dump-dom "data:text/html,<script>document.write('<p>ran</p>')</script>"
+need "fonts for the browser (fc-list: fontconfig fonts-dejavu-core)" match "DejaVu" fc-list
 if [ -d "$IMAPTEST_SRC" ]; then
   need "imaptest (bash $IMAPTEST_SRC/build.sh)" imaptest_runs
 fi

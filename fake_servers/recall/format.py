@@ -44,7 +44,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email import policy
@@ -234,12 +234,20 @@ def build_recall_message(instruction: RecallInstruction, date: datetime | None =
 _KIND_FIELDS = (("recall", HEADER_ACTION), ("notice", HEADER_NOTICE), ("report", HEADER_REPORT))
 
 
-def message_kind(msg: EmailMessage | Message | bytes) -> str | None:
+def message_kind(msg: EmailMessage | Message | bytes | header_block.HeaderBlock) -> str | None:
     """"recall", "notice" or "report": what the message claims to be, trusted or not; None when it claims to be
-    none of them, or more than one (the server vouches for no such message and no reader acts on it)."""
+    none of them, or more than one (the server vouches for no such message and no reader acts on it). A
+    HeaderBlock is answered without parsing the message (the web timeline asks this of every stored message)."""
+    if isinstance(msg, header_block.HeaderBlock):
+        return _kind(msg.has)
     m = _as_message(msg)
-    kinds = [kind for kind, name in _KIND_FIELDS if m.get(name) is not None]
-    if len(kinds) != 1 or (kinds[0] == "recall" and m.get(HEADER_MESSAGE_ID) is None):
+    return _kind(lambda name: m.get(name) is not None)
+
+
+def _kind(present: Callable[[str], bool]) -> str | None:
+    """The one rule of message_kind, over whichever reader of the header fields the caller has."""
+    kinds = [kind for kind, name in _KIND_FIELDS if present(name)]
+    if len(kinds) != 1 or (kinds[0] == "recall" and not present(HEADER_MESSAGE_ID)):
         return None
     return kinds[0]
 

@@ -78,13 +78,20 @@ def _print_table(endpoints: dict, store: str) -> None:
             accounts.add_row(user, password, domain)
     console.print(servers)
     console.print(accounts)
+    web = endpoints.get("web")
+    if web:
+        console.print(f"console (open in a browser): {web['console']}", highlight=False, soft_wrap=True)
+        console.print(f"webmail: {web['mail']}   API: {web['api']} (Authorization: Bearer {web['token']})",
+                      highlight=False, soft_wrap=True)
     console.print("Ctrl-C stops the lab.")
 
 
 async def _serve(config: LabConfig, *, store: str, host: str, port_base: int | None, as_json: bool,
-                 endpoints_file: Path | None, tls: ssl.SSLContext | None = None) -> None:
+                 endpoints_file: Path | None, tls: ssl.SSLContext | None = None, web: bool = True,
+                 web_port: int = 0, web_token: str | None = None) -> None:
     _quiet_accept_errors(asyncio.get_running_loop())
-    lab = Lab(config, store=store, host=host, port_base=port_base, tls=tls)
+    lab = Lab(config, store=store, host=host, port_base=port_base, tls=tls, web=web, web_port=web_port,
+              web_token=web_token)
     try:
         await lab.start()
     except LabStartError as exc:
@@ -141,6 +148,13 @@ def register(app: typer.Typer) -> None:
             "--auth-failure-delay", help="Seconds before a wrong password is answered (default 2).")] = None,
         max_auth_failures: Annotated[int | None, typer.Option(
             "--max-auth-failures", help="Failed logins before the connection is closed (default 3).")] = None,
+        web_port: Annotated[int, typer.Option(
+            "--web-port", help="Port of the web server (console, webmail, API; default: ephemeral).")] = 0,
+        web_token: Annotated[str | None, typer.Option(
+            "--web-token", envvar="RECALL_LAB_WEB_TOKEN",
+            help="The API's bearer token and the console's key (default: random; required with a non-loopback "
+                 "--host). Prefer the environment variable: a command line is visible to other users.")] = None,
+        no_web: Annotated[bool, typer.Option("--no-web", help="Do not start the web server.")] = False,
     ) -> None:
         """Run the lab's mail servers until Ctrl-C; print endpoints and accounts."""
         try:
@@ -158,6 +172,9 @@ def register(app: typer.Typer) -> None:
             raise CliError(f"--port-base {port_base} leaves no room for {len(cfg.domains)} domains", code=2)
         if tls_key is not None and tls_cert is None:
             raise CliError("--tls-key needs --tls-cert", code=2)
+        if not 0 <= web_port < 65536:
+            raise CliError(f"--web-port {web_port} is not a port number", code=2)
         tls = server_context(tls_cert, tls_key) if tls_cert is not None else None
         asyncio.run(_serve(cfg, store=store, host=host, port_base=port_base, as_json=json_,
-                           endpoints_file=endpoints_file, tls=tls))
+                           endpoints_file=endpoints_file, tls=tls, web=not no_web, web_port=web_port,
+                           web_token=web_token))
