@@ -70,14 +70,20 @@ def test_serve_bad_config_and_store_are_one_line_errors(tmp_path):
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
 
 
+def read_table(proc: subprocess.Popen) -> str:
+    """What the table mode prints, up to its last line ("Ctrl-C stops the lab.")."""
+    seen = ""
+    while "Ctrl-C" not in seen:
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()
+        seen += line
+    return seen
+
+
 def test_serve_table_without_json():
     proc = _start()
     try:
-        seen = ""
-        while "Ctrl-C" not in seen:
-            line = proc.stdout.readline()
-            assert line, proc.stderr.read()
-            seen += line
+        seen = read_table(proc)
         assert "corp.example" in seen and "alice@corp.example" in seen and "alice-password" in seen
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=20)

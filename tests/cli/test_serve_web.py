@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.cli.test_serve import CLI, _first_line, _start
+from tests.cli.test_serve import CLI, _first_line, _start, read_table
 
 
 def _stop(proc: subprocess.Popen) -> tuple[str, str]:
@@ -70,11 +70,7 @@ def test_serve_web_port_and_token_from_the_environment():
 def test_serve_table_prints_the_console_url():
     proc = _start()
     try:
-        seen = ""
-        while "Ctrl-C" not in seen:
-            line = proc.stdout.readline()
-            assert line, proc.stderr.read()
-            seen += line
+        seen = read_table(proc)
         assert "console (open in a browser): http://127.0.0.1:" in seen and "/?token=" in seen
     finally:
         if proc.poll() is None:
