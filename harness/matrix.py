@@ -61,6 +61,8 @@ class MatrixOptions:
     cells: Sequence[tuple[str, str]] | None = None  # run just these (scenario, mode) cells (worker processes)
     transcript_mode: str | None = None  # the mode whose first trial is the scenario's transcript (default: first)
     workers: int = 1  # processes (run_matrix_blocking); each runs its share of the cells in labs of its own
+    web_port: int | None = None  # the first group's lab serves its web console here, with web_token (demo --web)
+    web_token: str | None = None
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -168,7 +170,8 @@ async def run_matrix(options: MatrixOptions) -> MatrixResult:
     transcript_mode = options.transcript_mode or (options.modes[0] if options.modes else "cloud")
     _widen_default_executor(options.concurrency * len(groups))
     await asyncio.gather(*(
-        _run_group(g, options, finished, result, transcript_mode, port_base=options.port_base if i == 0 else None)
+        _run_group(g, options, finished, result, transcript_mode, port_base=options.port_base if i == 0 else None,
+                   web_port=options.web_port if i == 0 else None)
         for i, g in enumerate(groups)))
     result.sort()
     result.elapsed = time.perf_counter() - started
@@ -176,7 +179,8 @@ async def run_matrix(options: MatrixOptions) -> MatrixResult:
 
 
 async def _run_group(group: Group, options: MatrixOptions, finished: Callable[[TrialResult], None],
-                     result: MatrixResult, transcript_mode: str, port_base: int | None) -> None:
+                     result: MatrixResult, transcript_mode: str, port_base: int | None,
+                     web_port: int | None = None) -> None:
     from recall_lab.harness.lab import Lab
 
     indexes = _indexes(options)
@@ -193,7 +197,9 @@ async def _run_group(group: Group, options: MatrixOptions, finished: Callable[[T
     # The trials' shared clock is the servers' clock from the start (retention ages Trash by it), passed in
     # when the lab is built, never patched into a running policy.
     server_clock = shared.now if shared is not None else time.monotonic
-    async with Lab(config, store="memory", transcripts=recorder, port_base=port_base, clock=server_clock) as lab:
+    web = {"web_port": web_port, "web_token": options.web_token} if web_port is not None else {}
+    async with Lab(config, store="memory", transcripts=recorder, port_base=port_base, clock=server_clock,
+                   **web) as lab:
 
         def clock_factory() -> SimClock:
             return WallClock(options.speed) if options.realtime else SimClock()
@@ -408,7 +414,8 @@ def _run_in_workers(options: MatrixOptions, cells: list[tuple[str, str]], worker
     for w, share in enumerate(shares):
         sub = dataclasses.replace(options, cells=share, workers=1, progress=None, observer=None,
                                   transcript_sink=None, transcript_mode=transcript_mode,
-                                  port_base=options.port_base if w == 0 else None)
+                                  port_base=options.port_base if w == 0 else None,
+                                  web_port=options.web_port if w == 0 else None)
         proc = ctx.Process(target=_worker_main, args=(sub, queue), name=f"recall-lab-matrix-{w}", daemon=True)
         proc.start()
         procs.append(proc)

@@ -12,13 +12,23 @@ transcript of each condition is in the HTML report (`recall-lab matrix --html FI
 
 Time budget: under 30 s on a 2-core machine at the default trial count, measured by scripts/bench_demo.py (a
 benchmark, not a test: a loaded machine is slow for reasons that are not bugs).
+
+`--web` is the same walk for a class watching the lab console (docs/console.md): the console URL is printed
+first; the narrated lab of every condition serves its console on that one port with one token, so the page
+the teacher opened follows each condition (it reloads itself when a new lab says hello); the walk runs on the
+wall clock at WEB_SPEED simulated seconds per real second and pauses WEB_PAUSE seconds between conditions.
+At these defaults the walk of the ten conditions took 227 s (the offline-desktop condition, two simulated
+hours, is 93 s of it) and the whole demo --web 237 s (seed 1, 2 cores).
 """
 
 from __future__ import annotations
 
 import re
+import secrets
+import socket
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from email import policy as email_policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -28,6 +38,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from recall_lab.harness.cli import CliError
 from recall_lab.harness.commands.matrix import (
     check_outputs,
     load_base_config,
@@ -40,6 +51,12 @@ from recall_lab.harness.commands.matrix import (
 )
 
 DEFAULT_DEMO_TRIALS = 20
+#: --realtime without --web: simulated seconds per real second.
+DEFAULT_SPEED = 120.0
+#: --web: slower, so a class can follow the console (the whole demo --web stays under about 5 minutes).
+WEB_SPEED = 90.0
+#: --web: seconds between conditions (the console shows the last state, then the next lab's).
+WEB_PAUSE = 4.0
 
 #: Protocol lines worth showing, with what each one proves.
 KEY_LINES: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -135,9 +152,37 @@ class Narrator:
         return out
 
 
-def walk(scenarios: list[Any], console: Console, seed: str, realtime: bool, speed: float, base: Any) -> None:
-    """One message and its recall through each condition, narrated (cloud live, legacy summarised)."""
+@dataclass(frozen=True)
+class WebOptions:
+    """Where every condition's narrated lab serves its console (demo --web): one port, one token."""
+
+    port: int
+    token: str
+
+    @property
+    def console_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/?token={self.token}"
+
+
+def web_port(wanted: int | None) -> int:
+    """`wanted` if it can be listened on, else a CliError; None: a free port chosen by the system."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server binds
+        try:
+            probe.bind(("127.0.0.1", wanted or 0))
+        except OSError as exc:
+            raise CliError(f"cannot use port {wanted} for the console: {exc.strerror or exc}") from None
+        return int(probe.getsockname()[1])
+
+
+def walk(scenarios: list[Any], console: Console, seed: str, realtime: bool, speed: float, base: Any,
+         web: WebOptions | None = None, pause: float = 0.0) -> None:
+    """One message and its recall through each condition, narrated (cloud live, legacy summarised); with `web`
+    the narrated lab serves the console there; `pause` seconds between conditions."""
     for number, s in enumerate(scenarios, start=1):
+        if number > 1 and pause > 0:
+            console.print(f"[dim](next condition in {pause:g} s)[/]", highlight=False)
+            time.sleep(pause)  # pacing for the people watching, not a wait for anything
         console.rule(f"[bold]{number}. {escape(s.condition)}[/]", align="left")
         if s.narration:
             console.print(escape(s.narration), highlight=False)
@@ -145,9 +190,12 @@ def walk(scenarios: list[Any], console: Console, seed: str, realtime: bool, spee
         live = "cloud" if "cloud" in s.modes else s.modes[0]
         narrator = Narrator(console, live)
         console.print(f"[bold]{live} recall[/], trial {s.demo_trial} of seed {seed}:", highlight=False)
-        options = make_options([s], s.demo_trial + 1, seed, tuple(s.modes), 1, realtime, speed, base, None,
+        web_options = {"web_port": web.port, "web_token": web.token} if web is not None else {}
+        # the narrated mode first: the matrix serves the first group's lab on the console's port
+        modes = (live, *[m for m in s.modes if m != live])
+        options = make_options([s], s.demo_trial + 1, seed, modes, 1, realtime, speed, base, None,
                                observer=narrator.observe, transcript_sink=narrator.sink, transcripts=True,
-                               only_trials=(s.demo_trial,))
+                               only_trials=(s.demo_trial,), **web_options)
         run_matrix_sync(options)
         for mode in s.modes:
             got = narrator.summary.get(mode)
@@ -171,8 +219,15 @@ def register(app: typer.Typer) -> None:
         scenario: Annotated[list[str] | None, typer.Option("--scenario", help="Only these conditions (repeatable).")] = None,
         realtime: Annotated[bool, typer.Option("--realtime",
                                       help="Walk the conditions on the wall clock (see --speed).")] = False,
-        speed: Annotated[float, typer.Option("--speed",
-                                    help="With --realtime: simulated seconds per real second.")] = 120.0,
+        speed: Annotated[float | None, typer.Option("--speed", help="With --realtime or --web: simulated seconds "
+                                           f"per real second (default {DEFAULT_SPEED:g}; "
+                                           f"{WEB_SPEED:g} with --web).")] = None,
+        web: Annotated[bool, typer.Option("--web", help="Show the walk on the lab console: print its URL, run on "
+                                          "the wall clock, pause between conditions.")] = False,
+        web_port_option: Annotated[int | None, typer.Option("--web-port", help="With --web: the console's port "
+                                                            "(default: a free one).")] = None,
+        pause: Annotated[float | None, typer.Option("--pause", help="Seconds between conditions "
+                                                    f"(default {WEB_PAUSE:g} with --web, else 0).")] = None,
         no_walk: Annotated[bool, typer.Option("--no-walk", help="Skip the narrated walk; only the table.")] = False,
         no_table: Annotated[bool, typer.Option("--no-table", help="Skip the measured table.")] = False,
         html_path: Annotated[Path | None, typer.Option("--html", help="Also write the HTML report to FILE.")] = None,
@@ -184,6 +239,14 @@ def register(app: typer.Typer) -> None:
 
         started = time.perf_counter()
         console = output_console()
+        if pause is not None and pause < 0:
+            raise CliError("--pause must not be negative")
+        if web_port_option is not None and not web:
+            raise CliError("--web-port needs --web")
+        if web_port_option is not None and not 0 < web_port_option < 65536:
+            raise CliError("--web-port must be between 1 and 65535")
+        realtime = realtime or web
+        speed = speed if speed is not None else WEB_SPEED if web else DEFAULT_SPEED
         chosen = resolve_scenarios(scenario)
         check_outputs(json_path, html_path)
         base = load_base_config(config)
@@ -193,8 +256,14 @@ def register(app: typer.Typer) -> None:
                       "organisation: bob, carol) and mail.example (another provider: dave).\nCloud recall: "
                       "the organisation's server deletes the original. Legacy recall: the recipient's desktop "
                       "client must do it.\n", highlight=False)
+        web_options = None
+        if web and not no_walk:
+            web_options = WebOptions(port=web_port(web_port_option), token=secrets.token_urlsafe(24))
+            console.print(f"[bold]Lab console[/]: {web_options.console_url}\n(open it in a browser and leave it "
+                          "open: it follows every condition's lab)\n", highlight=False, soft_wrap=True)
         if not no_walk:
-            walk(chosen, console, seed, realtime, speed, base)
+            walk(chosen, console, seed, realtime, speed, base, web_options,
+                 pause=pause if pause is not None else WEB_PAUSE if web else 0.0)
         if no_table:
             return
         console.rule("[bold]The table, measured[/]", align="left")

@@ -105,7 +105,7 @@ def _sse(event: str, data: Any, event_id: int | None = None) -> str:
     return f"{head}event: {event}\ndata: {json.dumps(data, default=str, separators=(',', ':'))}\n\n"
 
 
-@dataclass
+@dataclass(eq=False)
 class _Stream:
     """One reader's bounded queue. `offer` runs synchronously on the loop (timeline listeners do)."""
 
@@ -115,6 +115,7 @@ class _Stream:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     dropped: bool = False
     ended: bool = False
+    writing: bool = False  # a write to the reader is under way (a stuck one is cut by closing the connection)
 
     def offer(self, kind: str, payload: Any) -> None:
         if self.ended or self.dropped:
@@ -182,7 +183,7 @@ class Console:
     async def index(self, request: web.Request) -> web.StreamResponse:
         if "token" in request.query:
             if not self.server.token_matches(request.query.get("token")):
-                return self._denied("This token is not the lab's.")
+                return self._denied("That token does not match this lab.")
             response = web.Response(status=303, headers={"Location": "/", "Cache-Control": "no-store"})
             response.set_cookie(CONSOLE_COOKIE, self.server.console_cookie_value(), httponly=True,
                                 samesite="Strict", path="/")
@@ -269,9 +270,11 @@ class Console:
                                           headers={"Retry-After": "5"})
         timeline = server.timeline
 
-        def drop() -> None:  # a stuck reader: close its connection so a blocked write returns at once
+        def drop() -> None:
+            # Between writes the stream's loop sees `dropped` and ends the response; a write that is blocked
+            # (the reader stopped reading) would hold it, so the connection is cut under it.
             transport = request.transport
-            if transport is not None:
+            if stream.writing and transport is not None:
                 transport.abort()
 
         stream = _Stream(QUEUE_LIMIT, drop)
@@ -290,7 +293,7 @@ class Console:
                 first.append(_sse("entry", entry, entry["seq"]))
                 last = entry["seq"]
             first.append(_sse("counts", lab_counts(server.lab)))
-            await self._write(response, "".join(first))
+            await self._write(stream, response, "".join(first))
             self._ensure_counts_task()
             while not (stream.ended or stream.dropped) and timeline.running:
                 items = await stream.next(HEARTBEAT_S)
@@ -305,7 +308,7 @@ class Console:
                         chunk.append(_sse("entry", payload, payload["seq"]))
                     else:
                         chunk.append(_sse(kind, payload))
-                await self._write(response, "".join(chunk) or ": heartbeat\n\n")
+                await self._write(stream, response, "".join(chunk) or ": heartbeat\n\n")
         except (ConnectionError, TimeoutError):
             pass  # the reader left, or was dropped as stuck: its EventSource reconnects with Last-Event-ID
         finally:
@@ -315,8 +318,12 @@ class Console:
         return response
 
     @staticmethod
-    async def _write(response: web.StreamResponse, text: str) -> None:
-        await asyncio.wait_for(response.write(text.encode()), WRITE_TIMEOUT)
+    async def _write(stream: _Stream, response: web.StreamResponse, text: str) -> None:
+        stream.writing = True
+        try:
+            await asyncio.wait_for(response.write(text.encode()), WRITE_TIMEOUT)
+        finally:
+            stream.writing = False
 
     # -- counts, shared by every stream -----------------------------------------------------------------
     def _ensure_counts_task(self) -> None:

@@ -107,6 +107,7 @@ class Timeline:
         self.entries: deque[Entry] = deque(maxlen=keep)
         self.recalls: OrderedDict[str, RecallRecord] = OrderedDict()
         self._names: OrderedDict[tuple[str, str, int], tuple[str | None, str, str | None]] = OrderedDict()
+        self._subjects: OrderedDict[str, str] = OrderedDict()  # Message-ID -> subject, to name a recall's original
         self._seq = itertools.count(1)
         self._listeners: list[TimelineListener] = []
         self._store_listeners: list[tuple[Any, Callable[[StoreEvent], None]]] = []
@@ -185,6 +186,8 @@ class Timeline:
     def _on_activity(self, item: dict[str, Any]) -> None:
         fields = {k: v for k, v in item.items() if k not in ("seq", "domain", "event")}
         domain, event = item["domain"], item["event"]
+        if event.startswith("recall-") and fields.get("original") and "subject" not in fields:
+            fields["subject"] = self._subjects.get(str(fields["original"]).strip(), "")  # the original's, to name it
         text = describe_activity(event, fields)
         entry = self._add(event, domain, text, **fields)
         if event in ("recall-honoured", "recall-refused", "recall-notice", "recall-discarded-held"):
@@ -225,6 +228,10 @@ class Timeline:
                                                                "read" if "\\Seen" in record.flags else None)
         while len(self._names) > KEEP_MESSAGES:
             self._names.popitem(last=False)
+        if mid and subject and not kind:
+            self._subjects[mid.strip()] = subject
+            while len(self._subjects) > KEEP_MESSAGES:
+                self._subjects.popitem(last=False)
         label = {"recall": "recall instruction", "report": "recall report", "notice": "recall notice"}.get(kind or "")
         what = f"{label} {_label(subject, mid)}" if label else _label(subject, mid)
         original = msg.get(HEADER_MESSAGE_ID) if kind and msg is not None else None
@@ -257,7 +264,7 @@ class Timeline:
         rec = self.recalls.get(key)
         if rec is None:
             rec = RecallRecord(key=key, original=original.strip(), first_seq=entry["seq"],
-                               requested_at=entry["at"])
+                               requested_at=entry["at"], subject=self._subjects.get(original.strip(), ""))
             self.recalls[key] = rec
             while len(self.recalls) > KEEP_RECALLS:
                 self.recalls.popitem(last=False)
