@@ -288,9 +288,8 @@ def web_client(mail_lab: MailLab, tmp_path: Path) -> Callable[..., Any]:
     from recall_lab.harness.clients.web import WebClient
 
     def make(user: str, **options: Any) -> Any:
-        domain = mail_lab.domain_of(user)
         options.setdefault("name", f"web-{user}")
-        return WebClient(user, mail_lab.password(user), mail_lab.imap(domain), tmp_path / "web", **options)
+        return WebClient(user, mail_lab.password(user), mail_lab.web.url, tmp_path / "web", **options)
 
     return make
 

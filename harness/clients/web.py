@@ -1,30 +1,44 @@
-"""The web client emulator: a static view, like Outlook on the web.
+"""The web client emulator: a browser on the lab's webmail (/mail/, static view), like Outlook on the web.
 
-Why it behaves this way: a web page is rendered once and then just sits in the browser. Between page loads no
-connection is open and nothing is pushed, so a message recalled on the server stays on the screen (in the list,
-and as the rendered message if it was open) until the page is loaded again. The client never processes
-recalls: the recall instruction is just one more message in the list.
+Why it behaves this way: a web page is rendered once and then just sits in the browser. Between page loads
+nothing is pushed, so a message recalled on the server stays on the screen (in the list, and as the rendered
+message if it was open) until the page is loaded again. The client never processes recalls: the recall
+instruction is just one more message in the list.
 
-State lives under `state_dir/<name>/`: `index.html` (the list as last rendered), one `<key>.html` per opened
+Why an HTTP client of the webmail and not an IMAP client of its own: the page it holds is the page the lab's
+webmail really sent (`harness/web/webmail.py`, view=static, no script), so what the emulator "shows" is what a
+person's browser would show. One page load is one GET of /mail/; opening a message is one GET of its page (the
+webmail's FETCH BODY[] sets \\Seen; 404 "item not found" when it is gone); a move posts the webmail's move form.
+The HTML is read with the standard library's html.parser (rows carry data-uid and data-message-id).
+
+State lives under `state_dir/<name>/`: `index.html` (the list as last sent), one `<key>.html` per opened
 message (key: a hash of the Message-ID) and `opened.json` (what the user has opened, kept across restarts).
 """
 
 from __future__ import annotations
 
 import hashlib
-import html
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import urlencode
 
-from recall_lab.harness.clients.cache import message_id_of, normalise_mid, search_quoted
-from recall_lab.harness.clients.connection import ImapConnection, endpoint_of
-from recall_lab.harness.clients.imap_parse import ParseError, parse_envelope
-from recall_lab.harness.clients.preview import Preview, body_text, first_line, parse, preview_of
+import aiohttp
+
+from recall_lab.harness.clients.cache import normalise_mid
+from recall_lab.harness.clients.preview import Preview
+
+#: The webmail's session cookie (harness/web/mail_session.py).
+SESSION_COOKIE = "recall_lab_mail"
 
 
 class MessageGone(LookupError):
     """The user clicked a message the server no longer has (Outlook on the web: "item not found")."""
+
+
+class WebClientError(Exception):
+    """The webmail could not be used: refused the login, unreachable, or answered with an error page."""
 
 
 @dataclass(frozen=True)
@@ -41,39 +55,58 @@ def snapshot_key(message_id: str) -> str:
     return hashlib.sha256(normalise_mid(message_id).encode()).hexdigest()[:24]
 
 
-def render_message(raw: bytes) -> str:
-    """A self-contained HTML page of one message; every header and body character escaped."""
-    msg = parse(raw)
+class _ListParser(HTMLParser):
+    """The rows of the webmail's message list: `<li class="msg read|unread" data-uid data-message-id>` holding
+    spans of class from, subject and preview."""
 
-    def h(name: str) -> str:
-        return html.escape(" ".join(str(msg.get(name, "")).split()))
+    FIELDS = ("from", "subject", "preview")
 
-    body = html.escape(body_text(msg))
-    return ("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>" + h("Subject") + "</title></head>\n"
-            "<body><article>\n"
-            f"<h1>{h('Subject')}</h1>\n<p>From: {h('From')}<br>To: {h('To')}<br>Date: {h('Date')}<br>"
-            f"Message-ID: {h('Message-ID')}</p>\n<pre>{body}</pre>\n</article></body></html>\n")
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.entries: list[ListEntry] = []
+        self._row: dict[str, str] | None = None
+        self._field: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        classes = a.get("class", "").split()
+        if tag == "li" and "msg" in classes and a.get("data-uid", "").isdigit():
+            self._row = {"uid": a["data-uid"], "mid": a.get("data-message-id", ""),
+                         "seen": "1" if "read" in classes else "", "from": "", "subject": "", "preview": ""}
+        elif tag == "span" and self._row is not None:
+            self._field = next((c for c in classes if c in self.FIELDS), None)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "span":
+            self._field = None
+        elif tag == "li" and self._row is not None:
+            r = self._row
+            self.entries.append(ListEntry(int(r["uid"]), r["mid"] or None, r["subject"].strip(), r["from"].strip(),
+                                          r["preview"].strip(), bool(r["seen"])))
+            self._row = None
+
+    def handle_data(self, data: str) -> None:
+        if self._row is not None and self._field is not None:
+            self._row[self._field] += data
 
 
-def render_list(folder: str, entries: list[ListEntry]) -> str:
-    rows = "".join(
-        f"<tr class=\"{'read' if e.seen else 'unread'}\"><td>{html.escape(e.sender)}</td>"
-        f"<td>{html.escape(e.subject)}</td><td>{html.escape(e.preview)}</td></tr>\n"
-        for e in entries
-    )
-    return ("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>" + html.escape(folder) +
-            "</title></head>\n<body><table>\n<tr><th>From</th><th>Subject</th><th>Preview</th></tr>\n" + rows +
-            "</table></body></html>\n")
+def parse_listing(html: str) -> list[ListEntry]:
+    parser = _ListParser()
+    parser.feed(html)
+    parser.close()
+    return parser.entries
 
 
 class WebClient:
-    """A web mail view of one user's folder; see the module docstring and docs/clients.md."""
+    """A browser showing one user's folder in the lab's webmail; see the module docstring and docs/clients.md.
 
-    def __init__(self, user: str, password: str, imap: object, state_dir: Path | str, *, folder: str = "INBOX",
+    `web_url`: the lab's web server (`lab.web.url`, e.g. "http://127.0.0.1:8025")."""
+
+    def __init__(self, user: str, password: str, web_url: str, state_dir: Path | str, *, folder: str = "INBOX",
                  name: str = "web", timeout: float = 10.0) -> None:
         self.user = user.strip().lower()
         self.password = password
-        self.imap = imap
+        self.web_url = str(web_url).rstrip("/")
         self.folder = folder
         self.name = name
         self.timeout = timeout
@@ -81,18 +114,20 @@ class WebClient:
         self.root.mkdir(parents=True, exist_ok=True)
         self.listing: list[ListEntry] = []
         self.page_loads = 0
-        self._opened: set[str] = set(self._load_opened())
+        self._cookie: str | None = None
+        self._opened: dict[str, str] = self._load_opened()  # snapshot key -> Message-ID
 
     # --- state on disk ---------------------------------------------------------------------------------------
 
-    def _load_opened(self) -> list[str]:
+    def _load_opened(self) -> dict[str, str]:
         try:
-            return list(json.loads((self.root / "opened.json").read_text()))
+            mids = json.loads((self.root / "opened.json").read_text())
         except (OSError, ValueError):
-            return []
+            return {}
+        return {snapshot_key(m): m for m in mids if isinstance(m, str)}
 
     def _save_opened(self) -> None:
-        (self.root / "opened.json").write_text(json.dumps(sorted(self._opened)))
+        (self.root / "opened.json").write_text(json.dumps(sorted(self._opened.values())))
 
     def snapshot_path(self, message_id: str) -> Path:
         return self.root / f"{snapshot_key(message_id)}.html"
@@ -106,119 +141,106 @@ class WebClient:
 
     # --- what the page shows ---------------------------------------------------------------------------------
 
-    def in_listing(self, message_id: str) -> bool:
+    def _entry(self, message_id: str) -> ListEntry | None:
         key = normalise_mid(message_id)
-        return any(e.message_id and normalise_mid(e.message_id) == key for e in self.listing)
+        return next((e for e in self.listing if e.message_id and normalise_mid(e.message_id) == key), None)
+
+    def in_listing(self, message_id: str) -> bool:
+        return self._entry(message_id) is not None
 
     def has_message_id(self, message_id: str) -> bool:
         """Visible on the page as last rendered: in the list, or as an opened message's snapshot."""
         return self.in_listing(message_id) or self.snapshot_visible(message_id)
 
     def preview(self, message_id: str) -> Preview | None:
-        key = normalise_mid(message_id)
-        for e in self.listing:
-            if e.message_id and normalise_mid(e.message_id) == key:
-                return Preview(e.subject, e.preview, e.sender)
-        return None
+        e = self._entry(message_id)
+        return Preview(e.subject, e.preview, e.sender) if e is not None else None
 
-    # --- the two things a browser does -----------------------------------------------------------------------
+    # --- HTTP -------------------------------------------------------------------------------------------------
 
-    async def _connect(self) -> ImapConnection:
-        host, port = endpoint_of(self.imap)
-        conn = ImapConnection(host, port, self.user, self.password, timeout=self.timeout)
-        await conn.open()
-        return conn
+    def _session(self) -> aiohttp.ClientSession:
+        # a session per action: the emulator has no close() in its contract, and nothing stays open between
+        # page loads, as in a browser tab that just sits there
+        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout),
+                                     headers={"Origin": self.web_url})
+
+    async def _login(self, http: aiohttp.ClientSession) -> None:
+        form = {"address": self.user, "password": self.password, "view": "static"}
+        async with http.post(f"{self.web_url}/mail/login", data=form, allow_redirects=False) as response:
+            cookie = response.cookies.get(SESSION_COOKIE)
+            if response.status != 303 or cookie is None:
+                raise WebClientError(f"the webmail refused the login of {self.user} (HTTP {response.status})")
+            self._cookie = cookie.value
+
+    async def _request(self, method: str, path: str, *, params: dict[str, str | int] | None = None,
+                       form: dict[str, str] | None = None) -> tuple[int, str]:
+        """One request as the logged-in user (logging in first, and again once if the session has ended)."""
+        url = f"{self.web_url}{path}" + ("?" + urlencode(params) if params else "")
+        try:
+            async with self._session() as http:
+                for attempt in (1, 2):
+                    if self._cookie is None:
+                        await self._login(http)
+                    async with http.request(method, url, data=form, allow_redirects=False,
+                                            headers={"Cookie": f"{SESSION_COOKIE}={self._cookie}"}) as response:
+                        text = await response.text()
+                        if response.status == 401 and attempt == 1:
+                            self._cookie = None  # the session ended (idle lifetime, webmail restarted)
+                            continue
+                        return response.status, text
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise WebClientError(f"cannot reach the webmail at {self.web_url}: {exc or type(exc).__name__}") \
+                from exc
+        raise AssertionError("unreachable")
+
+    # --- the three things a browser does ---------------------------------------------------------------------
 
     async def page_load(self) -> list[ListEntry]:
-        """Connect, list the folder, re-render the opened messages still there, drop the others, log out."""
-        conn = await self._connect()
-        try:
-            info = await conn.select(self.folder)
-            records = []
-            if info.exists:
-                records = await conn.uid_fetch("1:*", "(UID FLAGS ENVELOPE BODY.PEEK[HEADER] "
-                                                      "BODY.PEEK[TEXT]<0.2048>)")
-            entries: list[ListEntry] = []
-            bodies_needed: dict[str, int] = {}
-            for record in sorted(records, key=lambda r: r.uid or 0):
-                if record.uid is None:
-                    continue
-                try:
-                    env = parse_envelope(record.items.get("ENVELOPE"))
-                except ParseError:
-                    continue
-                header = record.section("BODY[HEADER]") or b""
-                text = record.section("BODY[TEXT]") or b""
-                mid = env.message_id or message_id_of(header)
-                subject, sender = env.subject, env.sender
-                if header:
-                    # the header literal is exact; aioimaplib strips every "* " from a response's first line,
-                    # which can eat part of an ENVELOPE subject
-                    shown = preview_of(header + text)
-                    subject, sender, line = shown.subject or subject, shown.sender or sender, shown.first_line
-                else:
-                    line = first_line(text.decode("utf-8", "replace"))
-                entries.append(ListEntry(record.uid, mid, subject, sender, line,
-                                         "\\Seen" in (record.flags or frozenset())))
-                if mid and normalise_mid(mid) in self._opened:
-                    bodies_needed[normalise_mid(mid)] = record.uid
-            bodies: dict[int, bytes] = {}
-            if bodies_needed:
-                uids = ",".join(str(u) for u in sorted(bodies_needed.values()))
-                for record in await conn.uid_fetch(uids, "(UID BODY.PEEK[])"):
-                    raw = record.section("BODY[]")
-                    if record.uid is not None and raw is not None:
-                        bodies[record.uid] = raw
-        finally:
-            await conn.logout()
+        """GET the folder's page (view=static); keep the HTML as sent; drop snapshots of messages gone."""
+        status, html = await self._request("GET", "/mail/", params={"folder": self.folder, "view": "static"})
+        if status != 200:
+            raise WebClientError(f"the webmail answered HTTP {status} for {self.user}'s {self.folder}")
+        entries = parse_listing(html)
         self.listing = entries
         self.page_loads += 1
-        for key in list(self._opened):
-            uid = bodies_needed.get(key)
-            path = self.root / f"{snapshot_key(key)}.html"
-            if uid is not None and uid in bodies:
-                path.write_text(render_message(bodies[uid]), encoding="utf-8")
-            else:
-                path.unlink(missing_ok=True)  # gone from the server: gone from the page now
-        self.index_path.write_text(render_list(self.folder, entries), encoding="utf-8")
+        self.index_path.write_text(html, encoding="utf-8")
+        listed = {normalise_mid(e.message_id) for e in entries if e.message_id}
+        for key, mid in self._opened.items():
+            if normalise_mid(mid) not in listed:
+                (self.root / f"{key}.html").unlink(missing_ok=True)  # gone from the server: gone from the page
         return entries
 
     async def open(self, message_id: str) -> Path:
-        """The user clicks the message: FETCH BODY[] (sets \\Seen), render the snapshot, return its path."""
-        conn = await self._connect()
-        try:
-            await conn.select(self.folder)
-            key = normalise_mid(message_id)
-            # the user clicks an item of the list as rendered: its UID; else the page searches for it
-            uids = [e.uid for e in self.listing if e.message_id and normalise_mid(e.message_id) == key]
-            if not uids:
-                uids = await conn.uid_search("HEADER", "Message-ID", search_quoted(message_id))
-            if not uids:
-                raise MessageGone(f"{message_id} is no longer in {self.user}'s {self.folder}")
-            records = await conn.uid_fetch(str(uids[0]), "(UID BODY[])")
-        finally:
-            await conn.logout()
-        raw = next((r.section("BODY[]") for r in records if r.section("BODY[]") is not None), None)
-        if raw is None:
-            raise MessageGone(f"{message_id} vanished while it was being opened")
-        key = normalise_mid(message_id)
-        self._opened.add(key)
+        """The user clicks the message: GET its page (the webmail's FETCH BODY[] sets \\Seen); keep the HTML."""
+        entry = self._entry(message_id)
+        params: dict[str, str | int] = {"folder": self.folder, "view": "static"}
+        if entry is not None:
+            params["uid"] = entry.uid  # what the rendered list links to
+        else:
+            params["message_id"] = message_id
+        status, html = await self._request("GET", "/mail/message", params=params)
+        if status == 404:
+            raise MessageGone(f"{message_id} is no longer in {self.user}'s {self.folder} (item not found)")
+        if status != 200:
+            raise WebClientError(f"the webmail answered HTTP {status} opening {message_id}")
+        key = snapshot_key(message_id)
+        self._opened[key] = message_id
         self._save_opened()
         path = self.snapshot_path(message_id)
-        path.write_text(render_message(raw), encoding="utf-8")
-        self.listing = [ListEntry(e.uid, e.message_id, e.subject, e.sender, e.preview,
-                                  e.seen or (e.message_id is not None and normalise_mid(e.message_id) == key))
-                        for e in self.listing]
+        path.write_text(html, encoding="utf-8")
+        self.listing = [replace(e, seen=True) if e is entry else e for e in self.listing]
         return path
 
     async def move(self, message_id: str, folder: str) -> None:
-        """Move a message (what a server-side rule or a drag in the page does); the page shows it at next load."""
-        conn = await self._connect()
-        try:
-            await conn.select(self.folder)
-            uids = await conn.uid_search("HEADER", "Message-ID", search_quoted(message_id))
-            if not uids:
-                raise MessageGone(f"{message_id} is no longer in {self.user}'s {self.folder}")
-            await conn.uid_move(",".join(map(str, uids)), folder)
-        finally:
-            await conn.logout()
+        """Post the webmail's move form (what a drag in the page does); the page shows it at next load."""
+        entry = self._entry(message_id)
+        form = {"folder": self.folder, "target": folder, "view": "static"}
+        if entry is not None:
+            form["uid"] = str(entry.uid)
+        else:
+            form["message_id"] = message_id
+        status, _ = await self._request("POST", "/mail/move", form=form)
+        if status == 404:
+            raise MessageGone(f"{message_id} is no longer in {self.user}'s {self.folder}")
+        if status != 303:
+            raise WebClientError(f"the webmail refused to move {message_id} to {folder} (HTTP {status})")

@@ -190,9 +190,8 @@ class TrialEngine:
             if scenario.client == "web":
                 from recall_lab.harness.clients.web import WebClient
 
-                ctx.web = WebClient(slot.recipient, self.lab.password(slot.recipient),
-                                    self.lab.imap(slot.recipient_domain), slot.web_dir / f"trial-{nonce}",
-                                    name="web page")
+                ctx.web = WebClient(slot.recipient, self.lab.password(slot.recipient), self.lab.web.url,
+                                    slot.web_dir / f"trial-{nonce}", name="web page")
             ctx.user = self._user(ctx)
             budget = None if clock.realtime else TRIAL_TIMEOUT
             async with asyncio.timeout(budget):

@@ -153,7 +153,7 @@ class WebServer:
     def _secure_headers(response: web.StreamResponse) -> None:
         h = response.headers
         h.setdefault("X-Content-Type-Options", "nosniff")
-        h.setdefault("Referrer-Policy", "no-referrer")
+        h.setdefault("Referrer-Policy", "same-origin")  # no-referrer makes Chromium send Origin: null on a form POST
         h.setdefault("X-Frame-Options", "DENY")
         # pages without their own policy get the strictest: no script, nothing from elsewhere
         h.setdefault("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; "

@@ -126,7 +126,7 @@ async def test_user_with_real_clients(lab, tmp_path):
     assert location.mailbox == "Lunch"
     assert "\\Seen" in store.messages("bob@corp.example", "Lunch")[0].flags
 
-    web = WebClient("bob@corp.example", "bob-password", lab.imap("corp.example"), tmp_path, folder="Lunch")
+    web = WebClient("bob@corp.example", "bob-password", lab.web.url, tmp_path, folder="Lunch")
     web_user = SimulatedUser("bob@corp.example", web, seed=5, shows_preview=False)
     await web.page_load()
     assert web_user.on_arrival(mid) is None
