@@ -64,6 +64,16 @@ async def log_in(page: Any, lab: Lab, view: str, password: str = "bob-password")
     return page
 
 
+async def badge_follows_the_store(page: Any, lab: Lab) -> None:
+    """The live page's INBOX unread badge says what the server says, without a reload."""
+    unseen = lab.store("corp.example").mailbox(BOB, "INBOX").unseen
+    badge = page.locator('nav.folders li[data-folder="INBOX"] .unread-count')
+    if unseen:
+        await expect(badge).to_have_text(str(unseen), timeout=1000)
+    else:
+        await expect(badge).to_have_count(0, timeout=1000)
+
+
 def row(message_id: str) -> str:
     return f'li.msg[data-message-id="{message_id}"]'
 
@@ -84,6 +94,7 @@ async def test_a_recall_seen_from_a_static_and_a_live_page(lab: Lab, pages) -> N
     mid = await send(lab, "Q3 numbers", "Draft figures: 42 million\n")
     await expect(live.locator(row(mid))).to_have_count(1, timeout=5000)  # the live page, by itself
     await expect(live_list.locator(row(mid))).to_have_count(1, timeout=5000)
+    await badge_follows_the_store(live_list, lab)
     await expect(static.locator(row(mid))).to_have_count(0)  # the static page, not until reloaded
     await static.reload()
     await expect(static.locator(row(mid) + " .subject")).to_have_text("Q3 numbers")
@@ -96,6 +107,7 @@ async def test_a_recall_seen_from_a_static_and_a_live_page(lab: Lab, pages) -> N
     await live_ready(live)
     [location] = lab.store("corp.example").find_by_message_id(BOB, mid)
     assert "\\Seen" in lab.store("corp.example").get(BOB, "INBOX", location.uid).flags
+    await badge_follows_the_store(live_list, lab)
 
     await RecallAgent(lab, ALICE, "alice-password").recall(mid)
     await lab.wait_idle()  # the recall is processed: from here the live pages have one second
@@ -104,6 +116,7 @@ async def test_a_recall_seen_from_a_static_and_a_live_page(lab: Lab, pages) -> N
                                                                    timeout=1000)
     await expect(live.locator("#message pre.body")).to_have_count(0, timeout=1000)
     await expect(live_list.locator(row(mid))).to_have_count(0, timeout=1000)
+    await badge_follows_the_store(live_list, lab)
 
     # the static page still shows what it rendered, until it is reloaded
     await expect(static.locator("#message .subject")).to_have_text("Q3 numbers")

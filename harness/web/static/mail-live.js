@@ -33,10 +33,33 @@
     return Array.from(document.querySelectorAll("#messages li.msg"));
   }
 
-  function removeRows(uids) {
-    for (const row of rows()) {
-      if (uids.has(Number(row.dataset.uid))) row.remove();
+  // the folder list's unread badge follows the rows the page adds, drops and marks (the count covers every page
+  // of the folder; a change on another page is picked up at the next "ready")
+  function adjustUnread(delta) {
+    if (!delta) return;
+    const item = Array.from(document.querySelectorAll("nav.folders li[data-folder]"))
+      .find((li) => li.dataset.folder === folder);
+    if (!item) return;
+    let badge = item.querySelector(".unread-count");
+    const now = Math.max(0, (badge ? Number(badge.textContent) : 0) + delta);
+    if (!now) { if (badge) badge.remove(); return; }
+    if (!badge) {
+      badge = document.createElement("span");
+      badge.className = "unread-count";
+      badge.title = "unread";
+      item.append(" ", badge);
     }
+    badge.textContent = String(now);
+  }
+
+  function removeRows(uids) {
+    let unread = 0;
+    for (const row of rows()) {
+      if (!uids.has(Number(row.dataset.uid))) continue;
+      if (row.classList.contains("unread")) unread += 1;
+      row.remove();
+    }
+    adjustUnread(-unread);
   }
 
   function showRecalled() {
@@ -67,10 +90,14 @@
         const now = document.getElementById("message-list");
         if (!fresh || !now) return;
         const known = new Set(rows().map((r) => r.dataset.uid));
+        let unread = 0;
         for (const row of fresh.querySelectorAll("li.msg")) {
-          if (!known.has(row.dataset.uid)) row.classList.add("fresh");
+          if (known.has(row.dataset.uid)) continue;
+          row.classList.add("fresh");
+          if (row.classList.contains("unread")) unread += 1;
         }
         now.replaceWith(fresh);
+        adjustUnread(unread);
       } finally {
         refreshing = null;
       }
@@ -100,6 +127,7 @@
     const data = JSON.parse(event.data);
     for (const row of rows()) {
       if (Number(row.dataset.uid) !== data.uid) continue;
+      if (row.classList.contains("unread") === Boolean(data.seen)) adjustUnread(data.seen ? -1 : 1);
       row.classList.toggle("read", data.seen);
       row.classList.toggle("unread", !data.seen);
     }
