@@ -3,8 +3,10 @@
 Config (the domain's `policies` table): `purge_deleted_after = 3600` (seconds; absent: never purge).
 
 Why it matters to recalls: a recalled message must still exist to be recalled. Once retention purged the
-original from the recipient's Trash, a cloud recall finds nothing and reports `not-found`. Under legal hold the
-purge preserves the message in the recoverable-items area first (a hold outranks retention).
+original from the recipient's Trash, a cloud recall finds nothing and reports `not-found`. What the purge removes
+leaves the user's view only: the store's removal hook hands it to the domain's recoverable-items area (kept for
+the deleted item retention period, or for as long as a hold lasts; fake_servers/recall/recoverable.py, owned by
+the legal_hold policy), so this policy simply expunges and needs no hold rule of its own.
 
 Why "age in Trash" and not the message's date: the clock starts when the message enters Trash (a store event),
 as in Exchange's deleted-item retention. Messages already in Trash when the server starts count from then.
@@ -22,7 +24,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from recall_lab.fake_servers.pipeline import Delivery, DomainServices, Verdict, register_policy
-from recall_lab.fake_servers.recall.recoverable import held_users
 from recall_lab.fake_servers.store.base import (
     MailboxCreated,
     MailboxDeleted,
@@ -59,7 +60,6 @@ class RetentionPolicy:
                  clock: Callable[[], float] | None = None) -> None:
         """`clock`: seconds by which Trash ages; the domain's (`services.clock`) unless given."""
         self.after = purge_after(settings)
-        self.held = held_users(settings, services.domain)
         self._clock = clock if clock is not None else services.clock
         self.services = services
         self.store = services.store
@@ -150,20 +150,15 @@ class RetentionPolicy:
             for uid in due:
                 entered.pop(uid, None)
             try:
-                if user in self.held:
-                    for uid in due:
-                        self.services.recoverable.preserve_then_expunge(self.store, user, mailbox, uid,
-                                                                        reason=ORIGIN)
-                    gone = due
-                else:
-                    gone = self.store.expunge(user, mailbox, due, origin=ORIGIN)
+                gone = self.store.expunge(user, mailbox, due, origin=ORIGIN)  # the removal hook keeps them
             except StoreError as exc:  # the mailbox went meanwhile; nothing left to purge there
                 self.services.log("retention-error", user=user, mailbox=mailbox, error=str(exc))
                 continue
             if gone:
                 purged += len(gone)
                 self.services.log("retention-purge", user=user, mailbox=mailbox, uids=list(gone),
-                                  preserved=user in self.held)
+                                  preserved=self.services.recoverable.attached
+                                  and self.services.recoverable.settings.keeps(user))
         return purged
 
     async def _run(self) -> None:

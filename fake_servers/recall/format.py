@@ -97,7 +97,8 @@ class RecallStatus(enum.StrEnum):
     FAILED_READ = "failed-read"  # read already and the organisation does not recall read messages
     FAILED_MOVED = "failed-moved"  # legacy: not in the folder the recall landed in, so the client left it
     NOT_FOUND = "not-found"  # not (or no longer) in the mailbox: deleted, purged by retention
-    HELD = "held"  # legal hold on the mailbox (see docs/recall-policies.md for cloud vs legacy)
+    FAILED_TOO_OLD = "failed-too-old"  # cloud: the original is older than recall_max_age_days; nothing removed
+    HELD = "held"  # cloud: removed from the view of a mailbox on legal hold, kept in recoverable items
     EXTERNAL = "external"  # another provider's mailbox: cannot be recalled
     PENDING = "pending"  # legacy: no client has processed the recall yet
 

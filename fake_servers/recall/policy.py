@@ -9,7 +9,14 @@ and delivers it; the recipients' desktop clients act and send notices, which the
 
 A replace recall's replacement is delivered by this server itself, past the submission check of From, so it is
 held to that check (`trust.judge_replacement`): a replacement in anyone's name but the sender's makes the recall
-one that is refused, in both modes.
+one that is refused, in both modes. In cloud mode the replacement is a separate, ordinary message to every
+recipient of the recall, external ones included (they get it through the relay like any mail), as Outlook sends
+the new message after the recall "processed for delivery normally" (docs/recall-sources.md section 1).
+
+What leaves a mailbox here is kept by the store's removal hook in the domain's recoverable-items area
+(fake_servers/recall/recoverable.py): this policy only expunges, for held and other mailboxes alike, and reads
+the hold list only to say `held` in the report. The legacy recall goes to a held mailbox's clients like to any
+other: a hold keeps items from destruction, it does not stop the deletion the user sees (section 3).
 
 A cloud recall survives a crash: it decides everything first (each recipient's outcome, which copies go, the
 report), writes that decision to the store as a write-ahead record (`MailStore.begin_operation`), then acts,
@@ -18,10 +25,20 @@ files the report and ends the record. A server killed half-way finds the record 
 index, the replacement and the report are delivered only where their Message-ID is not yet), so the sender
 gets exactly one report, the one decided before the first copy went.
 
-Settings (the domain's `policies` table):
-    recall_mode = "cloud" | "legacy" | "off"   (default "cloud")
-    recall_read_messages = true                (cloud: also recall messages already read)
-    notify_recipients = false                  (cloud: also deliver the recall message itself)
+Settings (the domain's `policies` table; the Exchange Online setting each stands for in brackets):
+    recall_mode = "cloud" | "legacy" | "off"   (default "cloud"; "classic" = "legacy": what Exchange falls back to
+                                                with -MessageRecallEnabled $false; "off": a server without recall)
+    recall_read_messages = true                (cloud: also recall messages already read;
+                                                -RecallReadMessagesEnabled)
+    notify_recipients = false | true | "read"  (cloud: also deliver the recall message itself to local recipients,
+                                                as the alert; "read": only to those who had read the original;
+                                                -MessageRecallAlertRecipientsEnabled and
+                                                -MessageRecallAlertRecipientsReadMessagesOnlyEnabled)
+    recall_max_age_days = 30                   (cloud: an original older than this is not recalled,
+                                                `failed-too-old`; -MessageRecallMaxRecallableAge. Its default is
+                                                not documented: 30 is the lab's assumption. The age is the
+                                                server's clock now minus the INTERNALDATE of the sender's own
+                                                copy, which her server stamped when it accepted the original)
     legal_hold = ["bob@corp.example"]          (see fake_servers/recall/recoverable.py)
     recall_step_delay = 0                      (cloud: seconds between one recipient's mailbox and the next;
                                                 shows a recall's progress to IMAP clients, and lets a test stop
@@ -33,8 +50,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from email import policy as email_policy
 from email.message import Message
 from email.parser import BytesHeaderParser
@@ -60,8 +79,8 @@ from recall_lab.fake_servers.recall.format import (
     parse_recall_instruction,
     strip_verified,
 )
-from recall_lab.fake_servers.recall.modes import MODES
-from recall_lab.fake_servers.recall.recoverable import RecoverableItems, held_users
+from recall_lab.fake_servers.recall.modes import normalise_mode
+from recall_lab.fake_servers.recall.recoverable import held_users
 from recall_lab.fake_servers.recall.trust import (
     copy_is_from,
     from_address,
@@ -80,6 +99,11 @@ ORIGIN = "recall"
 OPERATION_KIND = "cloud-recall"
 #: The longest `recall_step_delay` accepted (seconds).
 MAX_STEP_DELAY = 600.0
+#: `recall_max_age_days` when the domain does not set it: an assumption (the cmdlet reference documents no
+#: default, docs/recall-sources.md section 1).
+DEFAULT_MAX_AGE_DAYS = 30.0
+#: What `notify_recipients` may say besides true and false.
+NOTIFY_READ = "read"
 
 _HEADERS = BytesHeaderParser(policy=email_policy.default)
 
@@ -88,44 +112,63 @@ _HEADERS = BytesHeaderParser(policy=email_policy.default)
 class RecallSettings:
     mode: str = "cloud"
     recall_read_messages: bool = True
-    notify_recipients: bool = False
+    notify_recipients: bool | str = False  # False, True or NOTIFY_READ
     legal_hold: frozenset[str] = frozenset()
     step_delay: float = 0.0
+    max_age_days: float = DEFAULT_MAX_AGE_DAYS
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], domain: str) -> RecallSettings:
-        mode = str(settings.get("recall_mode", "cloud")).strip().lower()
-        if mode not in MODES:
-            raise ValueError(f"policies.recall_mode must be one of {', '.join(MODES)}, not {mode!r}")
-        for key in ("recall_read_messages", "notify_recipients"):
-            if key in settings and not isinstance(settings[key], bool):
-                raise ValueError(f"policies.{key} must be true or false")
+        mode = normalise_mode(settings.get("recall_mode", "cloud"))
+        if "recall_read_messages" in settings and not isinstance(settings["recall_read_messages"], bool):
+            raise ValueError("policies.recall_read_messages must be true or false")
+        notify = settings.get("notify_recipients", False)
+        if isinstance(notify, str) and notify.strip().lower() == NOTIFY_READ:
+            notify = NOTIFY_READ
+        elif not isinstance(notify, bool):
+            raise ValueError(f'policies.notify_recipients must be true, false or "{NOTIFY_READ}"')
         delay = settings.get("recall_step_delay", 0)
         if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= MAX_STEP_DELAY:
             raise ValueError(f"policies.recall_step_delay must be a number of seconds from 0 to {MAX_STEP_DELAY:g}")
+        age = settings.get("recall_max_age_days", DEFAULT_MAX_AGE_DAYS)
+        if isinstance(age, bool) or not isinstance(age, int | float) or not age > 0:
+            raise ValueError("policies.recall_max_age_days must be a number of days > 0")
         return cls(mode=mode, recall_read_messages=settings.get("recall_read_messages", True),
-                   notify_recipients=settings.get("notify_recipients", False),
-                   legal_hold=held_users(settings, domain), step_delay=float(delay))
+                   notify_recipients=notify, legal_hold=held_users(settings, domain), step_delay=float(delay),
+                   max_age_days=float(age))
+
+    def notifies(self, plan: MailboxPlan) -> bool:
+        """Whether the recall itself goes to this local recipient as the alert."""
+        if self.notify_recipients == NOTIFY_READ:
+            return plan.read
+        return bool(self.notify_recipients)
 
 
 def _copy_from(store: MailStore, user: str, mailbox: str, uid: int) -> str | None:
     return from_address(_HEADERS.parsebytes(store.fetch_raw(user, mailbox, uid)))  # type: ignore[arg-type]
 
 
-def sent_by(store: MailStore, sender: str, original: str) -> bool:
-    """Whether the sender's own mailbox holds the original with her as its From: the proof that the message
-    she recalls is hers (the lab's submission files a Sent copy of everything she sends)."""
+def sender_copy(store: MailStore, sender: str, original: str) -> MessageRecord | None:
+    """The sender's own copy of the original with her as its From (Sent, or Outbox while delayed send holds it),
+    the earliest when there are several: the proof that the message she recalls is hers (the lab's submission
+    files a Sent copy of everything she sends), and whose INTERNALDATE says when her server accepted it."""
     try:
         locations = store.find_by_message_id(sender, original)
     except StoreError:
-        return False
+        return None
+    found: list[MessageRecord] = []
     for loc in locations:
         try:
             if copy_is_from(_copy_from(store, sender, loc.mailbox, loc.uid), sender):
-                return True
+                found.append(store.get(sender, loc.mailbox, loc.uid))
         except StoreError:
             continue
-    return False
+    return min(found, key=lambda r: r.internaldate) if found else None
+
+
+def sent_by(store: MailStore, sender: str, original: str) -> bool:
+    """Whether the sender's own mailbox holds the original with her as its From (see `sender_copy`)."""
+    return sender_copy(store, sender, original) is not None
 
 
 def _copies(store: MailStore, user: str, original: str, sender: str
@@ -157,6 +200,7 @@ class MailboxPlan:
     result: RecipientResult
     copies: tuple[MessageLocation, ...] = ()
     held: bool = False
+    read: bool = False  # a copy had been read (\\Seen): what notify_recipients = "read" asks
 
 
 def plan_mailbox_recall(store: MailStore, user: str, original: str, sender: str, settings: RecallSettings
@@ -170,36 +214,29 @@ def plan_mailbox_recall(store: MailStore, user: str, original: str, sender: str,
     read = any("\\Seen" in record.flags for _loc, record in copies)
     if read and not settings.recall_read_messages:
         return MailboxPlan(RecipientResult(user, RecallStatus.FAILED_READ,
-                                           "already read; read messages are not recalled"))
+                                           "already read; read messages are not recalled"), read=True)
     where = ", ".join(sorted({loc.mailbox for loc, _record in copies}))
     locations = tuple(loc for loc, _record in copies)
     if user in settings.legal_hold:
         return MailboxPlan(RecipientResult(user, RecallStatus.HELD,
                                            f"removed from {where}; preserved in recoverable items (legal hold)"),
-                           locations, held=True)
+                           locations, held=True, read=read)
     status = RecallStatus.RECALLED_AFTER_READ if read else RecallStatus.RECALLED
-    return MailboxPlan(RecipientResult(user, status, f"removed from {where}"), locations)
+    return MailboxPlan(RecipientResult(user, status, f"removed from {where}"), locations, read=read)
 
 
-def remove_copies(store: MailStore, user: str, locations: Sequence[MessageLocation], held: bool,
-                  area: RecoverableItems | None) -> None:
-    """Take the planned copies out of the user's view (into the recoverable-items `area` under legal hold)."""
-    if held and area is None:
-        raise ValueError(f"{user} is under legal hold: removing copies needs the recoverable-items area")
+def remove_copies(store: MailStore, user: str, locations: Sequence[MessageLocation]) -> None:
+    """Take the planned copies out of the user's view. Held or not, it is an expunge: the store's removal hook
+    hands each copy to the domain's recoverable-items area first (fake_servers/recall/recoverable.py)."""
     for loc in locations:
-        if held:
-            assert area is not None
-            area.preserve_then_expunge(store, user, loc.mailbox, loc.uid, reason=ORIGIN)
-        else:
-            store.expunge(user, loc.mailbox, [loc.uid], origin=ORIGIN)
+        store.expunge(user, loc.mailbox, [loc.uid], origin=ORIGIN)
 
 
-def recall_from_mailbox(store: MailStore, user: str, original: str, sender: str, settings: RecallSettings,
-                        area: RecoverableItems | None = None) -> RecipientResult:
-    """Cloud recall in one local mailbox: remove every copy of `original` written by `sender`, wherever it is
-    (`area`: where a held mailbox's copies go; needed only when `user` is under legal hold)."""
+def recall_from_mailbox(store: MailStore, user: str, original: str, sender: str, settings: RecallSettings
+                        ) -> RecipientResult:
+    """Cloud recall in one local mailbox: remove every copy of `original` written by `sender`, wherever it is."""
     plan = plan_mailbox_recall(store, user, original, sender, settings)
-    remove_copies(store, user, plan.copies, plan.held, area)
+    remove_copies(store, user, plan.copies)
     return plan.result
 
 
@@ -225,6 +262,27 @@ class RecallPolicy:
     def __init__(self, settings: Mapping[str, Any], services: DomainServices) -> None:
         self.settings = RecallSettings.from_settings(settings, services.domain)
         self.domain = services.domain
+        # The domain's clock read as wall time: the age of an original (its INTERNALDATE, wall time) is measured
+        # against it, so a lab on simulated time ages messages by advancing its clock.
+        self._clock = services.clock
+        self._wall_at_start = time.time()
+        self._clock_at_start = services.clock()
+
+    def now(self) -> datetime:
+        """The server's time: the wall clock when the policy was built, moved on by the domain's clock."""
+        return datetime.fromtimestamp(self._wall_at_start + (self._clock() - self._clock_at_start), UTC)
+
+    def too_old(self, store: MailStore, sender: str, original: str) -> str | None:
+        """Why the original is past `recall_max_age_days` (cloud), or None. The reference is the INTERNALDATE of
+        the sender's own copy (when her server accepted it), not the Date field her client wrote."""
+        copy = sender_copy(store, sender, original)
+        if copy is None:
+            return None
+        age = self.now() - copy.internaldate
+        if age <= timedelta(days=self.settings.max_age_days):
+            return None
+        return (f"sent {age.total_seconds() / 86400:.1f} days ago; older than the {self.settings.max_age_days:g} "
+                "days a message can be recalled")
 
     async def start(self, services: DomainServices) -> None:
         """Finish the cloud recalls a crash cut short (their write-ahead records are still in the store)."""
@@ -232,7 +290,7 @@ class RecallPolicy:
             if record.get("kind") != OPERATION_KIND:
                 continue
             try:
-                _CloudRecall.from_record(record).finish(services)
+                await _CloudRecall.from_record(record).finish(services, op_id)
             except (KeyError, TypeError, ValueError, binascii.Error, RecallFormatError, StoreError) as exc:
                 services.log("recall-resume-failed", operation=op_id, reason=str(exc))
                 continue
@@ -341,19 +399,30 @@ class RecallPolicy:
         results: dict[str, RecipientResult] = {}
         remaining: list[str] = []
         plans: dict[str, MailboxPlan] = {}
+        local: list[str] = []  # every recipient with a mailbox here: the replacement goes to each
+        external: list[str] = []
         held_ids, never_delivered = _held_originals(original, sender, services)
+        too_old = self.too_old(services.store, sender, original)
         for rcpt in recipients:
             if rcpt in never_delivered:
                 results[rcpt] = RecipientResult(rcpt, RecallStatus.RECALLED,
                                                 "never delivered: it was still held (delayed send)")
+                (external if not services.is_local(rcpt) else local).append(rcpt)
             elif (other := self._not_local(rcpt, services)) is not None:
                 results[rcpt] = other
                 if other.status is RecallStatus.EXTERNAL:
                     remaining.append(rcpt)
+                    external.append(rcpt)
+            elif too_old is not None:
+                results[rcpt] = RecipientResult(rcpt, RecallStatus.FAILED_TOO_OLD, too_old)
+                local.append(rcpt)
+                if self.settings.notify_recipients is True:
+                    remaining.append(rcpt)
             else:
                 plans[rcpt] = plan_mailbox_recall(services.store, rcpt, original, sender, self.settings)
                 results[rcpt] = plans[rcpt].result
-                if self.settings.notify_recipients:
+                local.append(rcpt)
+                if self.settings.notifies(plans[rcpt]):
                     remaining.append(rcpt)
         replacement = None
         if instruction.action is RecallAction.REPLACE and instruction.replacement is not None \
@@ -364,12 +433,13 @@ class RecallPolicy:
             if mid is None:
                 mid = make_msgid(domain=self.domain)
                 raw = f"Message-ID: {mid}\r\n".encode("ascii") + raw
-            replacement = (raw, str(mid), tuple(plans))
+            replacement = (raw, str(mid), tuple(local))
         # the report is decided now and written after the last copy went (building it costs more than removing)
         work = _CloudRecall(domain=self.domain, original=original, sender=sender, held_queue_ids=held_ids,
                             removals={user: plan.held for user, plan in plans.items() if plan.copies},
                             replacement=replacement, report=self._report(instruction, recipients, results),
-                            report_id=make_msgid(domain=self.domain))
+                            report_id=make_msgid(domain=self.domain),
+                            replacement_external=tuple(external) if replacement is not None else ())
         op_id = f"recall-{queue_id}"
         services.store.begin_operation(op_id, work.record())
         work.drop_held(services)
@@ -381,8 +451,9 @@ class RecallPolicy:
             if paused:  # the mailbox lived on meanwhile (a client may have moved the copy): look again
                 await asyncio.sleep(self.settings.step_delay)
                 locations = [loc for loc, _record in _copies(services.store, user, original, sender)[0]]
-            remove_copies(services.store, user, locations, plan.held, services.recoverable)
+            remove_copies(services.store, user, locations)
             paused = self.settings.step_delay > 0
+        await work.relay_replacement(services, op_id)
         work.deliver(services)
         services.store.end_operation(op_id)
         return results, remaining
@@ -396,11 +467,13 @@ class RecallPolicy:
                 results[rcpt] = other
                 if other.status is RecallStatus.EXTERNAL:
                     remaining.append(rcpt)
-            elif rcpt in self.settings.legal_hold:
-                results[rcpt] = RecipientResult(rcpt, RecallStatus.HELD,
-                                                "legal hold: the recall is not handed to the mailbox's clients")
             else:
-                results[rcpt] = RecipientResult(rcpt, RecallStatus.PENDING, "delivered; waiting for a client")
+                # a mailbox on legal hold too: the hold keeps what the client deletes (the store's removal hook
+                # hands it to recoverable items), it does not stop the deletion the user sees
+                detail = "delivered; waiting for a client"
+                if rcpt in self.settings.legal_hold:
+                    detail += " (legal hold: what the client deletes is kept in recoverable items)"
+                results[rcpt] = RecipientResult(rcpt, RecallStatus.PENDING, detail)
                 remaining.append(rcpt)
         return results, remaining
 
@@ -481,12 +554,15 @@ class _CloudRecall:
     replacement: tuple[bytes, str, tuple[str, ...]] | None  # (raw, Message-ID, local users)
     report: RecallReport  # decided before the first step
     report_id: str  # the Message-ID the report is delivered with: how a second run knows it is there
+    replacement_external: tuple[str, ...] = ()  # other providers' recipients the replacement is relayed to
+    replacement_relayed: bool = False  # set (and the record rewritten) once it was handed to the relay
 
     def record(self) -> dict[str, Any]:
         replacement = None
         if self.replacement is not None:
             raw, mid, users = self.replacement
-            replacement = {"raw": _b64(raw), "message_id": mid, "users": list(users)}
+            replacement = {"raw": _b64(raw), "message_id": mid, "users": list(users),
+                           "external": list(self.replacement_external), "relayed": self.replacement_relayed}
         return {"kind": OPERATION_KIND, "version": 1, "domain": self.domain, "original": self.original,
                 "sender": self.sender, "held_queue_ids": list(self.held_queue_ids), "removals": dict(self.removals),
                 "replacement": replacement, "report": self.report.to_json(), "report_id": self.report_id}
@@ -495,14 +571,18 @@ class _CloudRecall:
     def from_record(cls, record: Mapping[str, Any]) -> _CloudRecall:
         rep = record.get("replacement")
         replacement = None
+        external: tuple[str, ...] = ()
+        relayed = False
         if rep is not None:
             replacement = (base64.b64decode(rep["raw"], validate=True), str(rep["message_id"]),
                            tuple(str(u) for u in rep["users"]))
+            external = tuple(str(u) for u in rep.get("external", ()))
+            relayed = bool(rep.get("relayed", False))
         return cls(domain=str(record["domain"]), original=str(record["original"]), sender=str(record["sender"]),
                    held_queue_ids=[str(q) for q in record["held_queue_ids"]],
                    removals={str(u): bool(h) for u, h in dict(record["removals"]).items()},
                    replacement=replacement, report=RecallReport.from_json(record["report"]),
-                   report_id=str(record["report_id"]))
+                   report_id=str(record["report_id"]), replacement_external=external, replacement_relayed=relayed)
 
     def drop_held(self, services: DomainServices) -> None:
         """Drop the original where delayed send still holds it: its recipients never see it."""
@@ -524,10 +604,21 @@ class _CloudRecall:
             raw = report_message(self.report, self.sender, self.domain, self.report_id)
             services.deliver_local(self.sender, raw, mail_from="")
 
-    def finish(self, services: DomainServices) -> None:
+    async def relay_replacement(self, services: DomainServices, op_id: str) -> None:
+        """The replacement to other providers' recipients, as ordinary mail through the domain's pipeline and
+        relay queue; once handed over, the record says so (a second run does not send it twice)."""
+        if self.replacement is None or not self.replacement_external or self.replacement_relayed:
+            return
+        raw, _mid, _users = self.replacement
+        await services.submit(self.sender, list(self.replacement_external), raw, channel="internal")
+        services.store.begin_operation(op_id, replace(self, replacement_relayed=True).record())
+
+    async def finish(self, services: DomainServices, op_id: str = "") -> None:
         """After a restart: the whole recall again, as far as it is not done yet."""
         self.drop_held(services)
-        for user, held in self.removals.items():
+        for user in self.removals:
             copies, _foreign = _copies(services.store, user, self.original, self.sender)
-            remove_copies(services.store, user, [loc for loc, _record in copies], held, services.recoverable)
+            remove_copies(services.store, user, [loc for loc, _record in copies])
+        if op_id:
+            await self.relay_replacement(services, op_id)
         self.deliver(services)

@@ -9,11 +9,12 @@ changes and before the event is published, so a failing disk write leaves the st
 from __future__ import annotations
 
 import bisect
+import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from recall_lab.fake_servers.store._events import EventBus
 from recall_lab.fake_servers.store._flags import normalize_flags
@@ -36,11 +37,15 @@ from recall_lab.fake_servers.store.base import (
     MessageLocation,
     MessageRecord,
     MessagesExpunged,
+    MessagesRemoving,
     NoSuchMailbox,
     NoSuchMessage,
     NoSuchUser,
+    RemovalListener,
     StoreError,
 )
+
+log = logging.getLogger(__name__)
 
 
 def _message_id(raw: bytes) -> str | None:
@@ -161,6 +166,7 @@ class CoreStore(MailStore):
 
     def __init__(self, operations: Operations | None = None) -> None:
         self._bus = EventBus()
+        self._removal_listeners: list[RemovalListener] = []
         self._accounts: dict[str, Account] = {}
         self._last_uidvalidity = 0
         self._operations = operations if operations is not None else Operations()
@@ -277,11 +283,34 @@ class CoreStore(MailStore):
         account.index.add(message_id, mbox.name, uid)
         return record
 
+    def _announce_removal(self, account: Account, mbox: MailboxState, records: list[MessageRecord],
+                          origin: object | None, cause: Literal["expunge", "mailbox-deleted"]) -> None:
+        """Tell the removal listeners, while the bytes can still be read (before any `_persist_*` hook)."""
+        if not self._removal_listeners or not records:
+            return
+        by_uid = {record.uid: record for record in records}
+
+        def read(uid: int) -> bytes:
+            record = by_uid.get(uid)
+            if record is None:
+                raise NoSuchMessage(f"UID {uid} is not among the messages being removed from {mbox.name}")
+            return self._read_raw(account, mbox, record)
+
+        removing = MessagesRemoving(account.name, mbox.name, tuple(records), origin, cause, read)
+        for listener in tuple(self._removal_listeners):
+            try:
+                listener(removing)
+            except Exception:  # noqa: BLE001 - a listener must not stop the user's deletion
+                log.exception("store removal listener %r failed on %s/%s", listener, account.name, mbox.name)
+
     def _expunge_records(self, account: Account, mbox: MailboxState, uids: list[int],
-                         origin: object | None) -> list[int]:
+                         origin: object | None, removal: bool = True) -> list[int]:
+        """`removal`: the messages leave the account (False for the source side of a move)."""
         if not uids:
             return []
         records = [mbox.records[uid] for uid in uids]
+        if removal:
+            self._announce_removal(account, mbox, records, origin, "expunge")
         modseq = mbox.highestmodseq + 1
         self._persist_expunge(account, mbox, records)
         mbox.highestmodseq = modseq
@@ -302,6 +331,15 @@ class CoreStore(MailStore):
 
     def unsubscribe(self, listener: Listener) -> None:
         self._bus.unsubscribe(listener)
+
+    def subscribe_removals(self, listener: RemovalListener) -> None:
+        self._removal_listeners.append(listener)
+
+    def unsubscribe_removals(self, listener: RemovalListener) -> None:
+        try:
+            self._removal_listeners.remove(listener)
+        except ValueError:
+            pass
 
     # -- accounts ----------------------------------------------------------------------------------------
     def ensure_user(self, user: str) -> None:
@@ -353,6 +391,7 @@ class CoreStore(MailStore):
         mbox = self._mbox(account, name)
         if mbox.name == INBOX:
             raise StoreError("INBOX can't be deleted")
+        self._announce_removal(account, mbox, list(mbox.records.values()), origin, "mailbox-deleted")
         self._persist_delete(account, mbox)
         del account.mailboxes[mbox.name]
         for record in mbox.records.values():
@@ -522,7 +561,7 @@ class CoreStore(MailStore):
         account = self._account(user)
         source = self._mbox(account, mailbox)
         pairs = self.copy(user, mailbox, uids, dest, origin)
-        self._expunge_records(account, source, [src for src, _ in pairs], origin)
+        self._expunge_records(account, source, [src for src, _ in pairs], origin, removal=False)
         return pairs
 
     def expunge(self, user: str, mailbox: str, uids: Sequence[int] | None = None,

@@ -150,6 +150,23 @@ Listener = Callable[[StoreEvent], None]
 
 
 @dataclass(frozen=True, slots=True)
+class MessagesRemoving:
+    """Messages about to leave the user's account for good, told to removal listeners BEFORE their bytes are gone
+    (see `MailStore.subscribe_removals`). A move is not a removal; an expunge (IMAP EXPUNGE / UID EXPUNGE /
+    CLOSE, a recall, a retention purge) and the deletion of a mailbox that still holds messages are."""
+
+    user: str
+    mailbox: str
+    records: tuple[MessageRecord, ...]  # ascending UID
+    origin: object | None  # as passed to the method that removes them (an IMAP session passes itself)
+    cause: Literal["expunge", "mailbox-deleted"]
+    read: Callable[[int], bytes]  # the bytes of one of `records` by UID; valid only while the listener runs
+
+
+RemovalListener = Callable[[MessagesRemoving], None]
+
+
+@dataclass(frozen=True, slots=True)
 class FlagUpdate:
     """What `MailStore.store_flags` did."""
 
@@ -178,6 +195,17 @@ class MailStore(abc.ABC):
 
     @abc.abstractmethod
     def unsubscribe(self, listener: Listener) -> None: ...
+
+    @abc.abstractmethod
+    def subscribe_removals(self, listener: RemovalListener) -> None:
+        """Call `listener(MessagesRemoving)` inside every expunge and every deletion of a non-empty mailbox,
+        before anything is removed (so it can still read the bytes), synchronously; a listener that raises is
+        logged and the removal goes on. Why a hook of its own and not `MessagesExpunged`: that event comes after
+        the bytes are gone, and a server keeping deleted items (Exchange's Recoverable Items) needs them."""
+
+    @abc.abstractmethod
+    def unsubscribe_removals(self, listener: RemovalListener) -> None:
+        """Stop telling `listener`; an unknown listener is ignored."""
 
     # -- accounts ---------------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -129,17 +129,19 @@ async def test_a_consumed_recall_still_gets_its_sent_copy_like_any_submission(mo
     """F12: the pipeline files the Sent copy only when delivery goes on; a consumed submission must file it
     itself, once (and only when the submission asked for one)."""
     filed: list[Delivery] = []
-    services, store = make_services({"recall_mode": mode, "legal_hold": ["bob@corp.example"]}, filed.append)
+    services, store = make_services({"recall_mode": mode}, filed.append)
     store.append("bob@corp.example", "INBOX", original())
-    d = delivery(recall())
+    # consumed: cloud removes bob's copy itself; legacy has no mailbox to hand the recall to (no such user)
+    rcpts = ("bob@corp.example",) if mode == "cloud" else ("nobody@corp.example",)
+    d = delivery(recall(recipients=rcpts), recipients=rcpts)
     d.save_sent_copy = True
     assert await RecallPolicy(services.config, services).on_delivery(d, services) is Verdict.CONSUMED
     assert filed == [d]
     # an internal recall (no Sent copy asked for) files none
     filed.clear()
     store.append("bob@corp.example", "INBOX", original())
-    assert await RecallPolicy(services.config, services).on_delivery(delivery(recall()), services) \
-        is Verdict.CONSUMED
+    assert await RecallPolicy(services.config, services).on_delivery(
+        delivery(recall(recipients=rcpts), recipients=rcpts), services) is Verdict.CONSUMED
     assert filed == []
 
 
@@ -212,18 +214,23 @@ async def test_forged_verified_marks_are_stripped_on_every_channel():
     assert [e["event"] for e in services.audit_log] == ["recall-mark-stripped", "recall-refused"]
 
 
-async def test_legacy_delivers_a_vouched_recall_refuses_held_mailboxes_and_reports_pending():
-    services, store = make_services({"recall_mode": "legacy", "legal_hold": ["carol"]})
+@pytest.mark.parametrize("mode", ["legacy", "classic"])
+async def test_legacy_delivers_a_vouched_recall_to_held_mailboxes_too_and_reports_pending(mode):
+    """A hold keeps what is deleted; it does not keep the classic recall from the held mailbox's clients."""
+    services, store = make_services({"recall_mode": mode, "legal_hold": ["carol"]})
     store.append("bob@corp.example", "INBOX", original())
     rcpts = ("bob@corp.example", "carol@corp.example", "dave@mail.example")
     d = delivery(recall(recipients=rcpts), recipients=rcpts)
     assert await RecallPolicy(services.config, services).on_delivery(d, services) is Verdict.CONTINUE
-    assert d.recipients == ["bob@corp.example", "dave@mail.example"]
+    assert d.recipients == ["bob@corp.example", "carol@corp.example", "dave@mail.example"]
     assert verified_by(d.raw) == CORP
     assert len(store.find_by_message_id("bob@corp.example", ORIGINAL)) == 1  # the server deletes nothing
-    assert reports(store)[0].statuses == {"bob@corp.example": RecallStatus.PENDING,
-                                          "carol@corp.example": RecallStatus.HELD,
-                                          "dave@mail.example": RecallStatus.EXTERNAL}
+    [report] = reports(store)
+    assert report.mode == "legacy"
+    assert report.statuses == {"bob@corp.example": RecallStatus.PENDING,
+                               "carol@corp.example": RecallStatus.PENDING,
+                               "dave@mail.example": RecallStatus.EXTERNAL}
+    assert "recoverable items" in report.results[1].detail
 
 
 async def test_legacy_notices_are_vouched_only_from_the_recipient_itself():
@@ -245,13 +252,22 @@ async def test_legacy_notices_are_vouched_only_from_the_recipient_itself():
 async def test_cloud_legal_hold_preserves_in_recoverable_items():
     services, store = make_services({"legal_hold": ["bob@corp.example"]})
     store.append("bob@corp.example", "INBOX", original())
-    await LegalHoldPolicy(services.config, services).start(services)
-    await RecallPolicy(services.config, services).on_delivery(delivery(recall()), services)
+    hold = LegalHoldPolicy(services.config, services)
+    await hold.start(services)
+    try:
+        await RecallPolicy(services.config, services).on_delivery(delivery(recall()), services)
+    finally:
+        await hold.stop()
     assert store.find_by_message_id("bob@corp.example", ORIGINAL) == []
     [item] = services.recoverable.items("bob@corp.example")
     assert item.message_id == ORIGINAL and item.mailbox == "INBOX" and item.reason == "recall"
     assert b"the numbers" in item.raw
     assert reports(store)[0].statuses["bob@corp.example"] is RecallStatus.HELD
+    # stopped: the area keeps what it has and no longer hears removals
+    assert not services.recoverable.attached
+    rec = store.append("carol@corp.example", "INBOX", original())
+    store.expunge("carol@corp.example", "INBOX", [rec.uid])
+    assert services.recoverable.items("carol@corp.example") == []
 
 
 async def test_replace_delivers_the_replacement():
@@ -315,6 +331,7 @@ async def test_retention_background_task_purges_at_once_with_zero_age():
 async def test_retention_preserves_held_mailboxes():
     services, store = make_services({"purge_deleted_after": 0, "legal_hold": ["bob@corp.example"]})
     now = [0.0]
+    LegalHoldPolicy(services.config, services)  # owns the recoverable-items area: attached when built
     retention = RetentionPolicy(services.config, services, clock=lambda: now[0])
     store.append("bob@corp.example", "Trash", original())  # already there at start
     await retention.start(services)

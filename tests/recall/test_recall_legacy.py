@@ -172,17 +172,23 @@ async def test_already_purged_is_not_found_by_the_client():
         assert await locations(lab, BOB, mid) == []
 
 
-async def test_legal_hold_refuses_the_recall():
-    async with recall_lab("legacy", legal_hold=[BOB]) as lab:
+async def test_legal_hold_lets_the_client_delete_and_keeps_the_original_in_recoverable_items():
+    """A hold keeps items from destruction; it does not stop the deletion the user sees (recall-sources.md s. 3).
+    The classic recall reaches the held mailbox's client, whose STORE \\Deleted + EXPUNGE goes through, and the
+    store's removal hook keeps the original (and the recall the client deleted with it)."""
+    async with recall_lab("classic", legal_hold=[BOB]) as lab:
         mid = await send(lab, ALICE, to=[BOB])
         async with IdleWatcher(lab, BOB) as idle:
-            _handle, report = await start_recall(lab, mid)
-            await lab.wait_idle()
-            await idle.barrier()
-        assert idle.kinds() == []  # the recall never reached bob's mailbox
-        assert report.statuses == {BOB: S.HELD} and report.complete
-        assert await locations(lab, BOB, mid) == ["INBOX"]
-        assert not [c for c in await server_state(lab, BOB) if c.headers.get("X-Recall-Message-ID")]
+            handle, first = await start_recall(lab, mid)
+            await idle.wait_kind(b"EXISTS")  # the recall reached bob's INBOX
+            assert first.statuses == {BOB: S.PENDING}
+            await play_legacy_client(lab, BOB, mid)
+            await idle.wait_kind(b"EXPUNGE")  # the client's own deletion
+        assert (await handle.report(timeout=TIMEOUT, until_complete=True)).statuses == {BOB: S.RECALLED}
+        assert await locations(lab, BOB, mid) == []  # gone from every folder bob's clients can see
+        kept = lab.services(CORP).recoverable.items(BOB)
+        assert {(i.message_id, i.mailbox, i.reason) for i in kept if i.message_id == mid} == {(mid, "INBOX", "client")}
+        assert any(b"X-Recall-Message-ID" in i.raw for i in kept)  # the recall message itself, deleted with it
 
 
 async def test_replace_delivers_the_recall_with_the_replacement_inside():
@@ -249,15 +255,18 @@ async def test_mixed_recipient_list_in_one_recall():
         assert await retention.purge_now() == 1
         handle, first = await start_recall(lab, mid)
         assert first.statuses == {BOB: S.PENDING, CAROL: S.PENDING, DAVE: S.EXTERNAL, FRANK: S.PENDING,
-                                  GRACE: S.HELD, HEIDI: S.PENDING}
-        assert first.pending == (BOB, CAROL, FRANK, HEIDI)
-        for user in (BOB, CAROL, FRANK, HEIDI):
+                                  GRACE: S.PENDING, HEIDI: S.PENDING}
+        assert first.pending == (BOB, CAROL, FRANK, GRACE, HEIDI)
+        for user in (BOB, CAROL, FRANK, GRACE, HEIDI):
             await play_legacy_client(lab, user, mid)
         final = await handle.report(timeout=TIMEOUT, until_complete=True)
         assert final.statuses == {BOB: S.RECALLED, CAROL: S.FAILED_READ, DAVE: S.EXTERNAL, FRANK: S.FAILED_MOVED,
-                                  GRACE: S.HELD, HEIDI: S.NOT_FOUND}
+                                  GRACE: S.RECALLED, HEIDI: S.NOT_FOUND}
         assert await locations(lab, BOB, mid) == []
         assert await locations(lab, CAROL, mid) == ["INBOX"]
         assert await locations(lab, FRANK, mid) == ["Archive"]
-        assert await locations(lab, GRACE, mid) == ["INBOX"]
+        assert await locations(lab, GRACE, mid) == []  # held: out of her view, kept for the organisation
+        area = lab.services(CORP).recoverable
+        assert [i.reason for i in area.items(GRACE) if i.message_id == mid] == ["client"]
+        assert [i.reason for i in area.items(HEIDI) if i.message_id == mid] == ["retention"]
         assert len(await reports_in_inbox(lab, ALICE)) == 1  # one report; the rest came as notices

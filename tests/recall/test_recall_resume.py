@@ -54,7 +54,15 @@ def killable(base: type) -> type:
     return KillableStore
 
 
+#: What the policy handed to the intake for other providers (the replacement to dave), across restarts.
+RELAYED: list[tuple[str, tuple[str, ...]]] = []
+
+
 def services_for(store, settings=None, kill: Kill | None = None) -> DomainServices:
+    async def submit(mail_from, recipients, raw, **_kw):
+        RELAYED.append((mail_from, tuple(recipients)))
+        return f"q{len(RELAYED)}"
+
     def deliver_local(user, raw, *, mail_from="", mailbox="INBOX"):
         if kill is not None:
             kill.check("deliver", user)
@@ -67,7 +75,7 @@ def services_for(store, settings=None, kill: Kill | None = None) -> DomainServic
                           accounts=Accounts({u: "pw" for u in USERS}), local_domains=[CORP],
                           config=settings or {}, mail=SimpleNamespace(deliver_local=deliver_local, save_sent_copy=unused),
                           held_mail=SimpleNamespace(held=lambda: [], discard=unused),
-                          submitter=SimpleNamespace(submit=unused, release=unused), tasks=SimpleNamespace(spawn=unused))
+                          submitter=SimpleNamespace(submit=submit, release=unused), tasks=SimpleNamespace(spawn=unused))
 
 
 @pytest.fixture(params=["memory", "maildir"])
@@ -151,11 +159,14 @@ async def test_a_recall_killed_half_way_is_finished_at_the_next_start(lab_store,
 
 async def test_a_replace_killed_between_replacements_delivers_each_once(lab_store) -> None:
     store, restart = lab_store
+    RELAYED.clear()
     await recall_killed_at(store, ("deliver", CAROL), RecallAction.REPLACE)
     assert copies(store) == {BOB: 0, CAROL: 0} and replacement_copies(store) == {BOB: 1, CAROL: 0}
+    assert RELAYED == [(ALICE, (DAVE,))]  # the external recipient's replacement went to the relay first
     again = restart()
     await restart_and_finish(again)
     assert replacement_copies(again) == {BOB: 1, CAROL: 1}
+    assert RELAYED == [(ALICE, (DAVE,))]  # and not twice
     assert len(reports(again)) == 1 and again.unfinished_operations() == {}
 
 

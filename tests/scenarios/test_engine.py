@@ -63,7 +63,7 @@ def _trial(matrix, scenario: str, mode: str):
     ("moved", "cloud", "recalled", "recalled"),
     ("moved", "legacy", "failed", "failed-moved"),
     ("held", "cloud", "recalled", "held"),
-    ("held", "legacy", "failed", "held"),
+    ("held", "legacy", "recalled", "recalled"),  # a hold keeps what the client deletes; it does not refuse
     ("purged", "cloud", "recalled", "not-found"),
     ("offline", "cloud", "recalled", "recalled"),
     ("delayed-cancel", "cloud", "recalled", "cancelled"),

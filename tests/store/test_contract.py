@@ -399,3 +399,70 @@ def test_listener_may_read_the_store_during_an_event(store):
     store.deliver(ALICE, message(1))
     store.deliver(ALICE, message(2))
     assert seen == [1, 2]
+
+
+# --- removal listeners: told before the bytes are gone ----------------------------------------------------
+
+
+def _removals(store):
+    """Subscribe a removal listener that reads every removed message's bytes while it is told."""
+    seen = []
+
+    def listener(removing):
+        # the message is still in the store while the listener runs, and its bytes are readable
+        present = [r.uid for r in store.messages(removing.user, removing.mailbox)]
+        seen.append((removing.user, removing.mailbox, [r.uid for r in removing.records], removing.cause,
+                     removing.origin, [removing.read(r.uid) for r in removing.records],
+                     all(r.uid in present for r in removing.records)))
+
+    store.subscribe_removals(listener)
+    return seen, listener
+
+
+def test_removal_listeners_hear_expunges_before_the_bytes_go(store, events):
+    seen, listener = _removals(store)
+    a = store.deliver(ALICE, message(1))
+    b = store.deliver(ALICE, message(2))
+    store.store_flags(ALICE, "INBOX", [a.uid], ["\\Deleted"], "add")
+    store.expunge(ALICE, "INBOX", None, origin=ORIGIN)  # IMAP EXPUNGE: the \Deleted ones
+    assert seen == [(ALICE, "INBOX", [a.uid], "expunge", ORIGIN, [message(1)], True)]
+    store.expunge(ALICE, "INBOX", [b.uid, 99], origin="recall")  # by UID; an unknown UID is not announced
+    assert seen[-1] == (ALICE, "INBOX", [b.uid], "expunge", "recall", [message(2)], True)
+    store.expunge(ALICE, "INBOX", [b.uid])  # nothing left: no call
+    assert len(seen) == 2
+    assert isinstance(events[-1], MessagesExpunged)  # the ordinary event still follows
+    store.unsubscribe_removals(listener)
+    store.unsubscribe_removals(listener)  # unknown: ignored
+    c = store.deliver(ALICE, message(3))
+    store.expunge(ALICE, "INBOX", [c.uid])
+    assert len(seen) == 2
+
+
+def test_a_move_is_not_a_removal_but_deleting_a_full_mailbox_is(store):
+    seen, _listener = _removals(store)
+    a = store.deliver(ALICE, message(1))
+    store.create_mailbox(ALICE, "Projects")
+    store.move(ALICE, "INBOX", [a.uid], "Projects")
+    store.rename_mailbox(ALICE, "INBOX", "Old")  # moves INBOX's messages: not a removal either
+    assert seen == []
+    store.delete_mailbox(ALICE, "Old")  # empty: nothing to announce
+    assert seen == []
+    store.delete_mailbox(ALICE, "Projects", origin=ORIGIN)
+    assert seen == [(ALICE, "Projects", [1], "mailbox-deleted", ORIGIN, [message(1)], True)]
+
+
+def test_a_failing_removal_listener_does_not_stop_the_removal(store):
+    def bad(removing):
+        raise RuntimeError("listener bug")
+
+    store.subscribe_removals(bad)
+    seen, _listener = _removals(store)
+    a = store.deliver(ALICE, message(1))
+    assert store.expunge(ALICE, "INBOX", [a.uid]) == [a.uid]
+    assert store.messages(ALICE, "INBOX") == [] and len(seen) == 1
+    told = []
+    store.subscribe_removals(told.append)
+    b = store.deliver(ALICE, message(2))
+    store.expunge(ALICE, "INBOX", [b.uid])
+    with pytest.raises(NoSuchMessage):
+        told[0].read(b.uid + 100)  # only the messages being removed can be read
