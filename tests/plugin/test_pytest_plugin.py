@@ -70,6 +70,15 @@ USER_TESTS = textwrap.dedent(
         assert page.snapshot_visible(mid)  # the static page still shows it
         report = await handle.report(timeout=5)
         assert report.original_message_id == mid
+
+
+    def test_the_http_api_reads_the_same_lab(mail_lab, tmp_path_factory):
+        import json, os, urllib.request
+        mid = mail_lab.send("alice@corp.example", "bob@corp.example", "Reset your password", "Code: 1234")
+        url = f"{mail_lab.web.url}/api/v1/wait?user=bob@corp.example&q=subject:reset&timeout=5"
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {mail_lab.web.token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read())["message_id"] == mid
     '''
 )
 
@@ -86,14 +95,30 @@ def test_plugin_import_is_cheap_and_independent():
 def test_user_style_tests_pass(pytester: pytest.Pytester):
     pytester.makepyfile(test_user=USER_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q")
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=6)
 
 
 def test_under_xdist_each_worker_has_its_own_lab(pytester: pytest.Pytester):
     pytest.importorskip("xdist")
     pytester.makepyfile(test_user=USER_TESTS)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", "-n", "2")
-    result.assert_outcomes(passed=5)
+    ports = pytester.path / "ports"
+    ports.mkdir()
+    pytester.makeconftest(textwrap.dedent('''
+        import os
+        import pytest
+
+        @pytest.fixture(autouse=True)
+        def note_the_web_port(mail_lab):
+            worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+            with open(os.path.join(os.environ["WEB_PORTS_DIR"], worker), "w") as out:
+                out.write(str(mail_lab.web.port))
+    '''))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("WEB_PORTS_DIR", str(ports))
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", "-n", "2")
+    result.assert_outcomes(passed=6)
+    seen = {f.name: int(f.read_text()) for f in ports.iterdir()}
+    assert set(seen) == {"gw0", "gw1"} and len(set(seen.values())) == 2  # each worker's lab, its own web port
 
 
 def test_marker_and_ini_choose_the_config_and_scope(pytester: pytest.Pytester):
