@@ -37,6 +37,7 @@ from recall_lab.fake_servers.pipeline import (
     UnknownPolicy,
     Verdict,
     resolve_pipeline,
+    unknown_settings,
 )
 from recall_lab.fake_servers.smtp import headers
 from recall_lab.fake_servers.smtp.handlers import MxHandler, SubmissionHandler
@@ -177,6 +178,12 @@ class DomainServer:
             registrations = resolve_pipeline(self.spec.pipeline, self.role)
         except UnknownPolicy as exc:
             raise PolicySettingsError(f"{self.domain}: {exc.args[0] if exc.args else exc}") from None
+        unknown, allowed = unknown_settings(self.services.config, registrations)
+        if unknown:
+            names = ", ".join(r.name for r in registrations) or "none"
+            raise PolicySettingsError(
+                f"bad lab configuration: domain {self.domain}: no policy reads {', '.join(unknown)} (its policies: "
+                f"{names}; they read: {', '.join(allowed) or 'nothing'})")
         policies = []
         for reg in registrations:
             try:

@@ -166,6 +166,9 @@ class Registration:
     factory: PolicyFactory
     default_roles: tuple[str, ...] = ()
     order: int = 100
+    #: The keys of the domain's `policies` table this policy reads; None: not declared (then no key of a domain
+    #: running it can be called unknown).
+    settings: frozenset[str] | None = None
 
 
 _REGISTRY: dict[str, Registration] = {}
@@ -175,9 +178,20 @@ POLICY_PACKAGE = "recall_lab.fake_servers.policies"
 
 
 def register_policy(name: str, factory: PolicyFactory, *, default_roles: Iterable[str] = (),
-                    order: int = 100) -> None:
-    """Make a policy available under `name`. Registering a name again replaces it (module reloads in tests)."""
-    _REGISTRY[name] = Registration(name, factory, tuple(default_roles), order)
+                    order: int = 100, settings: Iterable[str] | None = None) -> None:
+    """Make a policy available under `name`. Registering a name again replaces it (module reloads in tests).
+    `settings`: the keys of the domain's `policies` table it reads, so that a misspelt key is an error."""
+    _REGISTRY[name] = Registration(name, factory, tuple(default_roles), order,
+                                   frozenset(settings) if settings is not None else None)
+
+
+def unknown_settings(keys: Iterable[str], registrations: Sequence[Registration]) -> tuple[list[str], list[str]]:
+    """(the keys no policy of `registrations` reads, the keys they read), both sorted; no key is unknown when
+    one of them does not declare its settings."""
+    if any(r.settings is None for r in registrations):
+        return [], []
+    allowed = sorted(set().union(*(r.settings or frozenset() for r in registrations)))
+    return sorted(k for k in keys if k not in allowed), allowed
 
 
 def unregister_policy(name: str) -> None:

@@ -32,6 +32,8 @@ TOML shape (every key but the domain tables is optional):
 
 from __future__ import annotations
 
+import difflib
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -61,7 +63,31 @@ LIMIT_KEYS: dict[str, bool] = {
 
 
 class ConfigError(ValueError):
-    """A lab configuration that cannot work; the message is one line fit for the CLI."""
+    """A lab configuration that cannot work; the message is one line fit for the CLI.
+
+    `key`: the path of the offending key (["domains", "corp.example", "policies", "recall_mod"]) when there is
+    one, so that `load_config` can name its line in the file."""
+
+    def __init__(self, message: str, key: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+#: The keys each table of a lab config may have (anything else is an error naming the key and these).
+TOP_KEYS = ("policy_modules", "relay", "routes", "limits", "domains")
+RELAY_KEYS = ("retry_delays",)
+DOMAIN_KEYS = ("role", "users", "passwords", "policies", "pipeline", "max_message_size")
+
+
+def _check_keys(table: Mapping[str, Any], allowed: Iterable[str], path: list[str]) -> None:
+    allowed = list(allowed)
+    for key in table:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            where = ".".join([*path, str(key)])
+            raise ConfigError(f"unknown key {where}{hint}; allowed here: {', '.join(allowed)}",
+                              key=[*path, str(key)])
 
 
 def default_password(address: str) -> str:
@@ -151,6 +177,7 @@ class LabConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LabConfig:
+        _check_keys(data, TOP_KEYS, [])
         domains_table = data.get("domains")
         if not isinstance(domains_table, Mapping) or not domains_table:
             raise ConfigError("the config has no [domains.\"...\"] tables")
@@ -158,6 +185,7 @@ class LabConfig:
         relay = data.get("relay", {}) or {}
         if not isinstance(relay, Mapping):
             raise ConfigError("[relay] must be a table")
+        _check_keys(relay, RELAY_KEYS, ["relay"])
         kw: dict[str, Any] = {}
         if "retry_delays" in relay:
             delays = relay["retry_delays"]
@@ -173,8 +201,10 @@ class LabConfig:
         if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
             raise ConfigError("policy_modules must be a list of module names")
         kw["limits"] = limits_from_dict(data.get("limits", {}) or {})
-        return cls(domains=domains, routes={str(k).lower(): str(v) for k, v in routes.items()},
-                   policy_modules=list(modules), **kw)
+        config = cls(domains=domains, routes={str(k).lower(): str(v) for k, v in routes.items()},
+                     policy_modules=list(modules), **kw)
+        check_policy_settings(config)
+        return config
 
 
 def limits_from_dict(table: Any, base: GuardLimits | None = None) -> GuardLimits:
@@ -184,7 +214,8 @@ def limits_from_dict(table: Any, base: GuardLimits | None = None) -> GuardLimits
     changes: dict[str, Any] = {}
     for key, value in table.items():
         if key not in LIMIT_KEYS:
-            raise ConfigError(f"limits.{key} is not a known limit (known: {', '.join(LIMIT_KEYS)})")
+            raise ConfigError(f"limits.{key} is not a known limit (known: {', '.join(LIMIT_KEYS)})",
+                              key=["limits", str(key)])
         count = LIMIT_KEYS[key]
         ok_type = isinstance(value, int) if count else isinstance(value, int | float)
         if not ok_type or isinstance(value, bool):
@@ -199,24 +230,31 @@ def limits_from_dict(table: Any, base: GuardLimits | None = None) -> GuardLimits
 
 def _domain_from_dict(name: str, table: Any) -> DomainConfig:
     if not isinstance(table, Mapping):
-        raise ConfigError(f"domains.{name} must be a table")
+        raise ConfigError(f"domains.{name} must be a table", key=["domains", name])
+    _check_keys(table, DOMAIN_KEYS, ["domains", name])
     users: dict[str, str] = {}
     raw_users = table.get("users", [])
+    at = ["domains", name, "users"]
     if isinstance(raw_users, Mapping):
-        users.update({str(k): str(v) for k, v in raw_users.items()})
+        if not all(isinstance(v, str) for v in raw_users.values()):
+            raise ConfigError(f"domains.{name}.users: each password must be a string", key=at)
+        users.update({str(k): v for k, v in raw_users.items()})
     elif isinstance(raw_users, list):
+        if not all(isinstance(lp, str) and lp.strip() for lp in raw_users):
+            raise ConfigError(f"domains.{name}.users must be a list of names (strings)", key=at)
         for lp in raw_users:
-            address = str(lp) if "@" in str(lp) else f"{lp}@{name}"
+            address = lp if "@" in lp else f"{lp}@{name}"
             users[address] = default_password(address)
     else:
-        raise ConfigError(f"domains.{name}.users must be a list of names or a table of passwords")
+        raise ConfigError(f"domains.{name}.users must be a list of names or a table of passwords", key=at)
     passwords = table.get("passwords", {}) or {}
-    if not isinstance(passwords, Mapping):
-        raise ConfigError(f"domains.{name}.passwords must be a table")
+    if not isinstance(passwords, Mapping) or not all(isinstance(v, str) for v in passwords.values()):
+        raise ConfigError(f"domains.{name}.passwords must be a table of address = \"password\"",
+                          key=["domains", name, "passwords"])
     users.update({str(k): str(v) for k, v in passwords.items()})
     policies = table.get("policies", {}) or {}
     if not isinstance(policies, Mapping):
-        raise ConfigError(f"domains.{name}.policies must be a table")
+        raise ConfigError(f"domains.{name}.policies must be a table", key=["domains", name, "policies"])
     pipeline = table.get("pipeline")
     if pipeline is not None and (not isinstance(pipeline, list) or not all(isinstance(p, str) for p in pipeline)):
         raise ConfigError(f"domains.{name}.pipeline must be a list of policy names")
@@ -242,13 +280,73 @@ def default_config() -> LabConfig:
     ])
 
 
+def check_policy_settings(config: LabConfig) -> None:
+    """Every key of a domain's `policies` table must be read by one of the domain's policies (a misspelt
+    `recall_mod` would otherwise be ignored in silence); the domain server checks the same when it starts."""
+    from recall_lab.fake_servers.pipeline import (
+        UnknownPolicy,
+        load_policy_modules,
+        resolve_pipeline,
+        unknown_settings,
+    )
+
+    try:
+        load_policy_modules(config.policy_modules)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import policy module {exc.name or ''}: {exc}".replace(" :", ":"),
+                          key=["policy_modules"]) from None
+    for d in config.domains:
+        try:
+            registrations = resolve_pipeline(d.pipeline, d.role)
+        except UnknownPolicy as exc:
+            raise ConfigError(f"domains.{d.name}.pipeline: {exc.args[0]}", key=["domains", d.name, "pipeline"]
+                              ) from None
+        unknown, allowed = unknown_settings(d.policies, registrations)
+        if unknown:
+            names = ", ".join(r.name for r in registrations) or "none"
+            close = difflib.get_close_matches(unknown[0], allowed, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"unknown key domains.{d.name}.policies.{unknown[0]}{hint}: no policy of {d.name} "
+                              f"reads it (its policies: {names}; allowed: {', '.join(allowed) or 'none'})",
+                              key=["domains", d.name, "policies", unknown[0]])
+
+
+def _line_of(text: str, key: list[str]) -> int | None:
+    """The line (from 1) where `key`'s last part is written: an assignment or a table header, searched from
+    the header of its parent table when there is one."""
+    lines = text.splitlines()
+    name = re.escape(key[-1])
+    quoted = rf'(?:"{name}"|\'{name}\'|{name})'
+    assign = re.compile(rf"^\s*{quoted}\s*=")
+    header = re.compile(rf"^\s*\[\[?[^\]]*{quoted}\s*\]")
+    start = 0
+    if len(key) > 1:
+        parent = re.escape(key[-2])
+        parent_header = re.compile(rf'^\s*\[\[?[^\]]*(?:"{parent}"|\'{parent}\'|\b{parent}\b)\s*\]')
+        start = next((i for i, line in enumerate(lines) if parent_header.search(line)), 0)
+    for i in range(start, len(lines)):
+        if assign.search(lines[i]) or header.search(lines[i]):
+            return i + 1
+    for i in range(0, start):
+        if assign.search(lines[i]) or header.search(lines[i]):
+            return i + 1
+    return None
+
+
 def load_config(path: str | Path) -> LabConfig:
-    """Read a TOML lab config; ConfigError (one line) when it is unreadable or wrong."""
+    """Read a TOML lab config; ConfigError (one line, naming the file and the line) when it is unreadable or
+    wrong."""
     p = Path(path)
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
+        data = tomllib.loads(text)
     except OSError as exc:
         raise ConfigError(f"cannot read config {p}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {p} is not valid TOML: {exc}") from None
-    return LabConfig.from_dict(data)
+    try:
+        return LabConfig.from_dict(data)
+    except ConfigError as exc:
+        line = _line_of(text, exc.key) if exc.key else None
+        where = f"{p}, line {line}" if line else str(p)
+        raise ConfigError(f"config {where}: {exc}", key=exc.key) from None

@@ -299,4 +299,5 @@ class DelayedSendPolicy:
             await asyncio.sleep(0)
 
 
-register_policy("delayed_send", DelayedSendPolicy, default_roles=("organisation", "external"), order=30)
+register_policy("delayed_send", DelayedSendPolicy, default_roles=("organisation", "external"), order=30,
+                settings=(SETTING, ALIAS))

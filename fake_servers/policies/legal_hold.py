@@ -25,7 +25,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from recall_lab.fake_servers.pipeline import Delivery, DomainServices, Verdict, register_policy
-from recall_lab.fake_servers.recall.recoverable import RecoverableItems, RecoverableSettings
+from recall_lab.fake_servers.recall.recoverable import (
+    QUOTA_SETTING,
+    RETENTION_SETTING,
+    SETTING,
+    SINGLE_ITEM_RECOVERY_SETTING,
+    RecoverableItems,
+    RecoverableSettings,
+)
 
 
 def recoverable_for(services: DomainServices) -> LegalHoldPolicy | None:
@@ -89,4 +96,5 @@ class LegalHoldPolicy:
             await asyncio.sleep(0)  # let other tasks run when items keep arriving
 
 
-register_policy("legal_hold", LegalHoldPolicy, default_roles=("organisation",), order=90)
+register_policy("legal_hold", LegalHoldPolicy, default_roles=("organisation",), order=90,
+                settings=(SETTING, RETENTION_SETTING, SINGLE_ITEM_RECOVERY_SETTING, QUOTA_SETTING))

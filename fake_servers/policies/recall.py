@@ -5,6 +5,6 @@ would otherwise let the original be read meanwhile); retention (80) and legal ho
 """
 
 from recall_lab.fake_servers.pipeline import register_policy
-from recall_lab.fake_servers.recall.policy import RecallPolicy
+from recall_lab.fake_servers.recall.policy import SETTINGS, RecallPolicy
 
-register_policy("recall", RecallPolicy, default_roles=("organisation",), order=20)
+register_policy("recall", RecallPolicy, default_roles=("organisation",), order=20, settings=SETTINGS)

@@ -177,4 +177,4 @@ class RetentionPolicy:
             await asyncio.sleep(0)  # let other tasks run between purges when items keep arriving
 
 
-register_policy("retention", RetentionPolicy, default_roles=("organisation",), order=80)
+register_policy("retention", RetentionPolicy, default_roles=("organisation",), order=80, settings=(SETTING,))

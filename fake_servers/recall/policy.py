@@ -108,6 +108,11 @@ NOTIFY_READ = "read"
 _HEADERS = BytesHeaderParser(policy=email_policy.default)
 
 
+#: The keys of the domain's `policies` table the recall policy reads (legal_hold: held mailboxes report "held").
+SETTINGS = ("recall_mode", "recall_read_messages", "notify_recipients", "recall_step_delay", "recall_max_age_days",
+            "legal_hold")
+
+
 @dataclass(frozen=True, slots=True)
 class RecallSettings:
     mode: str = "cloud"
