@@ -36,6 +36,28 @@ def _write_endpoints(path: Path, endpoints: dict) -> None:
         raise CliError(f"cannot write endpoints file {path}: {exc.strerror or exc}") from None
 
 
+def advertised(endpoints: dict, host: str) -> dict:
+    """The endpoints JSON with every listener's host replaced by `host`: the address a client should dial
+    (a lab bound to 0.0.0.0 in a container is reached at the host's 127.0.0.1, never at 0.0.0.0)."""
+
+    def walk(node: object) -> object:
+        if isinstance(node, dict):
+            out = {k: walk(v) for k, v in node.items()}
+            if "host" in out and "port" in out:
+                old = f"{node['host']}:{node['port']}"
+                new_host = f"[{host}]" if ":" in host else host
+                out["host"] = host
+                for key in ("url", "console", "mail", "api"):
+                    if isinstance(out.get(key), str):
+                        out[key] = out[key].replace(f"//{old}", f"//{new_host}:{node['port']}")
+            return out
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(endpoints)  # type: ignore[return-value]
+
+
 def _quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
     """One log line per episode of accept() failing (EMFILE/ENFILE), not asyncio's traceback per retry.
 
@@ -88,7 +110,7 @@ def _print_table(endpoints: dict, store: str) -> None:
 
 async def _serve(config: LabConfig, *, store: str, host: str, port_base: int | None, as_json: bool,
                  endpoints_file: Path | None, tls: ssl.SSLContext | None = None, web: bool = True,
-                 web_port: int = 0, web_token: str | None = None) -> None:
+                 web_port: int = 0, web_token: str | None = None, advertise_host: str | None = None) -> None:
     _quiet_accept_errors(asyncio.get_running_loop())
     lab = Lab(config, store=store, host=host, port_base=port_base, tls=tls, web=web, web_port=web_port,
               web_token=web_token)
@@ -104,6 +126,10 @@ async def _serve(config: LabConfig, *, store: str, host: str, port_base: int | N
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         endpoints = lab.endpoints()
+        if advertise_host is None and host in ("0.0.0.0", "::"):
+            advertise_host = "127.0.0.1"
+        if advertise_host is not None:
+            endpoints = advertised(endpoints, advertise_host)
         if endpoints_file is not None:
             _write_endpoints(endpoints_file, endpoints)
         if as_json:
@@ -155,6 +181,9 @@ def register(app: typer.Typer) -> None:
             help="The API's bearer token and the console's key (default: random; required with a non-loopback "
                  "--host). Prefer the environment variable: a command line is visible to other users.")] = None,
         no_web: Annotated[bool, typer.Option("--no-web", help="Do not start the web server.")] = False,
+        advertise_host: Annotated[str | None, typer.Option(
+            "--advertise-host", help="The host the endpoints JSON names (default: --host, or 127.0.0.1 when "
+                                     "that is 0.0.0.0 or ::); a container's published address.")] = None,
     ) -> None:
         """Run the lab's mail servers until Ctrl-C; print endpoints and accounts."""
         try:
@@ -177,4 +206,4 @@ def register(app: typer.Typer) -> None:
         tls = server_context(tls_cert, tls_key) if tls_cert is not None else None
         asyncio.run(_serve(cfg, store=store, host=host, port_base=port_base, as_json=json_,
                            endpoints_file=endpoints_file, tls=tls, web=not no_web, web_port=web_port,
-                           web_token=web_token))
+                           web_token=web_token, advertise_host=advertise_host))
