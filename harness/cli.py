@@ -25,14 +25,34 @@ class CliError(Exception):
         self.code = code
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("recall-lab")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_app() -> typer.Typer:
     app = typer.Typer(
         name="recall-lab",
         help="A real IMAP/SMTP lab that shows why recalling an email works, half works, or cannot work.",
         no_args_is_help=True,
-        add_completion=False,
+        add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
         pretty_exceptions_enable=False,
     )
+
+    def show_version(value: bool) -> None:
+        if value:
+            print(f"recall-lab {_version()}")
+            raise typer.Exit(0)
+
+    @app.callback()
+    def root(version: bool = typer.Option(False, "--version", help="Print the version and exit.",
+                                          callback=show_version, is_eager=True)) -> None:
+        """A real IMAP/SMTP lab that shows why recalling an email works, half works, or cannot work."""
+
     for name in COMMAND_MODULES:
         module_name = f"recall_lab.harness.commands.{name}"
         if importlib.util.find_spec(module_name) is None:
