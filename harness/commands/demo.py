@@ -230,15 +230,23 @@ def register(app: typer.Typer) -> None:
                                                     f"(default {WEB_PAUSE:g} with --web, else 0).")] = None,
         no_walk: Annotated[bool, typer.Option("--no-walk", help="Skip the narrated walk; only the table.")] = False,
         no_table: Annotated[bool, typer.Option("--no-table", help="Skip the measured table.")] = False,
+        markdown: Annotated[bool, typer.Option("--markdown", help="Print the table and its footnotes as Markdown "
+                                               "on stdout, everything else on stderr (the README's table).")] = False,
         html_path: Annotated[Path | None, typer.Option("--html", help="Also write the HTML report to FILE.")] = None,
         json_path: Annotated[Path | None, typer.Option("--json", help="Also write the JSON result to FILE.")] = None,
         config: Annotated[Path | None, typer.Option("--config", help="Base lab config (TOML).")] = None,
     ) -> None:
         """Walk one message and its recall through each condition, then measure the table."""
-        from recall_lab.harness.report.table import LEGEND, render_table
+        from recall_lab.harness.report.table import (
+            LEGEND,
+            render_table,
+            settle_notes,
+            table_markdown,
+            table_notes,
+        )
 
         started = time.perf_counter()
-        console = output_console()
+        console = output_console() if not markdown else Console(stderr=True, highlight=False)
         if pause is not None and pause < 0:
             raise CliError("--pause must not be negative")
         if web_port_option is not None and not web:
@@ -248,6 +256,8 @@ def register(app: typer.Typer) -> None:
         realtime = realtime or web
         speed = speed if speed is not None else WEB_SPEED if web else DEFAULT_SPEED
         chosen = resolve_scenarios(scenario)
+        if not scenario:  # rows marked `demo = false` are measured by `recall-lab matrix` only
+            chosen = [s for s in chosen if s.demo]
         check_outputs(json_path, html_path)
         base = load_base_config(config)
         make_options(chosen, trials, seed, ("cloud", "legacy"), 1, realtime, speed, base, None)  # validate
@@ -276,8 +286,19 @@ def register(app: typer.Typer) -> None:
                                    progress=progress, transcripts=html_path is not None)
             result = run_matrix_sync(options)
         written = write_outputs(result, json_path, html_path)
-        console.print(render_table(result, title="Likelihood of a successful recall (measured)"))
+        if markdown:
+            typer.echo(table_markdown(result), nl=False)
+        else:
+            console.print(render_table(result, title="Likelihood of a successful recall (measured)"))
+            for note in table_notes(result):
+                console.print(note, highlight=False, markup=False)
         console.print(LEGEND, highlight=False)
+        unsettled = settle_notes(result)
+        if unsettled:
+            console.print(f"Ranges: at {trials} trials these intervals straddle a threshold; trials per cell that "
+                          "would settle each, if its rate held:", highlight=False)
+            for line in unsettled:
+                console.print(f"  {line}", highlight=False, markup=False)
         errors = [t for t in result.all_trials() if t.error]
         if errors:
             console.print(f"[yellow]{len(errors)} trial(s) hit an error (counted as failed); first: "

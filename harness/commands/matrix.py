@@ -35,7 +35,7 @@ AUTO_WORKERS_FROM = 200
 def output_console() -> Console:
     """stdout; when it is not a terminal (a file, a pipe, a test), wide enough for the table not to wrap."""
     probe = Console()
-    return Console(highlight=False, width=None if probe.is_terminal else 130)
+    return Console(highlight=False, width=None if probe.is_terminal else 160)
 
 
 def resolve_scenarios(names: Sequence[str] | None) -> list[Scenario]:
@@ -182,7 +182,7 @@ def check_outputs(json_path: Path | None, html_path: Path | None = None) -> None
             raise CliError(MISSING_MATPLOTLIB)
 
 
-def write_outputs(result: Any, json_path: Path | None, html_path: Path | None) -> list[str]:
+def write_outputs(result: Any, json_path: Path | None, html_path: Path | None, sweep: Any = None) -> list[str]:
     from recall_lab.harness.report.html_report import write_html
     from recall_lab.harness.report.json_report import write_json
     from recall_lab.harness.report.plot import ReportUnavailable
@@ -190,14 +190,68 @@ def write_outputs(result: Any, json_path: Path | None, html_path: Path | None) -
     written = []
     try:
         if json_path is not None:
-            written.append(str(write_json(result, json_path)))
+            written.append(str(write_json(result, json_path, sweep=sweep)))
         if html_path is not None:
-            written.append(str(write_html(result, html_path)))
+            written.append(str(write_html(result, html_path, sweep=sweep)))
     except OSError as exc:
         raise CliError(f"cannot write {exc.filename}: {exc.strerror or exc}") from None
     except ReportUnavailable as exc:  # matplotlib broke after check_outputs found it importable
         raise CliError(str(exc)) from None
     return written
+
+
+def explain_scenarios(scenarios: Sequence[Scenario]) -> str:
+    """Every distribution of each scenario with its source (`matrix --explain`): what the table rests on."""
+    from recall_lab.harness.scenarios.model import _DIST_FIELDS
+
+    lines = []
+    for s in scenarios:
+        lines.append(f"{s.name}: {s.condition}")
+        for key in _DIST_FIELDS:
+            dist = getattr(s, key)
+            if dist is None or (key != "open_delay" and dist.kind == "never" and not dist.source) or (
+                    key in ("offline_for", "purge_lag") and dist.kind == "fixed" and not dist.source):
+                continue
+            lines.append(f"  {key}: {dist.describe()}")
+            lines.append(f"    source: {dist.source or 'none given (a scenario built in Python)'}")
+        if s.delayed_send is not None:
+            lines.append(f"  delayed_send: {s.delayed_send:g} s (the product's window; see docs/modelling.md)")
+    lines.append("Every choice and its source: docs/modelling.md; the sources: docs/recall-sources.md.")
+    return "\n".join(lines)
+
+
+def sweep_plan(scenarios: list[Scenario], text: str | None) -> Any:
+    """The `--sweep` option as a SweepPlan (None without it); CliError when malformed."""
+    if text is None:
+        return None
+    from recall_lab.harness.scenarios.sweep import SweepPlan, parse_sweep
+
+    try:
+        _parameter, delays = parse_sweep(text)
+    except ScenarioError as exc:
+        raise CliError(str(exc)) from None
+    return SweepPlan(tuple(scenarios), delays)
+
+
+def render_sweep(sweep: Any) -> Any:
+    """The sweep as a rich table: a row per condition and mode, a column per recall delay."""
+    from rich.table import Table
+
+    from recall_lab.harness.report.plot import delay_label
+
+    table = Table(title=f"Success against a fixed recall delay ({sweep.trials_per_point} trials per point; "
+                        "rate [95% Wilson interval])", title_justify="left", header_style="bold")
+    table.add_column("Condition", overflow="fold", min_width=24)
+    table.add_column("mode")
+    for d in sweep.plan.delays:
+        table.add_column(delay_label(d), justify="right", no_wrap=True)
+    for s in sweep.plan.scenarios:
+        for mode in sweep.modes:
+            points = {p.delay: p for p in sweep.curves.get((s.name, mode), [])}
+            if points:
+                table.add_row(s.condition, mode, *[points[d].rate.text() if d in points else "-"
+                                                   for d in sweep.plan.delays])
+    return table
 
 
 def register(app: typer.Typer) -> None:
@@ -223,9 +277,14 @@ def register(app: typer.Typer) -> None:
         progress_every: Annotated[int, typer.Option("--progress-every", help="Print `trials DONE/TOTAL` to stderr "
                                                     "every N trials (for logs, where no bar is drawn).")] = 0,
         list_: Annotated[bool, typer.Option("--list", help="List the built-in scenarios and exit.")] = False,
+        explain: Annotated[bool, typer.Option("--explain", help="Print every distribution of the chosen scenarios "
+                                              "with its source, and exit.")] = False,
+        sweep: Annotated[str | None, typer.Option("--sweep", help="Also run each condition with the recall at "
+                                                  "fixed delays: recall-delay=30,120,600,1800,3600 (s, m, h).")
+                         ] = None,
     ) -> None:
         """Run N trials of each scenario in each recall mode over the real servers; print the table."""
-        from recall_lab.harness.report.table import LEGEND, render_table
+        from recall_lab.harness.report.table import LEGEND, render_table, settle_notes, table_notes
 
         out = output_console()
         if list_:
@@ -233,19 +292,40 @@ def register(app: typer.Typer) -> None:
                 out.print(f"{s.name:20} {s.condition}", highlight=False, soft_wrap=True)
             return
         chosen = resolve_scenarios(scenario)
+        if explain:
+            out.print(explain_scenarios(chosen), highlight=False, soft_wrap=True, markup=False)
+            return
         modes = resolve_modes(mode)
+        plan = sweep_plan(chosen, sweep)
+        runs = chosen + (plan.points() if plan is not None else [])
         check_outputs(json_path, html_path)
         base = load_base_config(config)
         err = Console(stderr=True)
-        hint = trials * sum(len([m for m in modes if m in s.modes]) for s in chosen)
+        hint = trials * sum(len([m for m in modes if m in s.modes]) for s in runs)
         with progress_bar(hint, not quiet, err) as progress:
-            options = make_options(chosen, trials, seed, modes, concurrency, realtime, speed, base, port_base,
+            options = make_options(runs, trials, seed, modes, concurrency, realtime, speed, base, port_base,
                                    progress=progress_lines(progress, progress_every), workers=workers)
             result = run_matrix_sync(options)
-        written = write_outputs(result, json_path, html_path)
+        swept = None
+        if plan is not None:
+            from recall_lab.harness.scenarios.sweep import split_result
+
+            result, swept = split_result(result, plan)
+        written = write_outputs(result, json_path, html_path, sweep=swept)
         if not quiet:
-            out.print(render_table(result))
+            from recall_lab.harness.scenarios.sweep import recall_delay_note
+
+            common, note = recall_delay_note(result.scenarios)
+            out.print(render_table(result, title="Likelihood of a successful recall (measured; recall delay "
+                                                 f"{common} unless noted below)"))
+            for line in table_notes(result):
+                out.print(line, highlight=False, markup=False)
             out.print(LEGEND, highlight=False)
+            for line in settle_notes(result):
+                out.print(f"  unsettled: {line}", highlight=False, markup=False)
+            out.print(note, highlight=False, markup=False)
+            if swept is not None:
+                out.print(render_sweep(swept))
             rate = result.trial_count / result.elapsed if result.elapsed else 0.0
             out.print(f"{result.trial_count} trials in {result.elapsed:.1f} s ({rate:.0f} trials/s), "
                       f"seed {result.seed}", highlight=False)

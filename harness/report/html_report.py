@@ -14,9 +14,10 @@ import html
 from datetime import UTC, datetime
 from pathlib import Path
 
-from recall_lab.harness.report.plot import success_by_delay_svg
-from recall_lab.harness.report.table import LEGEND, table_rows
+from recall_lab.harness.report.plot import success_by_delay_svg, sweep_svg
+from recall_lab.harness.report.table import LEGEND, settle_notes, table_notes, table_rows
 from recall_lab.harness.scenarios.results import VERDICTS, MatrixResult
+from recall_lab.harness.scenarios.sweep import SweepResult, recall_delay_note
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:72em;padding:0 1em;
@@ -39,8 +40,8 @@ def _table(result: MatrixResult) -> str:
     header, rows = table_rows(result)
     out = ["<table class=\"results\">", "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>"]
     for row in rows:
-        cells = [f"<td>{_e(row[0])}</td>"]
-        for i, value in enumerate(row[1:-1]):
+        cells = [f"<td>{_e(row[0])}</td>", f"<td class=\"article\">{_e(row[1])}</td>"]
+        for i, value in enumerate(row[2:-1]):
             if i % 2 == 0:
                 cells.append(f"<td class=\"{_e(value)}\">{_e(value)}</td>")
             else:
@@ -48,6 +49,12 @@ def _table(result: MatrixResult) -> str:
         cells.append(f"<td class=\"num\">{_e(row[-1])}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</table>")
+    out += [f"<p class=\"note\">{_e(note)}</p>" for note in table_notes(result)]
+    unsettled = settle_notes(result)
+    if unsettled:
+        out.append("<p class=\"legend\">Ranges: the interval straddles a threshold. Trials per cell that would "
+                   "settle each, if its rate held:</p><ul class=\"legend\">"
+                   + "".join(f"<li>{_e(line)}</li>" for line in unsettled) + "</ul>")
     return "\n".join(out)
 
 
@@ -55,17 +62,18 @@ def _scenario_section(result: MatrixResult, index: int) -> str:
     s = result.scenarios[index]
     facts = [
         ("recipient", f"{s.recipient}, {s.client} client"),
-        ("recall delay", s.recall_delay.describe()),
-        ("opens after", s.open_delay.describe()),
+        ("recall delay", s.recall_delay.explain()),
+        ("opens after", s.open_delay.explain()),
     ]
     if s.move_to:
         facts.append(("rule", f"moves it to {s.move_to}"))
     if s.delete_delay.kind != "never":
-        facts.append(("deletes after", s.delete_delay.describe()))
+        facts.append(("deletes after", s.delete_delay.explain()))
     if s.page_load_interval is not None:
-        facts.append(("page loads every", s.page_load_interval.describe()))
+        facts.append(("page loads every", s.page_load_interval.explain()))
     if s.offline_at.kind != "never":
-        facts.append(("goes offline at", f"{s.offline_at.describe()} for {s.offline_for.describe()}"))
+        facts.append(("goes offline at", s.offline_at.explain()))
+        facts.append(("offline for", s.offline_for.explain()))
     if s.purge_deleted_after is not None:
         facts.append(("retention", f"Trash purged after {s.purge_deleted_after:g} s"))
     if s.legal_hold:
@@ -103,10 +111,43 @@ def _scenario_section(result: MatrixResult, index: int) -> str:
     return "\n".join(parts)
 
 
-def render_html(result: MatrixResult, generated: datetime | None = None) -> str:
+def _sweep_section(sweep: SweepResult | None) -> str:
+    """The sweep (`matrix --sweep`): its plot and, per condition and mode, the rate at each delay."""
+    if sweep is None:
+        return ""
+    delays = sweep.plan.delays
+    head = "<tr><th>condition</th><th>mode</th>" + "".join(f"<th>{_e(_delay(d))}</th>" for d in delays) + "</tr>"
+    rows = []
+    for s in sweep.plan.scenarios:
+        for mode in sweep.modes:
+            points = {p.delay: p for p in sweep.curves.get((s.name, mode), [])}
+            if not points:
+                continue
+            cells = "".join(f"<td class=\"num\">{_e(points[d].rate.text()) if d in points else '-'}</td>"
+                            for d in delays)
+            rows.append(f"<tr><td>{_e(s.condition)}</td><td>{_e(mode)}</td>{cells}</tr>")
+    return f"""<h2>Success against a fixed recall delay (sweep)</h2>
+<p class="legend">Each condition run with the recall (or the delayed-send cancel) at fixed delays after the
+send, {sweep.trials_per_point} trials per point and mode; everything else sampled as in the table. How fast a
+sender notices a mistake has no data behind it, so the curve is the result and the table one point of it.
+Lines: measured rate; bands: 95% Wilson interval.</p>
+<figure>{sweep_svg(sweep)}</figure>
+<table>{head}{"".join(rows)}</table>"""
+
+
+def _delay(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+def render_html(result: MatrixResult, generated: datetime | None = None, sweep: SweepResult | None = None) -> str:
     """The whole report as one HTML document (no external resources); ReportUnavailable without matplotlib."""
     when = (generated or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
     svg = success_by_delay_svg(result)
+    _common, delay_note = recall_delay_note(result.scenarios)
     sections = "\n".join(_scenario_section(result, i) for i in range(len(result.scenarios)))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -118,21 +159,23 @@ def render_html(result: MatrixResult, generated: datetime | None = None) -> str:
 <p class="meta">recall-lab matrix: {result.trials_per_cell} trials per condition and mode, seed {_e(result.seed)},
 {result.trial_count} trials in {result.elapsed:.1f} s ({'wall-clock' if result.realtime else 'simulated'} time),
 generated {when}. Every trial ran over real SMTP and IMAP servers.</p>
-<h2>The table</h2>
+<h2>The table (read at the recall delay: {_e(_common or "-")})</h2>
 {_table(result)}
+<p class="legend">{_e(delay_note)}</p>
 <p class="legend">{_e(LEGEND)} A trial succeeds when, at its end, the message is gone from the recipient's
 server mailbox and from every client, and was not read before the recall.</p>
 <h2>Success against recall delay</h2>
 <p class="legend">All trials pooled by where the recipient reads mail; each point is the success rate among
 trials whose recall delay falls in one bin (marker size grows with the number of trials).</p>
 <figure>{svg}</figure>
+{_sweep_section(sweep)}
 <h2>Conditions</h2>
 {sections}
 </body></html>
 """
 
 
-def write_html(result: MatrixResult, path: str | Path) -> Path:
+def write_html(result: MatrixResult, path: str | Path, sweep: SweepResult | None = None) -> Path:
     p = Path(path)
-    p.write_text(render_html(result), encoding="utf-8")
+    p.write_text(render_html(result, sweep=sweep), encoding="utf-8")
     return p

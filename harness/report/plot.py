@@ -22,6 +22,7 @@ import re
 from types import ModuleType
 
 from recall_lab.harness.scenarios.results import MatrixResult, TrialResult
+from recall_lab.harness.scenarios.sweep import SweepResult
 
 #: What to tell a user whose install lacks the plot's dependencies (one line, fit for the CLI).
 MISSING_MATPLOTLIB = "--html needs matplotlib for the report's plot: pip install 'recall-lab[report]'"
@@ -123,3 +124,67 @@ def success_by_delay_svg(result: MatrixResult) -> str:
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]
     return re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.DOTALL)
+
+
+def sweep_svg(sweep: SweepResult) -> str:
+    """The sweep's plot as inline `<svg>`: success against the (fixed) recall delay, one line with its 95% Wilson
+    band per condition, one panel per mode; ReportUnavailable without matplotlib."""
+    matplotlib = _matplotlib()
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ReportUnavailable(MISSING_MATPLOTLIB) from exc
+
+    modes = [m for m in sweep.modes if any(k[1] == m for k in sweep.curves)] or list(sweep.modes)
+    delays = list(sweep.plan.delays)
+    colours = matplotlib.colormaps["tab20"]
+    with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": "recall-lab", "font.size": 9}):
+        fig, axes = plt.subplots(1, len(modes), figsize=(5.6 * len(modes), 4.4), sharey=True, squeeze=False)
+        for ax, mode in zip(axes[0], modes, strict=True):
+            for i, s in enumerate(sweep.plan.scenarios):
+                points = sweep.curves.get((s.name, mode))
+                if not points:
+                    continue
+                xs = [p.delay for p in points]
+                ys = [p.rate.rate for p in points]
+                lows = [p.rate.interval[0] for p in points]
+                highs = [p.rate.interval[1] for p in points]
+                colour = colours(i % 20)
+                ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.4, color=colour, label=s.condition)
+                ax.fill_between(xs, lows, highs, color=colour, alpha=0.12, linewidth=0)
+            ax.set_title(f"{mode} recall")
+            ax.set_xlabel("recall delay after sending (log scale)")
+            if min(delays) > 0:
+                ax.set_xscale("log")
+            ax.set_xticks(delays, [delay_label(d) for d in delays])
+            ax.minorticks_off()
+            ax.set_ylim(-0.05, 1.05)
+            ax.grid(True, alpha=0.3)
+        axes[0][0].set_ylabel(f"success rate, 95% band ({sweep.trials_per_point} trials per point)")
+        legend: dict[str, object] = {}
+        for ax in axes[0]:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                legend.setdefault(label, handle)
+        rows = (len(legend) + 1) // 2
+        if legend:
+            fig.legend(list(legend.values()), [_short(label) for label in legend], loc="lower center", ncol=2,
+                       fontsize=7, frameon=False)
+        fig.tight_layout(rect=(0, min(0.5, 0.045 * rows + 0.03), 1, 1))
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg", metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
+        plt.close(fig)
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg"):]
+    return re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.DOTALL)
+
+
+def delay_label(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+def _short(label: str, width: int = 70) -> str:
+    return label if len(label) <= width else label[:width - 1] + "…"

@@ -12,8 +12,8 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
-from recall_lab.harness.scenarios.distributions import ScenarioError
-from recall_lab.harness.scenarios.model import Scenario, load_scenario_data
+from recall_lab.harness.scenarios.distributions import ScenarioError, require_sources
+from recall_lab.harness.scenarios.model import _DIST_FIELDS, Scenario, load_scenario_data
 
 
 def load_scenario_text(text: str, where: str) -> Scenario:
@@ -21,7 +21,9 @@ def load_scenario_text(text: str, where: str) -> Scenario:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{where}: not valid TOML: {exc}") from None
-    return load_scenario_data(data, where)
+    scenario = load_scenario_data(data, where)
+    require_sources(data, _DIST_FIELDS, where)  # a file is where a modelling choice is made: it names its source
+    return scenario
 
 
 def load_scenario_file(path: str | Path) -> Scenario:

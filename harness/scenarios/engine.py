@@ -31,6 +31,8 @@ from typing import Any
 import aiosmtplib
 
 from recall_lab.harness.own_name import client_name
+from recall_lab.harness.scenarios import conditions
+from recall_lab.harness.scenarios import org_routing as _org_routing  # noqa: F401 - registers lists, forwarding
 from recall_lab.harness.scenarios.clock import SimClock
 from recall_lab.harness.scenarios.model import Scenario
 from recall_lab.harness.scenarios.results import TrialResult
@@ -70,6 +72,7 @@ class Slot:
     desktop: Any | None = None  # recall_lab.harness.clients.desktop.DesktopClient
     web_dir: Path | None = None
     smtp: aiosmtplib.SMTP | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # conditions.py: list members, phone, outside address
 
 
 @dataclass
@@ -95,6 +98,7 @@ class TrialContext:
     recall_message_id: str = ""
     recall_handle: Any | None = None  # recall_lab.harness.recall_agent.RecallHandle
     outcome: dict[str, Any] = field(default_factory=dict)  # set by the observe event
+    conditions: dict[str, Any] = field(default_factory=dict)  # conditions.py: escaped copies, members' reads
     log: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # human lines of the event just run (for the demo)
 
@@ -134,6 +138,7 @@ class TrialEngine:
         domain = EXTERNAL if role == "external" else ORG
         recipient = f"{cast_user(role, index)}@{domain}"
         sender = f"{cast_user('sender', index)}@{ORG}"
+        recipient = conditions.slot_recipient(self.lab, scenario, index, recipient)
         folders = ["INBOX"]
         if scenario.move_to:
             folders.append(scenario.move_to)
@@ -153,10 +158,12 @@ class TrialEngine:
         else:
             slot.web_dir = self.state_dir / f"slot{index}"
             slot.web_dir.mkdir(parents=True, exist_ok=True)
+        await conditions.open_slot(self, slot, scenario)
         return slot
 
     async def close_slot(self, slot: Slot) -> None:
         """Best effort: the lab closes every socket when it stops anyway."""
+        await conditions.close_slot(self, slot)
         if slot.desktop is not None:
             with contextlib.suppress(Exception):
                 # Drop the connections first: a polite LOGOUT out of IDLE can wait for the client's timeout.
@@ -192,6 +199,7 @@ class TrialEngine:
 
                 ctx.web = WebClient(slot.recipient, self.lab.password(slot.recipient), self.lab.web.url,
                                     slot.web_dir / f"trial-{nonce}", name="web page")
+            await conditions.start_trial(self, ctx)  # extra clients online; a live web page opened
             ctx.user = self._user(ctx)
             budget = None if clock.realtime else TRIAL_TIMEOUT
             async with asyncio.timeout(budget):
@@ -217,6 +225,7 @@ class TrialEngine:
             report_status=ctx.report_status, read_before_recall=ctx.read_before_recall,
             preview_seen=ctx.preview_seen, server_copy=bool(outcome.get("server_copy")),
             client_copy=bool(outcome.get("client_copy")), events=tuple(ctx.log), message_id=mid,
+            residue=outcome.get("residue", {}),
             elapsed=time.perf_counter() - started, error=error)
 
     def _user(self, ctx: TrialContext) -> Any:
@@ -239,7 +248,7 @@ class TrialEngine:
         slot = ctx.slot
         msg = EmailMessage()
         msg["From"] = formataddr((slot.sender.partition("@")[0].rstrip("0123456789").title(), slot.sender))
-        msg["To"] = slot.recipient
+        msg["To"] = conditions.send_to(slot)
         msg["Subject"] = ctx.subject
         msg["Message-ID"] = ctx.message_id
         msg.set_content("The figures I sent this morning are wrong; please do not forward them.\n\n"
@@ -264,7 +273,7 @@ class TrialEngine:
                 await slot.smtp.login(slot.sender, self.lab.password(slot.sender))
             try:
                 _errors, reply = await slot.smtp.send_message(msg, sender=slot.sender,
-                                                              recipients=[slot.recipient])
+                                                              recipients=[conditions.send_to(slot)])
                 return reply
             except aiosmtplib.SMTPServerDisconnected:
                 slot.smtp = None
@@ -279,6 +288,7 @@ class TrialEngine:
         if desktop is not None and desktop.online:
             await desktop.wait_for_message(ctx.message_id, timeout=SETTLE_TIMEOUT)
             ctx.note(f"{ctx.slot.recipient}'s desktop client (IDLE) hears EXISTS and caches it")
+        await conditions.after_delivery(self, ctx)
 
     async def _on_release(self, ctx: TrialContext, event: Event) -> None:
         from recall_lab.harness.scenarios import delayed
@@ -359,6 +369,18 @@ class TrialEngine:
         elif not opened:
             ctx.note("the recipient goes to open it: it is no longer there")
 
+    async def _on_phone(self, ctx: TrialContext, event: Event) -> None:
+        await conditions.on_phone(self, ctx, event)
+
+    async def _on_forward(self, ctx: TrialContext, event: Event) -> None:
+        await conditions.on_forward(self, ctx, event)
+
+    async def _on_reply(self, ctx: TrialContext, event: Event) -> None:
+        await conditions.on_reply(self, ctx, event)
+
+    async def _on_member_open(self, ctx: TrialContext, event: Event) -> None:
+        await conditions.on_member_open(self, ctx, event)
+
     async def _on_delete(self, ctx: TrialContext, event: Event) -> None:
         desktop = ctx.slot.desktop
         if desktop is None or not desktop.online or not desktop.has_message_id(ctx.message_id):
@@ -381,6 +403,7 @@ class TrialEngine:
         from recall_lab.harness.recall_agent import RecallAgent
 
         slot = ctx.slot
+        await conditions.before_recall(self, ctx, event)  # the sender's copy as old as the plan says
         agent = RecallAgent(self.lab, slot.sender, self.lab.password(slot.sender), timeout=SETTLE_TIMEOUT)
         handle = await agent.recall(ctx.message_id)
         ctx.recalled = True
@@ -413,6 +436,7 @@ class TrialEngine:
         if desktop is not None and desktop.online:
             await asyncio.wait_for(desktop.settle(), SETTLE_TIMEOUT)
             await self.lab.wait_idle()  # a legacy client's notice goes out over submission
+        await conditions.settle(self, ctx)
 
     def _outcome(self, ctx: TrialContext) -> dict[str, Any]:
         from recall_lab.harness.clients.outcome import ClientCopy, RecipientOutcome, judge
@@ -424,7 +448,9 @@ class TrialEngine:
         if slot.desktop is not None:
             copies.append(ClientCopy(slot.desktop.name, "desktop", slot.desktop.has_message_id(ctx.message_id)))
         if ctx.web is not None:
-            copies.append(ClientCopy(ctx.web.name, "web", ctx.web.has_message_id(ctx.message_id)))
+            kind = "live-web" if ctx.scenario.client == "live-web" else "web"
+            copies.append(ClientCopy(ctx.web.name, kind, ctx.web.has_message_id(ctx.message_id)))
+        copies.extend(conditions.extra_copies(ctx))  # a shared mailbox's other readers, the phone
         client_copy = any(c.present for c in copies)
         if ctx.cancelled and not server_copy and not client_copy:
             # Delayed send cancelled in the outbox: nothing reached the recipient, wherever they are.
@@ -433,8 +459,12 @@ class TrialEngine:
         outcome = RecipientOutcome(recipient=slot.recipient, server_copy=server_copy, clients=tuple(copies),
                                    read_before_recall=ctx.read_before_recall, preview_seen=ctx.preview_seen,
                                    external=ctx.scenario.recipient == "external")
-        return {"verdict": judge(outcome).value, "server_copy": server_copy, "client_copy": client_copy,
-                "explain": outcome.explain()}
+        out: dict[str, Any] = {"verdict": judge(outcome).value, "server_copy": server_copy,
+                               "client_copy": client_copy, "explain": outcome.explain()}
+        if ctx.scenario.recipient == "list":
+            out.update(conditions.judge_members(self, ctx, outcome))
+        out["residue"] = conditions.residue_json(self, ctx, out)
+        return out
 
     async def _cleanup(self, ctx: TrialContext) -> None:
         """Empty the slot's mailboxes (store API) so the next trial starts from nothing."""
@@ -453,5 +483,6 @@ class TrialEngine:
                                   origin="recall-lab-cleanup")
         # No settle here: the desktop client drops what was expunged in the background, and the next trial
         # waits for its own new message, which the IDLE push reports after these VANISHED lines.
-        if ctx.web is not None:
+        await conditions.cleanup(self, ctx)
+        if ctx.web is not None and getattr(ctx.web, "root", None) is not None:
             shutil.rmtree(ctx.web.root.parent, ignore_errors=True)

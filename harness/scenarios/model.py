@@ -21,12 +21,19 @@ from typing import Any, Literal
 from recall_lab.fake_servers.recall.modes import ACTIVE_MODES as MODES
 from recall_lab.fake_servers.recall.modes import ActiveMode as Mode
 from recall_lab.harness.scenarios.distributions import NEVER, Dist, ScenarioError
+from recall_lab.harness.scenarios.stats import WORDS as LIKELIHOOD_WORDS
 
-RecipientKind = Literal["organisation", "external"]
-ClientKind = Literal["desktop", "web"]
+RecipientKind = Literal["organisation", "external", "list", "shared"]
+ClientKind = Literal["desktop", "web", "live-web"]
 # A scenario runs in the modes that recall something (`Mode`, `MODES`: named once, in the server layer).
-CLIENTS: tuple[str, ...] = ("desktop", "web")
-RECIPIENTS: tuple[str, ...] = ("organisation", "external")
+CLIENTS: tuple[str, ...] = ("desktop", "web", "live-web")
+# "list": a distribution list the organisation expands into `members` mailboxes at delivery; "shared": one shared
+# mailbox read by `members` people, each with a desktop client of their own.
+RECIPIENTS: tuple[str, ...] = ("organisation", "external", "list", "shared")
+#: Copies that escape any recall: the recipient forwards it to another provider, a server rule forwards it there at
+#: delivery, the recipient replies quoting it, a phone shows it on the lock screen, a phone syncs it then goes
+#: offline (see harness/clients/outcome.py, `Residue`).
+ESCAPES: tuple[str, ...] = ("forward", "auto-forward", "reply", "lock-screen", "phone-sync")
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
@@ -40,6 +47,8 @@ class Scenario:
     summary: str  # one or two sentences: what the condition is and why the outcome is what it is
     order: int = 100  # row order in the table (the article's four rows first)
     article: bool = False  # one of the article's own four conditions
+    article_word: str | None = None  # the article's likelihood word for this row (High, Moderate, Low, None)
+    article_note: str = ""  # why the measured word may differ from the article's (shown when it does)
     recipient: RecipientKind = "organisation"
     client: ClientKind = "desktop"
     recall_delay: Dist = field(default_factory=lambda: Dist("uniform", low=60, high=600))
@@ -54,6 +63,10 @@ class Scenario:
     purge_lag: Dist = field(default_factory=lambda: Dist("fixed", value=0.0))  # purge tick after that age
     legal_hold: bool = False  # the recipient's mailbox is on legal hold
     delayed_send: float | None = None  # the submission waits this long in the sender's outbox
+    escapes: tuple[str, ...] = ()  # copies that escape any recall (ESCAPES)
+    escape_delay: Dist = NEVER  # after delivery: when the recipient forwards or replies ("forward", "reply")
+    members: int = 3  # "list": the list's members; "shared": the people reading the shared mailbox
+    demo: bool = True  # false: the row is measured by `recall-lab matrix` only, not by the demo
     observe_for: float = 600.0  # after the recall, how long the trial keeps running before the outcome
     policies: Mapping[str, Any] = field(default_factory=dict)  # extra settings for the organisation's policies
     modes: tuple[Mode, ...] = MODES
@@ -80,7 +93,7 @@ class Scenario:
             value = getattr(self, key)
             if isinstance(value, Dist):
                 out[key] = value.to_toml_value()
-            elif key == "modes":
+            elif key in ("modes", "escapes"):
                 out[key] = list(value)
             elif key == "policies":
                 out[key] = dict(value)
@@ -91,7 +104,7 @@ class Scenario:
 
 _FIELDS = tuple(f for f in Scenario.__dataclass_fields__)
 _DIST_FIELDS = ("recall_delay", "open_delay", "delete_delay", "page_load_interval", "offline_at", "offline_for",
-                "purge_lag")
+                "purge_lag", "escape_delay")
 
 
 def validate(s: Scenario) -> None:
@@ -120,12 +133,26 @@ def validate(s: Scenario) -> None:
         raise ScenarioError(f"{where}: purge_deleted_after cannot be negative")
     if s.delayed_send is not None and s.delayed_send <= 0:
         raise ScenarioError(f"{where}: delayed_send must be positive")
+    if s.article_word is not None and s.article_word not in LIKELIHOOD_WORDS:
+        raise ScenarioError(f"{where}: article_word must be one of {', '.join(LIKELIHOOD_WORDS)}, "
+                            f"got {s.article_word!r}")
     if s.demo_trial < 0:
         raise ScenarioError(f"{where}: demo_trial cannot be negative")
     if s.observe_for <= 0:
         raise ScenarioError(f"{where}: observe_for must be positive")
     if s.move_to is not None and (not s.move_to.strip() or s.move_to.upper() == "INBOX"):
         raise ScenarioError(f"{where}: move_to must name a folder other than INBOX")
+    if any(e not in ESCAPES for e in s.escapes) or len(set(s.escapes)) != len(s.escapes):
+        raise ScenarioError(f"{where}: escapes must be distinct names from {', '.join(ESCAPES)}")
+    if {"forward", "reply"} & set(s.escapes) and s.escape_delay.kind == "never":
+        raise ScenarioError(f"{where}: a forward or a reply needs escape_delay (when the recipient sends it)")
+    if s.recipient in ("list", "shared") and not 1 <= s.members <= 20:
+        raise ScenarioError(f"{where}: members must be within 1..20")
+    if s.recipient in ("list", "shared") and (s.client != "desktop" or s.escapes or s.legal_hold):
+        raise ScenarioError(f"{where}: a list or shared mailbox is read with desktop clients, without escapes "
+                            "or legal hold")
+    if s.escapes and s.recipient != "organisation":
+        raise ScenarioError(f"{where}: escapes are modelled for a recipient in the organisation")
     if s.recipient == "external" and (s.legal_hold or s.purge_deleted_after is not None):
         raise ScenarioError(f"{where}: legal hold and retention are the organisation's policies, "
                             "not the external provider's")
@@ -146,19 +173,20 @@ def load_scenario_data(data: Mapping[str, Any], where: str = "scenario") -> Scen
         at = f"{where}.{key}"
         if key in _DIST_FIELDS:
             kwargs[key] = Dist.parse(value, at)
-        elif key in ("name", "condition", "summary", "recipient", "client", "narration", "move_to"):
+        elif key in ("name", "condition", "summary", "recipient", "client", "narration", "move_to",
+                     "article_word", "article_note"):
             kwargs[key] = _typed(value, str, at)
-        elif key in ("article", "preview", "legal_hold"):
+        elif key in ("article", "preview", "legal_hold", "demo"):
             kwargs[key] = _typed(value, bool, at)
-        elif key in ("order", "demo_trial"):
+        elif key in ("order", "demo_trial", "members"):
             kwargs[key] = _typed(value, int, at)
         elif key in ("purge_deleted_after", "delayed_send", "observe_for"):
             kwargs[key] = float(_number(value, at))
         elif key == "policies":
             kwargs[key] = dict(_typed(value, Mapping, at))
-        elif key == "modes":
+        elif key in ("modes", "escapes"):
             if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
-                raise ScenarioError(f"{at}: expected a list of mode names")
+                raise ScenarioError(f"{at}: expected a list of names")
             kwargs[key] = tuple(value)
     try:
         return Scenario(**kwargs)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from recall_lab.harness.scenarios.model import MODES, Scenario
-from recall_lab.harness.scenarios.stats import Z95, Rate
+from recall_lab.harness.scenarios.stats import WORD_RULE, Z95, Rate, trials_to_settle
 
 JSON_VERSION = 1
 
@@ -39,6 +39,7 @@ class TrialResult:
     message_id: str = ""
     elapsed: float = 0.0  # wall seconds the trial took
     error: str = ""  # set when a step failed; the trial then counts as failed
+    residue: dict[str, Any] = field(default_factory=dict)  # what is left after the recall (clients.outcome.Residue)
 
     @property
     def success(self) -> bool:
@@ -73,6 +74,12 @@ class Cell:
         for t in self.trials:
             counts[t.verdict] = counts.get(t.verdict, 0) + 1
         return counts
+
+    def residue_counts(self) -> dict[str, int]:
+        """How many trials left each kind of residue (gone from every view, recoverable, escaped copies...)."""
+        from recall_lab.harness.clients.outcome import summarise_residues
+
+        return summarise_residues(t.residue for t in self.trials)
 
 
 @dataclass
@@ -116,7 +123,8 @@ class MatrixResult:
         """One row per scenario: the table's content as data (what the JSON `table` holds)."""
         out = []
         for s in self.scenarios:
-            row: dict[str, Any] = {"scenario": s.name, "condition": s.condition, "article": s.article}
+            row: dict[str, Any] = {"scenario": s.name, "condition": s.condition, "article": s.article,
+                                   "article_word": s.article_word, "article_note": s.article_note}
             for mode in self.modes:
                 if mode not in s.modes or (s.name, mode) not in self.cells:
                     row[mode] = None
@@ -126,7 +134,9 @@ class MatrixResult:
                 low, high = r.interval
                 row[mode] = {"likelihood": r.likelihood, "rate": round(r.rate, 4), "ci95": [round(low, 4),
                              round(high, 4)], "successes": r.successes, "trials": r.trials,
-                             "verdicts": cell.verdict_counts()}
+                             "verdicts": cell.verdict_counts(), "residue": cell.residue_counts(),
+                             "likelihood_of_rate": r.rate_likelihood,
+                             "settle_trials": trials_to_settle(r.rate) if r.straddles else None}
             out.append(row)
         return out
 
@@ -141,6 +151,7 @@ class MatrixResult:
             "elapsed_seconds": round(self.elapsed, 3),
             "interval": {"method": "wilson", "confidence": 0.95, "z": Z95},
             "likelihood_thresholds": {"High": ">= 0.8", "Moderate": ">= 0.4", "Low": "> 0", "None": "== 0"},
+            "likelihood_rule": WORD_RULE,
             "scenarios": [s.to_toml_dict() for s in self.scenarios],
             "table": self.rows(),
             "trials": [t.to_json() for t in self.all_trials()],

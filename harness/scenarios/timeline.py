@@ -26,8 +26,12 @@ class EventKind(enum.StrEnum):
     ONLINE = "online"  # ... and comes back (resync: QRESYNC / CONDSTORE / UIDs)
     RULE_MOVE = "rule-move"  # a rule moves the message to another folder on arrival
     PREVIEW = "preview"  # a notification shows subject and first line (does not set \Seen)
+    PHONE = "phone"  # the recipient's phone: lock-screen notification and/or sync, then it goes offline
     PAGE_LOAD = "page-load"  # the web client loads its page: the list and snapshots are re-rendered
     OPEN = "open"  # the user opens the message (FETCH BODY[], which sets \Seen)
+    MEMBER_OPEN = "member-open"  # another member of a list, or another reader of a shared mailbox, opens it
+    FORWARD = "forward"  # the recipient forwards it to someone at another provider (SMTP submission)
+    REPLY = "reply"  # the recipient replies, quoting it (SMTP submission)
     DELETE = "delete"  # the user deletes the message (to Trash)
     PURGE = "purge"  # the retention tick: Trash items older than purge_deleted_after are purged
     RECALL = "recall"  # the sender recalls the message (a recall instruction over submission)
@@ -91,6 +95,10 @@ def plan_trial(scenario: Scenario, seed: str) -> Plan:
             if t > horizon:
                 break
             loads.append(t)
+    # Sampled after every older field, so that adding them left the older scenarios' plans as they were.
+    escape_delay = scenario.escape_delay.sample(rng)
+    member_opens = [scenario.open_delay.sample(rng) for _ in range(scenario.members - 1)] \
+        if scenario.recipient in ("list", "shared") else []
 
     events: list[Event] = []
 
@@ -143,6 +151,18 @@ def plan_trial(scenario: Scenario, seed: str) -> Plan:
             add(deleted, EventKind.DELETE)
             if scenario.purge_deleted_after is not None:
                 add(deleted + scenario.purge_deleted_after + purge_lag, EventKind.PURGE)
+
+        escapes = set(scenario.escapes)
+        if escape_delay is not None:
+            # One forwards or replies to what one has read: the engine opens it first.
+            for kind in (EventKind.FORWARD, EventKind.REPLY):
+                if kind.value in escapes:
+                    add(max(delivered_at + escape_delay, seen_at), kind)
+        if escapes & {"lock-screen", "phone-sync"}:
+            add(delivered_at, EventKind.PHONE, ", ".join(sorted(escapes & {"lock-screen", "phone-sync"})))
+        for k, delay in enumerate(member_opens, start=1):
+            if delay is not None:
+                add(delivered_at + delay, EventKind.MEMBER_OPEN, str(k))
 
     kept = tuple(sorted(e for e in events if e.at <= end))
     return Plan(scenario=scenario.name, seed=seed, events=kept, recall_at=recall_at,

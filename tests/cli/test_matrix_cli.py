@@ -39,7 +39,7 @@ def test_bad_scenario_file_is_one_line(tmp_path, capsys) -> None:
     bad.write_text('name = "bad"\ncondition = "c"\nsummary = "s"\nopen_delay = { dist = "gamma" }\n')
     code, _out, err = run_cli(["matrix", "--scenario", str(bad)], capsys)
     assert code == 1 and err.strip() == "recall-lab: bad.toml.open_delay: dist must be one of fixed, uniform, " \
-        "exponential, lognormal, never, got 'gamma'"
+        "exponential, lognormal, mixture, never, got 'gamma'"
 
 
 def test_bad_lab_config_is_one_line(tmp_path, capsys) -> None:
@@ -87,7 +87,8 @@ def test_matrix_writes_json_and_self_contained_html(tmp_path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "The recipient uses a different email provider" in proc.stdout
-    assert re.search(r"different email provider\s*│\s*None\s*│\s*0\.00 \[0\.00-0\.66\]", proc.stdout)
+    # Condition | Article | Likelihood | rate: the article's None, then the measured None
+    assert re.search(r"different email provider\s*│\s*None\s*│\s*None\s*│\s*0\.00 \[0\.00-0\.66\]", proc.stdout)
     data = json.loads(out_json.read_text())
     assert [row["scenario"] for row in data["table"]] == ["same-org-desktop", "external-provider"]
     assert data["seed"] == 5 and len(data["trials"]) == 8

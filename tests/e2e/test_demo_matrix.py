@@ -21,13 +21,22 @@ LIKELIHOODS = ("High", "Moderate", "Low", "None")
 RATE = re.compile(r"^(\d\.\d\d) \[(\d\.\d\d)-(\d\.\d\d)\]$")
 
 
-def likelihood_of(rate: float) -> str:
-    """The thresholds the demo prints under its table."""
+def band_of(rate: float) -> str:
+    """The band of a rate, as the demo's legend states it (None below 0.005)."""
     if rate >= 0.80:
         return "High"
     if rate >= 0.40:
         return "Moderate"
-    return "Low" if rate > 0 else "None"
+    return "Low" if rate >= 0.005 else "None"
+
+
+def word_of(successes: int, trials: int) -> str:
+    """The legend's rule: the bands of the interval's two ends; None when every trial failed."""
+    lo, hi = wilson(successes, trials)
+    if successes == 0 or hi < 0.005:
+        return "None"
+    low, high = band_of(lo), band_of(hi)
+    return low if low == high else f"{low}-{high}"
 
 
 def wilson(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
@@ -86,27 +95,29 @@ def test_demo_tells_the_story_and_ends_with_the_measured_table(tmp_path):
     assert re.search(r"web page.*still shows it", out), "the web page that keeps showing a recalled message"
     assert re.search(r"C: Subject: Recall (Success|Failure): ", out), "QA F11: a legacy client reporting back"
 
-    # the table: Condition | Likelihood | rate [95% CI] per mode | Trials, and it is the measured one
+    # the table: Condition | Article | Likelihood | rate [95% CI] per mode | Trials, and it is the measured one
     header, rows = parse_table(out)
-    assert header == ["Condition", "cloud recall Likelihood", "cloud recall Rate [95% CI]",
+    assert header == ["Condition", "Article", "cloud recall Likelihood", "cloud recall Rate [95% CI]",
                       "legacy recall Likelihood", "legacy recall Rate [95% CI]", "Trials"]
     assert [r[0] for r in rows] == conditions
     for row, data in zip(rows, measured["table"], strict=True):
-        for likelihood, rate_text, mode in ((row[1], row[2], "cloud"), (row[3], row[4], "legacy")):
+        assert row[1].split(" ")[0] == (data["article_word"] or "-")
+        for likelihood, rate_text, mode in ((row[2], row[3], "cloud"), (row[4], row[5], "legacy")):
             m = RATE.match(rate_text)
             assert m, rate_text
             rate, lo, hi = (float(g) for g in m.groups())
             assert lo <= rate <= hi
-            assert likelihood in LIKELIHOODS and likelihood == likelihood_of(rate), (row[0], mode, rate)
+            assert likelihood == word_of(data[mode]["successes"], data[mode]["trials"]), (row[0], mode, rate)
+            assert set(likelihood.split("-")) <= set(LIKELIHOODS)
             assert rate == pytest.approx(data[mode]["rate"], abs=0.005)
             assert data[mode]["successes"] == round(rate * data[mode]["trials"])
             want_lo, want_hi = wilson(data[mode]["successes"], data[mode]["trials"])
             assert (lo, hi) == (pytest.approx(want_lo, abs=0.006), pytest.approx(want_hi, abs=0.006)), rate_text
-        assert int(row[5]) == data["cloud"]["trials"] == data["legacy"]["trials"] == 20
+        assert int(row[6]) == data["cloud"]["trials"] == data["legacy"]["trials"] == 20
     by_condition = {r[0]: r for r in rows}
-    assert by_condition["The recipient uses a different email provider"][1] == "None", \
+    assert by_condition["The recipient uses a different email provider"][2] == "None", \
         "a recall cannot reach another provider"
-    assert by_condition["The recipient has not opened the email"][1] == "High"
+    assert by_condition["The recipient has not opened the email"][2] == "High"
 
 
 @pytest.fixture(scope="module")

@@ -143,10 +143,10 @@ def test_two_processes_give_the_same_trials_as_one() -> None:
 def test_catalogue_delayed_send_cancel_inside_the_window_always_works() -> None:
     """The delayed-send row's rate is the share of senders who notice in time: every cancel made inside the
     window must work and every later one must fail, so the row never counts a failed in-window cancel."""
-    scenario = find_scenario("delayed-send")
+    scenario = find_scenario("delayed-send-gmail")
     window = scenario.lab_policies["delayed_send"]
     result = asyncio.run(run_matrix(MatrixOptions(scenarios=[scenario], trials=30, seed=3, transcripts=False)))
-    trials = [t for mode in ("cloud", "legacy") for t in result.cells[("delayed-send", mode)].trials]
+    trials = [t for mode in ("cloud", "legacy") for t in result.cells[("delayed-send-gmail", mode)].trials]
     assert all(t.error == "" for t in trials), [t.error for t in trials if t.error]
     inside = [t.verdict for t in trials if t.recall_at <= window]
     late = [t.verdict for t in trials if t.recall_at > window]

@@ -26,8 +26,12 @@ ARTICLE_CONDITIONS = {
 
 def test_catalogue_has_one_scenario_per_condition_and_the_extras() -> None:
     names = [s.name for s in builtin_scenarios()]
-    assert names == ["unopened", "same-org-desktop", "web-client", "external-provider", "read-before-recall",
-                     "offline-desktop", "moved-by-rule", "retention-purge", "legal-hold", "delayed-send"]
+    assert names == ["unopened", "same-org-desktop", "web-client", "external-provider", "web-client-live",
+                     "read-before-recall", "offline-desktop", "moved-by-rule", "retention-purge", "legal-hold",
+                     "delayed-send-gmail", "delayed-send-outlook-web", "delayed-send-outlook-defer",
+                     # the conditions the article's table lacks (matrix only: demo = false)
+                     "forwarded-before-recall", "auto-forward", "reply-quoting", "lock-screen", "phone-sync",
+                     "distribution-list", "shared-mailbox", "recall-too-old"]
     assert {s.condition for s in builtin_scenarios() if s.article} == ARTICLE_CONDITIONS
     for s in builtin_scenarios():
         assert s.modes == ("cloud", "legacy")
@@ -50,15 +54,17 @@ def test_a_python_scenario_equals_its_toml_spelling() -> None:
     python = Scenario(name="quick", condition="Quick reader", summary="Reads at once.",
                       open_delay=Dist("exponential", mean=30), recall_delay=Dist("uniform", low=60, high=120))
     toml = load_scenario_text('name = "quick"\ncondition = "Quick reader"\nsummary = "Reads at once."\n'
-                              'open_delay = { dist = "exponential", mean = 30 }\n'
-                              'recall_delay = { dist = "uniform", low = 60, high = 120 }\n', "quick.toml")
+                              'open_delay = { dist = "exponential", mean = 30, source = "assumption: a" }\n'
+                              'recall_delay = { dist = "uniform", low = 60, high = 120, source = "assumption: b" }\n',
+                              "quick.toml")
     assert python == toml
 
 
 def test_user_scenario_file_by_path(tmp_path) -> None:
     path = tmp_path / "mine.toml"
     path.write_text('name = "mine"\ncondition = "Mine"\nsummary = "s"\nclient = "web"\n'
-                    'page_load_interval = 300\n', encoding="utf-8")
+                    'page_load_interval = { dist = "fixed", value = 300, source = "assumption: mine" }\n',
+                    encoding="utf-8")
     s = find_scenario(str(path))
     assert (s.name, s.client, s.page_load_interval) == ("mine", "web", Dist("fixed", value=300.0))
     assert load_scenario_file(path) == s
@@ -99,5 +105,6 @@ def test_missing_file_is_a_scenario_error(tmp_path) -> None:
 
 def test_lab_policies_carry_what_the_server_needs() -> None:
     assert find_scenario("retention-purge").lab_policies == {"purge_deleted_after": 60.0}
-    assert find_scenario("delayed-send").lab_policies == {"delayed_send": 60.0}
+    assert find_scenario("delayed-send-gmail").lab_policies == {"delayed_send": 10.0}
+    assert find_scenario("delayed-send-outlook-defer").lab_policies == {"delayed_send": 120.0}
     assert find_scenario("web-client").lab_policies == {}

@@ -41,10 +41,13 @@ def test_table_text_has_the_articles_form(result: MatrixResult) -> None:
     assert lines[0].split("|")[1].strip() == "Condition"
     assert "Likelihood (cloud recall)" in lines[0] and "Rate [95% CI] (legacy recall)" in lines[0]
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in lines[2:]}
+    # words from the interval (ranges where it straddles a threshold); the article's word, marked where it differs
     assert rows["The recipient uses the same organisation's server (desktop client)"] == [
-        "High", "0.90 [0.60-0.98]", "High", "0.80 [0.49-0.94]", "10"]
-    assert rows["The recipient uses a web client"] == ["Moderate", "0.50 [0.24-0.76]", "None", "0.00 [0.00-0.28]", "10"]
-    assert rows["The recipient uses a different email provider"][0::2] == ["None", "None", "10"]
+        "High", "Moderate-High", "0.90 [0.60-0.98]", "Moderate-High", "0.80 [0.49-0.94]", "10"]
+    assert rows["The recipient uses a web client"] == [
+        "Low [1]", "Low-Moderate", "0.50 [0.24-0.76]", "None", "0.00 [0.00-0.28]", "10"]
+    assert rows["The recipient uses a different email provider"] == [
+        "None", "None", "0.00 [0.00-0.28]", "None", "0.00 [0.00-0.28]", "10"]
 
 
 def test_json_round_trip(result: MatrixResult, tmp_path) -> None:
@@ -52,7 +55,8 @@ def test_json_round_trip(result: MatrixResult, tmp_path) -> None:
     data = json.loads(path.read_text())
     assert data["version"] == 1 and data["interval"]["method"] == "wilson"
     web = next(row for row in data["table"] if row["scenario"] == "web-client")
-    assert web["cloud"]["likelihood"] == "Moderate" and web["cloud"]["successes"] == 5
+    assert web["cloud"]["likelihood"] == "Low-Moderate" and web["cloud"]["successes"] == 5
+    assert web["cloud"]["likelihood_of_rate"] == "Moderate" and web["article_word"] == "Low"
     assert web["cloud"]["ci95"] == [0.2366, 0.7634]
     assert web["legacy"]["verdicts"] == {"recalled": 0, "partial": 0, "failed": 10, "impossible": 0}
     assert len(data["trials"]) == 60

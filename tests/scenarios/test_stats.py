@@ -44,5 +44,7 @@ def test_likelihood_thresholds(rate: float, word: str) -> None:
 
 def test_rate_text() -> None:
     assert Rate(17, 20).text() == "0.85 [0.64-0.95]"
-    assert Rate(17, 20).likelihood == "High"
+    # the table's word comes from the interval [0.64-0.95], which straddles 0.80; the bare rate says High
+    assert Rate(17, 20).likelihood == "Moderate-High"
+    assert Rate(17, 20).rate_likelihood == "High"
     assert Rate(0, 0).text() == "-"
