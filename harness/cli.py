@@ -17,6 +17,14 @@ import typer
 COMMAND_MODULES = ("serve", "send", "recall", "demo", "matrix")
 
 
+#: Exit statuses, the same for the same kind of error in every command: what stops a command from starting (a
+#: bad option value, config, scenario or input file, a port in use) is EXIT_USAGE, as click's own usage errors
+#: are; a run that started and then failed (a refused message, a recall that did not finish, an output file that
+#: could not be written) is EXIT_FAILED. Ctrl-C is 130, SIGTERM 143.
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
 class CliError(Exception):
     """An expected failure: printed as one line `recall-lab: <message>`, exit status `code`."""
 

@@ -38,7 +38,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from recall_lab.harness.cli import CliError
+from recall_lab.harness.cli import EXIT_USAGE, CliError
 from recall_lab.harness.commands.matrix import (
     check_outputs,
     load_base_config,
@@ -171,7 +171,8 @@ def web_port(wanted: int | None) -> int:
         try:
             probe.bind(("127.0.0.1", wanted or 0))
         except OSError as exc:
-            raise CliError(f"cannot use port {wanted} for the console: {exc.strerror or exc}") from None
+            raise CliError(f"cannot use port {wanted} for the console: {exc.strerror or exc}",
+                           code=EXIT_USAGE) from None
         return int(probe.getsockname()[1])
 
 
@@ -248,11 +249,11 @@ def register(app: typer.Typer) -> None:
         started = time.perf_counter()
         console = output_console() if not markdown else Console(stderr=True, highlight=False)
         if pause is not None and pause < 0:
-            raise CliError("--pause must not be negative")
+            raise CliError("--pause must not be negative", code=EXIT_USAGE)
         if web_port_option is not None and not web:
-            raise CliError("--web-port needs --web")
+            raise CliError("--web-port needs --web", code=EXIT_USAGE)
         if web_port_option is not None and not 0 < web_port_option < 65536:
-            raise CliError("--web-port must be between 1 and 65535")
+            raise CliError("--web-port must be between 1 and 65535", code=EXIT_USAGE)
         realtime = realtime or web
         speed = speed if speed is not None else WEB_SPEED if web else DEFAULT_SPEED
         chosen = resolve_scenarios(scenario)

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from recall_lab.harness.cli import CliError
+from recall_lab.harness.cli import EXIT_USAGE, CliError
 from recall_lab.harness.scenarios.distributions import ScenarioError
 from recall_lab.harness.scenarios.model import MODES, Scenario
 
@@ -51,7 +51,7 @@ def resolve_scenarios(names: Sequence[str] | None) -> list[Scenario]:
             chosen.setdefault(s.name, s)
         return list(chosen.values())
     except ScenarioError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(str(exc), code=EXIT_USAGE) from None
 
 
 def resolve_modes(modes: Sequence[str] | None) -> tuple[str, ...]:
@@ -61,7 +61,7 @@ def resolve_modes(modes: Sequence[str] | None) -> tuple[str, ...]:
     for m in modes:
         m = m.strip().lower()
         if m not in MODES:
-            raise CliError(f"unknown recall mode {m!r} (known: {', '.join(MODES)})")
+            raise CliError(f"unknown recall mode {m!r} (known: {', '.join(MODES)})", code=EXIT_USAGE)
         if m not in out:
             out.append(m)
     return tuple(sorted(out, key=MODES.index))
@@ -75,7 +75,7 @@ def load_base_config(path: Path | None) -> Any:
     try:
         return load_config(path)
     except ConfigError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(str(exc), code=EXIT_USAGE) from None
 
 
 @contextlib.contextmanager
@@ -137,11 +137,11 @@ def run_matrix_sync(options: Any) -> Any:
     except Terminated:
         raise CliError("terminated", code=143) from None
     except (LabStartError, ConfigError, ScenarioError) as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(str(exc), code=EXIT_USAGE) from None
     except ValueError as exc:  # a policy refusing its settings when the lab starts (policies.* in the config)
-        raise CliError(f"bad lab configuration: {exc}") from None
+        raise CliError(f"bad lab configuration: {exc}", code=EXIT_USAGE) from None
     except OSError as exc:
-        raise CliError(f"cannot start the lab: {exc.strerror or exc}") from None
+        raise CliError(f"cannot start the lab: {exc.strerror or exc}", code=EXIT_USAGE) from None
 
 
 def make_options(scenarios: list[Scenario], trials: int, seed: str, modes: tuple[str, ...], concurrency: int,
@@ -149,24 +149,24 @@ def make_options(scenarios: list[Scenario], trials: int, seed: str, modes: tuple
     from recall_lab.harness.matrix import MatrixOptions
 
     if extra.get("workers") is not None and extra["workers"] < 1:
-        raise CliError("--workers must be at least 1")
+        raise CliError("--workers must be at least 1", code=EXIT_USAGE)
     if extra.get("workers") is None:
         extra["workers"] = auto_workers(trials * sum(len([m for m in modes if m in s.modes]) for s in scenarios))
     if trials < 1:
-        raise CliError("--trials must be at least 1")
+        raise CliError("--trials must be at least 1", code=EXIT_USAGE)
     if concurrency < 1:
-        raise CliError("--concurrency must be at least 1")
+        raise CliError("--concurrency must be at least 1", code=EXIT_USAGE)
     if speed <= 0:
-        raise CliError("--speed must be positive")
+        raise CliError("--speed must be positive", code=EXIT_USAGE)
     if port_base is not None and not 0 < port_base < 65500:
-        raise CliError("--port-base must be between 1 and 65499")
+        raise CliError("--port-base must be between 1 and 65499", code=EXIT_USAGE)
     seed_value: int | str = int(seed) if seed.lstrip("-").isdigit() else seed
     try:
         return MatrixOptions(scenarios=scenarios, trials=trials, seed=seed_value, modes=modes,
                              concurrency=concurrency, realtime=realtime, speed=speed, base_config=config,
                              port_base=port_base, **extra)
     except ValueError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(str(exc), code=EXIT_USAGE) from None
 
 
 def check_outputs(json_path: Path | None, html_path: Path | None = None) -> None:
@@ -174,12 +174,12 @@ def check_outputs(json_path: Path | None, html_path: Path | None = None) -> None
     exist, or `--html` in an install without matplotlib (the `report` extra draws the report's plot)."""
     for path in (json_path, html_path):
         if path is not None and not path.parent.is_dir():
-            raise CliError(f"cannot write {path}: no folder {path.parent}")
+            raise CliError(f"cannot write {path}: no folder {path.parent}", code=EXIT_USAGE)
     if html_path is not None:
         from recall_lab.harness.report.plot import MISSING_MATPLOTLIB, plot_available
 
         if not plot_available():
-            raise CliError(MISSING_MATPLOTLIB)
+            raise CliError(MISSING_MATPLOTLIB, code=EXIT_USAGE)
 
 
 def write_outputs(result: Any, json_path: Path | None, html_path: Path | None, sweep: Any = None) -> list[str]:
@@ -229,7 +229,7 @@ def sweep_plan(scenarios: list[Scenario], text: str | None) -> Any:
     try:
         _parameter, delays = parse_sweep(text)
     except ScenarioError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(str(exc), code=EXIT_USAGE) from None
     return SweepPlan(tuple(scenarios), delays)
 
 

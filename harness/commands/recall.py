@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from recall_lab.fake_servers.recall.format import RecallReport
-from recall_lab.harness.cli import CliError
+from recall_lab.harness.cli import EXIT_USAGE, CliError
 from recall_lab.harness.commands.tls import client_context
 from recall_lab.harness.recall_agent import RecallAgent, RecallAgentError
 
@@ -25,9 +25,10 @@ def _load_replacement(path: Path) -> bytes:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise CliError(f"cannot read replacement {path}: {exc.strerror or exc}") from None
+        raise CliError(f"cannot read replacement {path}: {exc.strerror or exc}", code=EXIT_USAGE) from None
     if b":" not in raw.split(b"\n", 1)[0]:
-        raise CliError(f"replacement {path} is not a message (RFC 5322 headers, blank line, body)")
+        raise CliError(f"replacement {path} is not a message (RFC 5322 headers, blank line, body)",
+                       code=EXIT_USAGE)
     return raw
 
 
@@ -35,11 +36,12 @@ def _load_endpoints(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise CliError(f"cannot read endpoints file {path}: {exc.strerror or exc}") from None
+        raise CliError(f"cannot read endpoints file {path}: {exc.strerror or exc}", code=EXIT_USAGE) from None
     except json.JSONDecodeError as exc:
-        raise CliError(f"endpoints file {path} is not JSON: {exc.msg}") from None
+        raise CliError(f"endpoints file {path} is not JSON: {exc.msg}", code=EXIT_USAGE) from None
     if not isinstance(data, dict) or not isinstance(data.get("domains"), dict):
-        raise CliError(f"endpoints file {path} has no \"domains\" object (write it with `recall-lab serve`)")
+        raise CliError(f"endpoints file {path} has no \"domains\" object (write it with `recall-lab serve`)",
+                       code=EXIT_USAGE)
     return data
 
 
@@ -96,7 +98,7 @@ def register(app: typer.Typer) -> None:
         """Recall a message: find it in the sender's Sent folder (or Outbox, while delayed send holds it), submit
         the recall, print the report."""
         if "@" not in user:
-            raise CliError(f"--user must be a full address, not {user!r}")
+            raise CliError(f"--user must be a full address, not {user!r}", code=EXIT_USAGE)
         replacement = _load_replacement(replace_with) if replace_with is not None else None
         lab = _load_endpoints(endpoints)
         secret = password if password is not None else _lab_password(lab, user)

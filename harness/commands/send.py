@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import aiosmtplib
 import typer
 
-from recall_lab.harness.cli import CliError
+from recall_lab.harness.cli import EXIT_USAGE, CliError
 from recall_lab.harness.commands.tls import client_context
 from recall_lab.harness.own_name import client_name
 
@@ -29,12 +29,12 @@ def _load_endpoints(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise CliError(f"cannot read endpoints file {path}: {exc.strerror or exc}") from None
+        raise CliError(f"cannot read endpoints file {path}: {exc.strerror or exc}", code=EXIT_USAGE) from None
     except ValueError:
-        raise CliError(f"endpoints file {path} is not JSON (write it with `recall-lab serve --endpoints-file`)"
-                       ) from None
+        raise CliError(f"endpoints file {path} is not JSON (write it with `recall-lab serve --endpoints-file`)",
+                       code=EXIT_USAGE) from None
     if not isinstance(data, dict) or not isinstance(data.get("domains"), dict):
-        raise CliError(f"endpoints file {path} has no \"domains\" object")
+        raise CliError(f"endpoints file {path} has no \"domains\" object", code=EXIT_USAGE)
     return data
 
 
@@ -43,7 +43,7 @@ def _refuse_line_breaks(values: dict[str, list[str]]) -> None:
     for option, items in values.items():
         for item in items:
             if "\r" in item or "\n" in item:
-                raise CliError(f"{option} may not contain a line break", code=2)
+                raise CliError(f"{option} may not contain a line break", code=EXIT_USAGE)
 
 
 def build_message(sender: str, to: list[str], cc: list[str], subject: str, body: str) -> EmailMessage:
@@ -90,28 +90,28 @@ def register(app: typer.Typer) -> None:
         _refuse_line_breaks({"--from": [sender], "--to": to, "--cc": cc, "--bcc": bcc, "--subject": [subject],
                              "--password": [password or ""]})
         if (body is None) == (body_file is None):
-            raise CliError("give exactly one of --body TEXT or --body-file FILE", code=2)
+            raise CliError("give exactly one of --body TEXT or --body-file FILE", code=EXIT_USAGE)
         if not to and not cc and not bcc:
-            raise CliError("no recipients: give --to, --cc or --bcc", code=2)
+            raise CliError("no recipients: give --to, --cc or --bcc", code=EXIT_USAGE)
         if body_file is not None:
             try:
                 body = body_file.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
-                raise CliError(f"cannot read body file {body_file}: {getattr(exc, 'strerror', None) or exc}"
-                               ) from None
+                raise CliError(f"cannot read body file {body_file}: {getattr(exc, 'strerror', None) or exc}",
+                               code=EXIT_USAGE) from None
         assert body is not None
         user = sender.strip().lower()
         domain = user.rpartition("@")[2]
         info = _load_endpoints(endpoints)["domains"].get(domain)
         if info is None or "submission" not in info:
-            raise CliError(f"no submission server for {domain or sender!r} in {endpoints}")
+            raise CliError(f"no submission server for {domain or sender!r} in {endpoints}", code=EXIT_USAGE)
         secret = password if password is not None else info.get("users", {}).get(user)
         if secret is None:
-            raise CliError(f"{user} is not a user in {endpoints}; give --password")
+            raise CliError(f"{user} is not a user in {endpoints}; give --password", code=EXIT_USAGE)
         try:
             msg = build_message(user, to, cc, subject, body)
         except ValueError as exc:  # whatever else the email package refuses in a header value
-            raise CliError(f"cannot build the message: {' '.join(str(exc).split())}", code=2) from None
+            raise CliError(f"cannot build the message: {' '.join(str(exc).split())}", code=EXIT_USAGE) from None
         host, port = info["submission"]["host"], int(info["submission"]["port"])
         starttls = starttls or bool(info.get("starttls"))  # a lab served with TLS takes AUTH only after it
         context = client_context(cafile) if starttls else None

@@ -7,6 +7,10 @@ import sys
 import pytest
 
 from recall_lab.harness.cli import main
+from recall_lab.harness.scenarios.catalogue import builtin_scenarios
+
+#: The conditions the demo walks and measures (the others are `recall-lab matrix` rows only).
+DEMO_ROWS = len([s for s in builtin_scenarios() if s.demo])
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +27,10 @@ def test_walks_every_condition_in_table_order(demo_output: str) -> None:
     assert [h[1] for h in headings][:4] == [
         "The recipient has not opened the email",
         "The recipient uses the same organisation's server (desktop client)",
-        "The recipient uses a web client",
+        "The recipient uses a web client, static page (the article's)",
         "The recipient uses a different email provider",
     ]
-    assert len(headings) == 10
+    assert len(headings) == DEMO_ROWS
 
 
 def test_shows_the_protocol_lines_that_matter(demo_output: str) -> None:
@@ -40,7 +44,7 @@ def test_shows_the_protocol_lines_that_matter(demo_output: str) -> None:
 
 
 def test_each_condition_ends_with_both_modes(demo_output: str) -> None:
-    assert demo_output.count("=> cloud :") == 10 and demo_output.count("=> legacy:") == 10
+    assert demo_output.count("=> cloud :") == DEMO_ROWS and demo_output.count("=> legacy:") == DEMO_ROWS
     assert "=> cloud : impossible" in demo_output  # the external provider
     assert "=> legacy: failed, report: failed-moved" in demo_output  # moved by a rule
 
@@ -54,11 +58,11 @@ def test_ends_with_the_measured_table(demo_output: str) -> None:
     # 2 of 2: the interval [0.34-1.00] straddles two thresholds, and the article's High lies inside it
     assert re.search(r"has not opened the(?: email)?\s*│\s*High\s*│\s*Low-High\s*│\s*1\.00 \[0\.34-1\.00\]", table)
     assert "Wilson score, 95%" in table
-    assert re.search(r"40 trials in [\d.]+ s; demo took [\d.]+ s\.", table)
+    assert re.search(rf"{2 * 2 * DEMO_ROWS} trials in [\d.]+ s; demo took [\d.]+ s\.", table)
 
 
 def test_demo_unknown_scenario_is_one_line(capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["demo", "--scenario", "nope"])
     _out, err = capsys.readouterr()
-    assert info.value.code == 1 and err.startswith("recall-lab: unknown scenario 'nope'") and err.count("\n") == 1
+    assert info.value.code == 2 and err.startswith("recall-lab: unknown scenario 'nope'") and err.count("\n") == 1

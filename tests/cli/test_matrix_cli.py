@@ -38,7 +38,7 @@ def test_bad_scenario_file_is_one_line(tmp_path, capsys) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "bad"\ncondition = "c"\nsummary = "s"\nopen_delay = { dist = "gamma" }\n')
     code, _out, err = run_cli(["matrix", "--scenario", str(bad)], capsys)
-    assert code == 1 and err.strip() == "recall-lab: bad.toml.open_delay: dist must be one of fixed, uniform, " \
+    assert code == 2 and err.strip() == "recall-lab: bad.toml.open_delay: dist must be one of fixed, uniform, " \
         "exponential, lognormal, mixture, never, got 'gamma'"
 
 
@@ -46,7 +46,8 @@ def test_bad_lab_config_is_one_line(tmp_path, capsys) -> None:
     cfg = tmp_path / "lab.toml"
     cfg.write_text('[domains."corp.example"]\nrole = "boss"\n')
     code, _out, err = run_cli(["matrix", "--config", str(cfg), "--scenario", "unopened"], capsys)
-    assert code == 1 and err.startswith("recall-lab: domain corp.example: role must be") and err.count("\n") == 1
+    assert code == 2 and err.startswith("recall-lab: config ") and "domain corp.example: role must be" in err \
+        and err.count("\n") == 1
 
 
 @pytest.mark.parametrize(("config", "message"), [
@@ -59,7 +60,7 @@ def test_lab_config_the_scenarios_cannot_use_is_one_line(tmp_path, capsys, confi
     path = tmp_path / "lab.toml"
     path.write_text(config)
     code, _out, err = run_cli(["matrix", "--config", str(path), "--scenario", "unopened", "--trials", "1"], capsys)
-    assert code == 1 and message in err and err.count("\n") == 1
+    assert code == 2 and message in err and err.count("\n") == 1
 
 
 def test_port_in_use_is_one_line(capsys) -> None:
@@ -69,7 +70,7 @@ def test_port_in_use_is_one_line(capsys) -> None:
         port = busy.getsockname()[1]
         code, _out, err = run_cli(["matrix", "--port-base", str(port), "--trials", "1", "--scenario", "unopened"],
                                   capsys)
-    assert code == 1 and "already in use" in err and err.count("\n") == 1
+    assert code == 2 and "already in use" in err and err.count("\n") == 1
 
 
 def test_list_names_every_builtin(capsys) -> None:

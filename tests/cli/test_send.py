@@ -88,7 +88,7 @@ def test_send_errors_are_one_line(served, args, needle):
 def test_send_without_endpoints_file(tmp_path):
     proc = _send("--endpoints", str(tmp_path / "missing.json"), "--from", "alice@corp.example", "--to",
                  "bob@corp.example", "--subject", "s", "--body", "b")
-    assert proc.returncode == 1 and "cannot read endpoints file" in proc.stderr
+    assert proc.returncode == 2 and "cannot read endpoints file" in proc.stderr
 
 
 @pytest.mark.parametrize("option, value", [
@@ -140,5 +140,5 @@ def test_send_names_a_missing_ca_file(tmp_path):
         "submission": {"host": "127.0.0.1", "port": 9}, "users": {"alice@corp.example": "alice-password"}}}}))
     proc = _send("--endpoints", str(endpoints), "--from", "alice@corp.example", "--to", "bob@corp.example",
                  "--subject", "s", "--body", "b", "--starttls", "--cafile", str(tmp_path / "missing.pem"))
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stderr == f"recall-lab: cannot read CA file {tmp_path / 'missing.pem'}: No such file or directory\n"

@@ -15,6 +15,8 @@ from html.parser import HTMLParser
 
 import pytest
 
+from recall_lab.harness.scenarios.catalogue import builtin_scenarios
+
 from .conftest import run_cli
 
 LIKELIHOODS = ("High", "Moderate", "Low", "None")
@@ -79,7 +81,7 @@ def test_demo_tells_the_story_and_ends_with_the_measured_table(tmp_path):
     titles = [sections[i + 1].splitlines()[0].rstrip(" ─") for i in range(0, len(sections), 2)]
     assert titles == conditions
     article = ("The recipient has not opened the email", "The recipient uses the same organisation's server",
-               "The recipient uses a web client", "The recipient uses a different email provider")
+               "The recipient uses a web client, static page (the article's)", "The recipient uses a different email provider")
     for condition in article:
         assert any(t.startswith(condition) for t in titles), condition
     for i in range(0, len(sections), 2):
@@ -182,7 +184,8 @@ def test_matrix_json_and_self_contained_html(tmp_path):
     data = json.loads(out_json.read_text())
     assert data["seed"] in (1, "1") and data["trials_per_cell"] == 2
     names = [row["scenario"] for row in data["table"]]
-    assert len(names) == 10 and {"unopened", "web-client", "external-provider"} <= set(names)
+    assert names == [s.name for s in sorted(builtin_scenarios(), key=lambda s: (s.order, s.name))]  # every row
+    assert {"unopened", "web-client", "web-client-live", "external-provider"} <= set(names)
     assert len(data["trials"]) == 2 * 2 * len(names)
     assert {t["message_id"] for t in data["trials"]}.__len__() == len(data["trials"]), "one message per trial"
     for row in data["table"]:

@@ -104,5 +104,5 @@ def test_markdown_demo_prints_only_the_table_on_stdout() -> None:
     assert all(line.startswith("|") or FOOTNOTE.match(line) or not line for line in lines), result.stdout
     assert "Likelihood: the bands" in result.stderr and "recall-lab demo" in result.stderr
     rows, _ = parse(result.stdout)
-    assert [row[0] for row in rows[1:]] == ["The recipient uses a web client",
+    assert [row[0] for row in rows[1:]] == ["The recipient uses a web client, static page (the article's)",
                                             "The recipient uses a different email provider"]

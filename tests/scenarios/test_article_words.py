@@ -67,11 +67,11 @@ def test_a_differing_row_gets_a_marker_and_a_footnote_with_the_reason() -> None:
     assert header[:2] == ["Condition", "Article"]
     by = {row[0]: row[1:] for row in rows}
     assert by["The recipient has not opened the email"][:2] == ["High", "High"]  # agrees: no marker
-    assert by["The recipient uses a web client"][:2] == ["Low [1]", "Moderate-High"]
+    assert by["The recipient uses a web client, static page (the article's)"][:2] == ["Low [1]", "Moderate-High"]
     assert by["The recipient uses a different email provider"][:2] == ["None", "None"]
     notes = table_notes(result)
     assert len(notes) == 1
-    assert notes[0].startswith("[1] The recipient uses a web client: measured Moderate-High (cloud recall), "
+    assert notes[0].startswith("[1] The recipient uses a web client, static page (the article's): measured Moderate-High (cloud recall), "
                                "None (legacy recall). The article says Low for web clients")
     assert "[1]" in table_text(result) and table_markdown(result).endswith("\n\n" + notes[0] + "\n")
     page = render_html(result)

@@ -19,7 +19,7 @@ from recall_lab.harness.scenarios import (
 ARTICLE_CONDITIONS = {
     "The recipient has not opened the email",
     "The recipient uses the same organisation's server (desktop client)",
-    "The recipient uses a web client",
+    "The recipient uses a web client, static page (the article's)",
     "The recipient uses a different email provider",
 }
 

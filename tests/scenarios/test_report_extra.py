@@ -89,7 +89,7 @@ def test_html_without_matplotlib_is_one_line_before_any_trial(command: list[str]
     out = tmp_path / "report.html"
     done = subprocess.run([sys.executable, "-m", "recall_lab.harness.cli", *command, "--html", str(out)], env=blocked_env,
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.returncode == 2, (done.stdout, done.stderr)
     assert done.stderr == f"recall-lab: {MISSING_MATPLOTLIB}\n"
     assert "trials in" not in done.stdout  # stopped before measuring anything
     assert not out.exists()

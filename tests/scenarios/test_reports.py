@@ -1,5 +1,6 @@
 """The table, the JSON form and the HTML report, from a result built by hand (no lab needed)."""
 
+import html
 import json
 import re
 
@@ -44,7 +45,7 @@ def test_table_text_has_the_articles_form(result: MatrixResult) -> None:
     # words from the interval (ranges where it straddles a threshold); the article's word, marked where it differs
     assert rows["The recipient uses the same organisation's server (desktop client)"] == [
         "High", "Moderate-High", "0.90 [0.60-0.98]", "Moderate-High", "0.80 [0.49-0.94]", "10"]
-    assert rows["The recipient uses a web client"] == [
+    assert rows["The recipient uses a web client, static page (the article's)"] == [
         "Low [1]", "Low-Moderate", "0.50 [0.24-0.76]", "None", "0.00 [0.00-0.28]", "10"]
     assert rows["The recipient uses a different email provider"] == [
         "None", "None", "0.00 [0.00-0.28]", "None", "0.00 [0.00-0.28]", "10"]
@@ -73,7 +74,7 @@ def test_html_is_self_contained_and_escaped(result: MatrixResult) -> None:
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert not re.search(r"""<link\b|@import|url\(\s*["']?https?:""", page)
     assert "* VANISHED 1" in page
-    assert "The recipient uses a web client" in page and "Moderate" in page
+    assert html.escape("The recipient uses a web client, static page (the article's)") in page and "Moderate" in page
 
 
 def test_plot_bins_success_by_delay(result: MatrixResult) -> None:

@@ -100,7 +100,7 @@ def test_cli_bad_sweep_is_one_line(capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["matrix", "--sweep", "open-delay=5"])
     _out, err = capsys.readouterr()
-    assert info.value.code == 1 and err.startswith("recall-lab: --sweep: expected recall-delay=") \
+    assert info.value.code == 2 and err.startswith("recall-lab: --sweep: expected recall-delay=") \
         and err.count("\n") == 1
 
 
