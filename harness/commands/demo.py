@@ -294,6 +294,9 @@ def register(app: typer.Typer) -> None:
             for note in table_notes(result):
                 console.print(note, highlight=False, markup=False)
         console.print(LEGEND, highlight=False)
+        from recall_lab.harness.scenarios.sweep import recall_delay_note
+
+        console.print(recall_delay_note(result.scenarios)[1], highlight=False, markup=False)
         unsettled = settle_notes(result)
         if unsettled:
             console.print(f"Ranges: at {trials} trials these intervals straddle a threshold; trials per cell that "
