@@ -104,7 +104,7 @@ def test_missing_file_is_a_scenario_error(tmp_path) -> None:
 
 
 def test_lab_policies_carry_what_the_server_needs() -> None:
-    assert find_scenario("retention-purge").lab_policies == {"purge_deleted_after": 60.0}
+    assert find_scenario("retention-purge").lab_policies == {"purge_deleted_after": 30 * 86400.0}
     assert find_scenario("delayed-send-gmail").lab_policies == {"delayed_send": 10.0}
     assert find_scenario("delayed-send-outlook-defer").lab_policies == {"delayed_send": 120.0}
     assert find_scenario("web-client").lab_policies == {}
