@@ -7,6 +7,10 @@ goes over SMTP through the relay queue and the other's MX listener. The harness'
 configured domain, starts them in two phases (`open`: listeners up; `run`: relay and policies go, once every
 domain's MX is reachable) and stops them.
 
+With a TLS context the domain also listens for IMAPS and submission over implicit TLS (RFC 8314), next to the
+STARTTLS ports. Its `faults` (fake_servers/faults.py: a FaultSet with a generator of the domain's own) are what
+its listeners, SMTP hooks and IMAP connections ask before they act; tests add and clear rules there.
+
 Where the work is done (see docs/pipeline.md): intake.py takes every message in (`accept` for SMTP, `submit` for
 the server's own mail) and acts on what the pipeline (pipeline.py) returns; stamping.py writes the trace fields;
 delivery.py puts mail into mailboxes, the Sent folder, the relay queue or the held spool; background.py keeps
@@ -28,6 +32,7 @@ from recall_lab.fake_servers.accounts import Accounts
 from recall_lab.fake_servers.activity import Activity
 from recall_lab.fake_servers.background import BackgroundTasks
 from recall_lab.fake_servers.delivery import FinalDelivery, HeldMail
+from recall_lab.fake_servers.faults import FaultRule, FaultSet, Fired
 from recall_lab.fake_servers.guard import ConnectionGuard
 from recall_lab.fake_servers.intake import Intake
 from recall_lab.fake_servers.pipeline import (
@@ -67,6 +72,9 @@ class DomainSpec:
     policies: Mapping[str, Any] = field(default_factory=dict)
     pipeline: Sequence[str] | None = None
     max_message_size: int = 10 * 1024 * 1024
+    #: Injected faults: rules (FaultRule, spec strings or tables) and the seed of the domain's generator.
+    faults: Sequence[FaultRule | str | Mapping[str, Any]] = ()
+    fault_seed: int | str = 0
 
 
 @dataclass
@@ -74,6 +82,8 @@ class Ports:
     imap: int = 0
     submission: int = 0
     mx: int = 0
+    imaps: int = 0  # implicit TLS (only with a TLS context)
+    submissions: int = 0
 
 
 class PolicySettingsError(Exception):
@@ -101,8 +111,10 @@ class DomainServer:
                  router: Callable[[str], Route | None] = lambda _d: None, spool_dir: Path | None = None,
                  retry_delays: Sequence[float] = (1.0, 5.0, 30.0, 120.0), relay_connections: int = 2,
                  imap: bool = True, guard: ConnectionGuard | None = None,
-                 clock: Callable[[], float] = time.monotonic, activity: Activity | None = None) -> None:
-        """`activity`: the feed this domain reports what it does to (accepted, relayed, each policy's events;
+                 clock: Callable[[], float] = time.monotonic, activity: Activity | None = None,
+                 tls_handshake_timeout: float = 10.0) -> None:
+        """`tls_handshake_timeout`: seconds a client of an implicit-TLS port has to finish its handshake.
+        `activity`: the feed this domain reports what it does to (accepted, relayed, each policy's events;
         shared by a lab's domains, else one of its own). `guard`: connection caps and login throttling for the three listeners (shared with other domains when
         given; else the domain gets one of its own with the default limits). `clock`: the seconds the policies
         keep time by (services.clock; a lab on simulated time passes its own)."""
@@ -118,6 +130,9 @@ class DomainServer:
         self.accounts = Accounts(spec.users)
         self.local_domains = frozenset({self.domain})
         self.activity = activity if activity is not None else Activity()
+        self.faults = FaultSet(self.domain, seed=spec.fault_seed, rules=spec.faults, clock=clock,
+                               on_fire=self._fault_fired)
+        self.tls_handshake_timeout = tls_handshake_timeout
         self.relay_spool = Spool(spool_dir / "relay" if spool_dir else None)
         self.held_spool = Spool(spool_dir / "held" if spool_dir else None)
         # the relay's bounces go back in through the intake (a DSN is the server's own mail)
@@ -146,6 +161,13 @@ class DomainServer:
             SubmissionHandler(self), host=host, port=self.ports.submission, hostname=self.hostname,
             data_size_limit=spec.max_message_size, tls_context=tls_context, transcripts=transcripts,
             guard=self.guard)
+        self.submissions_listener: SmtpListener | None = None
+        if tls_context is not None:
+            self.submissions_listener = SmtpListener(
+                SubmissionHandler(self), host=host, port=self.ports.submissions, hostname=self.hostname,
+                data_size_limit=spec.max_message_size, tls_context=tls_context, transcripts=transcripts,
+                guard=self.guard, implicit_tls=True, tls_handshake_timeout=tls_handshake_timeout)
+        self.imaps_server: Any = None
 
     # -- lifecycle ------------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -156,6 +178,8 @@ class DomainServer:
         self.held_mail.load()
         await self._listen(self.mx_listener, "MX")
         await self._listen(self.submission_listener, "submission")
+        if self.submissions_listener is not None:
+            await self._listen(self.submissions_listener, "submission over TLS")
         if self._want_imap:
             from recall_lab.fake_servers.imap.server import (
                 ImapServer,  # imported late: the IMAP layer is optional here
@@ -163,13 +187,25 @@ class DomainServer:
 
             self.imap_server = ImapServer(self.store, self.accounts, host=self.host, port=self.ports.imap,
                                           ssl_context=self.tls_context, transcripts=self.transcripts,
-                                          name=self.domain, guard=self.guard)
+                                          name=self.domain, guard=self.guard, faults=self.faults)
             try:
                 await self.imap_server.start()
             except OSError as exc:
                 self.imap_server = None
                 raise ListenError(exc.errno, _bind_message(self.host, self.ports.imap, self.domain, "IMAP", exc)
                                   ) from None
+            if self.tls_context is not None:
+                self.imaps_server = ImapServer(self.store, self.accounts, host=self.host, port=self.ports.imaps,
+                                               ssl_context=self.tls_context, transcripts=self.transcripts,
+                                               name=self.domain, guard=self.guard, faults=self.faults,
+                                               implicit_tls=True,
+                                               tls_handshake_timeout=self.tls_handshake_timeout)
+                try:
+                    await self.imaps_server.start()
+                except OSError as exc:
+                    self.imaps_server = None
+                    raise ListenError(exc.errno, _bind_message(self.host, self.ports.imaps, self.domain,
+                                                               "IMAPS", exc)) from None
 
     def _build_policies(self) -> list[Any]:
         """The domain's policies; a policy refusing its settings (ValueError/TypeError from its factory) or an
@@ -211,10 +247,14 @@ class DomainServer:
         """Listeners first (no new mail), then in-flight deliveries finish, then relay and policies stop."""
         await self.mx_listener.stop()
         await self.submission_listener.stop()
-        if self.imap_server is not None:
-            with contextlib.suppress(Exception):
-                await self.imap_server.stop()
-            self.imap_server = None
+        if self.submissions_listener is not None:
+            await self.submissions_listener.stop()
+        for attr in ("imap_server", "imaps_server"):
+            server = getattr(self, attr)
+            if server is not None:
+                with contextlib.suppress(Exception):
+                    await server.stop()
+                setattr(self, attr, None)
         await self.tasks.stop()
         await self.relay.stop()
         await self.pipeline.stop()
@@ -233,6 +273,23 @@ class DomainServer:
         if self.imap_server is None:
             return None
         return Endpoint(self.imap_server.host, self.imap_server.port)
+
+    @property
+    def imaps(self) -> Endpoint | None:
+        """IMAP over implicit TLS (None without a TLS context)."""
+        if self.imaps_server is None:
+            return None
+        return Endpoint(self.imaps_server.host, self.imaps_server.port)
+
+    @property
+    def submissions(self) -> Endpoint | None:
+        """Submission over implicit TLS (None without a TLS context)."""
+        if self.submissions_listener is None:
+            return None
+        return Endpoint(self.host, self.submissions_listener.port)
+
+    def _fault_fired(self, fired: Fired) -> None:
+        self.activity.publish(self.domain, "fault", rule=fired.rule, where=fired.where, action=fired.action)
 
     def add_user(self, address: str, password: str) -> str:
         """An account added while the server runs: its mailboxes made, IMAP and SMTP AUTH accept it at once."""

@@ -17,6 +17,13 @@ TOML shape (every key but the domain tables is optional):
     auth_penalty_after = 10                 # failures from one address after which each login waits unchecked
     auth_failure_delay_max = 15             # that wait doubles from auth_failure_delay, up to this
     smtp_command_timeout = 300              # seconds SMTP waits for each command
+    [capture]                               # capture mode: SMTP that takes any mail, IMAP to read it
+    enabled = true                          # (the table's presence turns it on; false turns it off)
+    password = "s3cret"                     # the IMAP password of every address (default: any password)
+    max_messages = 1000                     # kept in all; past it (or max_bytes) the oldest are dropped
+    max_bytes = 104857600
+    max_addresses = 1000                    # recipients with a mailbox; past it new ones get 452
+    max_message_size = 10485760
     [routes]                                # extra relay routes to servers outside the lab
     "partner.example" = "127.0.0.1:2525"
     [domains."corp.example"]
@@ -28,6 +35,9 @@ TOML shape (every key but the domain tables is optional):
     "alice@corp.example" = "s3cret"
     [domains."corp.example".policies]       # free-form; handed to every policy of the domain
     recall_mode = "cloud"
+    [domains."mail.example".faults]         # injected faults (docs/faults.md)
+    seed = 1                                # the domain's generator: same seed, same faults
+    rules = ["rcpt=450:next=3", { outage = "0-60", mode = "421" }]
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from recall_lab.fake_servers.capture import CaptureSettings
 from recall_lab.fake_servers.guard import GuardLimits
 
 Role = Literal["organisation", "external"]
@@ -74,9 +85,11 @@ class ConfigError(ValueError):
 
 
 #: The keys each table of a lab config may have (anything else is an error naming the key and these).
-TOP_KEYS = ("policy_modules", "relay", "routes", "limits", "domains")
+TOP_KEYS = ("policy_modules", "relay", "routes", "limits", "capture", "domains")
+CAPTURE_KEYS = ("enabled", "password", "max_messages", "max_bytes", "max_addresses", "max_message_size")
 RELAY_KEYS = ("retry_delays",)
-DOMAIN_KEYS = ("role", "users", "passwords", "policies", "pipeline", "max_message_size")
+DOMAIN_KEYS = ("role", "users", "passwords", "policies", "pipeline", "max_message_size", "faults")
+FAULT_KEYS = ("seed", "rules")
 
 
 def _check_keys(table: Mapping[str, Any], allowed: Iterable[str], path: list[str]) -> None:
@@ -104,6 +117,9 @@ class DomainConfig:
     policies: dict[str, Any] = field(default_factory=dict)  # free-form settings for the domain's policies
     pipeline: list[str] | None = None  # explicit policy order; None: the registered defaults for the role
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    #: Injected faults: rules (spec strings, tables or FaultRule) and the seed of the domain's generator.
+    faults: list[Any] = field(default_factory=list)
+    fault_seed: int = 0
 
     def __post_init__(self) -> None:
         self.name = self.name.strip().lower()
@@ -132,6 +148,10 @@ class DomainConfig:
                                "policies": dict(self.policies), "max_message_size": self.max_message_size}
         if self.pipeline is not None:
             out["pipeline"] = list(self.pipeline)
+        if self.faults or self.fault_seed:
+            from recall_lab.fake_servers.faults import as_rule
+
+            out["faults"] = {"seed": self.fault_seed, "rules": [as_rule(r).spec() for r in self.faults]}
         return out
 
 
@@ -144,6 +164,7 @@ class LabConfig:
     routes: dict[str, str] = field(default_factory=dict)  # domain -> "host:port" outside the lab
     policy_modules: list[str] = field(default_factory=list)
     limits: GuardLimits = field(default_factory=GuardLimits)  # connection caps, login throttling ([limits])
+    capture: CaptureSettings | None = None  # capture mode ([capture]); None: off
 
     def __post_init__(self) -> None:
         names = [d.name for d in self.domains]
@@ -172,6 +193,7 @@ class LabConfig:
             "relay": {"retry_delays": list(self.retry_delays)},
             "routes": dict(self.routes),
             "limits": limits,
+            **({"capture": _capture_to_dict(self.capture)} if self.capture is not None else {}),
             "domains": {d.name: d.to_dict() for d in self.domains},
         }
 
@@ -201,6 +223,8 @@ class LabConfig:
         if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
             raise ConfigError("policy_modules must be a list of module names")
         kw["limits"] = limits_from_dict(data.get("limits", {}) or {})
+        if "capture" in data:
+            kw["capture"] = capture_from_dict(data["capture"])
         config = cls(domains=domains, routes={str(k).lower(): str(v) for k, v in routes.items()},
                      policy_modules=list(modules), **kw)
         check_policy_settings(config)
@@ -226,6 +250,41 @@ def limits_from_dict(table: Any, base: GuardLimits | None = None) -> GuardLimits
         return base.clone(**changes)
     except ValueError as exc:
         raise ConfigError(f"limits.{exc}") from None
+
+
+def capture_from_dict(table: Any) -> CaptureSettings | None:
+    """CaptureSettings from a [capture] table (None when it says `enabled = false`); ConfigError names the key.
+    The table's presence turns capture mode on; every key is optional."""
+    if not isinstance(table, Mapping):
+        raise ConfigError("[capture] must be a table", key=["capture"])
+    _check_keys(table, CAPTURE_KEYS, ["capture"])
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError("capture.enabled must be true or false", key=["capture", "enabled"])
+    password = table.get("password")
+    if password is not None and (not isinstance(password, str) or not password):
+        raise ConfigError("capture.password must be a non-empty string (leave it out to accept any password)",
+                          key=["capture", "password"])
+    sizes: dict[str, int] = {}
+    for key in CAPTURE_KEYS[2:]:
+        if key in table:
+            value = table[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"capture.{key} must be a positive whole number", key=["capture", key])
+            sizes[key] = value
+    try:
+        settings = CaptureSettings(password=password, **sizes)
+    except ValueError as exc:
+        raise ConfigError(f"capture: {exc}", key=["capture"]) from None
+    return settings if enabled else None
+
+
+def _capture_to_dict(settings: CaptureSettings) -> dict[str, Any]:
+    out: dict[str, Any] = {"enabled": True}
+    if settings.password is not None:
+        out["password"] = settings.password
+    out.update({key: getattr(settings, key) for key in CAPTURE_KEYS[2:]})
+    return out
 
 
 def _domain_from_dict(name: str, table: Any) -> DomainConfig:
@@ -261,8 +320,35 @@ def _domain_from_dict(name: str, table: Any) -> DomainConfig:
     size = table.get("max_message_size", DEFAULT_MAX_MESSAGE_SIZE)
     if not isinstance(size, int) or size <= 0:
         raise ConfigError(f"domains.{name}.max_message_size must be a positive integer")
+    rules, seed = _faults_from_dict(name, table.get("faults", {}))
     return DomainConfig(name=name, role=table.get("role", "external"), users=users, policies=dict(policies),
-                        pipeline=pipeline, max_message_size=size)
+                        pipeline=pipeline, max_message_size=size, faults=rules, fault_seed=seed)
+
+
+def _faults_from_dict(name: str, table: Any) -> tuple[list[Any], int]:
+    """A domain's [faults] table: `seed` (a whole number) and `rules` (spec strings or inline tables), each rule
+    checked here so that a bad one names its place."""
+    from recall_lab.fake_servers.faults import FaultSpecError, as_rule
+
+    at = ["domains", name, "faults"]
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"domains.{name}.faults must be a table with seed and rules", key=at)
+    _check_keys(table, FAULT_KEYS, at)
+    seed = table.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"domains.{name}.faults.seed must be a whole number", key=[*at, "seed"])
+    rules = table.get("rules", [])
+    if not isinstance(rules, list):
+        raise ConfigError(f"domains.{name}.faults.rules must be a list of rules", key=[*at, "rules"])
+    for n, rule in enumerate(rules):
+        if not isinstance(rule, str | Mapping):
+            raise ConfigError(f"domains.{name}.faults.rules[{n}] must be a spec string or a table",
+                              key=[*at, "rules"])
+        try:
+            as_rule(rule)
+        except FaultSpecError as exc:
+            raise ConfigError(f"domains.{name}.faults.rules[{n}]: {exc}", key=[*at, "rules"]) from None
+    return list(rules), seed
 
 
 def _split_hostport(text: str, what: str) -> tuple[str, int]:

@@ -6,7 +6,11 @@ loop of its own thread for synchronous code (imapclient, the CLI). Harness code 
 sockets and the public APIs re-exported here (endpoints, the domain's MailStore, DomainServices).
 
 Ports: ephemeral by default. With `port_base=N`, domain number i (config order, from 0) listens on
-N+10*i (IMAP), N+10*i+1 (submission), N+10*i+2 (MX).
+N+10*i (IMAP), N+10*i+1 (submission), N+10*i+2 (MX), and with TLS N+10*i+3 (IMAPS) and N+10*i+4
+(submission over implicit TLS).
+
+Faults: each domain's injected faults (`lab.faults(domain)`, a `recall_lab.fake_servers.faults.FaultSet`) come
+from its config's `faults` table; tests add and clear rules at run time (docs/faults.md).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from recall_lab.fake_servers.activity import Activity
+from recall_lab.fake_servers.capture import CaptureServer
 from recall_lab.fake_servers.domain import (
     DomainServer,
     DomainSpec,
@@ -30,19 +35,21 @@ from recall_lab.fake_servers.domain import (
     PolicySettingsError,
     Ports,
 )
+from recall_lab.fake_servers.faults import FaultSet
 from recall_lab.fake_servers.guard import ConnectionGuard
 from recall_lab.fake_servers.pipeline import DomainServices, load_policy_modules
 from recall_lab.fake_servers.smtp.relay import RelayEntry, Route
 from recall_lab.fake_servers.store import MailStore, StoreError, open_store
 from recall_lab.fake_servers.transcript import TranscriptRecorder
 from recall_lab.harness.config import LabConfig, default_config
+from recall_lab.harness.mail_helpers import ArrivalLog, MailHelpers
 
 __all__ = ["BlockingLab", "Endpoint", "Lab", "LabStartError", "PORT_OFFSETS"]
 
 T = TypeVar("T")
 
 #: Offsets from a domain's port block (port_base + 10 * domain index).
-PORT_OFFSETS = {"imap": 0, "submission": 1, "mx": 2}
+PORT_OFFSETS = {"imap": 0, "submission": 1, "mx": 2, "imaps": 3, "submissions": 4}
 PORTS_PER_DOMAIN = 10
 
 
@@ -70,15 +77,20 @@ def _reason(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-class Lab:
-    """A running lab of mail domains (see the module docstring)."""
+class Lab(MailHelpers):
+    """A running lab of mail domains (see the module docstring); the helpers a test of an application's mail
+    wants (`messages`, `find`, `wait_for`, ...) come from `MailHelpers` (harness/mail_helpers.py)."""
 
     def __init__(self, config: LabConfig | None = None, *, store: str = "memory", host: str = "127.0.0.1",
                  port_base: int | None = None, tls: ssl.SSLContext | None = None,
                  transcripts: TranscriptRecorder | None = None, relay_connections: int = 2,
                  imap: bool = True, clock: Callable[[], float] = time.monotonic, web: bool = True,
-                 web_port: int = 0, web_token: str | None = None) -> None:
-        """`web`: start the lab's web server (webmail, console, HTTP API; docs/web.md) on `host`:`web_port`
+                 web_port: int = 0, web_token: str | None = None, tls_cafile: str | Path | None = None,
+                 tls_handshake_timeout: float = 10.0) -> None:
+        """`tls`: a server-side context; every port offers STARTTLS and each domain also listens for IMAPS and
+        submission over implicit TLS (`tls_cafile`: the CA file a client trusts, named in the endpoints JSON;
+        `tls_handshake_timeout`: seconds a client of an implicit-TLS port has to finish its handshake).
+        `web`: start the lab's web server (webmail, console, HTTP API; docs/web.md) on `host`:`web_port`
         (0: an ephemeral port) with `web_token` (None: a random one; required on a non-loopback host).
         `clock`: the seconds every domain's policies keep time by (retention's age in Trash, the delayed-send
         window); a scenario on simulated time passes its clock here instead of patching a running policy."""
@@ -88,6 +100,8 @@ class Lab:
         self.host = host
         self.port_base = port_base
         self.tls = tls
+        self.tls_cafile = tls_cafile
+        self.tls_handshake_timeout = tls_handshake_timeout
         self.transcripts = transcripts
         self.relay_connections = relay_connections
         self.imap_enabled = imap
@@ -140,14 +154,17 @@ class Lab:
                     spool_dir = None
                 self._stores[dc.name] = store
                 spec = DomainSpec(name=dc.name, role=dc.role, users=dc.users, policies=dc.policies,
-                                  pipeline=dc.pipeline, max_message_size=dc.max_message_size)
+                                  pipeline=dc.pipeline, max_message_size=dc.max_message_size,
+                                  faults=dc.faults, fault_seed=dc.fault_seed)
                 server = DomainServer(spec, store, host=self.host, ports=self._ports(index), tls_context=self.tls,
                                       transcripts=self.transcripts, router=self._route, spool_dir=spool_dir,
                                       retry_delays=self.config.retry_delays,
                                       relay_connections=self.relay_connections, imap=self.imap_enabled,
-                                      guard=guard, clock=self.clock, activity=self.activity)
+                                      guard=guard, clock=self.clock, activity=self.activity,
+                                      tls_handshake_timeout=self.tls_handshake_timeout)
                 self._servers[dc.name] = server
                 await server.open()
+            await self._start_capture(kind, root, guard)
             for server in self._servers.values():
                 await server.run()
             if self.web_enabled:
@@ -172,7 +189,34 @@ class Lab:
             return Ports()
         base = self.port_base + PORTS_PER_DOMAIN * index
         return Ports(imap=base + PORT_OFFSETS["imap"], submission=base + PORT_OFFSETS["submission"],
-                     mx=base + PORT_OFFSETS["mx"])
+                     mx=base + PORT_OFFSETS["mx"], imaps=base + PORT_OFFSETS["imaps"],
+                     submissions=base + PORT_OFFSETS["submissions"])
+
+    async def _start_capture(self, kind: str, root: Path | None, guard: ConnectionGuard) -> None:
+        """Capture mode's listeners and store (when the config has [capture]), and the arrival log of every
+        store (the helpers' `since=`). With `port_base`, the capture takes the block after the last domain's:
+        IMAP at +0, SMTP at +1."""
+        arrivals = ArrivalLog()
+        self._arrivals = arrivals
+        for name, store in self._stores.items():
+            arrivals.watch(name, store)
+        settings = self.config.capture
+        if settings is None:
+            return
+        if kind == "maildir":
+            assert root is not None
+            store = open_store(f"maildir:{root / '_capture' / 'mail'}")
+        else:
+            store = open_store("memory")
+        ports = (0, 0)
+        if self.port_base is not None:
+            base = self.port_base + PORTS_PER_DOMAIN * len(self.config.domains)
+            ports = (base, base + 1)
+        capture = CaptureServer(settings, store, host=self.host, imap_port=ports[0], smtp_port=ports[1],
+                                tls_context=self.tls, transcripts=self.transcripts, guard=guard)
+        self._capture = capture
+        arrivals.watch("capture", store)
+        await capture.open()
 
     async def stop(self) -> None:
         """Stop every server and close every store; safe to call twice."""
@@ -188,6 +232,14 @@ class Lab:
         for server in servers:
             with contextlib.suppress(Exception):
                 await server.stop()
+        capture, self._capture = self._capture, None
+        if capture is not None:
+            with contextlib.suppress(Exception):
+                await capture.stop()
+            with contextlib.suppress(Exception):
+                capture.store.close()
+        if self._arrivals is not None:
+            self._arrivals.close()
         for store in self._stores.values():
             with contextlib.suppress(Exception):
                 store.close()
@@ -227,6 +279,24 @@ class Lab:
 
     def mx(self, domain: str) -> Endpoint:
         return self._server(domain).mx
+
+    def imaps(self, domain: str) -> Endpoint:
+        """IMAP over implicit TLS (RFC 8314); only in a lab with TLS."""
+        endpoint = self._server(domain).imaps
+        if endpoint is None:
+            raise RuntimeError(f"{domain} has no IMAPS server in this lab (it needs TLS)")
+        return endpoint
+
+    def submissions(self, domain: str) -> Endpoint:
+        """Submission over implicit TLS (RFC 8314); only in a lab with TLS."""
+        endpoint = self._server(domain).submissions
+        if endpoint is None:
+            raise RuntimeError(f"{domain} has no submission over implicit TLS in this lab (it needs TLS)")
+        return endpoint
+
+    def faults(self, domain: str) -> FaultSet:
+        """The domain's injected faults: `.add("rcpt=450:next=3")`, `.clear()`, `.fired` (docs/faults.md)."""
+        return self._server(domain).faults
 
     def users(self, domain: str) -> list[str]:
         server = self._servers.get(domain.lower())
@@ -272,7 +342,9 @@ class Lab:
         """The endpoints JSON: {"domains": {d: {"role", "starttls", "imap", "submission", "mx", "users"}}}.
 
         "starttls" is true when the lab has a TLS context: every port offers STARTTLS, and submission takes AUTH
-        only after it (a client reading the file knows to upgrade first)."""
+        only after it (a client reading the file knows to upgrade first); each domain then also names "imaps"
+        and "submissions" (implicit TLS), and a top-level "tls": {"cafile": ...} names the CA to trust (null
+        when the lab was given a certificate without its CA)."""
         out: dict[str, Any] = {}
         for dc in self.config.domains:
             server = self._servers.get(dc.name)
@@ -283,11 +355,20 @@ class Lab:
                     entry["imap"] = imap.as_dict()
                 entry["submission"] = server.submission.as_dict()
                 entry["mx"] = server.mx.as_dict()
+                imaps, submissions = server.imaps, server.submissions
+                if imaps is not None:
+                    entry["imaps"] = imaps.as_dict()
+                if submissions is not None:
+                    entry["submissions"] = submissions.as_dict()
             entry["users"] = dict(server.accounts) if server is not None else dict(dc.users)
             out[dc.name] = entry
         result: dict[str, Any] = {"domains": out}
+        if self.tls is not None:
+            result["tls"] = {"cafile": str(self.tls_cafile) if self.tls_cafile is not None else None}
         if self.web is not None:
             result["web"] = self.web.as_dict()
+        if self._capture is not None:
+            result["capture"] = self._capture.as_dict()
         return result
 
     # -- relay control --------------------------------------------------------------------------------
@@ -432,6 +513,9 @@ class BlockingLab:
         if lab is None:
             raise AttributeError(name)
         attr = getattr(lab, name)
-        if name in ("pause_relay", "resume_relay", "retry_relay_now", "set_route"):
+        if name in ("pause_relay", "resume_relay", "retry_relay_now", "set_route",
+                    "messages", "message", "find", "latest", "clear"):  # the mail helpers read the stores
             return lambda *a, **kw: self.call(lambda: attr(*a, **kw))
+        if name == "wait_for":
+            return lambda *a, **kw: self.call(attr(*a, **kw), kw.get("timeout", 5.0) + 5)
         return attr

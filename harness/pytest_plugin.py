@@ -9,7 +9,9 @@ installed, so importing it must be cheap and must not fail; the lab and clients 
 
 Fixtures:
     mail_lab          a running lab (function scope; ini `recall_lab_scope = session` makes it per session);
-                      `@pytest.mark.mail_lab(config="lab.toml")` or ini `recall_lab_config` picks the config
+                      `@pytest.mark.mail_lab(config="lab.toml")` or ini `recall_lab_config` picks the config;
+                      `mail_lab(capture=True)` or ini `recall_lab_capture` adds capture mode; the helpers
+                      `messages`, `message`, `latest`, `find`, `wait_for`, `clear` (harness/mail_helpers.py)
     mail_lab_session  the same, one per session (per xdist worker)
     desktop_client    async factory: `client = await desktop_client("bob@corp.example", **options)`
     web_client        factory: `web_client("bob@corp.example")` (state under tmp_path)
@@ -35,6 +37,7 @@ except ImportError:  # pragma: no cover - pytest-asyncio is a test dependency he
 INI_CONFIG = "recall_lab_config"
 INI_SCOPE = "recall_lab_scope"
 INI_STORE = "recall_lab_store"
+INI_CAPTURE = "recall_lab_capture"
 _TIMED_OUT = object()
 
 
@@ -44,12 +47,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(INI_SCOPE, "recall-lab: scope of the mail_lab fixture, 'function' (default) or 'session'",
                   default="function")
     parser.addini(INI_STORE, "recall-lab: store of the lab, 'memory' (default) or 'maildir:DIR'", default="memory")
+    parser.addini(INI_CAPTURE, "recall-lab: run capture mode in every lab (SMTP that takes any mail, IMAP to "
+                               "read it)", type="bool", default=False)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "mail_lab(config=None): run this test's mail_lab with another lab config (a TOML path, "
-                   "relative to the rootdir, or a recall_lab.harness.config.LabConfig)")
+        "markers", "mail_lab(config=None, capture=False): run this test's mail_lab with another lab config (a "
+                   "TOML path, relative to the rootdir, or a recall_lab.harness.config.LabConfig); capture=True "
+                   "adds capture mode (SMTP that takes any sender and recipient, IMAP to read it)")
 
 
 class MailLab:
@@ -179,7 +185,40 @@ class MailLab:
         """Until every delivery and relay in flight is done."""
         self.lab.wait_idle(timeout)
 
+    # -- a test of an application's mail (harness/mail_helpers.py; run in the lab's thread) --
+    def messages(self, user: str, folder: str = "INBOX") -> list[Any]:
+        """The user's messages in `folder`, oldest first: parsed `EmailMessage`s with `.raw` (bytes)."""
+        return self.lab.messages(user, folder)
+
+    def message(self, user: str, message_id: str) -> Any:
+        """The user's message with that Message-ID, parsed; LookupError when there is none."""
+        return self.lab.message(user, message_id)
+
+    def latest(self, user: str, folder: str = "INBOX") -> Any:
+        """The user's newest message in `folder`, parsed; LookupError when the folder is empty."""
+        return self.lab.latest(user, folder)
+
+    def find(self, *, to: str | None = None, subject: Any = None, text: Any = None, since: Any = None,
+             folder: str = "INBOX") -> list[Any]:
+        """Every message matching the filters, over every user and the capture, oldest first (strings match as
+        case-insensitive substrings, compiled patterns as regular expressions; `since`: an aware datetime)."""
+        return self.lab.find(to=to, subject=subject, text=text, since=since, folder=folder)
+
+    def wait_for(self, *, to: str | None = None, subject: Any = None, text: Any = None, since: Any = None,
+                 folder: str = "INBOX", timeout: float = 5.0) -> Any:
+        """Block until a message matching the filters is stored (at once when one is); returns it, parsed.
+        Woken by the stores' events, never by polling; TimeoutError naming the filters after `timeout`."""
+        return self.lab.wait_for(to=to, subject=subject, text=text, since=since, folder=folder, timeout=timeout)
+
+    def clear(self, user: str | None = None) -> int:
+        """Delete every message of `user`, or of everyone (capture included); returns how many."""
+        return self.lab.clear(user)
+
     # -- async spellings for async tests (the blocking wait runs in a worker thread) --
+    async def await_for(self, **filters: Any) -> Any:
+        """`wait_for` for async tests."""
+        return await asyncio.to_thread(self.wait_for, **filters)
+
     async def await_message(self, user: str, message_id: str, timeout: float = 5.0, mailbox: str | None = None
                             ) -> Any:
         return await asyncio.to_thread(self.wait_for_message, user, message_id, timeout, mailbox)
@@ -241,13 +280,38 @@ def _lab_config(config: pytest.Config, marker: pytest.Mark | None) -> Any:
     if spec is None:
         spec = config.getini(INI_CONFIG) or None
     if spec is None:
-        return default_config()
-    if isinstance(spec, LabConfig):
-        return spec
-    path = Path(spec)
-    if not path.is_absolute():
-        path = Path(config.rootpath) / path
-    return load_config(path)
+        lab_config = default_config()
+    elif isinstance(spec, LabConfig):
+        lab_config = spec
+    else:
+        path = Path(spec)
+        if not path.is_absolute():
+            path = Path(config.rootpath) / path
+        lab_config = load_config(path)
+    return _with_capture(lab_config, marker.kwargs.get("capture") if marker is not None else None,
+                         bool(config.getini(INI_CAPTURE)))
+
+
+def _with_capture(lab_config: Any, wanted: Any, ini: bool) -> Any:
+    """The config with capture mode as the marker's `capture=` (True, False, or CaptureSettings) or the ini
+    option asks; a copy, never the caller's LabConfig changed."""
+    import dataclasses
+
+    from recall_lab.fake_servers.capture import CaptureSettings
+
+    if wanted is None:
+        wanted = True if ini and lab_config.capture is None else None
+    if wanted is None:
+        return lab_config
+    if isinstance(wanted, CaptureSettings):
+        settings: Any = wanted
+    elif wanted is True:
+        settings = lab_config.capture or CaptureSettings()
+    elif wanted is False:
+        settings = None
+    else:
+        raise TypeError(f"mail_lab(capture=...) takes True, False or a CaptureSettings, not {wanted!r}")
+    return dataclasses.replace(lab_config, capture=settings)
 
 
 @contextlib.contextmanager

@@ -7,6 +7,11 @@ extended by whatever the client sends), then 30 min of inactivity. The `Connecti
 the domain's SMTP listeners) admits each connection: over its caps the client gets `* BYE [UNAVAILABLE]` and no
 session.
 
+With `implicit_tls` the server speaks TLS from the first byte (IMAPS, RFC 8314): sessions start with TLS active
+(no STARTTLS announced), and a client that does not complete the handshake within `tls_handshake_timeout`
+seconds is disconnected. With `faults` (the domain's `recall_lab.fake_servers.faults.FaultSet`) each connection
+asks before each command line whether it is cut there (an IMAP disconnect: the socket closed, no BYE).
+
 Flow control, so that a client that does not read costs bounded memory and no client holds the loop: when more
 than 4 MB wait to be sent, asyncio calls pause_writing and the session stops running commands (the one under
 way stops after its current piece); resume_writing lets it go on. A session that has work left (over its time
@@ -24,6 +29,7 @@ import socket
 import ssl
 
 from ..accounts import Accounts
+from ..faults import FaultSet
 from ..guard import ConnectionGuard, GuardLimits, Ticket, peer_host
 from ..store.base import MailStore
 from ..transcript import TranscriptRecorder
@@ -56,6 +62,7 @@ class _Connection(asyncio.Protocol):
         self._proceed_handle: asyncio.Handle | None = None
         self._hold: asyncio.TimerHandle | None = None  # a failed login's answer waits for this (see hold)
         self._wake_handle: asyncio.Handle | None = None  # an idle push waits for this (see wake)
+        self._commands = 0  # command lines the session has taken (what an IMAP disconnect fault counts)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -75,7 +82,8 @@ class _Connection(asyncio.Protocol):
             transport.close()
             return
         self.ticket = admission.ticket
-        self.session = ImapSession(srv.store, srv.accounts, self, srv.config, srv.cache, tls_active=False,
+        self.session = ImapSession(srv.store, srv.accounts, self, srv.config, srv.cache,
+                                   tls_active=srv.implicit_tls,
                                    transcript=srv.transcripts, peer=self.peer,
                                    throttle=srv.guard.throttle(admission.ticket),
                                    user_sessions=srv.user_sessions)
@@ -164,6 +172,21 @@ class _Connection(asyncio.Protocol):
             self._proceed_handle = None
 
     # -- SessionIO ----------------------------------------------------------------------------------------
+    def before_command(self) -> bool:
+        """SessionIO's optional hook, before each command line: False when the domain's faults cut the
+        connection here (closed at once, without BYE, as a network failure would)."""
+        self._commands += 1
+        faults = self.server.faults
+        if faults is None or not faults.imap_command(self._commands):
+            return True
+        log.info("IMAP %s: connection cut by an injected fault at command %d", self.peer, self._commands)
+        self._closing = True
+        if self.session is not None:
+            self.session.shutdown()
+        if self.transport is not None:
+            self.transport.abort()
+        return False
+
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
@@ -328,7 +351,13 @@ class ImapServer:
                  max_literal: int = 50 * 1024 * 1024, max_line: int = 65536,
                  view_cache_size: int = 20000, guard: ConnectionGuard | None = None,
                  time_slice: float | None = 0.02, mime_limits: MimeLimits = DEFAULT_LIMITS,
-                 max_user_sessions: int | None = DEFAULT_MAX_USER_SESSIONS) -> None:
+                 max_user_sessions: int | None = DEFAULT_MAX_USER_SESSIONS, implicit_tls: bool = False,
+                 tls_handshake_timeout: float = 10.0, faults: FaultSet | None = None) -> None:
+        if implicit_tls and ssl_context is None:
+            raise ValueError("an implicit-TLS IMAP server needs a TLS context")
+        self.implicit_tls = implicit_tls
+        self.tls_handshake_timeout = tls_handshake_timeout
+        self.faults = faults
         if guard is None:
             guard = ConnectionGuard(GuardLimits(login_timeout=login_timeout) if login_timeout is not None else None)
         self.guard = guard
@@ -341,7 +370,7 @@ class ImapServer:
         self.name = name
         self.login_timeout = login_timeout if login_timeout is not None else guard.limits.login_timeout
         self.idle_timeout = idle_timeout
-        self.config = SessionConfig(name=name, tls_available=ssl_context is not None,
+        self.config = SessionConfig(name=name, tls_available=ssl_context is not None and not implicit_tls,
                                     login_disabled_without_tls=login_disabled_without_tls and ssl_context is not None,
                                     max_line=max_line, max_literal=max_literal, time_slice=time_slice)
         self.cache = ViewCache(view_cache_size, limits=mime_limits)
@@ -352,12 +381,15 @@ class ImapServer:
     async def start(self) -> None:
         """Listen; returns once the socket is bound (raises OSError, e.g. EADDRINUSE)."""
         loop = asyncio.get_running_loop()
+        tls: dict = {}
+        if self.implicit_tls:
+            tls = {"ssl": self.ssl_context, "ssl_handshake_timeout": self.tls_handshake_timeout}
         sock = _bind_literal(self.host, self.port)
         if sock is not None:  # an IP literal: bind here, no getaddrinfo (and no executor thread) needed
-            self._server = await loop.create_server(lambda: _Connection(self), sock=sock)
+            self._server = await loop.create_server(lambda: _Connection(self), sock=sock, **tls)
         else:
             self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port,
-                                                    reuse_address=True)
+                                                    reuse_address=True, **tls)
         sock = self._server.sockets[0].getsockname()
         self.host, self.port = sock[0], sock[1]
         log.info("IMAP server %s listening on %s:%d", self.name, self.host, self.port)

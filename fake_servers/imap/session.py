@@ -80,6 +80,8 @@ class SessionIO(Protocol):
     def hold(self, seconds: float) -> None:
         """Call `release_hold()` after `seconds` (a login's answer or check waits; reading stays paused)."""
 
+    # Optional: `before_command() -> bool`, asked before each command line; False: the adapter has ended the
+    # connection (an injected fault) and the line is not run.
     # Optional: `wake()`, call the session's `wake()` soon (after the current callback) and once however
     # often it is asked meanwhile. Without it, an idling client is sent each change as it happens.
 
@@ -322,6 +324,9 @@ class ImapSession(MailboxCommands, MessageCommands):
 
     def _event(self, event: FrameEvent) -> None:
         if isinstance(event, Command):
+            before = getattr(self.io, "before_command", None)  # optional SessionIO hook: False ends the session
+            if before is not None and not before():
+                return
             self._record("C", b"********" if self.state is AUTHENTICATING else event.data)
             self._command(event.data)
         elif isinstance(event, Continue):

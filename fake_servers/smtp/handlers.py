@@ -11,6 +11,10 @@
   argument (`501 5.5.4`) or in a MAIL FROM / RCPT TO address (`553 5.1.7` / `553 5.1.3`) are refused, since they
   would end up in the Received and Return-Path fields.
 
+- Both: the domain's injected faults (`recall_lab.fake_servers.faults`) come first at EHLO, MAIL, RCPT and DATA:
+  a delay before the reply, an injected 4xx/5xx reply (a 421 also closes the connection), or the connection
+  dropped without a reply.
+
 Why hooks: aiosmtpd already parses the dialogue; what the lab decides (who may send, to whom) is kept here, in
 handle_EHLO / handle_MAIL / handle_RCPT / handle_DATA, so reading this file tells the whole policy. What happens to
 an accepted message is the domain's `accept` (the delivery pipeline), not the handler's business.
@@ -27,6 +31,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from recall_lab.fake_servers import mime_limits
 from recall_lab.fake_servers.accounts import Accounts
+from recall_lab.fake_servers.faults import FaultSet
 from recall_lab.fake_servers.mime_limits import DEFAULT_LIMITS, MimeLimits
 from recall_lab.fake_servers.smtp import canonical, headers
 
@@ -44,6 +49,7 @@ class MailAcceptor(Protocol):
     domain: str
     hostname: str
     accounts: Accounts
+    faults: FaultSet
 
     def is_local(self, address: str) -> bool: ...
 
@@ -73,8 +79,30 @@ class _BaseHandler:
         self.acceptor = acceptor
         self.mime_limits = mime_limits
 
+    async def fault(self, server: SMTP, stage: str) -> str | None:
+        """The domain's injected fault at `stage`: waits its delay, then the reply to give instead of the
+        hook's own (None: no fault). A dropped connection is aborted here (its reply is never sent); after an
+        injected 421 the connection is closed once the reply is out, as a server shutting down does."""
+        decision = self.acceptor.faults.smtp(self.kind, stage)
+        if not decision.acts:
+            return None
+        if decision.delay:
+            await asyncio.sleep(decision.delay)  # the injected delay itself, not a wait for an event
+        transport = server.transport
+        if decision.drop:
+            if transport is not None:
+                transport.abort()
+            return "421 4.4.2 Connection dropped"
+        if decision.reply and decision.reply.startswith("421") and transport is not None:
+            server.loop.call_soon(transport.close)  # after the reply, which push writes before yielding
+        return decision.reply
+
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
                           responses: list[str]) -> list[str]:
+        injected = await self.fault(server, "ehlo")
+        if injected:
+            session.host_name = None
+            return [injected]
         refusal = _helo_refusal("EHLO", hostname)
         if refusal:
             session.host_name = None  # a refused greeting is no greeting: MAIL gets 503 until a good one
@@ -86,6 +114,10 @@ class _BaseHandler:
         return lines
 
     async def handle_HELO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str) -> str:
+        injected = await self.fault(server, "ehlo")
+        if injected:
+            session.host_name = None
+            return injected
         refusal = _helo_refusal("HELO", hostname)
         if refusal:
             session.host_name = None
@@ -95,6 +127,9 @@ class _BaseHandler:
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           mail_options: list[str]) -> str:
+        injected = await self.fault(server, "mail")
+        if injected:
+            return injected
         problem = canonical.address_problem(address)
         if problem:
             return f"553 5.1.7 Malformed sender address: {problem}"
@@ -110,6 +145,9 @@ class _BaseHandler:
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
+        injected = await self.fault(server, "rcpt")
+        if injected:
+            return injected
         problem = canonical.address_problem(address)
         if problem:
             return f"553 5.1.3 Malformed recipient address: {problem}"
@@ -128,6 +166,9 @@ class _BaseHandler:
         return "250 2.1.5 Recipient OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        injected = await self.fault(server, "data")
+        if injected:
+            return injected
         raw = envelope.original_content or b""
         auth_user = session.auth_data if self.kind == "submission" and session.authenticated else None
         # The MIME structure first, in bounded steps with the loop handed back between them: a message of a
@@ -148,7 +189,7 @@ class _BaseHandler:
         return await self.acceptor.accept(
             channel=self.kind, auth_user=auth_user, mail_from=mail_from, recipients=list(envelope.rcpt_tos),
             raw=raw, smtputf8=bool(envelope.smtp_utf8), helo=session.host_name, peer=session.peer,
-            tls=session.ssl is not None, header_block=block)
+            tls=session.ssl is not None or _implicit_tls(server), header_block=block)
 
     async def handle_exception(self, error: Exception) -> str:
         log.exception("SMTP %s session error", self.kind, exc_info=error)
@@ -221,6 +262,13 @@ class SubmissionHandler(_BaseHandler):
             return "530 5.7.0 Authentication required"
         problem = headers.author_problem(block, auth_user)
         return None if problem is None else f"553 5.7.1 {problem}"
+
+
+def _implicit_tls(server: SMTP) -> bool:
+    """Whether the session came in over implicit TLS (RFC 8314: the listener's transport is TLS from the start;
+    aiosmtpd sets `session.ssl` only after STARTTLS)."""
+    transport = server.transport
+    return transport is not None and transport.get_extra_info("ssl_object") is not None
 
 
 def _helo_refusal(command: str, name: str) -> str | None:

@@ -19,9 +19,11 @@ from typing import Annotated
 
 import typer
 
+from recall_lab.fake_servers.capture import CaptureSettings
+from recall_lab.fake_servers.faults import FaultSpecError, parse_spec
 from recall_lab.fake_servers.guard import EpisodeGate
 from recall_lab.harness.cli import CliError
-from recall_lab.harness.commands.tls import server_context
+from recall_lab.harness.commands.tls import AutoTls, auto_context, server_context
 from recall_lab.harness.config import ConfigError, LabConfig, default_config, limits_from_dict, load_config
 from recall_lab.harness.lab import Lab, LabStartError
 
@@ -87,6 +89,9 @@ def _print_table(endpoints: dict, store: str) -> None:
     servers = Table(title=f"recall-lab: servers (store: {store}{', STARTTLS on every port' if tls else ''})")
     for col in ("domain", "role", "IMAP", "submission", "MX"):
         servers.add_column(col)
+    implicit = Table(title="implicit TLS (RFC 8314)")
+    for col in ("domain", "IMAPS", "submission over TLS"):
+        implicit.add_column(col)
     accounts = Table(title="accounts (log in with the full address)")
     for col in ("user", "password", "domain"):
         accounts.add_column(col)
@@ -96,24 +101,37 @@ def _print_table(endpoints: dict, store: str) -> None:
             return f"{ep['host']}:{ep['port']}" if ep else "-"
 
         servers.add_row(domain, info["role"], hp("imap"), hp("submission"), hp("mx"))
+        if info.get("imaps") or info.get("submissions"):
+            implicit.add_row(domain, hp("imaps"), hp("submissions"))
         for user, password in info["users"].items():
             accounts.add_row(user, password, domain)
     console.print(servers)
+    if implicit.row_count:
+        console.print(implicit)
+    cafile = (endpoints.get("tls") or {}).get("cafile")
+    if cafile:
+        console.print(f"TLS: trust the CA in {cafile}", highlight=False, soft_wrap=True)
     console.print(accounts)
     web = endpoints.get("web")
     if web:
         console.print(f"console (open in a browser): {web['console']}", highlight=False, soft_wrap=True)
         console.print(f"webmail: {web['mail']}   API: {web['api']} (Authorization: Bearer {web['token']})",
                       highlight=False, soft_wrap=True)
+    capture = endpoints.get("capture")
+    if capture:
+        console.print(f"capture: SMTP {capture['smtp']['host']}:{capture['smtp']['port']} takes any mail for anyone; "
+                      f"IMAP {capture['imap']['host']}:{capture['imap']['port']} (log in as the recipient)",
+                      highlight=False, soft_wrap=True)
     console.print("Ctrl-C stops the lab.")
 
 
 async def _serve(config: LabConfig, *, store: str, host: str, port_base: int | None, as_json: bool,
                  endpoints_file: Path | None, tls: ssl.SSLContext | None = None, web: bool = True,
-                 web_port: int = 0, web_token: str | None = None, advertise_host: str | None = None) -> None:
+                 web_port: int = 0, web_token: str | None = None, advertise_host: str | None = None,
+                 tls_cafile: Path | None = None) -> None:
     _quiet_accept_errors(asyncio.get_running_loop())
     lab = Lab(config, store=store, host=host, port_base=port_base, tls=tls, web=web, web_port=web_port,
-              web_token=web_token)
+              web_token=web_token, tls_cafile=tls_cafile)
     try:
         await lab.start()
     except LabStartError as exc:
@@ -184,6 +202,22 @@ def register(app: typer.Typer) -> None:
         advertise_host: Annotated[str | None, typer.Option(
             "--advertise-host", help="The host the endpoints JSON names (default: --host, or 127.0.0.1 when "
                                      "that is 0.0.0.0 or ::); a container's published address.")] = None,
+        tls_mode: Annotated[str | None, typer.Option(
+            "--tls", metavar="auto",
+            help="auto: make a local CA and certificate (trustme); STARTTLS everywhere, plus IMAPS and "
+                 "submission over implicit TLS; the endpoints JSON names the CA file.")] = None,
+        tls_dir: Annotated[Path | None, typer.Option(
+            "--tls-dir", help="Where --tls auto writes ca.pem and server.pem (default: a temporary directory "
+                              "removed at exit).")] = None,
+        fault: Annotated[list[str] | None, typer.Option(
+            "--fault", metavar="DOMAIN:SPEC",
+            help="Inject a fault, e.g. mail.example:rcpt=450:next=3 (repeatable; docs/faults.md).")] = None,
+        fault_seed: Annotated[int | None, typer.Option(
+            "--fault-seed", help="Seed of every domain's fault generator (default: the config's, else 0).")
+        ] = None,
+        capture: Annotated[bool, typer.Option(
+            "--capture", help="Also run capture mode: SMTP that takes any sender and recipient (AUTH optional), "
+                              "IMAP where each recipient logs in (docs/testing-your-app.md).")] = False,
     ) -> None:
         """Run the lab's mail servers until Ctrl-C; print endpoints and accounts."""
         try:
@@ -197,13 +231,48 @@ def register(app: typer.Typer) -> None:
             cfg.limits = limits_from_dict({k: v for k, v in flags.items() if v is not None}, cfg.limits)
         except ConfigError as exc:
             raise CliError(f"--{str(exc).removeprefix('limits.').replace('_', '-')}", code=2) from None
-        if port_base is not None and not 0 < port_base < 65536 - 10 * len(cfg.domains):
-            raise CliError(f"--port-base {port_base} leaves no room for {len(cfg.domains)} domains", code=2)
+        if capture and cfg.capture is None:
+            cfg.capture = CaptureSettings()
+        blocks = len(cfg.domains) + (1 if cfg.capture is not None else 0)  # the capture's block follows
+        if port_base is not None and not 0 < port_base < 65536 - 10 * blocks:
+            raise CliError(f"--port-base {port_base} leaves no room for {len(cfg.domains)} domains"
+                           + (" and the capture" if cfg.capture is not None else ""), code=2)
         if tls_key is not None and tls_cert is None:
             raise CliError("--tls-key needs --tls-cert", code=2)
         if not 0 <= web_port < 65536:
             raise CliError(f"--web-port {web_port} is not a port number", code=2)
-        tls = server_context(tls_cert, tls_key) if tls_cert is not None else None
-        asyncio.run(_serve(cfg, store=store, host=host, port_base=port_base, as_json=json_,
-                           endpoints_file=endpoints_file, tls=tls, web=not no_web, web_port=web_port,
-                           web_token=web_token, advertise_host=advertise_host))
+        _add_faults(cfg, fault or [], fault_seed)
+        if tls_mode is not None and tls_mode != "auto":
+            raise CliError(f"--tls {tls_mode}: the only mode is auto (or give --tls-cert)", code=2)
+        if tls_mode is not None and tls_cert is not None:
+            raise CliError("--tls auto and --tls-cert exclude each other", code=2)
+        if tls_dir is not None and tls_mode is None:
+            raise CliError("--tls-dir needs --tls auto", code=2)
+        auto: AutoTls | None = auto_context([d.name for d in cfg.domains], tls_dir) if tls_mode else None
+        tls = auto.context if auto is not None else server_context(tls_cert, tls_key) if tls_cert else None
+        try:
+            asyncio.run(_serve(cfg, store=store, host=host, port_base=port_base, as_json=json_,
+                               endpoints_file=endpoints_file, tls=tls, web=not no_web, web_port=web_port,
+                               web_token=web_token, advertise_host=advertise_host,
+                               tls_cafile=auto.cafile if auto is not None else None))
+        finally:
+            if auto is not None:
+                auto.cleanup()
+
+
+def _add_faults(cfg: LabConfig, specs: list[str], seed: int | None) -> None:
+    """--fault DOMAIN:SPEC rules onto the config's domains (after its own), --fault-seed onto every domain;
+    a bad spec or an unknown domain is one line and exit 2."""
+    for spec in specs:
+        try:
+            domain, rule = parse_spec(spec)
+        except FaultSpecError as exc:
+            raise CliError(f"--fault {exc}", code=2) from None
+        try:
+            cfg.domain(domain).faults.append(rule)
+        except KeyError:
+            raise CliError(f"--fault {spec!r}: no domain {domain} in this lab (has: "
+                           f"{', '.join(d.name for d in cfg.domains)})", code=2) from None
+    if seed is not None:
+        for d in cfg.domains:
+            d.fault_seed = seed

@@ -112,5 +112,5 @@ class Forwarding:
         return Verdict.CONTINUE
 
 
-register_policy(LISTS, DistributionLists, default_roles=("organisation",), order=10)
-register_policy(FORWARDING, Forwarding, default_roles=("organisation",), order=85)
+register_policy(LISTS, DistributionLists, default_roles=("organisation",), order=10, settings=(LISTS,))
+register_policy(FORWARDING, Forwarding, default_roles=("organisation",), order=85, settings=(FORWARDING,))

@@ -200,7 +200,8 @@ def load_config_roundtrip(cfg):
     ("nonsense = [", "not valid TOML"),
     ("[relay]\nretry_delays = 3\n[domains.\"x.example\"]\n", "retry_delays"),
     ("[domains.\"x.example\"]\nusers = [\"a@y.example\"]\n", "does not belong"),
-    ("x = 1\n", "no \\[domains"),
+    ("x = 1\n", "unknown key x"),
+    ("[relay]\nretry_delays = [1]\n", "no \\[domains"),
 ])
 def test_bad_config_is_one_line_error(tmp_path, text, match):
     path = tmp_path / "bad.toml"
