@@ -22,12 +22,18 @@ timers, sleep before answering). The rules, as Dovecot has them:
   address of an ongoing attack.
 - A client that has not logged in (IMAP), authenticated or started a transaction (SMTP) within `login_timeout`
   seconds of connecting is disconnected, however often it sends a byte.
+
+Since every connection of every listener passes through `admit` and `release`, the guard is also where they can be
+watched (`watch`): `recall-lab serve -v` prints one line per connection opened, closed or refused. No watcher, no
+cost; a watcher that raises is logged and does not affect the connection.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import itertools
+import logging
 import math
 import resource
 import time
@@ -35,6 +41,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+log = logging.getLogger(__name__)
 #: File descriptors left for everything but client connections (listening sockets, relay connections, Maildir
 #: files, logs, the interpreter's own).
 RESERVED_FDS = 64
@@ -145,6 +152,14 @@ def peer_host(peername: object) -> str:
     return str(peername) if peername else "?"
 
 
+def sock_address(sockname: object) -> str:
+    """A transport's `peername` or `sockname` as `host:port` (`[v6]:port`), for people; "" when unknown."""
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        host = str(sockname[0])
+        return f"[{host}]:{sockname[1]}" if ":" in host else f"{host}:{sockname[1]}"
+    return str(sockname) if sockname else ""
+
+
 @dataclass(eq=False)
 class Ticket:
     """One admitted connection: handed back to `release` when it ends, and to `auth_failed`."""
@@ -153,6 +168,10 @@ class Ticket:
     opened: float
     failures: int = 0
     released: bool = False
+    where: str = ""  # the listener, as given to `admit` ("corp.example IMAP")
+    peer: str = ""  # the client's host:port (its host when the listener did not say)
+    local: str = ""  # the listener's host:port, when the listener said
+    number: int = 0  # counts the guard's connections from 1: pairs an "opened" with its "closed"
 
 
 @dataclass(frozen=True)
@@ -180,6 +199,10 @@ class LoginThrottle:
     failed: Callable[[], FailureVerdict]  # a password was wrong: hold the answer how long, hang up after?
 
 
+#: Told of each connection: ("opened" | "closed" | "refused", its ticket).
+ConnectionWatcher = Callable[[str, Ticket], None]
+
+
 @dataclass
 class _Episode:
     started: float
@@ -197,6 +220,8 @@ class ConnectionGuard:
         self._per_key: dict[str, int] = {}
         self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self._episode: _Episode | None = None
+        self._watchers: list[ConnectionWatcher] = []
+        self._numbers = itertools.count(1)
 
     @property
     def connections(self) -> int:
@@ -206,8 +231,18 @@ class ConnectionGuard:
         return self._per_key.get(address_key(host), 0)
 
     # -- connections ------------------------------------------------------------------------------------
-    def admit(self, host: str, where: str = "") -> Admission:
-        """A new connection from `host`: a ticket, or the refusal (and maybe the episode's first log line)."""
+    def admit(self, host: str, where: str = "", *, peer: str = "", local: str = "") -> Admission:
+        """A new connection from `host`: a ticket, or the refusal (and maybe the episode's first log line).
+        `peer` and `local` (host:port of each end) only label the ticket for watchers."""
+        admission = self._admit(host, where)
+        if self._watchers:
+            ticket = admission.ticket or Ticket(address_key(host), self.clock(), released=True)
+            ticket.where, ticket.peer, ticket.local = where, peer or host, local
+            ticket.number = next(self._numbers)
+            self._tell("opened" if admission.ticket is not None else "refused", ticket)
+        return admission
+
+    def _admit(self, host: str, where: str) -> Admission:
         now = self.clock()
         key = address_key(host)
         lim = self.limits
@@ -250,6 +285,8 @@ class ConnectionGuard:
             self._per_key[ticket.key] = left
         else:
             self._per_key.pop(ticket.key, None)
+        if self._watchers and ticket.number:
+            self._tell("closed", ticket)
 
     def restart_budget(self, ticket: Ticket) -> None:
         """Start the time budget afresh: an unauthenticated session (MX) that delivered a message may send the
@@ -262,6 +299,26 @@ class ConnectionGuard:
         if not budget:
             return None
         return max(0.0, ticket.opened + budget - self.clock())
+
+    # -- watching connections -------------------------------------------------------------------------
+    def watch(self, watcher: ConnectionWatcher) -> None:
+        """Call `watcher(event, ticket)` for every connection "opened", "closed" or "refused" from now on (on the
+        event loop's thread, synchronously: it must be quick). A refused connection's ticket is not counted."""
+        self._watchers.append(watcher)
+
+    def unwatch(self, watcher: ConnectionWatcher) -> None:
+        """Unknown watchers are ignored."""
+        try:
+            self._watchers.remove(watcher)
+        except ValueError:
+            pass
+
+    def _tell(self, event: str, ticket: Ticket) -> None:
+        for watcher in tuple(self._watchers):
+            try:
+                watcher(event, ticket)
+            except Exception:  # noqa: BLE001 - a watcher's bug must not refuse or keep a connection
+                log.exception("connection watcher %r failed on %s", watcher, event)
 
     # -- failed logins ----------------------------------------------------------------------------------
     def auth_penalty(self, ticket: Ticket) -> float:
@@ -324,5 +381,5 @@ class EpisodeGate:
         return first
 
 
-__all__ = ["Admission", "ConnectionGuard", "EpisodeGate", "FailureVerdict", "GuardLimits", "LoginThrottle", "Ticket",
-           "address_key", "default_max_connections", "fd_limit", "peer_host"]
+__all__ = ["Admission", "ConnectionGuard", "ConnectionWatcher", "EpisodeGate", "FailureVerdict", "GuardLimits",
+           "LoginThrottle", "Ticket", "address_key", "default_max_connections", "fd_limit", "peer_host", "sock_address"]

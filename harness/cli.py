@@ -3,6 +3,11 @@
 Why this shape: each subcommand (serve, send, recall, demo, matrix) belongs to the part of the lab it drives
 and is written there; this module only assembles them and turns expected failures into one line on stderr
 and a non-zero exit, never a traceback.
+
+It also makes the help read as a person expects, for every command at once: typer renders each option's Python
+type (`<list[str]>`, `<bool>` after a flag, `<path>`); `ReadableGroup` gives every option without a metavar of
+its own a word instead (FILE, DIR, N, PORT, SECONDS, ADDRESS, NAME, TEXT; nothing after a flag). Required options
+keep typer's `*` and `[required]`.
 """
 
 from __future__ import annotations
@@ -10,8 +15,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from typing import Any, get_args, get_origin
 
 import typer
+from typer.core import TyperGroup
 
 #: Modules under recall_lab.harness.commands; each defines `register(app: typer.Typer) -> None`.
 COMMAND_MODULES = ("serve", "send", "recall", "demo", "matrix")
@@ -33,6 +40,67 @@ class CliError(Exception):
         self.code = code
 
 
+#: Metavars by option name (the long one, without its dashes), where the type alone says too little (a `str` may be an address or a name).
+METAVARS_BY_NAME = {
+    "from": "ADDRESS", "to": "ADDRESS", "cc": "ADDRESS", "bcc": "ADDRESS", "user": "ADDRESS",
+    "host": "HOST", "advertise-host": "HOST", "message-id": "MESSAGE-ID", "scenario": "NAME", "mode": "MODE",
+    "store": "STORE", "seed": "SEED", "sweep": "SPEC", "web-token": "TOKEN", "speed": "N",
+}
+#: Words in a float option's name that make it a number of seconds.
+SECONDS_WORDS = ("timeout", "delay", "wait", "pause")
+
+
+def readable_metavar(param: Any) -> str | None:
+    """The word `--help` shows after an option (None: leave typer's rendering)."""
+    if getattr(param, "is_flag", False) or getattr(param, "count", False):
+        return ""
+    desc = getattr(param, "type_descriptor", None)
+    if desc is None:
+        return None
+    longs = [o for o in getattr(param, "opts", ()) if o.startswith("--")]
+    name = longs[0][2:] if longs else str(param.name or "")
+    if desc.is_choice and desc.choices:
+        return "|".join(str(getattr(c, "value", c)) for c in desc.choices)
+    if name in METAVARS_BY_NAME:
+        return METAVARS_BY_NAME[name]
+    if desc.is_path:
+        return "DIR" if name.endswith("dir") else "FILE"
+    annotation = desc.annotation
+    if get_origin(annotation) is list and get_args(annotation):
+        annotation = get_args(annotation)[0]
+    if annotation is bool:
+        return ""
+    if annotation is int:
+        return "PORT" if "port" in name else "N"
+    if annotation is float:
+        return "SECONDS" if any(w in name for w in SECONDS_WORDS) else "N"
+    return "TEXT"
+
+
+def make_readable(params: list[Any]) -> None:
+    """Give every parameter without a metavar of its own the word `readable_metavar` picks."""
+    for param in params:
+        if param.metavar is None:
+            metavar = readable_metavar(param)
+            if metavar is not None:
+                param.metavar = metavar
+
+
+class ReadableGroup(TyperGroup):
+    """The `recall-lab` group: its options and each command's (--help included) get readable metavars."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        make_readable(params)
+        return params
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            make_readable(command.get_params(ctx))
+        return command
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -49,6 +117,7 @@ def build_app() -> typer.Typer:
         no_args_is_help=True,
         add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
         pretty_exceptions_enable=False,
+        cls=ReadableGroup,
     )
 
     def show_version(value: bool) -> None:

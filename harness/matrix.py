@@ -9,6 +9,8 @@ are never restarted between trials.
 Retention is the exception to running trials side by side: its purge compares ages in Trash against one clock,
 and in simulated time that clock must be the trial's. A lab whose organisation purges therefore runs its trials
 one after another on one shared simulated clock, which the retention policy reads (its `clock` is injectable).
+Rows with injected faults (`faults`) are grouped by their rules and run the same way: a domain's rules hold for
+every slot of its lab, and an outage's window counts on the servers' clock, which must be the trial's.
 
 Transcripts: trial 0 of each scenario (in the first mode run) is carried out alone in its lab while a
 transcript recorder listens; those lines are the per-scenario transcript of the HTML report and the demo.
@@ -100,10 +102,11 @@ class Group:
     mode: str
     policies: dict[str, Any]
     scenarios: list[Scenario] = field(default_factory=list)
+    faults: tuple[str, ...] = ()  # the rules its trials add (each trial its own, one trial at a time)
 
     @property
     def exclusive_clock(self) -> bool:
-        return any(s.purge_deleted_after is not None for s in self.scenarios)
+        return any(s.purge_deleted_after is not None or s.faults for s in self.scenarios)
 
 
 def group_scenarios(scenarios: Sequence[Scenario], modes: Sequence[str],
@@ -115,15 +118,30 @@ def group_scenarios(scenarios: Sequence[Scenario], modes: Sequence[str],
             if mode not in s.modes or (wanted is not None and (s.name, mode) not in wanted):
                 continue
             policies = s.lab_policies
-            key = (mode, tuple(sorted((k, repr(v)) for k, v in policies.items())))
-            groups.setdefault(key, Group(mode, policies)).scenarios.append(s)
+            key = (mode, tuple(sorted((k, repr(v)) for k, v in policies.items())), s.faults)
+            groups.setdefault(key, Group(mode, policies, faults=s.faults)).scenarios.append(s)
     return list(groups.values())
 
 
-def lab_config(mode: str, policies: dict[str, Any], slots: int, base: LabConfig | None = None) -> LabConfig:
+def lab_config(mode: str, policies: dict[str, Any], slots: int, base: LabConfig | None = None,
+               faults: Sequence[str] = ()) -> LabConfig:
     """The lab of one group: the base config (default: corp.example + mail.example) with a cast for `slots`
-    slots (alice..aliceN, bob.., carol.. at the organisation, dave.. outside) and the group's policies."""
+    slots (alice..aliceN, bob.., carol.. at the organisation, dave.. outside) and the group's policies.
+
+    `faults` are the group's rules ("DOMAIN:SPEC"): the engine adds them per trial, so the lab starts with no
+    rule (the base config's are left out, since each trial clears its domains' rules); each must name one of
+    the lab's domains."""
+    from recall_lab.fake_servers.faults import FaultSpecError, parse_spec
+
     base = base or default_config()
+    for spec in faults:
+        try:
+            domain, _rule = parse_spec(spec)
+        except FaultSpecError as exc:
+            raise ConfigError(f"fault {exc}") from None
+        if domain not in {d.name for d in base.domains}:
+            raise ConfigError(f"fault {spec!r} names {domain}, which is not a domain of the lab "
+                              f"({', '.join(d.name for d in base.domains)})")
     domains: list[DomainConfig] = []
     for dc in base.domains:
         users = dict(dc.users)
@@ -190,7 +208,7 @@ async def _run_group(group: Group, options: MatrixOptions, finished: Callable[[T
     if recorder is not None and options.transcript_sink is not None:
         user_sink, mode = options.transcript_sink, group.mode
         recorder.sink = lambda line: user_sink(mode, line)
-    config = lab_config(group.mode, group.policies, slots_needed, options.base_config)
+    config = lab_config(group.mode, group.policies, slots_needed, options.base_config, group.faults)
     shared = None
     if group.exclusive_clock:
         shared = WallClock(options.speed) if options.realtime else SimClock()

@@ -1,4 +1,5 @@
-"""FETCH data items: parsing the attribute list a client asks for (RFC 3501 6.4.5, RFC 7162 MODSEQ).
+"""FETCH data items: parsing the attribute list a client asks for (RFC 3501 6.4.5, RFC 7162 MODSEQ, RFC 3516
+BINARY).
 
 Why parsed into plain objects first: the session decides side effects (\\Seen for a non-PEEK body, implied
 UID for UID FETCH, MODSEQ with CHANGEDSINCE) once for the whole command before rendering any message.
@@ -15,7 +16,8 @@ from .errors import ParseError
 from .lexer import Lexer
 
 _SIMPLE = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY",
-                     "MODSEQ", "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
+                     "MODSEQ", "RFC822", "RFC822.HEADER", "RFC822.TEXT",
+                     "EMAILID", "THREADID"})  # RFC 8474 OBJECTID (objectid.py)
 _MACROS = {
     "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
@@ -24,6 +26,7 @@ _MACROS = {
 _BODY_ITEM = re.compile(r"(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[([^\]]*)\](?:<(\d+)(?:\.(\d+))?>)?\Z",
                         re.IGNORECASE)
 _PART = re.compile(r"\d+(\.\d+)*")
+_BINARY_SECTION = re.compile(r"([0-9]+(\.[0-9]+)*)?\Z")
 _NUMBER = re.compile(r"[0-9]{1,10}\Z")
 _MAX_NUMBER = 0xFFFFFFFF
 
@@ -109,13 +112,20 @@ def parse_item(text: str) -> FetchItem:
     if not m:
         raise ParseError(f"unknown FETCH item {text[:40]!r}")
     kind = m.group(1).upper()
-    if kind.startswith("BINARY"):
-        raise ParseError("BINARY is not supported")
+    binary = kind.startswith("BINARY")
+    if binary and not _BINARY_SECTION.match(m.group(2)):  # RFC 3516: section-binary is part numbers only
+        raise ParseError(f"bad BINARY section {m.group(2)[:40]!r}")
     section = parse_section(m.group(2))
     origin = _number(m.group(3), "a partial origin") if m.group(3) is not None else None
     count = _number(m.group(4), "a partial count") if m.group(4) is not None else None
     if origin is not None and count is None:
         raise ParseError("partial fetch needs <origin.count>")
+    if kind == "BINARY.SIZE":
+        if origin is not None:
+            raise ParseError("BINARY.SIZE takes no partial")
+        return FetchItem("BINARY.SIZE[]", section, peek=True)
+    if binary:
+        return FetchItem("BINARY[]", section, peek=kind == "BINARY.PEEK", origin=origin, count=count)
     return FetchItem("BODY[]", section, peek=kind == "BODY.PEEK", origin=origin, count=count)
 
 

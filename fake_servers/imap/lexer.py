@@ -37,13 +37,17 @@ MAX_VALUE_DEPTH = 16
 class Lexer:
     """A cursor over one command's bytes."""
 
-    __slots__ = ("buf", "pos", "max_mailbox")
+    __slots__ = ("buf", "pos", "max_mailbox", "utf8", "saved")
 
     def __init__(self, buf: bytes, pos: int = 0, max_mailbox: int | None = None) -> None:
         """`max_mailbox`: the longest mailbox name that can exist (`mailbox()` refuses longer ones with NO)."""
         self.buf = buf
         self.pos = pos
         self.max_mailbox = max_mailbox
+        #: Mailbox names are UTF-8, not modified UTF-7 (IMAP4rev2, UTF8=ACCEPT: rev2.py).
+        self.utf8 = False
+        #: The UIDs `$` names (SEARCHRES, IMAP4rev2 only); None: `$` is not available.
+        self.saved: frozenset[int] | None = None
 
     # -- basics ---------------------------------------------------------------------------------------------
     def at_end(self) -> bool:
@@ -183,6 +187,11 @@ class Lexer:
         self.pos = start + size
         return self.buf[start:start + size]
 
+    def literal8(self) -> bytes:
+        """literal8 = "~{" number ["+"] "}" CRLF *OCTET (RFC 3516): a literal whose octets may include NUL."""
+        self.char(b"~")
+        return self.literal()
+
     def string_bytes(self) -> bytes:
         c = self.peek()
         if c == 0x22:
@@ -209,11 +218,17 @@ class Lexer:
 
         A name that is not valid modified UTF-7 is well-formed IMAP (any astring is) naming no mailbox that can
         exist: the command fails with NO, as in Dovecot, not BAD."""
-        raw = self.astring()
-        try:
-            name = decode_lenient(raw)
-        except Utf7Error as exc:
-            raise CommandFailed(f"Mailbox name is not valid modified UTF-7: {exc}") from None
+        if self.utf8:
+            try:
+                name = self.astring_bytes().decode("utf-8")
+            except UnicodeDecodeError:
+                raise CommandFailed("Mailbox name is not valid UTF-8") from None
+        else:
+            raw = self.astring()
+            try:
+                name = decode_lenient(raw)
+            except Utf7Error as exc:
+                raise CommandFailed(f"Mailbox name is not valid modified UTF-7: {exc}") from None
         if self.max_mailbox is not None and len(name) > self.max_mailbox:
             # no such mailbox can exist: refused before any store call or cache sees a name of 60 KB
             raise CommandFailed(f"Mailbox name too long (over {self.max_mailbox} characters)", "CANNOT")
@@ -223,6 +238,8 @@ class Lexer:
         """A LIST/LSUB reference or pattern, decoded; one that is not valid modified UTF-7 is taken literally
         (it then matches no mailbox a client could have created), so LIST answers OK, as Dovecot does."""
         raw = self.astring()  # the lenient astring token already takes list-wildcards
+        if self.utf8:  # UTF-8 names (rev2.py): taken as they are
+            return raw
         try:
             return decode_lenient(raw)
         except Utf7Error:

@@ -23,10 +23,13 @@ from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from ..store.base import MessageRecord, NoSuchMailbox, NoSuchMessage, StoreError
+from .binary import binary_renderer, literal_head
 from .errors import CommandFailed, ParseError
+from .esearch import ReturnOptions, parse_return
 from .fetch_items import FetchItem, FetchRequest, parse_fetch_args
 from .lexer import Lexer
 from .mailbox_commands import missing_uids
+from .objectid import email_id
 from .search import Msg, internal_date_text, parse_search
 from .selected import MODSEQ_SHIFT, SelectedMailbox
 from .seqset import SequenceSet, compress
@@ -36,7 +39,7 @@ from .state import SessionCore
 log = logging.getLogger("recall_lab.fake_servers.imap")
 
 _VIEW_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
-_UID_COMMANDS = ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE", "SORT")
+_UID_COMMANDS = ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE", "SORT", "THREAD")
 
 #: A literal longer than this is written in pieces of STREAM_CHUNK octets, never joined with its response.
 STREAM_MIN = 64 * 1024
@@ -60,11 +63,12 @@ class _Deferred:
     (BODY[1]<0.1000000> BODY[1]<1.1000000> ...) of a 50 MB message must not build every piece before writing
     the first."""
 
-    __slots__ = ("label", "make")
+    __slots__ = ("label", "make", "binary")
 
-    def __init__(self, label: bytes, make: Callable[[], bytes | memoryview]) -> None:
+    def __init__(self, label: bytes, make: Callable[[], bytes | memoryview], binary: bool = False) -> None:
         self.label = label
         self.make = make
+        self.binary = binary  # BINARY octets: a literal8 (~{n}) when they hold a NUL
 
 
 _Rendered = bytes | _Deferred
@@ -89,7 +93,10 @@ class MessageCommands(SessionCore):
         return sel
 
     def _indexes(self, sel: SelectedMailbox, text: str, uid: bool) -> list[int]:
-        """0-based positions in the client's view of the messages a set names."""
+        """0-based positions in the client's view of the messages a set names (`$`: SEARCHRES, rev2.py)."""
+        if text == "$":
+            self.dollar_allowed()  # type: ignore[attr-defined]
+            return self.saved_indexes(sel)  # type: ignore[attr-defined]
         sset = SequenceSet.parse(text)
         if uid:
             return sset.uid_indexes(sel.uids)
@@ -157,23 +164,33 @@ class MessageCommands(SessionCore):
     def cmd_sort(self, tag: str, lx: Lexer, uid: bool = False) -> Steps:
         sel = self._sel()
         lx.sp()
+        ret = parse_return(lx, sort=True, save=self.rev2)  # ESORT (esearch.py)
         key = parse_criteria(lx.paren_list(lambda: lx.atom("sort key")))
         lx.sp()
+        prog = self._charset_and_criteria(lx, sel)
+        return self._sort_steps(tag, sel, prog, key, uid, ret)
+
+    def _charset_and_criteria(self, lx: Lexer, sel: SelectedMailbox):  # noqa: ANN202 - search.py's program
+        """SORT's and THREAD's shared tail (RFC 5256): a required charset, then the search criteria."""
         charset = lx.astring().upper()
         if charset not in ("UTF-8", "US-ASCII", "UTF8"):
             raise CommandFailed(f"charset {charset} is not supported", "BADCHARSET (UTF-8 US-ASCII)")
         lx.sp()
-        prog = parse_search(lx, lambda: len(sel.uids), lambda: sel.uids[-1] if sel.uids else 0,
+        return parse_search(lx, lambda: len(sel.uids), lambda: sel.uids[-1] if sel.uids else 0,
                             self.config.search_limits)
-        return self._sort_steps(tag, sel, prog, key, uid)
 
-    def _sort_steps(self, tag: str, sel: SelectedMailbox, prog, key, uid: bool) -> Steps:
+    def _sort_steps(self, tag: str, sel: SelectedMailbox, prog, key, uid: bool,
+                    ret: ReturnOptions | None = None) -> Steps:
         hits = yield from self._matches(sel, prog)
         keys = []
         for m in hits:  # the keys may read headers: one message per step, then one cheap sort
             keys.append(key(m))
             yield
         order = sorted(range(len(hits)), key=keys.__getitem__)
+        if ret is not None:
+            self.esearch_reply(tag, sel, prog, uid, ret, [hits[k] for k in order], ordered=True)
+            self.ok(tag, "Sort completed.", "SEARCH")
+            return
         self._write(("* SORT" + "".join(f" {hits[k].uid if uid else hits[k].seq}" for k in order)
                      + "\r\n").encode())
         self.ok(tag, "Sort completed.", "SEARCH")
@@ -209,10 +226,17 @@ class MessageCommands(SessionCore):
     def cmd_search(self, tag: str, lx: Lexer, uid: bool = False) -> Steps:
         sel = self._sel()
         lx.sp()
+        ret = parse_return(lx, sort=False, save=self.rev2)  # ESEARCH, CONTEXT=SEARCH (esearch.py)
+        if self.utf8_accept and lx.rest()[:8].upper() == b"CHARSET ":  # type: ignore[attr-defined]
+            raise ParseError("No CHARSET after ENABLE UTF8=ACCEPT (RFC 6855 3)")
+        if ret is None and self.rev2:  # RFC 9051 6.4.4: an ESEARCH answer, RETURN (ALL) implied
+            ret = ReturnOptions(all=True)
         prog = parse_search(lx, lambda: len(sel.uids), lambda: sel.uids[-1] if sel.uids else 0,
                             self.config.search_limits)
         if prog.uses_modseq:
             self.enable_condstore()
+        if ret is not None:
+            return self._esearch_steps(tag, sel, prog, uid, ret)
         return self._search_steps(tag, sel, prog, uid)
 
     def _search_steps(self, tag: str, sel: SelectedMailbox, prog, uid: bool) -> Steps:
@@ -280,7 +304,7 @@ class MessageCommands(SessionCore):
         records = sel.records
         gone = sel.gone
         needs_raw = any(i.section is not None or i.name.startswith("RFC822") and i.name != "RFC822.SIZE"
-                        for i in items)
+                        or i.name == "EMAILID" for i in items)  # EMAILID: a hash of the bytes (objectid.py)
         needs_view = any(i.name in _VIEW_ITEMS or i.section is not None and not _whole_message(i) for i in items)
         needs_content = needs_raw or needs_view
         render = [self._renderer(sel, item) for item in items]
@@ -353,7 +377,7 @@ class MessageCommands(SessionCore):
                 self._out += b"".join(pieces)
                 self._end_broken(part)
                 raise
-            pieces.append(b"%b {%d}\r\n" % (part.label, len(data)))
+            pieces.append(literal_head(part.label, data, part.binary))
             if len(data) > STREAM_MIN or size + len(data) > STREAM_CHUNK:
                 self._out += b"".join(pieces)
                 return self._finish_fetch(data, parts, k + 1)
@@ -382,7 +406,7 @@ class MessageCommands(SessionCore):
                 out += line
                 self._end_broken(part)
                 raise
-            line += b"%b {%d}\r\n" % (part.label, len(data))
+            line += literal_head(part.label, data, part.binary)
             if len(data) > STREAM_MIN:
                 out += line
                 line = bytearray()
@@ -417,6 +441,10 @@ class MessageCommands(SessionCore):
             return lambda u, rec, raw, view: b"MODSEQ (%d)" % (rec.modseq + MODSEQ_SHIFT)
         if name == "RFC822.SIZE":
             return lambda u, rec, raw, view: b"RFC822.SIZE %d" % rec.size
+        if name == "EMAILID":
+            return lambda u, rec, raw, view: b"EMAILID (%s)" % email_id(raw).encode()
+        if name == "THREADID":
+            return lambda u, rec, raw, view: b"THREADID NIL"
         if name == "INTERNALDATE":
             return lambda u, rec, raw, view: b'INTERNALDATE "%s"' % internal_date_text(rec.internaldate).encode()
         if name == "ENVELOPE":
@@ -432,6 +460,8 @@ class MessageCommands(SessionCore):
                                                        lambda: memoryview(raw)[:_header_end(raw)])
         if name == "RFC822.TEXT":
             return lambda u, rec, raw, view: _Deferred(b"RFC822.TEXT", lambda: memoryview(raw)[_header_end(raw):])
+        if name.startswith("BINARY"):
+            return binary_renderer(item, _Deferred)
         section = item.section
         assert section is not None
         if _whole_message(item):
@@ -627,7 +657,8 @@ def _distinct(items: list[FetchItem]) -> list[FetchItem]:
 def _whole_message(item: FetchItem) -> bool:
     """BODY[], BODY[HEADER] or BODY[TEXT] of the whole message: cut from the raw bytes, no parse needed."""
     section = item.section
-    return section is not None and not section.part and section.kind in (None, "HEADER", "TEXT")
+    return (section is not None and not section.part and section.kind in (None, "HEADER", "TEXT")
+            and not item.name.startswith("BINARY"))  # BINARY[] decodes the parts: it needs the tree
 
 
 def _batches(uids: list[int], records: dict[int, MessageRecord]) -> Iterator[list[int]]:

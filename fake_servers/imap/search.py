@@ -16,6 +16,7 @@ from typing import Any
 from .errors import CommandFailed, ParseError
 from .lexer import Lexer
 from .mime.text import decode_words
+from .objectid import email_id
 from .seqset import SequenceSet
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
@@ -197,6 +198,11 @@ class _Parser:
         if name == "SUBJECT":
             needle = self.string().casefold()
             return lambda m: any(needle in v.casefold() for v in m.view().header_values("Subject"))
+        if name in ("EMAILID", "THREADID"):  # RFC 8474 6 (objectid.py: no message has a THREADID)
+            wanted = self.string()
+            if name == "THREADID":
+                return lambda m: False
+            return lambda m: email_id(m.view().raw) == wanted
         if name == "HEADER":
             field = self.string()
             needle = self.string()
@@ -217,7 +223,11 @@ class _Parser:
                               or needle in m.view().body_text().casefold())
         if name == "UID":
             lx.sp()
-            uset = SequenceSet.parse(lx.atom("UID set"))
+            text = lx.atom("UID set")
+            if text == "$" and lx.saved is not None:  # SEARCHRES (IMAP4rev2, rev2.py)
+                saved = lx.saved
+                return lambda m: m.uid in saved
+            uset = SequenceSet.parse(text)
             if top:
                 self.uid_sets.append(uset)
             resolved = uset.resolve(self.largest_uid())
@@ -236,6 +246,9 @@ class _Parser:
                 lx.sp()
             n = lx.number("mod-sequence")
             return lambda m: m.record.modseq + 1 >= n  # store MODSEQ + MODSEQ_SHIFT (selected.py)
+        if word == "$" and self.lx.saved is not None:  # SEARCHRES (IMAP4rev2, rev2.py)
+            saved_uids = self.lx.saved
+            return lambda m: m.uid in saved_uids
         if name[:1].isdigit() or name[:1] == "*":
             sset = SequenceSet.parse(word)
             resolved = sset.resolve(self.count())

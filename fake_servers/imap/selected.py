@@ -38,6 +38,8 @@ class SelectedMailbox:
         self.uids: list[int] = [r.uid for r in records]
         self.records: dict[int, MessageRecord] = {r.uid: r for r in records}
         self.recent = recent
+        #: False for an IMAP4rev2 session (RFC 9051 has no RECENT response; rev2.py)
+        self.report_recent = True
         self.highestmodseq = highestmodseq
         self.keywords: set[str] = set()
         for r in records:
@@ -141,25 +143,34 @@ class SelectedMailbox:
 
     # -- telling the client ---------------------------------------------------------------------------------
     def flush(self, out: bytearray, allow_expunge: bool, qresync: bool, condstore: bool,
-              claim_recent=None) -> None:
-        """Append the untagged responses the client is owed; expunges only when `allow_expunge`."""
+              claim_recent=None, before_expunge=None) -> None:
+        """Append the untagged responses the client is owed; expunges only when `allow_expunge`.
+
+        `before_expunge(uid, seq) -> bytes`: lines to write just before a message's EXPUNGE (or before the
+        VANISHED line), numbered as the message is at that moment (search contexts' REMOVEFROM, esearch.py)."""
         if allow_expunge and self.pending_expunge:
             recent_before = len(self.recent)
             gone = sorted(self.pending_expunge)
             if qresync:
+                if before_expunge is not None:
+                    for uid in gone:
+                        out += before_expunge(uid, bisect.bisect_left(self.uids, uid) + 1)
                 out += b"* VANISHED %s\r\n" % compress(gone).encode()
             # One pass over the list, not one `del` per message: a large expunge (a purge, a folder emptied)
             # stays O(n + k log n). Ascending order; each number counts the expunges announced before it.
             for j, uid in enumerate(gone):
                 if not qresync:
-                    out += b"* %d EXPUNGE\r\n" % (bisect.bisect_left(self.uids, uid) - j + 1)
+                    seq = bisect.bisect_left(self.uids, uid) - j + 1
+                    if before_expunge is not None:
+                        out += before_expunge(uid, seq)
+                    out += b"* %d EXPUNGE\r\n" % seq
                 del self.records[uid]
                 self.recent.discard(uid)
             dropped = set(gone)
             self.uids = [u for u in self.uids if u not in dropped]
             self.pending_expunge.clear()
             self.gone.difference_update(gone)
-            if len(self.recent) != recent_before and not self.pending_new:
+            if len(self.recent) != recent_before and not self.pending_new and self.report_recent:
                 out += b"* %d RECENT\r\n" % len(self.recent)
         if self.pending_new:
             new = self.pending_new
@@ -173,7 +184,8 @@ class SelectedMailbox:
                 self.records[r.uid] = r
                 self._note_keywords(r)
             out += b"* %d EXISTS\r\n" % len(self.uids)
-            out += b"* %d RECENT\r\n" % len(self.recent)
+            if self.report_recent:
+                out += b"* %d RECENT\r\n" % len(self.recent)
         self.flush_keywords(out)
         if self.pending_flags:
             for uid in self.pending_flags:

@@ -27,12 +27,14 @@ import ipaddress
 import logging
 import socket
 import ssl
+import zlib
 
 from ..accounts import Accounts
 from ..faults import FaultSet
-from ..guard import ConnectionGuard, GuardLimits, Ticket, peer_host
+from ..guard import ConnectionGuard, GuardLimits, Ticket, peer_host, sock_address
 from ..store.base import MailStore
 from ..transcript import TranscriptRecorder
+from .compress import Deflate
 from .mime.cache import ViewCache
 from .mime.tree import DEFAULT_LIMITS, MimeLimits
 from .session import ImapSession, SessionConfig
@@ -63,6 +65,7 @@ class _Connection(asyncio.Protocol):
         self._hold: asyncio.TimerHandle | None = None  # a failed login's answer waits for this (see hold)
         self._wake_handle: asyncio.Handle | None = None  # an idle push waits for this (see wake)
         self._commands = 0  # command lines the session has taken (what an IMAP disconnect fault counts)
+        self.deflate: Deflate | None = None  # COMPRESS=DEFLATE active (compress.py)
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -73,7 +76,8 @@ class _Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         srv = self.server
-        admission = srv.guard.admit(peer_host(peer), f"{srv.name} IMAP")
+        admission = srv.guard.admit(peer_host(peer), f"{srv.name} IMAP", peer=sock_address(peer),
+                                    local=sock_address(transport.get_extra_info("sockname")))
         if admission.note:
             log.warning("%s", admission.note)
         if admission.ticket is None:  # over the cap: one line, no session, and the socket closed at once
@@ -102,9 +106,31 @@ class _Connection(asyncio.Protocol):
             if self._tls_early is not None:
                 self._tls_early.append(data)
             return
-        session.feed(data)
+        if self.deflate is not None:
+            self.deflate.received(data)
+            self._inflate()
+        else:
+            session.feed(data)
         self._arm_timer()
         self._settle()
+
+    def _inflate(self) -> None:
+        """Feed the session inflated input one bounded step at a time, and only while it takes it (a
+        decompression bomb stays compressed until the session has room: compress.py says why)."""
+        deflate, session = self.deflate, self.session
+        while deflate is not None and session is not None and deflate.has_pending and not session.backlogged \
+                and not session.closed and not self._closing:
+            try:
+                plain = deflate.inflate_step()
+            except zlib.error as exc:
+                log.info("IMAP %s: corrupt DEFLATE stream: %s", self.peer, exc)
+                self._closing = True
+                session.shutdown()
+                if self.transport is not None:
+                    self.transport.abort()
+                return
+            if plain:
+                session.feed(plain)
 
     def connection_lost(self, exc: Exception | None) -> None:
         session = self.session
@@ -148,11 +174,15 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         if session is None or transport is None or self._closing or session.closed:
             return
-        if session.runnable and self._proceed_handle is None:
+        if self.deflate is not None and self.deflate.has_pending and not session.backlogged:
+            self._inflate()
+        if (session.runnable or (self.deflate is not None and self.deflate.has_pending and not session.backlogged
+                                 and not session.closed)) and self._proceed_handle is None:
             self._proceed_handle = asyncio.get_running_loop().call_soon(self._proceed)
         if session.io_paused:  # STARTTLS under way: start_tls has reading stopped until the handshake is done
             return
-        want = not self._write_paused and not session.backlogged
+        want = not self._write_paused and not session.backlogged and not (
+            self.deflate is not None and self.deflate.has_pending)
         if want != self._reading:
             self._reading = want
             if want:
@@ -164,6 +194,7 @@ class _Connection(asyncio.Protocol):
         self._proceed_handle = None
         if self.session is not None and not self._closing:
             self.session.proceed()
+            self._inflate()
             self._settle()
 
     def _cancel_proceed(self) -> None:
@@ -189,7 +220,11 @@ class _Connection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+            self.transport.write(data if self.deflate is None else self.deflate.compress(data))
+
+    def start_compression(self) -> None:
+        """SessionIO: COMPRESS DEFLATE answered (its OK already written plain); deflate both ways from now on."""
+        self.deflate = Deflate()
 
     def close(self) -> None:
         self._closing = True

@@ -37,17 +37,23 @@ from ..guard import FailureVerdict, LoginThrottle
 from ..store.base import MailboxDeleted, MailboxRenamed, MailStore, StoreError
 from ..store.base import NoSuchMailbox as _NoSuchMailbox
 from ..transcript import TranscriptRecorder
+from .append import AppendCommands
 from .capabilities import ENABLEABLE, capabilities
+from .compress import CompressCommand
 from .errors import CommandFailed, ImapError, ParseError
+from .esearch import SearchContextCommands
 from .framing import Command, Continue, FrameEvent, Framer, Refused, tag_of
 from .lexer import Lexer
 from .mailbox_commands import MailboxCommands
 from .message_commands import MessageCommands
 from .mime.cache import ViewCache
 from .names import MailboxNameLimits
+from .notify import NotifyCommands
+from .rev2 import SPELLING, Rev2Session
 from .search import SearchLimits
 from .selected import MODSEQ_SHIFT, SelectedMailbox
 from .state import ALLOWED, Event, SessionState, StateMachine
+from .thread import ThreadCommands
 from .user_sessions import UserSessions
 
 log = logging.getLogger("recall_lab.fake_servers.imap")
@@ -82,6 +88,7 @@ class SessionIO(Protocol):
 
     # Optional: `before_command() -> bool`, asked before each command line; False: the adapter has ended the
     # connection (an injected fault) and the line is not run.
+    # Optional: `start_compression()`, deflate both ways from now on (COMPRESS, compress.py).
     # Optional: `wake()`, call the session's `wake()` soon (after the current callback) and once however
     # often it is asked meanwhile. Without it, an idling client is sent each change as it happens.
 
@@ -145,13 +152,18 @@ COMMANDS: dict[str, str] = {
     "COPY": "cmd_copy",
     "MOVE": "cmd_move",
     "UID": "cmd_uid",
+    "THREAD": "cmd_thread",
+    "CANCELUPDATE": "cmd_cancelupdate",
+    "NOTIFY": "cmd_notify",
+    "COMPRESS": "cmd_compress",
 }
 
 #: Commands during which no EXPUNGE/VANISHED may be sent (RFC 3501 7.4.1).
-NO_EXPUNGE_DURING = frozenset({"FETCH", "STORE", "SEARCH", "SORT"})
+NO_EXPUNGE_DURING = frozenset({"FETCH", "STORE", "SEARCH", "SORT", "THREAD"})
 
 
-class ImapSession(MailboxCommands, MessageCommands):
+class ImapSession(AppendCommands, MailboxCommands, SearchContextCommands, MessageCommands, NotifyCommands,
+                  CompressCommand, ThreadCommands, Rev2Session):
     def __init__(self, store: MailStore, accounts: Accounts, io: SessionIO, config: SessionConfig | None = None,
                  cache: ViewCache | None = None, tls_active: bool = False,
                  transcript: TranscriptRecorder | None = None, peer: str = "?",
@@ -252,6 +264,8 @@ class ImapSession(MailboxCommands, MessageCommands):
         self._output_paused = False
         if not self.closed and self.state is IDLE:
             self._idle_push()
+        elif self._between_commands() and (self.notify_owed() or self.notify_pushes_selected()):
+            self._notify_push()
 
     @property
     def _held(self) -> bool:
@@ -384,6 +398,7 @@ class ImapSession(MailboxCommands, MessageCommands):
         other, and Python's cycle collector seldom runs a full pass in a process that holds a big store."""
         self.closed = True
         self._transition(Event.LOGOUT)
+        self.notify_stop()
         self._drop_work()
         self.framer.reset()
         if self._counted_user is not None and self._user_sessions is not None:
@@ -441,6 +456,8 @@ class ImapSession(MailboxCommands, MessageCommands):
     def on_store_event(self, event) -> None:
         if self.closed or event.user != self.user:
             return
+        if self.notify is not None and self.notify_event(event):
+            self._push_soon()  # NOTIFY (notify.py): another mailbox changed
         sel = self.selected
         if sel is None:
             return
@@ -459,7 +476,10 @@ class ImapSession(MailboxCommands, MessageCommands):
         if getattr(event, "mailbox", None) != sel.name:
             return
         sel.on_event(event, own=event.origin is self)
-        if self.state is IDLE and not self._output_paused:
+        self.search_contexts_note(event)  # CONTEXT=SEARCH (esearch.py)
+        if self.state is not IDLE and self.notify_pushes_selected():
+            self._push_soon()  # NOTIFY SELECTED: sent between commands too
+        elif self.state is IDLE and not self._output_paused:
             # (while the client does not read, changes only accumulate in `sel`: resume_output sends them)
             wake = getattr(self.io, "wake", None)
             if wake is None:  # an I/O without an event loop (sans-I/O tests): at once
@@ -476,11 +496,38 @@ class ImapSession(MailboxCommands, MessageCommands):
         self._push_due = False
         if not self.closed and self.state is IDLE and not self._output_paused:
             self._idle_push()
+        elif self._between_commands():
+            self._notify_push()
+
+    def _between_commands(self) -> bool:
+        """No command runs or waits, nothing is held: a NOTIFY notification may go out now."""
+        return (not self.closed and self.notify is not None and self.state in (AUTHENTICATED, SELECTED)
+                and not self._running and not self.backlogged and not self._output_paused)
+
+    def _push_soon(self) -> None:
+        """Have what NOTIFY owes sent as soon as nothing else is being written (see `wake`)."""
+        if self._output_paused or not (self.state is IDLE or self._between_commands()):
+            return  # a running command's tagged reply, or resume_output, sends it
+        wake = getattr(self.io, "wake", None)
+        if wake is None:  # sans-I/O: at once
+            self.wake()
+        elif not self._push_due:
+            self._push_due = True
+            wake()
+
+    def _notify_push(self) -> None:
+        """Between commands, with NOTIFY: the other mailboxes' notifications and the selected one's changes."""
+        self._notify_flush()
+        if self.selected is not None and self.notify_pushes_selected():
+            self._flush_updates(allow_expunge=self.notify_expunge_between_commands())
+        self._flush()
 
     def _idle_push(self) -> None:
         """Send an idling client the changes it is owed."""
+        self._notify_flush()
         sel = self.selected
         if sel is None:
+            self._flush()
             return
         if self.qresync and sel.pending_expunge:
             # no tagged OK will follow soon: the new HIGHESTMODSEQ goes untagged (as Dovecot does)
@@ -493,7 +540,10 @@ class ImapSession(MailboxCommands, MessageCommands):
         sel = self.selected
         if sel is None:
             return
-        if sel.readonly:
+        if self.rev2:  # RFC 9051: no \Recent; a rev2 session claims none, so rev1 sessions still get them
+            def claim(uids):
+                return set()
+        elif sel.readonly:
             def claim(uids):
                 return self.store.peek_recent(self.user, sel.name) & set(uids)
         else:
@@ -501,7 +551,11 @@ class ImapSession(MailboxCommands, MessageCommands):
                 return self.store.claim_recent(self.user, sel.name, uids)
         if allow_expunge and sel.pending_expunge:
             self._expunges_reported = True
-        sel.flush(self._out, allow_expunge, self.qresync, self.condstore, claim)
+        new = [r.uid for r in sel.pending_new] if self.notify is not None else None
+        sel.flush(self._out, allow_expunge, self.qresync, self.condstore, claim, self.search_context_removal())
+        self.search_context_updates(sel)  # ADDTO/REMOVEFROM of live search contexts (esearch.py)
+        if new:
+            self.notify_new_fetch(new)  # NOTIFY MessageNew's fetch attributes
 
     # -- commands -------------------------------------------------------------------------------------------
     def _refused(self, event: Refused) -> None:
@@ -527,6 +581,9 @@ class ImapSession(MailboxCommands, MessageCommands):
                 self._write(b"* BAD Missing or invalid tag\r\n" if data.strip() else b"* BAD Empty command line\r\n")
             return
         lx = Lexer(data, len(tag) + 1, self.config.mailbox_names.max_length)
+        if self.utf8_names:  # IMAP4rev2 / UTF8=ACCEPT: names in UTF-8, `$` (rev2.py)
+            lx.utf8 = True
+            lx.saved = self.saved_uids if self.rev2 else None
         name = ""
         try:
             name = lx.atom("command name").upper()
@@ -560,6 +617,7 @@ class ImapSession(MailboxCommands, MessageCommands):
             self._write(f"{tag} NO [SERVERBUG] Internal error\r\n".encode())
 
     def _tagged_updates(self, name: str) -> None:
+        self._notify_flush()  # NOTIFY: other mailboxes' notifications (cheap when none are owed)
         if self.state == SELECTED and self.selected is not None:
             self._flush_updates(allow_expunge=name not in NO_EXPUNGE_DURING)
 
@@ -624,11 +682,13 @@ class ImapSession(MailboxCommands, MessageCommands):
         for name in names:
             if name in ENABLEABLE and name not in enabled:
                 enabled.append(name)
-        if enabled:
+        if "CONDSTORE" in enabled or "QRESYNC" in enabled:
             self.enable_condstore()
         if "QRESYNC" in enabled:
             self.qresync = True
-        self._write(("* ENABLED" + "".join(f" {n}" for n in enabled) + "\r\n").encode())
+        for name in enabled:
+            self.enable_rev2(name)  # IMAP4rev2, UTF8=ACCEPT (rev2.py)
+        self._write(("* ENABLED" + "".join(f" {SPELLING.get(n, n)}" for n in enabled) + "\r\n").encode())
         self.ok(tag, "Enabled.")
 
     def cmd_namespace(self, tag: str, lx: Lexer) -> None:
@@ -797,6 +857,7 @@ class ImapSession(MailboxCommands, MessageCommands):
     # -- selection helpers used by the mixins ---------------------------------------------------------------
     def deselect(self) -> None:
         self.selected = None
+        self.forget_result()  # SEARCHRES `$` belongs to the selection (rev2.py)
         if self.state is SELECTED:
             self._transition(Event.DESELECTED)
 

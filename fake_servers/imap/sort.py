@@ -4,7 +4,9 @@ Why here and so small: clients (and imapclient's live test) use SORT when the se
 only what SEARCH already reads (the record and the cached MessageView), so sorting is a key function.
 Strings are compared with i;ascii-casemap (RFC 4790: ASCII letters upper-cased, then octet by octet), the
 collation RFC 5256 names (so "_" sorts after every letter, as it would not with lower-casing); ties fall
-back to the sequence number, to which REVERSE does not apply.
+back to the sequence number, to which REVERSE does not apply. DISPLAYFROM and DISPLAYTO (RFC 5957,
+SORT=DISPLAY) order by what a client shows for the first address: its display name, else its address.
+The base subject is THREAD's too (thread.py), with whether the subject marked a reply.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from .errors import ParseError
+from .mime.text import decode_words
 from .search import Msg, envelope_addresses
 
-_KEYS = ("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO")
+_KEYS = ("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO")
 
 #: How many criteria one SORT may name (each key once, with REVERSE: anything longer is not a real request).
 MAX_CRITERIA = 32
@@ -36,13 +39,21 @@ _BLANKS = re.compile(r"[ \t\r\n]+")
 
 
 def base_subject(subject: str) -> str:
-    """The RFC 5256 section 2.1 base subject of an already RFC 2047-decoded subject (steps 1 to 7).
+    """The RFC 5256 section 2.1 base subject of an already RFC 2047-decoded subject (steps 1 to 7)."""
+    return base_subject_info(subject)[0]
+
+
+def base_subject_info(subject: str) -> tuple[str, bool]:
+    """The base subject, and whether the subject marked a reply or forward (a "re:"/"fw:"/"fwd:" leader, a
+    "(fwd)" trailer or a "[fwd: ...]" wrapper was removed): THREAD=REFERENCES (RFC 5256 section 4, step 5)
+    needs both.
 
     Why positions instead of slicing: each step only moves `start` or `end`, so a hostile subject of
     thousands of "[x]" blobs or nested "[fwd: ...]" costs linear time, not quadratic.
     """
     text = _BLANKS.sub(" ", subject)  # (1) tabs, continuations and runs of blanks become one space
     start, end = 0, len(text)
+    reply = False
     while True:
         # (2) remove subj-trailers ("(fwd)" or WSP) from the end, as long as there are any
         while end > start:
@@ -50,12 +61,14 @@ def base_subject(subject: str) -> str:
                 end -= 1
             elif end - start >= 5 and _SUBJ_TRAILER.match(text, end - 5, end):
                 end -= 5
+                reply = True
             else:
                 break
         # (3) remove subj-leaders; (4) remove a leading subj-blob if a non-empty subj-base is left; (5) repeat.
         # Once (3) fails at a blob, it fails after each blob (4) removes (a leader there would have been a
         # leader before it too), so (4) then runs alone.
         while (m := _SUBJ_LEADER.match(text, start, end)) is not None:
+            reply = reply or m.end() - start > 1  # more than the lone WSP leader: a subj-refwd
             start = m.end()
         while (m := _SUBJ_BLOB.match(text, start, end)) is not None and m.end() < end:
             start = m.end()
@@ -63,8 +76,9 @@ def base_subject(subject: str) -> str:
         if end - start >= 6 and text[end - 1] == "]" and _SUBJ_FWD_HDR.match(text, start, end):
             start += 5
             end -= 1
+            reply = True
             continue
-        return text[start:end]  # (7)
+        return text[start:end], reply  # (7)
 
 
 def ascii_casemap(text: str) -> bytes:
@@ -82,6 +96,21 @@ def _first_mailbox(m: Msg, header: str) -> bytes:
     if mailbox is None or mailbox == "MISSING_MAILBOX":
         return b""
     return ascii_casemap(mailbox)
+
+
+def _display(m: Msg, header: str) -> bytes:
+    """RFC 5957 (SORT=DISPLAY) section 3: the sort value of the first address of From or To: its display
+    name (RFC 2047-decoded) when that is not empty, else `mailbox@host`, else the mailbox alone (for a group,
+    the group name, which the ENVELOPE's group start carries there); empty when there is no address. The
+    parts are the ENVELOPE's, placeholders included (`d` is `d@MISSING_DOMAIN`), as Dovecot sorts them."""
+    addresses = envelope_addresses(m.view(), header)
+    if not addresses:
+        return b""
+    name, _route, mailbox, host = addresses[0]
+    display = decode_words(name) if name else ""
+    if not display:
+        display = f"{mailbox}@{host}" if mailbox is not None and host is not None else mailbox or ""
+    return ascii_casemap(display)
 
 
 def sent_time(m: Msg) -> float:
@@ -123,6 +152,9 @@ def _key(name: str) -> Callable[[Msg], Any]:
         return sent_time
     if name == "SUBJECT":
         return _subject_key
+    if name in ("DISPLAYFROM", "DISPLAYTO"):
+        header = name[len("DISPLAY"):]
+        return lambda m: _display(m, header)
     return lambda m: _first_mailbox(m, name)
 
 

@@ -57,7 +57,7 @@ class Event(enum.Enum):
 S = SessionState
 _ANY = frozenset({"CAPABILITY", "NOOP", "LOGOUT", "ID"})
 _AUTH = _ANY | {"ENABLE", "NAMESPACE", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE",
-                "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "APPEND", "IDLE"}
+                "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "APPEND", "IDLE", "NOTIFY", "COMPRESS"}
 
 #: The commands each state accepts. In the states not listed with commands, a line is not a command
 #: (AUTHENTICATING, IDLE) or is not read at all (STARTTLS_PENDING, LOGOUT).
@@ -67,7 +67,7 @@ ALLOWED: dict[SessionState, frozenset[str]] = {
     S.STARTTLS_PENDING: frozenset(),
     S.AUTHENTICATED: _AUTH,
     S.SELECTED: _AUTH | {"CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "SORT", "FETCH", "STORE", "COPY",
-                         "MOVE", "UID"},
+                         "MOVE", "UID", "CANCELUPDATE", "THREAD"},
     S.IDLE: frozenset(),
     S.LOGOUT: frozenset(),
 }
@@ -137,6 +137,7 @@ class SessionCore:
     selected: SelectedMailbox | None
     condstore: bool
     qresync: bool
+    rev2: bool  # IMAP4rev2 enabled (rev2.py)
     _out: bytearray
 
     if TYPE_CHECKING:
@@ -154,4 +155,6 @@ class SessionCore:
         def deselect(self) -> None: ...
 
         def enable_condstore(self) -> None: ...
+
+        def wire_name(self, name: str) -> bytes: ...  # a mailbox name as this session writes it (rev2.py)
 

@@ -10,6 +10,12 @@ the lab's clients all come from one address, so the cap is per user, and wider.
 
 from __future__ import annotations
 
+from typing import Protocol
+
+
+class SubscriptionWatcher(Protocol):
+    def notify_subscription(self, user: str, name: str, subscribed: bool, origin: object) -> bool: ...
+
 #: Default: a desktop client opens a handful of sessions, imaptest's stress run ten.
 DEFAULT_MAX_USER_SESSIONS = 32
 
@@ -21,6 +27,8 @@ class UserSessions:
         """`limit`: sessions one user may have at once (None: no limit)."""
         self.limit = limit
         self._count: dict[str, int] = {}
+        #: Sessions told of SUBSCRIBE / UNSUBSCRIBE (NOTIFY SubscriptionChange; the store has no such event).
+        self._watchers: set[SubscriptionWatcher] = set()
 
     def enter(self, user: str) -> bool:
         """Count a new session of `user`; False (and nothing counted) when the user is at the limit."""
@@ -39,3 +47,14 @@ class UserSessions:
 
     def count(self, user: str) -> int:
         return self._count.get(user, 0)
+
+    def watch(self, watcher: SubscriptionWatcher) -> None:
+        """Tell `watcher` of every (un)subscription on this server until `unwatch`."""
+        self._watchers.add(watcher)
+
+    def unwatch(self, watcher: SubscriptionWatcher) -> None:
+        self._watchers.discard(watcher)
+
+    def subscription_changed(self, user: str, name: str, subscribed: bool, origin: object) -> None:
+        for watcher in list(self._watchers):
+            watcher.notify_subscription(user, name, subscribed, origin)

@@ -41,7 +41,7 @@ from typing import Any, AnyStr
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, TLSSetupException, _Missing
 
-from recall_lab.fake_servers.guard import ConnectionGuard, Ticket, peer_host
+from recall_lab.fake_servers.guard import ConnectionGuard, Ticket, peer_host, sock_address
 from recall_lab.fake_servers.smtp.data_reader import DataReader, DataState
 from recall_lab.fake_servers.transcript import TranscriptRecorder
 
@@ -133,7 +133,9 @@ class LabSMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
         if first and self._guard is not None:
-            admission = self._guard.admit(peer_host(transport.get_extra_info("peername")), self._where)
+            peername = transport.get_extra_info("peername")
+            admission = self._guard.admit(peer_host(peername), self._where, peer=sock_address(peername),
+                                          local=sock_address(transport.get_extra_info("sockname")))
             if admission.note:
                 log.warning("%s", admission.note)
             if admission.ticket is None:  # over the cap: no session, no greeting, one line and goodbye

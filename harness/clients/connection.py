@@ -27,6 +27,12 @@ from recall_lab.harness.clients.imap_parse import (
 #: Seconds a single command may take before the connection is considered dead.
 COMMAND_TIMEOUT = 10.0
 
+# aioimaplib runs only the commands of its table; NOTIFY (RFC 5465) is valid wherever LIST is and, like SELECT,
+# waits for its tagged reply before anything else is sent.
+aioimaplib.aioimaplib.Commands.setdefault(
+    "NOTIFY", aioimaplib.aioimaplib.Cmd("NOTIFY", (aioimaplib.AUTH, aioimaplib.SELECTED),
+                                        aioimaplib.aioimaplib.Exec.is_sync))
+
 
 class ImapClientError(Exception):
     """The client could not talk to the server (refused, closed, timed out, login failed)."""
@@ -104,6 +110,7 @@ class ImapConnection:
         self._imap: _TappedIMAP4 | None = None
         self._idle_task: asyncio.Future | None = None
         self.capabilities: frozenset[str] = frozenset()
+        self.enabled: frozenset[str] = frozenset()  # what ENABLE turned on (ENABLE is refused once selected)
         self.closed = True
 
     # --- life ------------------------------------------------------------------------------------------------
@@ -203,6 +210,17 @@ class ImapConnection:
 
     async def enable(self, *capabilities: str) -> None:
         await self._checked(self._protocol.simple_command("ENABLE", *capabilities), "ENABLE")
+        self.enabled |= {c.upper() for c in capabilities}
+
+    async def notify_set(self, mailboxes: Sequence[str], events: str = "MessageNew MessageExpunge FlagChange") \
+            -> None:
+        """NOTIFY SET (mailboxes (...) (events)) (RFC 5465): STATUS lines for changes in those mailboxes (the
+        selected one excepted) reach `on_untagged`, during IDLE and between commands."""
+        names = " ".join(quote_mailbox(name) for name in mailboxes)
+        protocol = self._protocol
+        command = aioimaplib.Command("NOTIFY", protocol.new_tag(), "SET", f"(mailboxes ({names}) ({events}))",
+                                     loop=protocol.loop)
+        await self._checked(protocol.execute(command), "NOTIFY SET")
 
     async def select(self, mailbox: str = "INBOX", *, condstore: bool = False,
                      qresync: tuple[int, int, str] | None = None) -> SelectInfo:

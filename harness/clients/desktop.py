@@ -6,9 +6,15 @@ over a persistent IDLE connection while online, or at the next resync (QRESYNC, 
 after an offline period. In the legacy recall mode the client itself carries the recall out when the recall
 instruction arrives, and only if the original is unread and in the same folder (`legacy_recall.decide`).
 
-One connection per mirrored folder (as Outlook opens several), each in IDLE between commands. Every untagged
-line reaches `_FolderMirror._on_untagged` in wire order (see `connection.py`), which keeps the
-sequence-number-to-UID map and applies EXPUNGE / VANISHED / flag pushes to the cache immediately.
+How it hears of changes: when the server offers NOTIFY (RFC 5465) and several folders are mirrored, the first
+folder's connection idles and asks, with `NOTIFY SET (mailboxes (...) (MessageNew MessageExpunge FlagChange))`,
+for a STATUS line whenever another mirrored folder changes; a second connection then selects that folder and
+resynchronises it (QRESYNC / CONDSTORE, as after a reconnect). So a recall in a folder that no connection idles
+on still reaches the cache at once, over two connections whatever the number of folders. Without NOTIFY (or
+with `notify=False`) it keeps one connection per mirrored folder (as Outlook opens several), each in IDLE
+between commands. Every untagged line reaches the mirror of the folder selected on its connection
+(`_FolderMirror._on_untagged`) in wire order (see `connection.py`), which keeps the sequence-number-to-UID map
+and applies EXPUNGE / VANISHED / flag pushes to the cache immediately.
 """
 
 from __future__ import annotations
@@ -32,8 +38,13 @@ from recall_lab.harness.clients.cache import (
     message_id_of,
     search_quoted,
 )
-from recall_lab.harness.clients.connection import ImapClientError, ImapConnection, endpoint_of
-from recall_lab.harness.clients.imap_parse import compress_uids, parse_untagged
+from recall_lab.harness.clients.connection import (
+    ImapClientError,
+    ImapCommandError,
+    ImapConnection,
+    endpoint_of,
+)
+from recall_lab.harness.clients.imap_parse import ParseError, compress_uids, parse_untagged, parse_values
 from recall_lab.harness.clients.preview import Preview, preview_of
 from recall_lab.harness.own_name import client_name
 
@@ -78,6 +89,21 @@ class OfflinePeriod:
             raise ValueError(f"an offline period needs 0 <= start <= end, not {self.start}..{self.end}")
 
 
+def status_mailbox(line: bytes) -> str | None:
+    """The mailbox a `* STATUS name (...)` line names, or None when it cannot be read from this line alone (a
+    literal)."""
+    text = line[2:] if line.startswith(b"* ") else line
+    if text[:7].upper() != b"STATUS ":
+        return None
+    try:
+        values = parse_values([text[7:]])
+    except ParseError:
+        return None
+    if len(values) < 2 or not isinstance(values[0], bytes) or not isinstance(values[1], list):
+        return None
+    return values[0].decode("utf-8", "replace")
+
+
 def offline_at(periods: Sequence[OfflinePeriod], t: float) -> bool:
     """Whether a schedule has the client offline at time `t` (simulated-time engines ask this)."""
     return any(p.start <= t < p.end for p in periods)
@@ -100,18 +126,16 @@ class _Changes:
 
 
 class _FolderMirror:
-    """One folder mirrored over one connection (IDLE between commands)."""
+    """One mirrored folder: its sequence map and cache, kept up to date over whichever connection (`link`) has
+    the folder selected at the moment (`conn`; None while no connection has it selected)."""
 
     def __init__(self, client: DesktopClient, folder: str) -> None:
         self.client = client
         self.folder = folder
+        self.link: _Link | None = None
         self.conn: ImapConnection | None = None
         self.seqmap: list[int | None] = []
-        self.lock = asyncio.Lock()
-        self.wake = asyncio.Event()
         self.need_fetch = False
-        self.task: asyncio.Task | None = None
-        self.online = False
         self._collect_dropped: list[int] | None = None
 
     # --- the tap: runs inside data_received, in wire order --------------------------------------------------
@@ -125,7 +149,8 @@ class _FolderMirror:
             if info.number > len(self.seqmap):
                 self.seqmap.extend([None] * (info.number - len(self.seqmap)))
                 self.need_fetch = True
-                self.wake.set()
+                if self.link is not None:
+                    self.link.wake.set()
             client._record("exists", self.folder, info.number)
         elif info.kind == "expunge":
             index = info.number - 1
@@ -160,35 +185,12 @@ class _FolderMirror:
             self.client._changes.bump()
         return removed
 
-    def _on_lost(self, exc: Exception | None) -> None:
-        if self.online:
-            self.online = False
-            self.client._record("disconnected", self.folder, str(exc) if exc else "closed by the server")
-            self.wake.set()
+    # --- resync ---------------------------------------------------------------------------------------------
 
-    # --- connect and resync ---------------------------------------------------------------------------------
-
-    async def connect(self) -> None:
-        client = self.client
-        host, port = endpoint_of(client.imap)
-        conn = ImapConnection(host, port, client.user, client.password, on_untagged=self._on_untagged,
-                              on_lost=self._on_lost, timeout=client.timeout)
-        self.seqmap = []
-        self.need_fetch = False
-        await conn.open()
-        self.conn = conn
-        self.online = True
-        try:
-            await self._select_and_resync()
-        except BaseException:
-            self.online = False
-            conn.abort()
-            raise
-        self.need_fetch = True
-        self.wake.set()
-        self.task = asyncio.create_task(self._loop(), name=f"desktop {client.user} {self.folder}")
-
-    async def _select_and_resync(self) -> None:
+    async def _select_and_resync(self, kind: str = "resync") -> None:
+        """SELECT the folder and bring the cache in line with the server; `kind` names the event recorded when
+        the folder had been synchronised before ("resync" after connecting, "reselect" on a NOTIFY connection
+        that comes back to the folder)."""
         client, conn = self.client, self.conn
         assert conn is not None
         state = client.cache.state(self.folder)
@@ -205,7 +207,7 @@ class _FolderMirror:
             raise ImapClientError("the server has no QRESYNC")
         if method == "condstore" and not conn.has("CONDSTORE"):
             raise ImapClientError("the server has no CONDSTORE")
-        if conn.has("QRESYNC") and conn.has("ENABLE"):
+        if conn.has("QRESYNC") and conn.has("ENABLE") and "QRESYNC" not in conn.enabled:
             await conn.enable("QRESYNC")  # also makes EXPUNGE pushes VANISHED and FETCH pushes carry UID
         self._collect_dropped = []
         resyncing = bool(state.uidvalidity)
@@ -240,41 +242,9 @@ class _FolderMirror:
                     client.cache.set_flags(self.folder, record.uid, record.flags)
         client.cache.save_state(self.folder, FolderState(info.uidvalidity, info.highestmodseq or 0))
         if resyncing:
-            client._record("resync", self.folder, {"method": method, "dropped": tuple(sorted(set(dropped)))})
+            client._record(kind, self.folder, {"method": method, "dropped": tuple(sorted(set(dropped)))})
 
-    # --- the worker: fetch what is new, then IDLE until the next push ---------------------------------------
-
-    async def _loop(self) -> None:
-        conn = self.conn
-        assert conn is not None
-        try:
-            while self.online:
-                async with self.lock:
-                    if not self.online:
-                        break
-                    await conn.ensure_not_idle()
-                    self.wake.clear()
-                    await self._process_pending()
-                    if not self.wake.is_set() and conn.has("IDLE"):
-                        await conn.idle_start()
-                if conn.has("IDLE"):
-                    await self.wake.wait()
-                else:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), POLL_INTERVAL)
-                    async with self.lock:
-                        if self.online:
-                            await conn.noop()
-        except ImapClientError as exc:
-            if self.online:
-                self.online = False
-                self.client._record("disconnected", self.folder, str(exc))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug: report it as an event rather than dying silently
-            log.exception("desktop client %s: folder %s failed", self.client.user, self.folder)
-            self.online = False
-            self.client._record("error", self.folder, repr(exc))
+    # --- what is new ----------------------------------------------------------------------------------------
 
     async def _process_pending(self) -> None:
         if not self.need_fetch:
@@ -307,23 +277,182 @@ class _FolderMirror:
             if client.process_recalls_on_arrival:
                 await client._maybe_process_recall(self, message)
 
+
+class _Link:
+    """One IMAP connection of the client and the worker task that keeps it busy.
+
+    A folder link serves one folder, selected for good, and waits in IDLE (or polls with NOOP); the home link of
+    a NOTIFY client is such a link that also watches the other folders (`watch`). The worker link of a NOTIFY
+    client serves the other folders in turn: it never idles, and selects a folder when a STATUS line (or a
+    command of the user's) calls for it, resynchronising it the way a reconnect does.
+    """
+
+    def __init__(self, client: DesktopClient, mirrors: Sequence[_FolderMirror], *, worker: bool = False) -> None:
+        self.client = client
+        self.mirrors = {m.folder: m for m in mirrors}
+        for mirror in mirrors:
+            mirror.link = self
+        self.worker = worker
+        self.watch: tuple[str, ...] = ()  # NOTIFY SET for these folders after login (the home link)
+        self.home = not worker and mirrors[0].folder == client.folders[0]
+        self.conn: ImapConnection | None = None
+        self.selected: _FolderMirror | None = None
+        self.dirty: dict[str, None] = {}  # folders to look at again, in the order they were named
+        self.lock = asyncio.Lock()
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.online = False
+        self.idles = False  # waits in IDLE between commands (a folder link on a server with IDLE)
+
+    @property
+    def label(self) -> str:
+        """The folder this connection is about, for events."""
+        return self.selected.folder if self.selected is not None else next(iter(self.mirrors))
+
+    # --- the tap: runs inside data_received, in wire order --------------------------------------------------
+
+    def _on_untagged(self, line: bytes) -> None:
+        if line[:9].upper() == b"* STATUS ":
+            self.client._on_status(line)
+        elif self.selected is not None:
+            self.selected._on_untagged(line)
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        if self.online:
+            self.online = False
+            self.client._record("disconnected", self.label, str(exc) if exc else "closed by the server")
+            self.wake.set()
+
+    def mark_dirty(self, folder: str) -> None:
+        """Look at `folder` again (a NOOP when selected here, else SELECT and resync) at the next step."""
+        self.dirty[folder] = None
+        self.wake.set()
+
+    # --- connect --------------------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        client = self.client
+        host, port = endpoint_of(client.imap)
+        conn = ImapConnection(host, port, client.user, client.password, on_untagged=self._on_untagged,
+                              on_lost=self._on_lost, timeout=client.timeout)
+        self.selected = None
+        self.dirty.clear()
+        for mirror in self.mirrors.values():
+            mirror.conn = None
+            mirror.seqmap = []
+            mirror.need_fetch = False
+        await conn.open()
+        self.conn = conn
+        self.online = True
+        self.idles = conn.has("IDLE") and not self.worker
+        try:
+            if self.home:
+                await client._arrange(self)  # NOTIFY SET before SELECT: no change slips between the two
+            for mirror in self.mirrors.values():
+                await self._switch(mirror, "resync")
+                if self.worker:
+                    await mirror._process_pending()  # before the next folder takes the connection
+        except BaseException:
+            self.online = False
+            conn.abort()
+            raise
+        self.wake.set()
+        self.task = asyncio.create_task(self._loop(), name=f"desktop {client.user} {self.label}")
+
+    async def _switch(self, mirror: _FolderMirror, kind: str) -> None:
+        """Select `mirror`'s folder on this connection and resynchronise it."""
+        assert self.conn is not None
+        if self.selected is not None:
+            self.selected.conn = None
+        self.selected = mirror
+        mirror.conn = self.conn
+        mirror.seqmap = []
+        mirror.need_fetch = False
+        try:
+            await mirror._select_and_resync(kind)
+        except ImapCommandError:
+            mirror.conn = None
+            self.selected = None  # a failed SELECT leaves no mailbox selected
+            raise
+        mirror.need_fetch = True
+        self.wake.set()
+
+    # --- the worker: fetch what is new, then IDLE (or wait) until the next push -----------------------------
+
+    async def _loop(self) -> None:
+        conn = self.conn
+        assert conn is not None
+        idles = self.idles
+        try:
+            while self.online:
+                async with self.lock:
+                    if not self.online:
+                        break
+                    await conn.ensure_not_idle()
+                    self.wake.clear()
+                    await self._work()
+                    if not self.wake.is_set() and idles:
+                        await conn.idle_start()
+                if idles or self.worker:
+                    await self.wake.wait()
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), POLL_INTERVAL)
+                    async with self.lock:
+                        if self.online:
+                            await conn.noop()
+        except ImapClientError as exc:
+            if self.online:
+                self.online = False
+                self.client._record("disconnected", self.label, str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: report it as an event rather than dying silently
+            log.exception("desktop client %s: folder %s failed", self.client.user, self.label)
+            self.online = False
+            self.client._record("error", self.label, repr(exc))
+
+    async def _work(self) -> None:
+        """The folders named since the last step (NOOP or reselect each, fetch what is new), then the selected
+        folder's new messages. Runs with the lock held and the connection out of IDLE."""
+        assert self.conn is not None
+        while self.dirty:
+            name = next(iter(self.dirty))
+            del self.dirty[name]
+            mirror = self.mirrors.get(name)
+            if mirror is None:
+                continue
+            if mirror is self.selected:
+                await self.conn.noop()
+            else:
+                try:
+                    await self._switch(mirror, "reselect")
+                except ImapCommandError as exc:
+                    self.client._record("error", name, str(exc))
+                    continue
+            await mirror._process_pending()
+        if self.selected is not None:
+            await self.selected._process_pending()
+
     async def settle(self) -> None:
         async with self.lock:
             if not self.online or self.conn is None:
                 return
             await self.conn.ensure_not_idle()
             await self.conn.noop()
-            await self._process_pending()
+            await self._work()
         self.wake.set()
 
     @contextlib.asynccontextmanager
-    async def exclusive(self):  # noqa: ANN201
-        """The connection, out of IDLE, for a command of the user's (open, move)."""
+    async def exclusive(self, mirror: _FolderMirror):  # noqa: ANN201
+        """The connection, out of IDLE and with `mirror`'s folder selected, for a command of the user's."""
         async with self.lock:
             if not self.online or self.conn is None:
                 raise ImapClientError(f"{self.client.name} is offline")
             await self.conn.ensure_not_idle()
             try:
+                if self.selected is not mirror:
+                    await self._switch(mirror, "reselect")
                 yield self.conn
             finally:
                 self.wake.set()
@@ -347,6 +476,9 @@ class _FolderMirror:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.conn = None
+        if self.selected is not None:
+            self.selected.conn = None
+        self.selected = None
         if conn is not None:
             conn.abort()
 
@@ -358,7 +490,8 @@ class DesktopClient:
                  folders: Sequence[str] = ("INBOX",), cache_path: Path | str | None = None,
                  resync: ResyncMethod = "auto", process_recalls_on_arrival: bool = False,
                  delete_recall_message_on_success: bool = True, name: str = "desktop",
-                 offline_periods: Sequence[OfflinePeriod] = (), timeout: float = 10.0) -> None:
+                 offline_periods: Sequence[OfflinePeriod] = (), timeout: float = 10.0,
+                 notify: bool = True) -> None:
         self.user = user.strip().lower()
         self.password = password
         self.imap = imap
@@ -371,13 +504,22 @@ class DesktopClient:
         self.name = name
         self.offline_periods = tuple(offline_periods)
         self.timeout = timeout
+        #: Use NOTIFY when the server offers it and more than one folder is mirrored (False: IDLE per folder).
+        self.use_notify = notify
+        #: Whether this client watches its folders over NOTIFY (decided on the first connection).
+        self.notifying = False
         self.events: list[ClientEvent] = []
-        #: The last untagged EXISTS / EXPUNGE / VANISHED / FETCH lines as received, (folder, line): for narration.
+        #: The last untagged EXISTS / EXPUNGE / VANISHED / FETCH / STATUS lines as received, (folder, line): for
+        #: narration.
         self.wire: collections.deque[tuple[str, bytes]] = collections.deque(maxlen=WIRE_LINES)
         self.notices: list[LocalNotice] = []
         self.sent_notices: list[Any] = []  # recall_lab.fake_servers.recall.format.RecallNotice
         self._changes = _Changes()
         self._mirrors = {folder: _FolderMirror(self, folder) for folder in self.folders}
+        #: The connections: the first folder's, then (once the server's capabilities are known) one per other
+        #: folder, or with NOTIFY one worker connection for all of them.
+        self._links: list[_Link] = [_Link(self, [self._mirrors[self.folders[0]]])] if self.folders else []
+        self._arranged = False
         self._started = False
 
     # --- life ------------------------------------------------------------------------------------------------
@@ -388,8 +530,8 @@ class DesktopClient:
         return self
 
     async def stop(self) -> None:
-        for mirror in self._mirrors.values():
-            await mirror.disconnect(polite=True)
+        for link in self._links:
+            await link.disconnect(polite=True)
         self.cache.close()
 
     async def __aenter__(self) -> DesktopClient:
@@ -400,24 +542,39 @@ class DesktopClient:
 
     @property
     def online(self) -> bool:
-        return any(m.online for m in self._mirrors.values())
+        return any(link.online for link in self._links)
+
+    @property
+    def connection_count(self) -> int:
+        """How many IMAP connections the client holds open now."""
+        return sum(1 for link in self._links if link.online)
+
+    @property
+    def idling_folders(self) -> frozenset[str]:
+        """The folders selected on a connection that waits in IDLE between commands (the others are told of
+        over NOTIFY)."""
+        return frozenset(link.selected.folder for link in self._links
+                         if link.online and link.idles and link.selected is not None)
 
     async def go_offline(self) -> None:
         """The laptop lid closes: connections drop without LOGOUT; the cache stays as it is."""
-        for mirror in self._mirrors.values():
-            await mirror.disconnect(polite=False)
+        for link in self._links:
+            await link.disconnect(polite=False)
         self._record("offline", "", None)
 
     async def go_online(self) -> None:
         """Reconnect every folder, resync with what the server did meanwhile, fetch what is new."""
         try:
-            for mirror in self._mirrors.values():
-                if not mirror.online:
-                    await mirror.disconnect(polite=False)
-                    await mirror.connect()
+            index = 0
+            while index < len(self._links):  # the first connection's arrangement adds the others
+                link = self._links[index]
+                if not link.online:
+                    await link.disconnect(polite=False)
+                    await link.connect()
+                index += 1
         except BaseException:
-            for mirror in self._mirrors.values():  # all folders or none: no half-online client
-                await mirror.disconnect(polite=False)
+            for link in self._links:  # all folders or none: no half-online client
+                await link.disconnect(polite=False)
             raise
         self._record("online", "", None)
         await self.settle()
@@ -439,10 +596,55 @@ class DesktopClient:
             await self.go_online()
 
     async def settle(self) -> None:
-        """Return once everything the server did before this call is reflected (a NOOP round trip per folder,
-        then the new messages fetched and any recall processed)."""
-        for mirror in self._mirrors.values():
-            await mirror.settle()
+        """Return once everything the server did before this call is reflected (a NOOP round trip per
+        connection, then the new messages fetched and any recall processed). With NOTIFY the first connection's
+        NOOP brings the STATUS lines still owed, so the worker connection settles after it."""
+        for link in self._links:
+            await link.settle()
+
+    async def _arrange(self, home: _Link) -> None:
+        """On the first connection, logged in and nothing selected yet: decide how the other folders are
+        watched (once), and with NOTIFY tell the server which folders to report."""
+        conn = home.conn
+        assert conn is not None
+        if self._arranged:
+            if self.notifying:
+                await conn.notify_set(home.watch)
+            return
+        self._arranged = True
+        others = [mirror for folder, mirror in self._mirrors.items() if folder != self.folders[0]]
+        use = self.use_notify and bool(others) and conn.has("NOTIFY")
+        if use:
+            try:
+                await conn.notify_set(self.folders)
+            except ImapCommandError as exc:
+                self._record("notify-refused", "", str(exc))
+                use = False
+        self.notifying = use
+        if use:
+            home.watch = self.folders
+            self._links.append(_Link(self, others, worker=True))
+        else:
+            self._links.extend(_Link(self, [mirror]) for mirror in others)
+
+    def _on_status(self, line: bytes) -> None:
+        """A STATUS line (NOTIFY): the folder changed on the server; the connection serving it looks again."""
+        name = status_mailbox(line)
+        self._record("notify", name or "", line.decode("utf-8", "replace").strip())
+        if name is None:  # not readable here: look at every folder the worker serves
+            targets = [m for m in self._mirrors.values() if m.link is not None and m.link.worker]
+        else:
+            mirror = self._mirrors.get(name)
+            targets = [mirror] if mirror is not None else []
+        for mirror in targets:
+            self.wire.append((mirror.folder, line))
+            if mirror.link is not None:
+                mirror.link.mark_dirty(mirror.folder)
+
+    def _link_of(self, mirror: _FolderMirror) -> _Link:
+        if mirror.link is None:
+            raise ImapClientError(f"{self.name} is offline")
+        return mirror.link
 
     # --- what the user sees ----------------------------------------------------------------------------------
 
@@ -459,7 +661,8 @@ class DesktopClient:
         if not found:
             raise LookupError(f"{self.name} of {self.user} has no message {message_id}")
         message = found[0]
-        async with self._mirrors[message.folder].exclusive() as conn:
+        mirror = self._mirrors[message.folder]
+        async with self._link_of(mirror).exclusive(mirror) as conn:
             records = await conn.uid_fetch(str(message.uid), "(UID FLAGS BODY[])")
         raw = message.raw
         for record in records:
@@ -476,9 +679,13 @@ class DesktopClient:
         if not found:
             raise LookupError(f"{self.name} of {self.user} has no message {message_id}")
         message = found[0]
-        async with self._mirrors[message.folder].exclusive() as conn:
+        mirror = self._mirrors[message.folder]
+        async with self._link_of(mirror).exclusive(mirror) as conn:
             await conn.uid_move(str(message.uid), folder)
         self._record("moved", message.folder, (message.uid, folder))
+        target = self._mirrors.get(folder)
+        if self.notifying and target is not None and target.link is not None:
+            target.link.mark_dirty(folder)  # NOTIFY does not report a connection's own changes back to it
 
     # --- waiting without sleeping ----------------------------------------------------------------------------
 

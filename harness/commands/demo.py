@@ -16,7 +16,8 @@ benchmark, not a test: a loaded machine is slow for reasons that are not bugs).
 `--web` is the same walk for a class watching the lab console (docs/console.md): the console URL is printed
 first; the narrated lab of every condition serves its console on that one port with one token, so the page
 the teacher opened follows each condition (it reloads itself when a new lab says hello); the walk runs on the
-wall clock at WEB_SPEED simulated seconds per real second and pauses WEB_PAUSE seconds between conditions.
+wall clock at DEFAULT_SPEED simulated seconds per real second (as `--realtime` and `matrix --realtime` do) and
+pauses WEB_PAUSE seconds between conditions.
 At these defaults the walk of the ten conditions took 227 s (the offline-desktop condition, two simulated
 hours, is 93 s of it) and the whole demo --web 237 s (seed 1, 2 cores).
 """
@@ -39,7 +40,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from recall_lab.harness.cli import EXIT_USAGE, CliError
+from recall_lab.harness.commands.log_output import output_console as _console
 from recall_lab.harness.commands.matrix import (
+    DEFAULT_SPEED,
     check_outputs,
     load_base_config,
     make_options,
@@ -51,10 +54,6 @@ from recall_lab.harness.commands.matrix import (
 )
 
 DEFAULT_DEMO_TRIALS = 20
-#: --realtime without --web: simulated seconds per real second.
-DEFAULT_SPEED = 120.0
-#: --web: slower, so a class can follow the console (the whole demo --web stays under about 5 minutes).
-WEB_SPEED = 90.0
 #: --web: seconds between conditions (the console shows the last state, then the next lab's).
 WEB_PAUSE = 4.0
 
@@ -220,9 +219,9 @@ def register(app: typer.Typer) -> None:
         scenario: Annotated[list[str] | None, typer.Option("--scenario", help="Only these conditions (repeatable).")] = None,
         realtime: Annotated[bool, typer.Option("--realtime",
                                       help="Walk the conditions on the wall clock (see --speed).")] = False,
-        speed: Annotated[float | None, typer.Option("--speed", help="With --realtime or --web: simulated seconds "
-                                           f"per real second (default {DEFAULT_SPEED:g}; "
-                                           f"{WEB_SPEED:g} with --web).")] = None,
+        speed: Annotated[float, typer.Option("--speed", help="With --realtime or --web: simulated seconds per real "
+                                             "second (as in matrix: a simulated minute and a half each second, slow "
+                                             "enough to follow).")] = DEFAULT_SPEED,
         web: Annotated[bool, typer.Option("--web", help="Show the walk on the lab console: print its URL, run on "
                                           "the wall clock, pause between conditions.")] = False,
         web_port_option: Annotated[int | None, typer.Option("--web-port", help="With --web: the console's port "
@@ -247,7 +246,7 @@ def register(app: typer.Typer) -> None:
         )
 
         started = time.perf_counter()
-        console = output_console() if not markdown else Console(stderr=True, highlight=False)
+        console = output_console() if not markdown else _console(stderr=True)
         if pause is not None and pause < 0:
             raise CliError("--pause must not be negative", code=EXIT_USAGE)
         if web_port_option is not None and not web:
@@ -255,7 +254,6 @@ def register(app: typer.Typer) -> None:
         if web_port_option is not None and not 0 < web_port_option < 65536:
             raise CliError("--web-port must be between 1 and 65535", code=EXIT_USAGE)
         realtime = realtime or web
-        speed = speed if speed is not None else WEB_SPEED if web else DEFAULT_SPEED
         chosen = resolve_scenarios(scenario)
         if not scenario:  # rows marked `demo = false` are measured by `recall-lab matrix` only
             chosen = [s for s in chosen if s.demo]

@@ -25,6 +25,10 @@ from recall_lab.harness.scenarios.distributions import ScenarioError
 from recall_lab.harness.scenarios.model import MODES, Scenario
 
 DEFAULT_TRIALS = 20
+#: --realtime (and demo --web): simulated seconds per real second, one value for demo and matrix. 90: a recall
+#: ten simulated minutes after the send comes about 7 s after it, slow enough to follow on the console or in the
+#: narration, and the demo's whole walk stays under 4 minutes (docs/console.md).
+DEFAULT_SPEED = 90.0
 DEFAULT_CONCURRENCY = 2  # recall_lab.harness.matrix.DEFAULT_CONCURRENCY (not imported here: it would load the lab early)
 #: Show a progress bar from this many trials on (a short run is over before a bar is worth drawing).
 PROGRESS_FROM = 100
@@ -33,9 +37,10 @@ AUTO_WORKERS_FROM = 200
 
 
 def output_console() -> Console:
-    """stdout; when it is not a terminal (a file, a pipe, a test), wide enough for the table not to wrap."""
-    probe = Console()
-    return Console(highlight=False, width=None if probe.is_terminal else 160)
+    """stdout; when it is not a terminal (a file, a pipe, a test), nothing wrapped (log_output.output_console)."""
+    from recall_lab.harness.commands.log_output import output_console as console_for_output
+
+    return console_for_output()
 
 
 def resolve_scenarios(names: Sequence[str] | None) -> list[Scenario]:
@@ -268,7 +273,9 @@ def register(app: typer.Typer) -> None:
         concurrency: Annotated[int, typer.Option("--concurrency", "-c",
                                         help="Concurrent recipients per scenario and mode.")] = DEFAULT_CONCURRENCY,
         realtime: Annotated[bool, typer.Option("--realtime", help="Run events on the wall clock.")] = False,
-        speed: Annotated[float, typer.Option("--speed", help="With --realtime: simulated seconds per second.")] = 60.0,
+        speed: Annotated[float, typer.Option("--speed", help="With --realtime: simulated seconds per real second "
+                                             "(as in demo: a simulated minute and a half each second, slow enough "
+                                             "to follow).")] = DEFAULT_SPEED,
         config: Annotated[Path | None, typer.Option("--config", help="Base lab config (TOML) to build the labs from.")] = None,
         port_base: Annotated[int | None, typer.Option("--port-base", help="Listen on fixed ports (first lab).")] = None,
         workers: Annotated[int | None, typer.Option("--workers", "-w",

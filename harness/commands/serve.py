@@ -23,6 +23,7 @@ from recall_lab.fake_servers.capture import CaptureSettings
 from recall_lab.fake_servers.faults import FaultSpecError, parse_spec
 from recall_lab.fake_servers.guard import EpisodeGate
 from recall_lab.harness.cli import CliError
+from recall_lab.harness.commands.log_output import EventLog, LogFormat, output_console
 from recall_lab.harness.commands.tls import AutoTls, auto_context, server_context
 from recall_lab.harness.config import ConfigError, LabConfig, default_config, limits_from_dict, load_config
 from recall_lab.harness.lab import Lab, LabStartError
@@ -81,10 +82,9 @@ def _quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def _print_table(endpoints: dict, store: str) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=None if sys.stdout.isatty() else 120)
+    console = output_console()
     tls = any(info.get("starttls") for info in endpoints["domains"].values())
     servers = Table(title=f"recall-lab: servers (store: {store}{', STARTTLS on every port' if tls else ''})")
     for col in ("domain", "role", "IMAP", "submission", "MX"):
@@ -128,7 +128,7 @@ def _print_table(endpoints: dict, store: str) -> None:
 async def _serve(config: LabConfig, *, store: str, host: str, port_base: int | None, as_json: bool,
                  endpoints_file: Path | None, tls: ssl.SSLContext | None = None, web: bool = True,
                  web_port: int = 0, web_token: str | None = None, advertise_host: str | None = None,
-                 tls_cafile: Path | None = None) -> None:
+                 tls_cafile: Path | None = None, event_log: EventLog | None = None) -> None:
     _quiet_accept_errors(asyncio.get_running_loop())
     lab = Lab(config, store=store, host=host, port_base=port_base, tls=tls, web=web, web_port=web_port,
               web_token=web_token, tls_cafile=tls_cafile)
@@ -138,6 +138,8 @@ async def _serve(config: LabConfig, *, store: str, host: str, port_base: int | N
         raise CliError(str(exc), code=2) from None
     except ConfigError as exc:
         raise CliError(str(exc), code=2) from None
+    if event_log is not None:
+        event_log.attach(lab)
     try:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -159,7 +161,11 @@ async def _serve(config: LabConfig, *, store: str, host: str, port_base: int | N
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().remove_signal_handler(sig)
-        await lab.stop()
+        try:
+            await lab.stop()
+        finally:
+            if event_log is not None:
+                event_log.close()
 
 
 def register(app: typer.Typer) -> None:
@@ -218,6 +224,14 @@ def register(app: typer.Typer) -> None:
         capture: Annotated[bool, typer.Option(
             "--capture", help="Also run capture mode: SMTP that takes any sender and recipient (AUTH optional), "
                               "IMAP where each recipient logs in (docs/testing-your-app.md).")] = False,
+        verbose: Annotated[int, typer.Option(
+            "--verbose", "-v", count=True, show_default=False,
+            help="Log to stderr one line per connection, delivery, relay hop, recall, expunge and report; -vv "
+                 "also the servers' own log (docs/cli.md#the-event-log-serve--v).")] = 0,
+        log_format: Annotated[LogFormat | None, typer.Option(
+            "--log-format", case_sensitive=False,
+            help="text (for people) or json (one object a line: at, kind, domain, ...); implies -v. "
+                 "[default: text]")] = None,
     ) -> None:
         """Run the lab's mail servers until Ctrl-C; print endpoints and accounts."""
         try:
@@ -250,11 +264,14 @@ def register(app: typer.Typer) -> None:
             raise CliError("--tls-dir needs --tls auto", code=2)
         auto: AutoTls | None = auto_context([d.name for d in cfg.domains], tls_dir) if tls_mode else None
         tls = auto.context if auto is not None else server_context(tls_cert, tls_key) if tls_cert else None
+        if log_format is not None:
+            verbose = max(verbose, 1)
+        event_log = EventLog(sys.stderr, log_format or LogFormat.text, verbose) if verbose else None
         try:
             asyncio.run(_serve(cfg, store=store, host=host, port_base=port_base, as_json=json_,
                                endpoints_file=endpoints_file, tls=tls, web=not no_web, web_port=web_port,
                                web_token=web_token, advertise_host=advertise_host,
-                               tls_cafile=auto.cafile if auto is not None else None))
+                               tls_cafile=auto.cafile if auto is not None else None, event_log=event_log))
         finally:
             if auto is not None:
                 auto.cleanup()

@@ -10,12 +10,21 @@ to the next event) as on the wall clock (`--realtime`).
 A `Slot` is one sender and one recipient with their clients, reused trial after trial (fresh Message-IDs, the
 mailboxes emptied between trials through the store API), so a run never restarts servers; a matrix runs as
 many slots side by side as it wants concurrent recipients.
+
+Faults (a scenario's `faults`, docs/faults.md) are rules of the domains, and every slot of a lab shares them: the
+engine adds a trial's rules when it starts (or before its recall) and clears them when it ends, so a matrix
+runs such trials one at a time, on the simulated clock the servers read (an outage's window counts on it). While
+a domain is in an outage, the relay that met its 421 is paused once that first attempt is over: its retries
+are spaced on the wall clock, and in simulated time every one of them would meet the same outage until the
+queue gave up, where a real sender's queue keeps trying for days. When the trial's clock passes the outage's
+end the engine resumes that relay and retries at once (`lab.retry_relay_now()`), and the waiting mail goes out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import re
 import shutil
@@ -30,6 +39,7 @@ from typing import Any
 
 import aiosmtplib
 
+from recall_lab.fake_servers.faults import FaultRule
 from recall_lab.harness.own_name import client_name
 from recall_lab.harness.scenarios import conditions
 from recall_lab.harness.scenarios import org_routing as _org_routing  # noqa: F401 - registers lists, forwarding
@@ -76,6 +86,24 @@ class Slot:
 
 
 @dataclass
+class AddedFault:
+    """One of a trial's fault rules, added to `domain` at `at` seconds of the trial's clock."""
+
+    domain: str
+    rule: FaultRule
+    at: float
+    over: bool = False  # an outage whose end the engine has handled
+
+    def outage_at(self, t: float) -> bool:
+        """Whether this is an outage and its window holds at trial time t (as the domain's FaultSet sees it)."""
+        return self.rule.kind == "outage" and self.rule.window[0] <= t - self.at < self.rule.window[1]
+
+    @property
+    def ends_at(self) -> float | None:
+        return self.at + self.rule.window[1] if self.rule.kind == "outage" else None
+
+
+@dataclass
 class TrialContext:
     """What one trial has done and seen so far (the engine's notes and the outcome's inputs)."""
 
@@ -98,6 +126,9 @@ class TrialContext:
     recall_message_id: str = ""
     recall_handle: Any | None = None  # recall_lab.harness.recall_agent.RecallHandle
     outcome: dict[str, Any] = field(default_factory=dict)  # set by the observe event
+    clock: SimClock | None = None
+    faults: list[AddedFault] = field(default_factory=list)  # the scenario's rules, once added to their domains
+    paused_relays: set[str] = field(default_factory=set)  # domains whose relay waits for an outage to end
     conditions: dict[str, Any] = field(default_factory=dict)  # conditions.py: escaped copies, members' reads
     log: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # human lines of the event just run (for the demo)
@@ -189,9 +220,14 @@ class TrialEngine:
         nonce = next(_nonce)
         mid = f"<trial.{scenario.name}.{self.mode}.{index}.{nonce}@{ORG}>"
         ctx = TrialContext(scenario=scenario, plan=plan, mode=self.mode, index=index, slot=slot,
-                           message_id=mid, subject=f"Quarterly figures (trial {index})")
+                           message_id=mid, subject=f"Quarterly figures (trial {index})", clock=clock)
         error = ""
+        on_activity = functools.partial(self._hold_relay_in_outage, ctx) if scenario.faults else None
+        if on_activity is not None:
+            self.lab.activity.subscribe(on_activity)
         try:
+            if scenario.faults and scenario.faults_at == "send":
+                self._add_faults(ctx)
             if slot.desktop is not None and not slot.desktop.online:
                 await slot.desktop.go_online()  # a previous trial may have ended offline
             if scenario.client == "web":
@@ -204,8 +240,9 @@ class TrialEngine:
             budget = None if clock.realtime else TRIAL_TIMEOUT
             async with asyncio.timeout(budget):
                 for event in plan.events:
-                    await clock.advance_to(event.at)
                     ctx.notes = []
+                    await self._end_outages(ctx, event.at)
+                    await clock.advance_to(event.at)
                     await self._step(ctx, event)
                     ctx.log.append(f"{event.at:.0f} {event.kind.value}")
                     if self.observer is not None:
@@ -213,6 +250,8 @@ class TrialEngine:
         except Exception as exc:  # noqa: BLE001 - a failed step fails the trial, never the run
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         finally:
+            if on_activity is not None:
+                self.lab.activity.unsubscribe(on_activity)
             try:
                 await self._cleanup(ctx)
             except Exception as exc:  # noqa: BLE001
@@ -404,6 +443,8 @@ class TrialEngine:
 
         slot = ctx.slot
         await conditions.before_recall(self, ctx, event)  # the sender's copy as old as the plan says
+        if ctx.scenario.faults and ctx.scenario.faults_at == "recall":
+            self._add_faults(ctx)
         agent = RecallAgent(self.lab, slot.sender, self.lab.password(slot.sender), timeout=SETTLE_TIMEOUT)
         handle = await agent.recall(ctx.message_id)
         ctx.recalled = True
@@ -427,6 +468,69 @@ class TrialEngine:
             line = f": {shown.subject!r} - {shown.first_line!r}" if shown is not None else ""
             ctx.note(f"the web page, loaded before the recall, still shows it {where}{line}")
         ctx.note(ctx.outcome["explain"])
+
+    # --- faults ---------------------------------------------------------------------------------------------
+
+    def _add_faults(self, ctx: TrialContext) -> None:
+        """Add the scenario's rules to their domains, the generators seeded by the trial's seed (a rule with
+        p < 1 fires in the same trials whatever ran before)."""
+        assert ctx.clock is not None
+        rules = ctx.scenario.fault_rules
+        if any(rule.kind == "outage" for _d, rule in rules) and \
+                getattr(self.lab, "clock", None) != ctx.clock.now:
+            raise TrialError("an outage counts on the servers' clock: run the lab on the trial's simulated "
+                             "clock (Lab(clock=clock.now), as the matrix does for rows with faults)")
+        for domain in dict.fromkeys(d for d, _r in rules):
+            self.lab.faults(domain).seed(ctx.plan.seed)
+        for domain, rule in rules:
+            self.lab.faults(domain).add(rule)
+            ctx.faults.append(AddedFault(domain, rule, ctx.clock.t))
+            what = f"{domain} is down (421) from {rule.window[0]:g} s to {rule.window[1]:g} s" \
+                if rule.kind == "outage" else f"{domain}: {rule.spec()}"
+            ctx.note(f"injected fault: {what}")
+
+    def _hold_relay_in_outage(self, ctx: TrialContext, entry: dict[str, Any]) -> None:
+        """Activity listener: a relay attempt deferred by a domain in an outage pauses the sending domain's relay
+        (after this attempt, which met the real 421), until the outage's end (see the module docstring)."""
+        if entry.get("event") != "relayed" or not entry.get("deferred") or ctx.clock is None:
+            return
+        sender, dest = entry.get("domain"), entry.get("dest")
+        if sender in ctx.paused_relays or not any(f.domain == dest and f.outage_at(ctx.clock.t) for f in ctx.faults):
+            return
+        ctx.paused_relays.add(sender)
+        self.lab.pause_relay(sender)
+        ctx.note(f"{dest} answers 421: what {sender} relays there waits in its queue")
+
+    async def _end_outages(self, ctx: TrialContext, until: float) -> None:
+        """Before the event at `until`: every outage that ends by then ends at its own time, and what waited for
+        it is handed over (the relay retried at once, since its backoff runs on the wall clock)."""
+        assert ctx.clock is not None
+        for fault in sorted((f for f in ctx.faults if f.ends_at is not None and not f.over),
+                            key=lambda f: f.ends_at or 0.0):
+            end = fault.ends_at or 0.0
+            if end > until:
+                break
+            fault.over = True
+            await ctx.clock.advance_to(end)
+            self._release_relays(ctx)
+            await self._settle(ctx)
+            ctx.log.append(f"{end:.0f} outage-end")
+            ctx.note(f"{fault.domain}'s outage ends at {end:.0f} s: the relay hands over what waited")
+
+    def _release_relays(self, ctx: TrialContext) -> None:
+        for domain in sorted(ctx.paused_relays):
+            self.lab.resume_relay(domain)
+        if ctx.paused_relays:
+            self.lab.retry_relay_now()
+        ctx.paused_relays.clear()
+
+    async def _clear_faults(self, ctx: TrialContext) -> None:
+        """The trial's rules leave their domains; mail an outage held goes out now, before the mailboxes are
+        emptied (so nothing of this trial arrives during the next one)."""
+        for domain in dict.fromkeys(f.domain for f in ctx.faults):
+            self.lab.faults(domain).clear()
+        if ctx.paused_relays:
+            self._release_relays(ctx)
 
     # --- settling, outcome, cleanup ------------------------------------------------------------------------
 
@@ -469,6 +573,7 @@ class TrialEngine:
     async def _cleanup(self, ctx: TrialContext) -> None:
         """Empty the slot's mailboxes (store API) so the next trial starts from nothing."""
         slot = ctx.slot
+        await self._clear_faults(ctx)
         if ctx.scenario.delayed_send is not None and not ctx.delivered and not ctx.cancelled:
             from recall_lab.harness.scenarios import delayed
 

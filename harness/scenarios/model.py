@@ -9,6 +9,11 @@ and the tests check both agree.
 Times are seconds of simulated time. The sender sends at t = 0; recipient-side delays count from the moment
 the message reaches the recipient's mailbox (later than 0 only with delayed send); the recall delay counts
 from the send, because it is the sender who notices the mistake.
+
+Faults (`faults`, docs/faults.md) are written as `serve --fault` writes them, `DOMAIN:SPEC`, so a rule tried on
+a running lab can be pasted into a row unchanged. They are the servers' behaviour during one trial, not the
+lab's: the engine adds them when the trial starts (or just before the recall, `faults_at = "recall"`, for a
+rule that must spare the original) and clears them when it ends.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from recall_lab.fake_servers.faults import FaultRule, FaultSpecError, parse_spec
 from recall_lab.fake_servers.recall.modes import ACTIVE_MODES as MODES
 from recall_lab.fake_servers.recall.modes import ActiveMode as Mode
 from recall_lab.harness.scenarios.distributions import NEVER, Dist, ScenarioError
@@ -25,6 +31,7 @@ from recall_lab.harness.scenarios.stats import WORDS as LIKELIHOOD_WORDS
 
 RecipientKind = Literal["organisation", "external", "list", "shared"]
 ClientKind = Literal["desktop", "web", "live-web"]
+FaultsAt = Literal["send", "recall"]
 # A scenario runs in the modes that recall something (`Mode`, `MODES`: named once, in the server layer).
 CLIENTS: tuple[str, ...] = ("desktop", "web", "live-web")
 # "list": a distribution list the organisation expands into `members` mailboxes at delivery; "shared": one shared
@@ -34,6 +41,8 @@ RECIPIENTS: tuple[str, ...] = ("organisation", "external", "list", "shared")
 #: delivery, the recipient replies quoting it, a phone shows it on the lock screen, a phone syncs it then goes
 #: offline (see harness/clients/outcome.py, `Residue`).
 ESCAPES: tuple[str, ...] = ("forward", "auto-forward", "reply", "lock-screen", "phone-sync")
+#: When a trial's fault rules are added: when it starts (the send), or just before the recall is sent.
+FAULTS_AT: tuple[str, ...] = ("send", "recall")
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
@@ -69,6 +78,8 @@ class Scenario:
     demo: bool = True  # false: the row is measured by `recall-lab matrix` only, not by the demo
     observe_for: float = 600.0  # after the recall, how long the trial keeps running before the outcome
     policies: Mapping[str, Any] = field(default_factory=dict)  # extra settings for the organisation's policies
+    faults: tuple[str, ...] = ()  # injected faults for each trial, "DOMAIN:SPEC" as `serve --fault` takes them
+    faults_at: FaultsAt = "send"  # when the engine adds them ("recall": just before the recall is sent)
     modes: tuple[Mode, ...] = MODES
     narration: str = ""  # what the demo says before it walks this condition
     demo_trial: int = 0  # which trial the demo narrates (one that shows the condition's typical outcome)
@@ -86,6 +97,11 @@ class Scenario:
             out["delayed_send"] = self.delayed_send
         return out
 
+    @property
+    def fault_rules(self) -> list[tuple[str, FaultRule]]:
+        """The faults as (domain, rule), in the order they are added."""
+        return [parse_spec(spec) for spec in self.faults]
+
     def to_toml_dict(self) -> dict[str, Any]:
         """The table `load_scenario_data` reads back into an equal scenario."""
         out: dict[str, Any] = {}
@@ -93,7 +109,7 @@ class Scenario:
             value = getattr(self, key)
             if isinstance(value, Dist):
                 out[key] = value.to_toml_value()
-            elif key in ("modes", "escapes"):
+            elif key in ("modes", "escapes", "faults"):
                 out[key] = list(value)
             elif key == "policies":
                 out[key] = dict(value)
@@ -156,6 +172,24 @@ def validate(s: Scenario) -> None:
     if s.recipient == "external" and (s.legal_hold or s.purge_deleted_after is not None):
         raise ScenarioError(f"{where}: legal hold and retention are the organisation's policies, "
                             "not the external provider's")
+    _validate_faults(s, where)
+
+
+def _validate_faults(s: Scenario, where: str) -> None:
+    if s.faults_at not in FAULTS_AT:
+        raise ScenarioError(f"{where}: faults_at must be one of {', '.join(FAULTS_AT)}, got {s.faults_at!r}")
+    for n, spec in enumerate(s.faults):
+        if not isinstance(spec, str):
+            raise ScenarioError(f"{where}: faults[{n}] must be a DOMAIN:SPEC string, got {spec!r}")
+        try:
+            _domain, rule = parse_spec(spec)
+        except FaultSpecError as exc:
+            raise ScenarioError(f"{where}: faults[{n}]: {exc}") from None
+        if rule.kind == "outage" and rule.silent:
+            # A silent MX costs the relay its connection timeout on the wall clock at every attempt, while the
+            # trial's clock stands still: a matrix of them would measure timeouts, not the condition.
+            raise ScenarioError(f"{where}: faults[{n}]: a scenario's outage answers 421 (mode=silent is for "
+                                "a lab run on the wall clock)")
 
 
 def load_scenario_data(data: Mapping[str, Any], where: str = "scenario") -> Scenario:
@@ -174,7 +208,7 @@ def load_scenario_data(data: Mapping[str, Any], where: str = "scenario") -> Scen
         if key in _DIST_FIELDS:
             kwargs[key] = Dist.parse(value, at)
         elif key in ("name", "condition", "summary", "recipient", "client", "narration", "move_to",
-                     "article_word", "article_note"):
+                     "article_word", "article_note", "faults_at"):
             kwargs[key] = _typed(value, str, at)
         elif key in ("article", "preview", "legal_hold", "demo"):
             kwargs[key] = _typed(value, bool, at)
@@ -187,6 +221,10 @@ def load_scenario_data(data: Mapping[str, Any], where: str = "scenario") -> Scen
         elif key in ("modes", "escapes"):
             if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
                 raise ScenarioError(f"{at}: expected a list of names")
+            kwargs[key] = tuple(value)
+        elif key == "faults":
+            if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+                raise ScenarioError(f'{at}: expected a list of "DOMAIN:SPEC" strings')
             kwargs[key] = tuple(value)
     try:
         return Scenario(**kwargs)

@@ -2,8 +2,8 @@
 the recall behind the reader, and a recipient server that rejects the recall.
 
 These are the two fault scenarios of docs/faults.md, played step by step with the lab's own clients (the
-RecallAgent, imapclient reading as a mail program does); tests/faults/scenarios/ holds them as scenario files
-for the matrix once the scenario model takes a `faults` key.
+RecallAgent, imapclient reading as a mail program does); the matrix measures them as the rows
+`relay-outage-recall` and `recipient-rejects-recall` (tests/scenarios/test_fault_rows.py).
 """
 
 from __future__ import annotations

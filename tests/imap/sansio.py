@@ -49,3 +49,16 @@ class Client:
         out = self.send(f"l1 LOGIN {user} {password}")
         assert b"l1 OK" in out, out
         return out
+
+
+def selected_client(store: MailStore, accounts: Accounts) -> Client:
+    """A client logged in as alice (Client.login's default), with her INBOX selected."""
+    c = Client(store, accounts)
+    c.login()
+    c.send("s SELECT INBOX")
+    return c
+
+
+def response_lines(out: bytes) -> list[str]:
+    """What the server wrote, one CRLF-terminated line per item (the last, empty piece dropped)."""
+    return out.decode().split("\r\n")[:-1]

@@ -127,7 +127,7 @@ def test_criteria_are_bounded_and_checked():
     with pytest.raises(ParseError):
         parse_criteria(["SIZE"] * 1000)
     with pytest.raises(ParseError):
-        parse_criteria(["DISPLAYFROM"])
+        parse_criteria(["DISPLAYCC"])
 
 
 # -- through a session -----------------------------------------------------------------------------------------

@@ -31,7 +31,8 @@ def test_catalogue_has_one_scenario_per_condition_and_the_extras() -> None:
                      "delayed-send-gmail", "delayed-send-outlook-web", "delayed-send-outlook-defer",
                      # the conditions the article's table lacks (matrix only: demo = false)
                      "forwarded-before-recall", "auto-forward", "reply-quoting", "lock-screen", "phone-sync",
-                     "distribution-list", "shared-mailbox", "recall-too-old"]
+                     "distribution-list", "shared-mailbox", "recall-too-old", "relay-outage-recall",
+                     "recipient-rejects-recall"]
     assert {s.condition for s in builtin_scenarios() if s.article} == ARTICLE_CONDITIONS
     for s in builtin_scenarios():
         assert s.modes == ("cloud", "legacy")

@@ -577,6 +577,10 @@ class MessageView:
                 return None
         return part
 
+    def part_at(self, path: tuple[int, ...]) -> Part | None:
+        """The part a section path names (the rules of BODY[path]), or None; () is the whole message."""
+        return self.tree if not path else self._find(path)
+
     def section(self, part: tuple[int, ...], kind: str | None, fields: tuple[str, ...] = ()) -> bytes:
         """BODY[section] bytes (RFC 3501 6.4.5); b"" when the part does not exist.
 
