@@ -11,6 +11,9 @@ Measured:
   fetch_flags_uid    FETCH 1:* (FLAGS UID)                       median of --repeat runs
   fetch_headers      FETCH 1:* BODY.PEEK[HEADER]                 median of --repeat runs
   search_message_id  UID SEARCH HEADER Message-ID <id>            median of --searches ids (after a warm-up)
+  search_text        UID SEARCH TEXT quarterly (a common word)    median of --repeat runs
+  sort_subject       UID SORT (SUBJECT) UTF-8 ALL                median of --repeat runs
+  thread_references  UID THREAD REFERENCES UTF-8 ALL             median of --repeat runs
   idle_flags         IDLE push latency of STORE +FLAGS from another connection: median and p99
   idle_expunge       IDLE push latency of STORE \\Deleted + EXPUNGE from another connection: median and p99
   push_flags         push latency as outside clients see it: two plain sockets (no TCP_NODELAY on the client
@@ -263,6 +266,16 @@ def measure_raw_fetch(port: int, items: bytes, repeat: int) -> list[float]:
     return out
 
 
+def measure_uid_command(c: imaplib.IMAP4, command: tuple[str, ...], repeat: int) -> list[float]:
+    """Seconds for each of `repeat` runs of one UID command over the whole mailbox (after one untimed run)."""
+    def run() -> None:
+        typ, data = c.uid(*command)
+        assert typ == "OK", (command, data)
+
+    run()
+    return timed(run, repeat)
+
+
 def measure_search(c: imaplib.IMAP4, ids: list[str], expect_uids: dict[str, bytes] | None) -> list[float]:
     def one(mid: str) -> bytes:
         typ, data = c.uid("SEARCH", "HEADER", "Message-ID", f'"{mid}"')
@@ -483,6 +496,11 @@ def run_suite(port: int, ids: list[str], uids: dict[str, bytes] | None, n: int, 
         res["fetch_headers_raw"] = {"median_s": statistics.median(t)}
         t = measure_search(c, ids, uids)
         res["search_message_id"] = {"median_s": statistics.median(t), "p99_s": pctl(t, 99)}
+        for name, command in (("search_text", ("SEARCH", "TEXT", "quarterly")),
+                              ("sort_subject", ("SORT", "(SUBJECT)", "UTF-8", "ALL")),
+                              ("thread_references", ("THREAD", "REFERENCES", "UTF-8", "ALL"))):
+            t = measure_uid_command(c, command, args.repeat)
+            res[name] = {"median_s": statistics.median(t)}
     finally:
         c.logout()
     fl, ex = measure_idle(port, idle_events)
@@ -497,6 +515,9 @@ TARGETS = {  # name -> (what the target is, check(ours, dovecot) -> bool)
     "fetch_flags_uid": ("<= 3x Dovecot", lambda o, d: d is None or o <= 3 * d),
     "fetch_headers": ("<= 3x Dovecot", lambda o, d: d is None or o <= 3 * d),
     "search_message_id": ("faster than Dovecot", lambda o, d: d is None or o < d),
+    "search_text": ("<= 3x Dovecot", lambda o, d: d is None or o <= 3 * d),
+    "sort_subject": ("<= 3x Dovecot", lambda o, d: d is None or o <= 3 * d),
+    "thread_references": ("<= 3x Dovecot", lambda o, d: d is None or o <= 3 * d),
     "idle_flags": ("median < 2 ms, <= 3x", lambda o, d: o < 0.002 and (d is None or o <= 3 * d)),
     "idle_expunge": ("median < 2 ms, <= 3x", lambda o, d: o < 0.002 and (d is None or o <= 3 * d)),
     "push_flags": ("p50 < 1 ms", lambda o, d: o < 0.001),
