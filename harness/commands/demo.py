@@ -240,6 +240,7 @@ def register(app: typer.Typer) -> None:
         from recall_lab.harness.report.table import (
             LEGEND,
             render_table,
+            residue_notes,
             settle_notes,
             table_markdown,
             table_notes,
@@ -291,6 +292,12 @@ def register(app: typer.Typer) -> None:
             console.print(render_table(result, title="Likelihood of a successful recall (measured)"))
             for note in table_notes(result):
                 console.print(note, highlight=False, markup=False)
+            leftovers = residue_notes(result)
+            if leftovers:
+                console.print("What \"recalled\" leaves behind (trials of each mode):", highlight=False,
+                              markup=False)
+                for line in leftovers:
+                    console.print(f"  {line}", highlight=False, markup=False)
         console.print(LEGEND, highlight=False)
         from recall_lab.harness.scenarios.sweep import recall_delay_note
 

@@ -291,7 +291,13 @@ def register(app: typer.Typer) -> None:
                          ] = None,
     ) -> None:
         """Run N trials of each scenario in each recall mode over the real servers; print the table."""
-        from recall_lab.harness.report.table import LEGEND, render_table, settle_notes, table_notes
+        from recall_lab.harness.report.table import (
+            LEGEND,
+            render_table,
+            residue_notes,
+            settle_notes,
+            table_notes,
+        )
 
         out = output_console()
         if list_:
@@ -327,6 +333,11 @@ def register(app: typer.Typer) -> None:
                                                  f"{common} unless noted below)"))
             for line in table_notes(result):
                 out.print(line, highlight=False, markup=False)
+            leftovers = residue_notes(result)
+            if leftovers:
+                out.print('What "recalled" leaves behind (trials of each mode):', highlight=False, markup=False)
+                for line in leftovers:
+                    out.print(f"  {line}", highlight=False, markup=False)
             out.print(LEGEND, highlight=False)
             for line in settle_notes(result):
                 out.print(f"  unsettled: {line}", highlight=False, markup=False)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from recall_lab.harness.report.plot import success_by_delay_svg, sweep_svg
-from recall_lab.harness.report.table import LEGEND, settle_notes, table_notes, table_rows
+from recall_lab.harness.report.table import LEGEND, residue_notes, settle_notes, table_notes, table_rows
 from recall_lab.harness.scenarios.results import VERDICTS, MatrixResult
 from recall_lab.harness.scenarios.sweep import SweepResult, recall_delay_note
 
@@ -50,6 +50,10 @@ def _table(result: MatrixResult) -> str:
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</table>")
     out += [f"<p class=\"note\">{_e(note)}</p>" for note in table_notes(result)]
+    leftovers = residue_notes(result)
+    if leftovers:
+        out.append("<p class=\"legend\">What \"recalled\" leaves behind (trials of each mode):</p>"
+                   "<ul class=\"legend\">" + "".join(f"<li>{_e(line)}</li>" for line in leftovers) + "</ul>")
     unsettled = settle_notes(result)
     if unsettled:
         out.append("<p class=\"legend\">Ranges: the interval straddles a threshold. Trials per cell that would "

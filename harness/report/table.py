@@ -98,6 +98,39 @@ def table_rows(result: MatrixResult) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+#: How the residue lines name each kind of copy out of reach (clients/outcome.py's ESCAPE_KINDS).
+_ESCAPED = {"forwarded": "forwarded", "auto-forwarded": "auto-forwarded", "quoted-in-reply": "quoted in a reply",
+            "lock-screen": "seen on a lock screen", "phone-sync": "synced to a phone"}
+
+
+def residue_notes(result: MatrixResult) -> list[str]:
+    """What "recalled" leaves behind, per row where something is: how many trials (of each mode) left the message
+    recoverable by the organisation, read before the recall, or with a copy out of any recall's reach. The rate
+    counts a trial as recalled when the user can no longer see it and never read it; these lines say what exists
+    all the same (a lock-screen preview, a forward, Recoverable Items)."""
+    out = []
+    for s in result.scenarios:
+        parts = []
+        for mode in result.modes:
+            cell = result.cells.get((s.name, mode))
+            if cell is None or not cell.trials:
+                continue
+            counts = cell.residue_counts()
+            n = len(cell.trials)
+            bits = []
+            if counts.get("recoverable"):
+                held = f", {counts['held']} under hold" if counts.get("held") else ""
+                bits.append(f"recoverable by the organisation {counts['recoverable']}/{n}{held}")
+            escaped = [f"{_ESCAPED.get(k, k)} {counts[k]}" for k in _ESCAPED if counts.get(k)]
+            if escaped:
+                bits.append(f"out of reach {counts.get('out_of_reach', 0)}/{n} ({', '.join(escaped)})")
+            if bits:
+                parts.append(f"{mode}: " + "; ".join(bits))
+        if parts:
+            out.append(f"{s.condition}: " + " | ".join(parts))
+    return out
+
+
 def table_notes(result: MatrixResult) -> list[str]:
     """One footnote per row whose measured word differs from the article's: what was measured, and why."""
     return [d.text() for d in article_differences(result)]

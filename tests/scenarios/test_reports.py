@@ -84,3 +84,21 @@ def test_plot_bins_success_by_delay(result: MatrixResult) -> None:
     assert points[0][1] == 1.0 and points[-1][1] == 0.0  # early recalls succeed, late ones do not
     svg = success_by_delay_svg(result)
     assert svg.startswith("<svg") and "<metadata>" not in svg
+
+
+def test_residue_notes_say_what_recalled_leaves_behind() -> None:
+    """A trial counted as recalled may still have left a lock-screen preview or a copy in Recoverable Items; the
+    lines under the table say how many, per mode, and say nothing for a row that left nothing."""
+    from dataclasses import replace
+
+    from recall_lab.harness.report.table import residue_notes
+
+    r = MatrixResult(seed=1, trials_per_cell=4, scenarios=[find_scenario("lock-screen"), find_scenario("unopened")])
+    seen = {"gone_from_every_view": True, "recoverable": True, "held": False, "read_before_recall": False,
+            "escapes": [{"kind": "lock-screen", "where": "bob's phone", "holds": "subject and first line"}]}
+    for i in range(4):
+        r.add(replace(_trial("lock-screen", "cloud", i, "recalled"), residue=seen if i < 3 else {}))
+        r.add(_trial("unopened", "cloud", i, "recalled"))
+    [line] = residue_notes(r)
+    assert line.startswith(find_scenario("lock-screen").condition + ": cloud: ")
+    assert "recoverable by the organisation 3/4" in line and "out of reach 3/4 (seen on a lock screen 3)" in line
