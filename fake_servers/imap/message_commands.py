@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Generator, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from ..store.base import MessageRecord, NoSuchMailbox, NoSuchMessage, StoreError
 from .binary import binary_renderer, literal_head
@@ -33,7 +33,8 @@ from .objectid import email_id
 from .search import Msg, internal_date_text, parse_search
 from .selected import MODSEQ_SHIFT, SelectedMailbox
 from .seqset import SequenceSet, compress
-from .sort import parse_criteria
+from .sort import SortProgram, parse_criteria
+from .sort_keys import SortKeys
 from .state import SessionCore
 
 log = logging.getLogger("recall_lab.fake_servers.imap")
@@ -50,8 +51,12 @@ BATCH = 128
 #: Messages and octets per step of COPY (each message is read and written again).
 COPY_BATCH = 32
 COPY_BATCH_BYTES = 4 * 1024 * 1024
+#: Messages per step of a search, SORT or THREAD when none of them is read (the predicate looks at flags or
+#: UIDs only; the sort keys are cached): a microsecond or two each.
+KEY_BATCH = 256
 
 Steps = Iterator[None]
+T = TypeVar("T")
 
 
 class _Deferred:
@@ -179,25 +184,55 @@ class MessageCommands(SessionCore):
         return parse_search(lx, lambda: len(sel.uids), lambda: sel.uids[-1] if sel.uids else 0,
                             self.config.search_limits)
 
-    def _sort_steps(self, tag: str, sel: SelectedMailbox, prog, key, uid: bool,
+    def _sort_steps(self, tag: str, sel: SelectedMailbox, prog, key: SortProgram, uid: bool,
                     ret: ReturnOptions | None = None) -> Steps:
-        hits = yield from self._matches(sel, prog)
-        keys = []
-        for m in hits:  # the keys may read headers: one message per step, then one cheap sort
-            keys.append(key(m))
-            yield
-        order = sorted(range(len(hits)), key=keys.__getitem__)
+        hits = yield from self._match_steps(sel, prog, _seq_uid)
+        cached = yield from self._keys_steps(sel, [u for _, u in hits], key.groups)
+        records = sel.records  # they stay until the tagged reply announces expunges
+        order = key.order(hits, [records[u] for _, u in hits], cached)
         if ret is not None:
-            self.esearch_reply(tag, sel, prog, uid, ret, [hits[k] for k in order], ordered=True)
+            self.esearch_reply(tag, sel, prog, uid, ret, [self._msg(sel, *h) for h in order], ordered=True)
             self.ok(tag, "Sort completed.", "SEARCH")
             return
-        self._write(("* SORT" + "".join(f" {hits[k].uid if uid else hits[k].seq}" for k in order)
-                     + "\r\n").encode())
+        k = 1 if uid else 0
+        self._write(("* SORT" + "".join([f" {h[k]}" for h in order]) + "\r\n").encode())
         self.ok(tag, "Sort completed.", "SEARCH")
 
+    def _msg(self, sel: SelectedMailbox, seq: int, u: int) -> Msg:
+        return Msg(seq, u, sel.records[u], u in sel.recent, lambda: self._view(sel, u))
+
+    def _keys_steps(self, sel: SelectedMailbox, uids: list[int], groups: frozenset[str]
+                    ) -> Generator[None, None, list[SortKeys]]:
+        """Each message's SORT/THREAD keys (sort_keys.py, the server's shared cache), in order: a step after
+        each message whose keys were read from its header, else after KEY_BATCH cached ones."""
+        cache = self.cache.sort_keys
+        get = cache.get
+        user, name, validity = self.user, sel.name, sel.uidvalidity
+
+        def view(key: tuple) -> Any:
+            return self._view(sel, key[3])
+
+        out: list[SortKeys] = []
+        computed = cache.computed
+        n = 0
+        for u in uids:
+            out.append(get((user, name, validity, u), view, groups))
+            n += 1
+            if n >= KEY_BATCH or cache.computed != computed:
+                computed = cache.computed
+                n = 0
+                yield
+        return out
+
     def _matches(self, sel: SelectedMailbox, prog) -> Generator[None, None, list[Msg]]:
-        """The messages a search program selects, in sequence order (the generator's return value); one
-        message per step, since a predicate may parse the message."""
+        """The messages a search program selects, in sequence order (the generator's return value)."""
+        return (yield from self._match_steps(sel, prog, _itself))
+
+    def _match_steps(self, sel: SelectedMailbox, prog, keep: Callable[[Msg], T]
+                     ) -> Generator[None, None, list[T]]:
+        """`keep(m)` of each message a search program selects, in sequence order (the generator's return
+        value): a step after each message the predicate read (it may have parsed it), else after KEY_BATCH
+        messages it decided on flags, UIDs or dates alone (microseconds each)."""
         if prog.message_id is not None:
             locs = self.store.find_by_message_id(self.user, prog.message_id)
             candidates = sorted(loc.uid for loc in locs if loc.mailbox == sel.name)
@@ -208,19 +243,29 @@ class MessageCommands(SessionCore):
         pred = prog.pred
         needs_text = prog.needs_text
         out = []
+        read = [0]  # views asked for since the last step
+        cheap = 0
+
+        def view(u: int) -> Any:
+            read[0] += 1
+            return self._view(sel, u)
+
         for i in positions:
             u = uids[i]
             if u in gone:
                 continue
-            msg = Msg(i + 1, u, records[u], u in recent, lambda u=u: self._view(sel, u))
+            msg = Msg(i + 1, u, records[u], u in recent, lambda u=u: view(u))
             try:
                 if needs_text:  # decode a big message's text in bounded steps, other clients in between
                     yield from self._view(sel, u).prepare(("TEXT",))
                 if pred(msg):
-                    out.append(msg)
+                    out.append(keep(msg))
             except NoSuchMessage:
                 continue
-            yield
+            cheap += 1
+            if read[0] or needs_text or cheap >= KEY_BATCH:
+                read[0] = cheap = 0
+                yield
         return out
 
     def cmd_search(self, tag: str, lx: Lexer, uid: bool = False) -> Steps:
@@ -639,6 +684,17 @@ class MessageCommands(SessionCore):
             self.ok(tag, f"{verb} completed.", "MOVE")
         else:
             self.ok(tag, f"[{code}] {verb} completed." if code else f"{verb} completed.", "COPY")
+
+
+def _itself(m: Msg) -> Msg:
+    return m
+
+
+def _seq_uid(m: Msg) -> tuple[int, int]:
+    """What SORT and THREAD keep of a hit: two numbers (a tuple of them is not followed by the garbage
+    collector, a Msg per hit would be, and 10,000 of them kept over a command's steps trigger its full
+    collections)."""
+    return m.seq, m.uid
 
 
 def _distinct(items: list[FetchItem]) -> list[FetchItem]:

@@ -6,20 +6,23 @@ Strings are compared with i;ascii-casemap (RFC 4790: ASCII letters upper-cased, 
 collation RFC 5256 names (so "_" sorts after every letter, as it would not with lower-casing); ties fall
 back to the sequence number, to which REVERSE does not apply. DISPLAYFROM and DISPLAYTO (RFC 5957,
 SORT=DISPLAY) order by what a client shows for the first address: its display name, else its address.
-The base subject is THREAD's too (thread.py), with whether the subject marked a reply.
+The base subject is THREAD's too (thread.py), with whether the subject marked a reply. The keys are read
+once per message and cached (sort_keys.py), so a sort reads cached values, not headers.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ParseError
 from .mime.text import decode_words
 from .search import Msg, envelope_addresses
+
+if TYPE_CHECKING:
+    from .sort_keys import SortKeys
 
 _KEYS = ("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO")
 
@@ -86,10 +89,10 @@ def ascii_casemap(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape").upper()
 
 
-def _first_mailbox(m: Msg, header: str) -> bytes:
+def first_mailbox_key(view: Any, header: str) -> bytes:
     """RFC 5256: the addr-mailbox of the first address; for a group, the group name (the ENVELOPE's group
     start carries it in the mailbox field). Empty when there is no such address."""
-    addresses = envelope_addresses(m.view(), header)
+    addresses = envelope_addresses(view, header)
     if not addresses:
         return b""
     mailbox = addresses[0][2]
@@ -98,12 +101,12 @@ def _first_mailbox(m: Msg, header: str) -> bytes:
     return ascii_casemap(mailbox)
 
 
-def _display(m: Msg, header: str) -> bytes:
+def display_key(view: Any, header: str) -> bytes:
     """RFC 5957 (SORT=DISPLAY) section 3: the sort value of the first address of From or To: its display
     name (RFC 2047-decoded) when that is not empty, else `mailbox@host`, else the mailbox alone (for a group,
     the group name, which the ENVELOPE's group start carries there); empty when there is no address. The
     parts are the ENVELOPE's, placeholders included (`d` is `d@MISSING_DOMAIN`), as Dovecot sorts them."""
-    addresses = envelope_addresses(m.view(), header)
+    addresses = envelope_addresses(view, header)
     if not addresses:
         return b""
     name, _route, mailbox, host = addresses[0]
@@ -113,10 +116,10 @@ def _display(m: Msg, header: str) -> bytes:
     return ascii_casemap(display)
 
 
-def sent_time(m: Msg) -> float:
-    """RFC 5256 2.2 sent date: the first Date: header as an instant (UTC; a zone-less date counts as UTC),
-    or INTERNALDATE when there is no Date: header or it cannot be read."""
-    values = m.view().header_values("Date")
+def header_date(view: Any) -> float | None:
+    """The first Date: header as an instant (UTC; a zone-less date counts as UTC), None when there is no
+    Date: header or it cannot be read."""
+    values = view.header_values("Date")
     if values:
         try:
             when = parsedate_to_datetime(values[0])
@@ -129,33 +132,39 @@ def sent_time(m: Msg) -> float:
                 return when.timestamp()
             except (OverflowError, ValueError, OSError):
                 pass
-    return _instant(m.record.internaldate)
+    return None
 
 
-def _instant(when: datetime) -> float:
+def sent_time(m: Msg) -> float:
+    """RFC 5256 2.2 sent date: the first Date: header as an instant, or INTERNALDATE when there is no Date:
+    header or it cannot be read."""
+    when = header_date(m.view())
+    return instant(m.record.internaldate) if when is None else when
+
+
+def instant(when: datetime) -> float:
+    """A datetime as seconds since the epoch (a zone-less one counts as UTC)."""
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when.timestamp()
 
 
-def _subject_key(m: Msg) -> bytes:
-    values = m.view().header_values("Subject")  # already RFC 2047-decoded and unfolded
-    return ascii_casemap(base_subject(values[0])) if values else b""
+_ADDRESS_SLOT = {"FROM": 0, "TO": 1, "CC": 2, "DISPLAYFROM": 3, "DISPLAYTO": 4}
 
 
-def _key(name: str) -> Callable[[Msg], Any]:
-    if name == "ARRIVAL":
-        return lambda m: _instant(m.record.internaldate)
-    if name == "SIZE":
-        return lambda m: m.record.size
-    if name == "DATE":
-        return sent_time
+def _column(name: str, records: list[Any], cached: list[SortKeys]) -> list[Any]:
+    """One sort key's values for a list of messages, from their records and cached keys (sort_keys.py): a
+    comprehension per key, no call per message."""
     if name == "SUBJECT":
-        return _subject_key
-    if name in ("DISPLAYFROM", "DISPLAYTO"):
-        header = name[len("DISPLAY"):]
-        return lambda m: _display(m, header)
-    return lambda m: _first_mailbox(m, name)
+        return [k.base for k in cached]
+    if name == "DATE":
+        return [instant(r.internaldate) if k.date is None else k.date for r, k in zip(records, cached, strict=True)]
+    if name == "ARRIVAL":
+        return [instant(r.internaldate) for r in records]
+    if name == "SIZE":
+        return [r.size for r in records]
+    slot = _ADDRESS_SLOT[name]
+    return [k.addresses[slot] for k in cached]
 
 
 class _Reverse:
@@ -173,11 +182,35 @@ class _Reverse:
         return isinstance(other, _Reverse) and other.value == self.value
 
 
-def parse_criteria(words: list[str], max_criteria: int = MAX_CRITERIA) -> Callable[[Msg], tuple]:
-    """(REVERSE SIZE SUBJECT ...) -> a sort key; ties fall back to the sequence number."""
+class SortProgram:
+    """A parsed sort criteria list: `order` sorts messages by it; `groups` are the optional key groups
+    (sort_keys.py) it reads."""
+
+    __slots__ = ("criteria", "groups")
+
+    def __init__(self, criteria: list[tuple[str, bool]], groups: frozenset[str]) -> None:
+        self.criteria = criteria  # (key name, reversed)
+        self.groups = groups
+
+    def order(self, hits: list[tuple[int, int]], records: list[Any], cached: list[SortKeys]
+              ) -> list[tuple[int, int]]:
+        """`hits` ((sequence number, UID) pairs) sorted by the criteria, ties by sequence number; `records` and
+        `cached` are the hits' MessageRecords and keys, in the same order."""
+        columns = []
+        for name, reverse in self.criteria:
+            column = _column(name, records, cached)
+            columns.append([_Reverse(v) for v in column] if reverse else column)
+        seqs = [seq for seq, _ in hits]  # unique: no two rows compare equal, the index is never compared
+        rows = sorted(zip(*columns, seqs, range(len(hits)), strict=True))
+        return [hits[row[-1]] for row in rows]
+
+
+def parse_criteria(words: list[str], max_criteria: int = MAX_CRITERIA) -> SortProgram:
+    """(REVERSE SIZE SUBJECT ...) -> a sort program."""
     if len(words) > max_criteria:
         raise ParseError(f"too many sort criteria (at most {max_criteria})")
-    keys: list[Callable[[Msg], Any]] = []
+    criteria: list[tuple[str, bool]] = []
+    groups: set[str] = set()
     reverse = False
     for word in words:
         name = word.upper()
@@ -188,9 +221,10 @@ def parse_criteria(words: list[str], max_criteria: int = MAX_CRITERIA) -> Callab
             continue
         if name not in _KEYS:
             raise ParseError(f"unknown sort key {word[:20]}")
-        fn = _key(name)
-        keys.append((lambda f: (lambda m: _Reverse(f(m))))(fn) if reverse else fn)
+        if name in _ADDRESS_SLOT:
+            groups.add("addresses")  # sort_keys.ADDRESSES
+        criteria.append((name, reverse))
         reverse = False
-    if reverse or not keys:
+    if reverse or not criteria:
         raise ParseError("sort criteria must end with a key")
-    return lambda m: tuple(k(m) for k in keys) + (m.seq,)
+    return SortProgram(criteria, frozenset(groups))

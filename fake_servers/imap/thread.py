@@ -12,7 +12,8 @@ are gathered by base subject (RFC 5256 step 5, with the base subject and reply m
 with i;ascii-casemap) and every level is ordered by sent date (sort.sent_time), ties by UID.
 
 Why in steps: a thread over 10,000 messages reads every message's header and walks the tree; the command
-runs as a generator (session.py), one message per step while reading and linking, then steps of at most
+runs as a generator (session.py): a step per message whose header is read (the keys are then cached, in
+sort_keys.py, so a second THREAD reads none), per LINK_BATCH messages linked, then steps of at most
 STEP_WORK units of tree work, so other clients are served in between. Why bounded: a message's References
 count as at most MAX_REFERENCES ids (the first, which names the thread's start, and the last ones, its
 nearest ancestors, as clients trim them), and the loop checks of one THREAD may visit at most MAX_WORK nodes
@@ -22,95 +23,77 @@ threads nest as deep as a mailbox is long, far beyond Python's recursion limit, 
 
 from __future__ import annotations
 
-import re
-from collections.abc import Generator, Iterator
-from dataclasses import dataclass
-from datetime import UTC
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from ..store.base import NoSuchMessage
 from .errors import CommandFailed, ParseError
 from .lexer import Lexer
 from .search import Msg
 from .selected import SelectedMailbox
-from .sort import ascii_casemap, base_subject_info, sent_time
+from .sort import ascii_casemap, base_subject_info, instant
+from .sort_keys import GONE, IDS, MAX_REFERENCES, SortKeys, keys_of_view, message_ids, trim_references
 from .state import SessionCore
 
 #: The algorithms THREAD accepts (announced as THREAD=<name>).
 ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
 
-#: At most this many ids of one message's References count: the first and the last MAX_REFERENCES - 1.
-MAX_REFERENCES = 100
 #: Nodes the loop checks of one THREAD may visit in all (beyond: NO [LIMIT]).
 MAX_WORK = 20_000_000
 #: Units of tree work (nodes visited, sorted or written) per step.
 STEP_WORK = 2048
-
-_MSG_ID = re.compile(r"<([^>]*)>")
-_COMMENT = re.compile(r"\([^()]*\)")
-_BLANK = re.compile(r"[ \t\r\n]+")
+#: Messages linked (REFERENCES) per step.
+LINK_BATCH = 512
 
 Steps = Iterator[None]
 
 
-def message_ids(value: str) -> list[str]:
-    """The valid msg-ids of a header value, in order, without angle brackets: an id needs an "@" with text
-    on both sides; comments, blanks (folding) and the quotes around a quoted local part are dropped, and ids
-    are then compared as written."""
-    found = []
-    for m in _MSG_ID.finditer(value):
-        text = m.group(1)
-        if "(" in text:
-            text = _COMMENT.sub("", text)
-        text = _BLANK.sub("", text)
-        if text.startswith('"') and '"@' in text:
-            local, _, domain = text[1:].partition('"@')
-            text = f"{local}@{domain}"
-        if "@" in text and text[0] != "@" and text[-1] != "@":
-            found.append(text)
-    return found
+class ThreadHeaders(NamedTuple):
+    """What threading reads of one message.
 
-
-def trim_references(refs: list[str]) -> list[str]:
-    """At most MAX_REFERENCES ids: the first (the thread's start) and the last ones (the nearest ancestors)."""
-    if len(refs) <= MAX_REFERENCES:
-        return refs
-    return refs[:1] + refs[-(MAX_REFERENCES - 1):]
-
-
-@dataclass(slots=True)
-class ThreadHeaders:
-    """What threading reads of one message."""
+    Threading reads these by position (the _NUMBER... constants), so a plain tuple in this layout serves as
+    well, and `thread_headers` makes one: CPython stops tracking a plain tuple of plain values in its garbage
+    collector (never a NamedTuple), and one THREAD keeps one per message over its steps, which would
+    otherwise trigger full collections of the whole server's heap."""
 
     number: int  # what the answer names it by: its sequence number or UID
     uid: int
     date: float  # RFC 5256 sent date (sort.sent_time)
     subject: str | None  # the first Subject, decoded; None without one
     message_id: str | None
-    references: list[str]  # References (or the first In-Reply-To id), trimmed to MAX_REFERENCES
+    references: Sequence[str]  # References (or the first In-Reply-To id), trimmed to MAX_REFERENCES
+    base: bytes | None = None  # the subject's base subject (i;ascii-casemap) when known; else computed
+    reply: bool = False  # with `base`: whether the subject marked a reply
+
+
+_NUMBER, _UID, _DATE, _SUBJECT, _MESSAGE_ID, _REFERENCES, _BASE, _REPLY = range(8)
+
+
+def subject_info(msg: ThreadHeaders) -> tuple[bytes, bool]:
+    """The i;ascii-casemap base subject and reply mark of a message (b"" without a subject)."""
+    if msg[_BASE] is not None:
+        return msg[_BASE], msg[_REPLY]
+    if msg[_SUBJECT] is None:
+        return b"", False
+    base, reply = base_subject_info(msg[_SUBJECT])
+    return ascii_casemap(base), reply
+
+
+def thread_headers(number: int, uid: int, record: Any, keys: SortKeys) -> ThreadHeaders:
+    """One searched message's threading headers, from its record and its cached keys (sort_keys.py)."""
+    date = instant(record.internaldate) if keys.date is None else keys.date
+    return cast(ThreadHeaders, (number, uid, date, keys.subject, keys.message_id, keys.references, keys.base,
+                                keys.reply))
 
 
 def read_headers(m: Msg, number: int, with_ids: bool) -> ThreadHeaders:
-    """One searched message's threading headers (a message expunged meanwhile has none)."""
+    """One searched message's threading headers read from its view, without a cache (a message expunged
+    meanwhile has none)."""
     try:
-        view = m.view()
-        subjects = view.header_values("Subject")
-        date = sent_time(m)
-        message_id: str | None = None
-        refs: list[str] = []
-        if with_ids:
-            ids = message_ids(next(iter(view.header_values("Message-ID")), ""))
-            message_id = ids[0] if ids else None
-            refs = message_ids(next(iter(view.header_values("References")), ""))
-            if not refs:
-                refs = message_ids(next(iter(view.header_values("In-Reply-To")), ""))[:1]
-            refs = trim_references(refs)
+        keys = keys_of_view(m.view(), frozenset({IDS}) if with_ids else frozenset())
     except NoSuchMessage:
-        internal = m.record.internaldate
-        if internal.tzinfo is None:
-            internal = internal.replace(tzinfo=UTC)
-        return ThreadHeaders(number, m.uid, internal.timestamp(), None, None, [])
-    return ThreadHeaders(number, m.uid, date, subjects[0] if subjects else None, message_id, refs)
+        keys = GONE
+    return thread_headers(number, m.uid, m.record, keys)
 
 
 class ThreadTree:
@@ -129,7 +112,7 @@ class ThreadTree:
         """Sent date, then UID; a dummy sorts as its first child."""
         while (msg := self.message[node]) is None:
             node = self.children[node][0]
-        return (msg.date, msg.uid)
+        return (msg[_DATE], msg[_UID])
 
     def render(self) -> Generator[None, None, bytes]:
         """`(1 2 (3 4)(5))(6)...`: RFC 5256 thread-list syntax, children in the order they are held."""
@@ -148,7 +131,7 @@ class ThreadTree:
                 msg = self.message[node]
                 kids = self.children.get(node, ())
                 if msg is not None:
-                    out.append(str(msg.number) if first else f" {msg.number}")
+                    out.append(str(msg[_NUMBER]) if first else f" {msg[_NUMBER]}")
                     first = False
                     if len(kids) == 1:
                         node = kids[0]  # a single child continues the same list
@@ -167,10 +150,7 @@ class ThreadTree:
 def ordered_subject(messages: list[ThreadHeaders]) -> Generator[None, None, ThreadTree]:
     """ORDEREDSUBJECT: messages sorted by base subject, then sent date; one thread per base subject, its first
     message the root and the others its children; threads ordered by their first message's date."""
-    keyed = []
-    for i, msg in enumerate(messages):
-        base = base_subject_info(msg.subject)[0] if msg.subject is not None else ""
-        keyed.append((ascii_casemap(base), msg.date, msg.uid, i))
+    keyed = [(subject_info(msg)[0], msg[_DATE], msg[_UID], i) for i, msg in enumerate(messages)]
     keyed.sort()
     yield
     tree = ThreadTree()
@@ -183,19 +163,6 @@ def ordered_subject(messages: list[ThreadHeaders]) -> Generator[None, None, Thre
     tree.roots.sort(key=tree.key)
     yield
     return tree
-
-
-class _Root:
-    """One thread at the root while subjects are gathered (RFC 5256 step 5)."""
-
-    __slots__ = ("node", "dummy", "reply", "parent", "ignore")
-
-    def __init__(self, node: int, dummy: bool) -> None:
-        self.node = node
-        self.dummy = dummy
-        self.reply = False
-        self.parent: _Root | None = None  # the root it is to be merged into
-        self.ignore = False
 
 
 class References:
@@ -248,15 +215,16 @@ class References:
         self._set_parent(child, parent)
 
     def add(self, msg: ThreadHeaders) -> None:
-        own = self.ids.get(msg.message_id) if msg.message_id is not None else None
+        message_id = msg[_MESSAGE_ID]
+        own = self.ids.get(message_id) if message_id is not None else None
         if own is not None and self.message[own] is None:
             self.message[own] = msg
         else:
             own = self._new(msg)  # no id, or a duplicate one: a node of its own
-            if msg.message_id is not None and msg.message_id not in self.ids:
-                self.ids[msg.message_id] = own
+            if message_id is not None and message_id not in self.ids:
+                self.ids[message_id] = own
         parent = -1
-        for ref in msg.references:
+        for ref in msg[_REFERENCES]:
             node = self._node(ref)
             if parent >= 0:
                 self._link(parent, node)
@@ -302,86 +270,99 @@ class References:
                 if work >= STEP_WORK:
                     work = 0
                     yield
-        # (2) the roots; a dummy without children goes, one with a single child gives way to it
-        threads: list[_Root] = []
+        # (2) the roots; a dummy without children goes, one with a single child gives way to it. A thread is
+        # its root node (a dummy exactly when it has no message): plain ints, no object per thread.
+        threads: list[int] = []
         for node in roots:
             if message[node] is not None:
-                threads.append(_Root(node, False))
+                threads.append(node)
                 continue
             kids = children.get(node)
             if not kids:
                 continue
-            threads.append(_Root(kids[0], False) if len(kids) == 1 else _Root(node, True))
-        threads.sort(key=lambda t: key(t.node))
+            threads.append(kids[0] if len(kids) == 1 else node)
+        threads.sort(key=key)
         yield
-        if self._gather(tree, threads):
-            threads = [t for t in threads if not t.ignore]
-            threads.sort(key=lambda t: key(t.node))  # a dummy's first child may have changed
+        merged = self._gather(tree, threads)
+        if merged is not None:
+            threads = [t for t in threads if t not in merged]
+            threads.sort(key=key)  # a dummy's first child may have changed
             yield
-        tree.roots = [t.node for t in threads if not t.ignore]
+        tree.roots = threads
         return tree
 
     @staticmethod
-    def _gather(tree: ThreadTree, threads: list[_Root]) -> bool:
-        """(5) Threads whose base subjects agree become one; True when any did."""
-        table: dict[bytes, _Root] = {}
+    def _gather(tree: ThreadTree, threads: list[int]) -> set[int] | None:
+        """(5) Threads whose base subjects agree become one (`threads` gains the dummies made over two);
+        the threads merged into others, or None when none was."""
+        message, children = tree.message, tree.children
+        table: dict[bytes, int] = {}
+        parent: dict[int, int] = {}  # thread -> the thread it is to be merged into
+        reply_of: dict[int, bool] = {}
         for t in threads:
-            first = tree.message[tree.children[t.node][0] if t.dummy else t.node]
-            if first is None or first.subject is None:
+            first = message[children[t][0] if message[t] is None else t]
+            if first is None or first[_SUBJECT] is None:
                 continue
-            base, reply = base_subject_info(first.subject)
-            if not base:
+            subject, reply = subject_info(first)
+            if not subject:
                 continue
-            subject = ascii_casemap(base)
             held = table.get(subject)
             if held is None:
                 table[subject] = t
-            elif not held.dummy and (t.dummy or (held.reply and not reply)):
-                held.parent = t
+            elif message[held] is not None and (message[t] is None or (reply_of[held] and not reply)):
+                parent[held] = t
                 table[subject] = t
             else:
-                t.parent = held
-            t.reply = reply
+                parent[t] = held
+            reply_of[t] = reply
+        if not parent:
+            return None
+        merged: set[int] = set()
         grown: set[int] = set()
         for t in list(threads):
-            if t.parent is None or t.ignore:
+            if t not in parent or t in merged:
                 continue
-            top = t.parent
-            while top.parent is not None:
-                top = top.parent
-            children = tree.children
-            if t.dummy:
+            top = parent[t]
+            while top in parent:
+                top = parent[top]
+            if message[t] is None:
                 # both dummies: the children of both become siblings
-                children.setdefault(top.node, []).extend(children.pop(t.node, []))
-                grown.add(top.node)
-                t.ignore = True
-            elif top.dummy or (t.reply and not top.reply):
-                children.setdefault(top.node, []).append(t.node)  # a sibling of the held one's children
-                grown.add(top.node)
-                t.ignore = True
+                children.setdefault(top, []).extend(children.pop(t, []))
+                grown.add(top)
+                merged.add(t)
+            elif message[top] is None or (reply_of[t] and not reply_of.get(top, False)):
+                children.setdefault(top, []).append(t)  # a sibling of the held one's children
+                grown.add(top)
+                merged.add(t)
             else:
-                new = _Root(tree.add(None), True)  # a dummy over both
-                children[new.node] = [top.node, t.node]
-                top.parent = new
-                top.ignore = t.ignore = True
-                grown.add(new.node)
+                new = tree.add(None)  # a dummy over both
+                children[new] = [top, t]
+                parent[top] = new
+                merged.add(top)
+                merged.add(t)
+                grown.add(new)
                 threads.append(new)
         for node in grown:  # keep every level in date order
-            tree.children[node].sort(key=tree.key)
-        return bool(grown)
+            children[node].sort(key=tree.key)
+        return merged if grown else None
 
 
-def _number(m: Msg, uid: bool) -> int:
-    return m.uid if uid else m.seq
+def _seq_uid(m: Msg) -> tuple[int, int]:
+    return m.seq, m.uid
 
 
 class ThreadCommands(SessionCore):
-    """THREAD and UID THREAD (a mixin of ImapSession; `_sel` and `_matches` come from MessageCommands)."""
+    """THREAD and UID THREAD (a mixin of ImapSession; `_sel`, `_match_steps` and `_keys_steps` come
+    from MessageCommands)."""
 
     if TYPE_CHECKING:  # what the mixin uses of MessageCommands
         def _sel(self) -> SelectedMailbox: ...
 
-        def _matches(self, sel: SelectedMailbox, prog: Any) -> Generator[None, None, list[Msg]]: ...
+        def _match_steps(self, sel: SelectedMailbox, prog: Any, keep: Callable[[Msg], tuple[int, int]]
+                         ) -> Generator[None, None, list[tuple[int, int]]]: ...
+
+        def _keys_steps(self, sel: SelectedMailbox, uids: list[int], groups: frozenset[str]
+                        ) -> Generator[None, None, list[SortKeys]]: ...
 
     def cmd_thread(self, tag: str, lx: Lexer, uid: bool = False) -> Steps:
         sel = self._sel()
@@ -394,22 +375,25 @@ class ThreadCommands(SessionCore):
         return self._thread_steps(tag, sel, prog, algorithm, uid)
 
     def _thread_steps(self, tag: str, sel: SelectedMailbox, prog, algorithm: str, uid: bool) -> Steps:
-        hits = yield from self._matches(sel, prog)
+        hits = yield from self._match_steps(sel, prog, _seq_uid)
         references = algorithm == "REFERENCES"
+        groups = frozenset({IDS}) if references else frozenset()
+        cached = yield from self._keys_steps(sel, [u for _, u in hits], groups)
+        records = sel.records  # they stay until the tagged reply announces expunges
+        messages = [thread_headers(u if uid else seq, u, records[u], k)
+                    for (seq, u), k in zip(hits, cached, strict=True)]
         builder = References()
-        messages: list[ThreadHeaders] = []
-        for m in hits:  # headers are read (and, for REFERENCES, linked) one message per step
-            msg = read_headers(m, _number(m, uid), references)
-            if references:
-                builder.add(msg)
-            else:
-                messages.append(msg)
-            yield
+        if references:
+            for start in range(0, len(messages), LINK_BATCH):  # linking: dict work, a batch per step
+                for msg in messages[start:start + LINK_BATCH]:
+                    builder.add(msg)
+                yield
         tree = yield from (builder.finish() if references else ordered_subject(messages))
         text = yield from tree.render()
         self._write(b"* THREAD " + text + b"\r\n" if text else b"* THREAD\r\n")
         self.ok(tag, "Thread completed.", "SEARCH")
 
 
-__all__ = ["ALGORITHMS", "References", "ThreadCommands", "ThreadHeaders", "ThreadTree", "message_ids",
-           "ordered_subject", "read_headers", "trim_references"]
+__all__ = ["ALGORITHMS", "MAX_REFERENCES", "References", "ThreadCommands", "ThreadHeaders", "ThreadTree",
+           "message_ids", "ordered_subject", "read_headers", "subject_info", "thread_headers",
+           "trim_references"]

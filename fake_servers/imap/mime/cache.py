@@ -8,6 +8,9 @@ Why bounded in bytes as well as in views: a view keeps its raw message (up to th
 takes) and, once parsed, its MIME tree and remembered answers (up to MimeLimits' worth); a count alone would
 let 20,000 large or hostile messages pin gigabytes. A view grows after the cache handed it out (when it is
 first parsed), so each view tells the cache when it does, and the cache evicts then.
+
+The server's SORT/THREAD key cache (imap/sort_keys.py) hangs off its ViewCache (`sort_keys`): every session
+of a server shares its ViewCache, and keys are cached under the same message keys.
 """
 
 from __future__ import annotations
@@ -40,6 +43,16 @@ class ViewCache:
         self._weights: dict[tuple, int] = {}
         self._total = 0
         self._cls: Any = None
+        self._sort_keys: Any = None
+
+    @property
+    def sort_keys(self) -> Any:
+        """The SortKeyCache of the same messages (made on first use)."""
+        if self._sort_keys is None:
+            from ..sort_keys import SortKeyCache  # imported late: sort_keys imports the search stack
+
+            self._sort_keys = SortKeyCache()
+        return self._sort_keys
 
     @property
     def total_weight(self) -> int:
@@ -76,3 +89,5 @@ class ViewCache:
         self._views.clear()
         self._weights.clear()
         self._total = 0
+        if self._sort_keys is not None:
+            self._sort_keys.clear()
