@@ -24,7 +24,7 @@ def _file(name: str) -> dict:
 def test_the_fault_rows_are_matrix_only_rows_of_the_catalogue() -> None:
     with_faults = [s for s in builtin_scenarios() if s.faults]
     assert sorted(s.name for s in with_faults) == sorted(ROWS)
-    assert all(s.demo and s.recipient == "external" for s in with_faults)
+    assert all(not s.demo and s.recipient == "external" for s in with_faults)
 
 
 @pytest.mark.parametrize("name", ROWS)
