@@ -58,6 +58,15 @@ POLL_INTERVAL = 0.5
 WIRE_LINES = 200
 
 
+def _loop_gone() -> bool:
+    """Whether this code runs without a running event loop (a coroutine being closed after its loop ended)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
+
+
 @dataclass(frozen=True)
 class ClientEvent:
     """Something the client observed or did; `at` is time.monotonic() when it happened."""
@@ -408,6 +417,11 @@ class _Link:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug: report it as an event rather than dying silently
+            if _loop_gone():
+                # an abandoned worker closed by the garbage collector after its event loop was closed (a run cut
+                # off by Ctrl-C): its connection's clean-up cannot run any more, and there is nobody to tell
+                self.online = False
+                return
             log.exception("desktop client %s: folder %s failed", self.client.user, self.label)
             self.online = False
             self.client._record("error", self.label, repr(exc))
