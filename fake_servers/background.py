@@ -109,3 +109,13 @@ class _Resumed:
 
 async def _resume(coro: Coroutine[Any, Any, T], first: Any) -> T:
     return await _Resumed(coro, first)  # type: ignore[no-any-return]
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a policy's own timer task and wait until it has ended (None: there is none). The policies' stop()
+    hooks use it, so a stopped domain never has a timer firing into a closed store."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

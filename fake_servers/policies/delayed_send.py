@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from recall_lab.fake_servers.background import cancel_and_wait
 from recall_lab.fake_servers.pipeline import Delivery, DomainServices, Verdict, register_policy
 from recall_lab.fake_servers.recall.format import (
     HEADER_MESSAGE_ID,
@@ -171,11 +172,8 @@ class DelayedSendPolicy:
                                                                 name=f"delayed send {self.services.domain}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._subscribed:
             self.store.unsubscribe(self._on_event)
             self._subscribed = False

@@ -24,6 +24,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
+from recall_lab.fake_servers.background import cancel_and_wait
 from recall_lab.fake_servers.pipeline import Delivery, DomainServices, Verdict, register_policy
 from recall_lab.fake_servers.recall.recoverable import (
     QUOTA_SETTING,
@@ -65,11 +66,8 @@ class LegalHoldPolicy:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"recoverable items {services.domain}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         self.area.detach()
 
     async def on_delivery(self, delivery: Delivery, services: DomainServices) -> Verdict:

@@ -23,6 +23,7 @@ import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from recall_lab.fake_servers.background import cancel_and_wait
 from recall_lab.fake_servers.pipeline import Delivery, DomainServices, Verdict, register_policy
 from recall_lab.fake_servers.store.base import (
     MailboxCreated,
@@ -93,9 +94,7 @@ class RetentionPolicy:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
             self.store.unsubscribe(self._on_event)
 

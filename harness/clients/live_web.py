@@ -27,12 +27,13 @@ from urllib.parse import urlencode
 import aiohttp
 
 from recall_lab.harness.clients.cache import normalise_mid
-from recall_lab.harness.clients.preview import Preview
 from recall_lab.harness.clients.web import (
     SESSION_COOKIE,
+    ListedPage,
     ListEntry,
     MessageGone,
     WebClientError,
+    message_ref,
     parse_listing,
 )
 
@@ -40,7 +41,7 @@ from recall_lab.harness.clients.web import (
 RECONNECT_DELAY = 0.05
 
 
-class LiveWebClient:
+class LiveWebClient(ListedPage):
     """One user's folder open in the webmail's live view; see the module docstring.
 
     `web_url`: the lab's web server (`lab.web.url`)."""
@@ -68,13 +69,6 @@ class LiveWebClient:
 
     # --- what the page shows --------------------------------------------------------------------------------
 
-    def _entry(self, message_id: str) -> ListEntry | None:
-        key = normalise_mid(message_id)
-        return next((e for e in self.listing if e.message_id and normalise_mid(e.message_id) == key), None)
-
-    def in_listing(self, message_id: str) -> bool:
-        return self._entry(message_id) is not None
-
     def has_message_id(self, message_id: str) -> bool:
         """Shown by the page: in the list, or open (an open message that vanished shows the recall notice)."""
         return self.in_listing(message_id) or normalise_mid(message_id) in self.opened
@@ -82,10 +76,6 @@ class LiveWebClient:
     def snapshot_visible(self, message_id: str) -> bool:
         """Open in the page (what the static client calls its snapshot)."""
         return normalise_mid(message_id) in self.opened
-
-    def preview(self, message_id: str) -> Preview | None:
-        e = self._entry(message_id)
-        return Preview(e.subject, e.preview, e.sender) if e is not None else None
 
     @property
     def listening(self) -> bool:
@@ -266,11 +256,7 @@ class LiveWebClient:
     async def open(self, message_id: str) -> str:
         """The user clicks the message: GET its page (FETCH BODY[] sets \\Seen); it stays open in the page."""
         entry = self._entry(message_id)
-        params: dict[str, str | int] = {"folder": self.folder, "view": "live"}
-        if entry is not None:
-            params["uid"] = entry.uid
-        else:
-            params["message_id"] = message_id
+        params: dict[str, str | int] = {"folder": self.folder, "view": "live", **message_ref(entry, message_id)}
         status, html = await self._get("/mail/message", params)
         if status == 404:
             raise MessageGone(f"{message_id} is no longer in {self.user}'s {self.folder} (item not found)")

@@ -97,7 +97,30 @@ def parse_listing(html: str) -> list[ListEntry]:
     return parser.entries
 
 
-class WebClient:
+class ListedPage:
+    """What a page shows of its message list (`listing`, the rows as last rendered), shared by the static page
+    (WebClient) and the live one (live_web.LiveWebClient)."""
+
+    listing: list[ListEntry]
+
+    def _entry(self, message_id: str) -> ListEntry | None:
+        key = normalise_mid(message_id)
+        return next((e for e in self.listing if e.message_id and normalise_mid(e.message_id) == key), None)
+
+    def in_listing(self, message_id: str) -> bool:
+        return self._entry(message_id) is not None
+
+    def preview(self, message_id: str) -> Preview | None:
+        e = self._entry(message_id)
+        return Preview(e.subject, e.preview, e.sender) if e is not None else None
+
+
+def message_ref(entry: ListEntry | None, message_id: str) -> dict[str, str]:
+    """How a request names a message: the UID the rendered list links to, else its Message-ID."""
+    return {"uid": str(entry.uid)} if entry is not None else {"message_id": message_id}
+
+
+class WebClient(ListedPage):
     """A browser showing one user's folder in the lab's webmail; see the module docstring and docs/clients.md.
 
     `web_url`: the lab's web server (`lab.web.url`, e.g. "http://127.0.0.1:8025")."""
@@ -141,20 +164,11 @@ class WebClient:
 
     # --- what the page shows ---------------------------------------------------------------------------------
 
-    def _entry(self, message_id: str) -> ListEntry | None:
-        key = normalise_mid(message_id)
-        return next((e for e in self.listing if e.message_id and normalise_mid(e.message_id) == key), None)
-
-    def in_listing(self, message_id: str) -> bool:
-        return self._entry(message_id) is not None
 
     def has_message_id(self, message_id: str) -> bool:
         """Visible on the page as last rendered: in the list, or as an opened message's snapshot."""
         return self.in_listing(message_id) or self.snapshot_visible(message_id)
 
-    def preview(self, message_id: str) -> Preview | None:
-        e = self._entry(message_id)
-        return Preview(e.subject, e.preview, e.sender) if e is not None else None
 
     # --- HTTP -------------------------------------------------------------------------------------------------
 
@@ -213,11 +227,7 @@ class WebClient:
     async def open(self, message_id: str) -> Path:
         """The user clicks the message: GET its page (the webmail's FETCH BODY[] sets \\Seen); keep the HTML."""
         entry = self._entry(message_id)
-        params: dict[str, str | int] = {"folder": self.folder, "view": "static"}
-        if entry is not None:
-            params["uid"] = entry.uid  # what the rendered list links to
-        else:
-            params["message_id"] = message_id
+        params = {"folder": self.folder, "view": "static", **message_ref(entry, message_id)}
         status, html = await self._request("GET", "/mail/message", params=params)
         if status == 404:
             raise MessageGone(f"{message_id} is no longer in {self.user}'s {self.folder} (item not found)")
@@ -233,12 +243,8 @@ class WebClient:
 
     async def move(self, message_id: str, folder: str) -> None:
         """Post the webmail's move form (what a drag in the page does); the page shows it at next load."""
-        entry = self._entry(message_id)
-        form = {"folder": self.folder, "target": folder, "view": "static"}
-        if entry is not None:
-            form["uid"] = str(entry.uid)
-        else:
-            form["message_id"] = message_id
+        form = {"folder": self.folder, "target": folder, "view": "static",
+                **message_ref(self._entry(message_id), message_id)}
         status, _ = await self._request("POST", "/mail/move", form=form)
         if status == 404:
             raise MessageGone(f"{message_id} is no longer in {self.user}'s {self.folder}")

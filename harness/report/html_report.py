@@ -14,7 +14,7 @@ import html
 from datetime import UTC, datetime
 from pathlib import Path
 
-from recall_lab.harness.report.plot import success_by_delay_svg, sweep_svg
+from recall_lab.harness.report.plot import delay_label, success_by_delay_svg, sweep_svg
 from recall_lab.harness.report.table import LEGEND, residue_notes, settle_notes, table_notes, table_rows
 from recall_lab.harness.scenarios.results import VERDICTS, MatrixResult
 from recall_lab.harness.scenarios.sweep import SweepResult, recall_delay_note
@@ -120,7 +120,7 @@ def _sweep_section(sweep: SweepResult | None) -> str:
     if sweep is None:
         return ""
     delays = sweep.plan.delays
-    head = "<tr><th>condition</th><th>mode</th>" + "".join(f"<th>{_e(_delay(d))}</th>" for d in delays) + "</tr>"
+    head = "<tr><th>condition</th><th>mode</th>" + "".join(f"<th>{_e(delay_label(d))}</th>" for d in delays) + "</tr>"
     rows = []
     for s in sweep.plan.scenarios:
         for mode in sweep.modes:
@@ -137,14 +137,6 @@ sender notices a mistake has no data behind it, so the curve is the result and t
 Lines: measured rate; bands: 95% Wilson interval.</p>
 <figure>{sweep_svg(sweep)}</figure>
 <table>{head}{"".join(rows)}</table>"""
-
-
-def _delay(seconds: float) -> str:
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{seconds / 3600:g} h"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{seconds / 60:g} min"
-    return f"{seconds:g} s"
 
 
 def render_html(result: MatrixResult, generated: datetime | None = None, sweep: SweepResult | None = None) -> str:

@@ -110,20 +110,12 @@ def success_by_delay_svg(result: MatrixResult) -> str:
             ax.set_ylim(-0.05, 1.05)
             ax.grid(True, alpha=0.3)
         axes[0][0].set_ylabel("success rate (verdict recalled)")
-        legend: dict[str, object] = {}
-        for ax in axes[0]:
-            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-                legend.setdefault(label, handle)
+        legend = _legend_entries(axes[0])
         if legend:
             fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(4, len(legend)),
                        fontsize=8, frameon=False)
         fig.tight_layout(rect=(0, 0.1, 1, 1))
-        buf = io.StringIO()
-        fig.savefig(buf, format="svg", metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
-        plt.close(fig)
-    svg = buf.getvalue()
-    svg = svg[svg.index("<svg"):]
-    return re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.DOTALL)
+        return _inline_svg(fig, plt)
 
 
 def sweep_svg(sweep: SweepResult) -> str:
@@ -161,18 +153,29 @@ def sweep_svg(sweep: SweepResult) -> str:
             ax.set_ylim(-0.05, 1.05)
             ax.grid(True, alpha=0.3)
         axes[0][0].set_ylabel(f"success rate, 95% band ({sweep.trials_per_point} trials per point)")
-        legend: dict[str, object] = {}
-        for ax in axes[0]:
-            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-                legend.setdefault(label, handle)
+        legend = _legend_entries(axes[0])
         rows = (len(legend) + 1) // 2
         if legend:
             fig.legend(list(legend.values()), [_short(label) for label in legend], loc="lower center", ncol=2,
                        fontsize=7, frameon=False)
         fig.tight_layout(rect=(0, min(0.5, 0.045 * rows + 0.03), 1, 1))
-        buf = io.StringIO()
-        fig.savefig(buf, format="svg", metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
-        plt.close(fig)
+        return _inline_svg(fig, plt)
+
+
+def _legend_entries(axes: object) -> dict[str, object]:
+    """One legend entry per label over every panel (the panels share their lines' labels)."""
+    legend: dict[str, object] = {}
+    for ax in axes:  # type: ignore[attr-defined]
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    return legend
+
+
+def _inline_svg(fig: object, plt: object) -> str:
+    """The figure as an `<svg>` element to inline in a page: no XML prolog, no metadata (so reruns are equal)."""
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Creator": None, "Date": None, "Format": None, "Type": None})  # type: ignore[attr-defined]
+    plt.close(fig)  # type: ignore[attr-defined]
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]
     return re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.DOTALL)

@@ -213,13 +213,19 @@ async def list_messages(request: web.Request) -> web.Response:
                   "messages": result.messages})
 
 
-async def get_message(request: web.Request) -> web.Response:
+def _message_request(request: web.Request) -> tuple[str, str, MailStore, list[tuple[str, int]]]:
+    """What the three routes of one message share: the Message-ID in the path, the user, their store and where
+    the message is (in `?folder=`, or every folder)."""
     server = _server(request)
     mid = _message_id(request)
     user, domain = _user(server, request)
     store = server.lab.store(domain)
     folders = _folders(store, user, request, default=None)
-    locations = _locations(store, user, mid, folders)
+    return mid, user, store, _locations(store, user, mid, folders)
+
+
+async def get_message(request: web.Request) -> web.Response:
+    mid, user, store, locations = _message_request(request)
     for folder, uid in locations:
         try:
             record = store.get(user, folder, uid)
@@ -237,12 +243,8 @@ async def get_message(request: web.Request) -> web.Response:
 
 
 async def get_raw(request: web.Request) -> web.Response:
-    server = _server(request)
-    mid = _message_id(request)
-    user, domain = _user(server, request)
-    store = server.lab.store(domain)
-    folders = _folders(store, user, request, default=None)
-    for folder, uid in _locations(store, user, mid, folders):
+    mid, user, store, locations = _message_request(request)
+    for folder, uid in locations:
         try:
             raw = store.fetch_raw(user, folder, uid)
         except StoreError:
@@ -252,13 +254,9 @@ async def get_raw(request: web.Request) -> web.Response:
 
 
 async def delete_message(request: web.Request) -> web.Response:
-    server = _server(request)
-    mid = _message_id(request)
-    user, domain = _user(server, request)
-    store = server.lab.store(domain)
-    folders = _folders(store, user, request, default=None)
+    mid, user, store, locations = _message_request(request)
     by_folder: dict[str, list[int]] = {}
-    for folder, uid in _locations(store, user, mid, folders):
+    for folder, uid in locations:
         by_folder.setdefault(folder, []).append(uid)
     deleted = []
     for folder, uids in by_folder.items():

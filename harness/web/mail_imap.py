@@ -139,6 +139,17 @@ async def find_uid(conn: ImapConnection, message_id: str) -> int | None:
     return max(uids) if uids else None
 
 
+async def message_uid(conn: ImapConnection, folder: str, uid: int | None, message_id: str) -> int:
+    """The UID a page's request names: its `uid`, or else the folder's message with `message_id` (NotFound)."""
+    if uid is not None:
+        return uid
+    await select(conn, folder)
+    found = await find_uid(conn, message_id)
+    if found is None:
+        raise NotFound(message_id)
+    return found
+
+
 async def open_message(conn: ImapConnection, folder: str, uid: int) -> tuple[bytes, bool]:
     """`UID FETCH uid BODY[]` (sets \\Seen, as any client's does): (bytes, cut). NotFound when it is gone."""
     await select(conn, folder)

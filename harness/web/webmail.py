@@ -195,11 +195,7 @@ class Webmail:
             raise web.HTTPBadRequest(text="message_id is too long")
         async with self._imap(session) as conn:
             try:
-                if uid is None:
-                    await mail_imap.select(conn, folder)
-                    uid = await mail_imap.find_uid(conn, message_id)
-                    if uid is None:
-                        raise NotFound(message_id)
+                uid = await mail_imap.message_uid(conn, folder, uid, message_id)
                 raw, cut = await mail_imap.open_message(conn, folder, uid)
             except NotFound:
                 return self._not_found(view, session, folder)
@@ -261,11 +257,7 @@ class Webmail:
             raise web.HTTPBadRequest(text="the message is already in that folder")
         async with self._imap(session) as conn:
             try:
-                if uid is None:
-                    await mail_imap.select(conn, folder)
-                    uid = await mail_imap.find_uid(conn, message_id)
-                    if uid is None:
-                        raise NotFound(message_id)
+                uid = await mail_imap.message_uid(conn, folder, uid, message_id)
                 await mail_imap.move(conn, folder, uid, target)
             except NotFound:
                 return self._not_found(view, session, folder)
