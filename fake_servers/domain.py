@@ -112,13 +112,16 @@ class DomainServer:
                  retry_delays: Sequence[float] = (1.0, 5.0, 30.0, 120.0), relay_connections: int = 2,
                  imap: bool = True, guard: ConnectionGuard | None = None,
                  clock: Callable[[], float] = time.monotonic, activity: Activity | None = None,
-                 tls_handshake_timeout: float = 10.0) -> None:
+                 tls_handshake_timeout: float = 10.0, imap_elsewhere: Endpoint | None = None) -> None:
         """`tls_handshake_timeout`: seconds a client of an implicit-TLS port has to finish its handshake.
         `activity`: the feed this domain reports what it does to (accepted, relayed, each policy's events;
         shared by a lab's domains, else one of its own). `guard`: connection caps and login throttling for the three listeners (shared with other domains when
         given; else the domain gets one of its own with the default limits). `clock`: the seconds the policies
-        keep time by (services.clock; a lab on simulated time passes its own)."""
+        keep time by (services.clock; a lab on simulated time passes its own). `imap_elsewhere`: the domain's
+        IMAP is served by another server over the same mail (a Dovecot behind a DovecotStore): this domain
+        starts no IMAP listener of its own and names that endpoint as its IMAP."""
         self.spec = spec
+        self.imap_elsewhere = imap_elsewhere
         self.domain = spec.name.lower()
         self.hostname = self.domain
         self.role = spec.role
@@ -151,7 +154,7 @@ class DomainServer:
             clock=clock, activity=self.activity)
         self.pipeline = Pipeline([], self.services)
         self.intake.connect(self.pipeline)  # the policies reach the intake back only through services.submit
-        self._want_imap = imap
+        self._want_imap = imap and imap_elsewhere is None
         self.imap_server: Any = None
         self.guard = guard if guard is not None else ConnectionGuard()
         self.mx_listener = SmtpListener(MxHandler(self), host=host, port=self.ports.mx, hostname=self.hostname,
@@ -270,6 +273,8 @@ class DomainServer:
 
     @property
     def imap(self) -> Endpoint | None:
+        if self.imap_elsewhere is not None:
+            return self.imap_elsewhere
         if self.imap_server is None:
             return None
         return Endpoint(self.imap_server.host, self.imap_server.port)

@@ -88,7 +88,10 @@ class ConfigError(ValueError):
 TOP_KEYS = ("policy_modules", "relay", "routes", "limits", "capture", "domains")
 CAPTURE_KEYS = ("enabled", "password", "max_messages", "max_bytes", "max_addresses", "max_message_size")
 RELAY_KEYS = ("retry_delays",)
-DOMAIN_KEYS = ("role", "users", "passwords", "policies", "pipeline", "max_message_size", "faults")
+DOMAIN_KEYS = ("role", "users", "passwords", "policies", "pipeline", "max_message_size", "faults", "backend")
+#: Who keeps a domain's mailboxes and serves its IMAP: the lab's own store and server, or a private Dovecot
+#: the lab starts (delivery over LMTP, policies over IMAP as a master user; docs/dovecot-backend.md).
+BACKENDS = ("lab", "dovecot")
 FAULT_KEYS = ("seed", "rules")
 
 
@@ -120,9 +123,12 @@ class DomainConfig:
     #: Injected faults: rules (spec strings, tables or FaultRule) and the seed of the domain's generator.
     faults: list[Any] = field(default_factory=list)
     fault_seed: int = 0
+    backend: str = "lab"  # one of BACKENDS
 
     def __post_init__(self) -> None:
         self.name = self.name.strip().lower()
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"domain {self.name}: backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
         if not self.name or "@" in self.name or " " in self.name:
             raise ConfigError(f"bad domain name {self.name!r}")
         if self.role not in ROLES:
@@ -148,6 +154,8 @@ class DomainConfig:
                                "policies": dict(self.policies), "max_message_size": self.max_message_size}
         if self.pipeline is not None:
             out["pipeline"] = list(self.pipeline)
+        if self.backend != "lab":
+            out["backend"] = self.backend
         if self.faults or self.fault_seed:
             from recall_lab.fake_servers.faults import as_rule
 
@@ -182,6 +190,29 @@ class LabConfig:
             if d.name == name.lower():
                 return d
         raise KeyError(name)
+
+    def set_backends(self, choices: Mapping[str, str]) -> None:
+        """`--backend DOMAIN=KIND` given on a command line: ConfigError naming the domain or kind that is wrong."""
+        for name, kind in choices.items():
+            try:
+                domain = self.domain(name)
+            except KeyError:
+                raise ConfigError(f"--backend {name}={kind}: no domain {name} in this lab "
+                                  f"(has: {', '.join(d.name for d in self.domains)})") from None
+            if kind not in BACKENDS:
+                raise ConfigError(f"--backend {name}={kind}: the kind must be one of {', '.join(BACKENDS)}")
+            domain.backend = kind
+
+
+def parse_backend_options(values: Iterable[str]) -> dict[str, str]:
+    """`corp.example=dovecot` (repeatable) -> {"corp.example": "dovecot"}; ConfigError for a malformed one."""
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, kind = value.partition("=")
+        if not sep or not name.strip() or not kind.strip():
+            raise ConfigError(f"--backend {value}: use DOMAIN=KIND, e.g. corp.example=dovecot")
+        out[name.strip().lower()] = kind.strip().lower()
+    return out
 
     def to_dict(self) -> dict[str, Any]:
         defaults = GuardLimits()
@@ -321,8 +352,12 @@ def _domain_from_dict(name: str, table: Any) -> DomainConfig:
     if not isinstance(size, int) or size <= 0:
         raise ConfigError(f"domains.{name}.max_message_size must be a positive integer")
     rules, seed = _faults_from_dict(name, table.get("faults", {}))
+    backend = table.get("backend", "lab")
+    if backend not in BACKENDS:
+        raise ConfigError(f"domains.{name}.backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}",
+                          key=["domains", name, "backend"])
     return DomainConfig(name=name, role=table.get("role", "external"), users=users, policies=dict(policies),
-                        pipeline=pipeline, max_message_size=size, faults=rules, fault_seed=seed)
+                        pipeline=pipeline, max_message_size=size, faults=rules, fault_seed=seed, backend=backend)
 
 
 def _faults_from_dict(name: str, table: Any) -> tuple[list[Any], int]:

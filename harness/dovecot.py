@@ -142,6 +142,7 @@ class DovecotServer:
         host: str = "127.0.0.1",
         tls: tuple[Path, Path] | None = None,
         plaintext_login: bool = True,
+        lmtp: bool = False,
     ) -> None:
         for user, password in users.items():
             _check_account(user, password)
@@ -154,6 +155,12 @@ class DovecotServer:
         if not plaintext_login and tls is None:
             raise ValueError("plaintext_login=False needs tls: nobody could log in")
         self.token = secrets.token_hex(6)
+        self.lmtp = lmtp
+        #: The master user (RFC-less Dovecot feature): `login_as(user)` + this password opens `user`'s mailboxes
+        #: for an administrator (the lab's policies) without knowing the user's password.
+        self.master_user = "labmaster"
+        self.master_password = secrets.token_hex(16)
+        self._lmtp_port: int | None = None
         self.config_path = self.root / "dovecot.conf"
         self.log_path = self.root / "dovecot.log"
         self._port: int | None = None
@@ -167,6 +174,17 @@ class DovecotServer:
         if self._port is None or self._proc is None:
             raise DovecotError("Dovecot is not running")
         return self._port
+
+    @property
+    def lmtp_port(self) -> int:
+        """The LMTP port (only with `lmtp=True`): where the lab delivers mail into Dovecot."""
+        if self._lmtp_port is None or self._proc is None:
+            raise DovecotError("Dovecot is not running with LMTP")
+        return self._lmtp_port
+
+    def login_as(self, user: str) -> str:
+        """The login name that opens `user`'s mailboxes as the master user (with `master_password`)."""
+        return f"{user.strip().lower()}*{self.master_user}"
 
     @property
     def mail_root(self) -> Path:
@@ -192,6 +210,7 @@ class DovecotServer:
         last_error = ""
         for _attempt in range(PORT_ATTEMPTS):
             port = free_port(self.host)
+            self._lmtp_port = free_port(self.host) if self.lmtp else None
             self._write_config(port)
             stderr_path = self.root / "dovecot.stderr"
             with open(stderr_path, "wb") as stderr:
@@ -208,7 +227,7 @@ class DovecotServer:
                 return self
             last_error = self._failure_text()
             self._kill(proc)
-            self._proc = self._port = None
+            self._proc = self._port = self._lmtp_port = None
             if "in use" not in last_error:
                 break
         self._remove_run_dir()
@@ -334,6 +353,13 @@ class DovecotServer:
                 os.chown(tmp, 0, gid)
                 tmp.chmod(0o640)
             os.replace(tmp, path)
+        master = self._run_dir / "passwd.master"
+        tmp = self._run_dir / ".passwd.master.tmp"
+        tmp.write_text(f"{self.master_user}:{{PLAIN}}{self.master_password}\n")
+        if os.geteuid() == 0:
+            os.chown(tmp, 0, gid)
+            tmp.chmod(0o640)
+        os.replace(tmp, master)
 
     def _write_config(self, port: int) -> None:
         ident = self._identity()
@@ -347,7 +373,7 @@ class DovecotServer:
         # the config process (root, or us) reads the PEM files: they may stay in the caller's directory
         ssl = f"ssl = {'yes' if self.plaintext_login else 'required'}\nssl_cert = <{self.tls[0]}\nssl_key = <{self.tls[1]}" if self.tls else "ssl = no"
         text = f"""# Written by harness/dovecot.py for one throwaway instance; see that module's docstring.
-protocols = imap
+protocols = imap{" lmtp" if self.lmtp else ""}
 listen = {self.host}
 base_dir = {base}
 state_dir = {self._run_dir}/state
@@ -366,6 +392,12 @@ mail_gid = {ident["mail_group"]}
 first_valid_uid = 1
 mail_location = maildir:{self.mail_root}/%Lu
 mail_max_userip_connections = 200
+auth_master_user_separator = *
+passdb {{
+  driver = passwd-file
+  master = yes
+  args = scheme=PLAIN {self._run_dir}/passwd.master
+}}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%Lu {self._run_dir}/passwd.d/%Lu
@@ -378,6 +410,9 @@ userdb {{
 namespace inbox {{
   inbox = yes
   separator = /
+  mailbox INBOX {{
+    auto = subscribe
+  }}
 {mailboxes}}}
 service imap-login {{
   inet_listener imap {{
@@ -388,7 +423,7 @@ service imap-login {{
     port = 0
   }}
 {chroot}}}
-service anvil {{
+{self._lmtp_config()}service anvil {{
   # no growing delay after failed logins (tests try wrong passwords on purpose): auth cannot open this socket
   unix_listener anvil-auth-penalty {{
     mode = 0
@@ -404,6 +439,23 @@ service stats {{
 }}
 """
         self.config_path.write_text(text)
+
+    def _lmtp_config(self) -> str:
+        """The LMTP listener (loopback, our port) when asked for; recipients are looked up as IMAP logins are."""
+        if self._lmtp_port is None:
+            return ""
+        return f"""service lmtp {{
+  inet_listener lmtp {{
+    address = {self.host}
+    port = {self._lmtp_port}
+  }}
+}}
+lmtp_rcpt_check_quota = no
+# the lab writes its own trace fields (Return-Path from MAIL FROM, Delivered-To): Dovecot adds no others
+lmtp_add_received_header = no
+lmtp_hdr_delivery_address = none
+postmaster_address = postmaster@{self.host}
+"""
 
     def _await_greeting(self, proc: subprocess.Popen[bytes], port: int) -> bool:
         """True once our instance greets on `port`; False as soon as the process exits (e.g. port taken)."""

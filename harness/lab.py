@@ -41,6 +41,7 @@ from recall_lab.fake_servers.pipeline import DomainServices, load_policy_modules
 from recall_lab.fake_servers.smtp.relay import RelayEntry, Route
 from recall_lab.fake_servers.store import MailStore, StoreError, open_store
 from recall_lab.fake_servers.transcript import TranscriptRecorder
+from recall_lab.harness.backends import Backend, BackendError, open_backend
 from recall_lab.harness.config import LabConfig, default_config
 from recall_lab.harness.mail_helpers import ArrivalLog, MailHelpers
 
@@ -113,6 +114,7 @@ class Lab(MailHelpers):
         self.activity = Activity()
         self._servers: dict[str, DomainServer] = {}
         self._stores: dict[str, MailStore] = {}
+        self._backends: dict[str, Backend] = {}
         self._routes: dict[str, Route] = {}
         for domain, target in self.config.routes.items():
             host_, _, port = target.rpartition(":")
@@ -145,13 +147,13 @@ class Lab(MailHelpers):
         guard = ConnectionGuard(self.config.limits)  # one for the lab: its caps count every listener
         try:
             for index, dc in enumerate(self.config.domains):
-                if kind == "maildir":
-                    assert root is not None
-                    store = open_store(f"maildir:{root / dc.name / 'mail'}")
-                    spool_dir: Path | None = root / dc.name / "spool"
-                else:
-                    store = open_store("memory")
-                    spool_dir = None
+                spool_dir: Path | None = root / dc.name / "spool" if root is not None else None
+                mail_dir = (root / dc.name / ("dovecot" if dc.backend == "dovecot" else "mail")
+                            if root is not None else None)
+                backend = await open_backend(dc, host=self.host, mail_dir=mail_dir,
+                                             password_of=self._password_lookup(dc.name))
+                self._backends[dc.name] = backend
+                store = backend.store
                 self._stores[dc.name] = store
                 spec = DomainSpec(name=dc.name, role=dc.role, users=dc.users, policies=dc.policies,
                                   pipeline=dc.pipeline, max_message_size=dc.max_message_size,
@@ -161,7 +163,8 @@ class Lab(MailHelpers):
                                       retry_delays=self.config.retry_delays,
                                       relay_connections=self.relay_connections, imap=self.imap_enabled,
                                       guard=guard, clock=self.clock, activity=self.activity,
-                                      tls_handshake_timeout=self.tls_handshake_timeout)
+                                      tls_handshake_timeout=self.tls_handshake_timeout,
+                                      imap_elsewhere=backend.imap)
                 self._servers[dc.name] = server
                 await server.open()
             await self._start_capture(kind, root, guard)
@@ -177,12 +180,25 @@ class Lab(MailHelpers):
             await self._teardown()
             from recall_lab.harness.web.server import WebError
 
-            if isinstance(exc, ListenError | PolicySettingsError | WebError):
+            if isinstance(exc, ListenError | PolicySettingsError | WebError | BackendError):
                 raise LabStartError(str(exc)) from None
             if isinstance(exc, StoreError | OSError):  # an unusable maildir (missing, a file, locked, no rights)
                 raise LabStartError(f"cannot use store {self.store_spec}: {_reason(exc)}") from None
             raise
         self._started = True
+
+    def _password_lookup(self, domain: str) -> Callable[[str], str | None]:
+        """The password of one of the domain's accounts as its server knows it (for a Dovecot's user database)."""
+        def lookup(user: str) -> str | None:
+            server = self._servers.get(domain)
+            if server is None or user not in server.accounts:
+                return None
+            return server.accounts[user]
+        return lookup
+
+    def backend(self, domain: str) -> str:
+        """Who keeps the domain's mailboxes: "lab" (the lab's store and IMAP server) or "dovecot"."""
+        return self.config.domain(domain).backend
 
     def _ports(self, index: int) -> Ports:
         if self.port_base is None:
@@ -243,8 +259,12 @@ class Lab(MailHelpers):
         for store in self._stores.values():
             with contextlib.suppress(Exception):
                 store.close()
+        for backend in self._backends.values():
+            with contextlib.suppress(Exception):
+                await backend.close()
         self._servers.clear()
         self._stores.clear()
+        self._backends.clear()
 
     # -- routing --------------------------------------------------------------------------------------
     def _route(self, domain: str) -> Route | None:
@@ -394,6 +414,8 @@ class Lab(MailHelpers):
         """
         async def settle() -> None:
             while True:
+                for store in list(self._stores.values()):
+                    store.sync()  # a store over a real server: publish what its own IMAP clients changed
                 waited = False
                 for server in list(self._servers.values()):
                     waited = await server.wait_idle() or waited

@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 
 # package -> why the tests need it
 #   dovecot-core dovecot-imapd   the reference IMAP server (plain and STARTTLS)
+#   dovecot-lmtpd                a domain on Dovecot (backend = "dovecot"): the lab delivers over LMTP
 #   curl                         imap:// and smtp:// with STARTTLS (--ssl-reqd)
 #   swaks libnet-ssleay-perl     SMTP with STARTTLS (swaks' TLS is Net::SSLeay)
 #   neomutt                      an IMAP mail reader in batch mode
@@ -17,7 +18,7 @@ cd "$(dirname "$0")/.."
 #   bsdutils                     `script`, the pty neomutt needs in batch mode
 #   chromium                     the browser the web tests drive (Playwright, executable_path=/usr/bin/chromium)
 #   fontconfig fonts-dejavu-core text in the browser's pages and screenshots (a Recommends otherwise)
-PEERS="dovecot-core dovecot-imapd curl swaks libnet-ssleay-perl neomutt isync offlineimap3 util-linux bsdutils
+PEERS="dovecot-core dovecot-imapd dovecot-lmtpd curl swaks libnet-ssleay-perl neomutt isync offlineimap3 util-linux bsdutils
        chromium fontconfig fonts-dejavu-core"
 # What ../shared/tools/imaptest/build.sh compiles with; libdovecot itself comes from dovecot-core.
 IMAPTEST_BUILD_DEPS="build-essential autoconf automake libtool pkg-config dovecot-dev dovecot-core"
@@ -97,6 +98,8 @@ need "mbsync TLS (linked with libssl)" match "libssl" ldd "$(command -v mbsync |
 need "offlineimap" offlineimap --version
 need "dovecot" dovecot --version
 need "dovecot TLS (openssl build)" match "openssl" dovecot --build-options
+need "dovecot LMTP (dovecot-lmtpd)" test -x /usr/lib/dovecot/lmtp
+need "dovecot lazy_expunge plugin (Recoverable Items)" match "lazy_expunge" ls /usr/lib/dovecot/modules
 need "script (bsdutils: the pty for neomutt)" script --version
 # the browser as the web tests use it: headless, as root without the sandbox, running a page's script
 need "chromium headless (runs a page's script)" match "<p>ran</p>" timeout 60 chromium --headless --no-sandbox \

@@ -333,5 +333,10 @@ class MailStore(abc.ABC):
     def unfinished_operations(self) -> dict[str, dict[str, Any]]:
         """Records begun and not ended (after a restart: those a crash cut short), by id, as copies."""
 
+    def sync(self, user: str | None = None) -> None:  # noqa: B027 - optional hook
+        """Bring the store's view up to date with changes made elsewhere and publish their events (one user, or
+        every user for None). The in-process stores see every change as it is made, so this does nothing; a
+        store over a real server (DovecotStore) asks it what its own IMAP clients changed."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files or handles; the memory store has none."""

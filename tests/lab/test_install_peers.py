@@ -19,8 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "install-peers.sh"
-PACKAGES = ("dovecot-core", "dovecot-imapd", "curl", "swaks", "libnet-ssleay-perl", "neomutt", "isync",
-            "offlineimap3", "util-linux", "bsdutils")
+PACKAGES = ("dovecot-core", "dovecot-imapd", "dovecot-lmtpd", "curl", "swaks", "libnet-ssleay-perl", "neomutt",
+            "isync", "offlineimap3", "util-linux", "bsdutils")
 
 
 def _installed(package: str) -> bool:
