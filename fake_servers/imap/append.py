@@ -212,6 +212,8 @@ class AppendCommands(SessionCore):
             data = view.raw
         else:
             if section.part:
+                if self.rev2:  # type: ignore[attr-defined]  # a message/global part is entered (rev2.py)
+                    view = yield from view.rev2_steps()
                 yield from view.prepare(("TREE",))
             data = view.section(section.part, section.kind, section.fields)
         if url.offset is not None:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 #: Extensions always on, in the order they are announced.
-EXTENSIONS = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE",
+EXTENSIONS = ("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS", "MOVE",
               "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "CONDSTORE", "QRESYNC", "SORT", "NOTIFY",
               "COMPRESS=DEFLATE", "MULTIAPPEND", "CATENATE", "BINARY", "ESEARCH", "ESORT", "CONTEXT=SEARCH",
               "LIST-EXTENDED", "LIST-STATUS", "STATUS=SIZE", "OBJECTID",
               "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "SORT=DISPLAY", "UTF8=ACCEPT")
 
-#: What ENABLE accepts (RFC 5161); anything else is ignored, as the RFC says. IMAP4rev2 (rev2.py) is accepted
-#: but not announced in EXTENSIONS until docs/imap.md's appendix E table has no open row.
+#: What ENABLE accepts (RFC 5161); anything else is ignored, as the RFC says. IMAP4rev2 (rev2.py) is announced
+#: beside IMAP4rev1: a session is rev1 until it enables rev2 (RFC 9051 appendix A).
 ENABLEABLE = ("CONDSTORE", "QRESYNC", "IMAP4REV2", "UTF8=ACCEPT")
 
 

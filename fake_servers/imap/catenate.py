@@ -18,6 +18,7 @@ from urllib.parse import unquote_to_bytes
 
 from .errors import CommandFailed, ParseError
 from .fetch_items import Section, parse_section
+from .lexer import NUMBER64_MAX
 from .utf7 import Utf7Error, decode_lenient
 
 #: The longest URL accepted (RFC 5092 URLs naming a message are short; anything longer is refused).
@@ -28,7 +29,7 @@ _PATH = re.compile(
     r"/(?P<mailbox>[^;?#]+?)(?:;UIDVALIDITY=(?P<uidvalidity>[0-9]{1,10}))?"
     r"/;UID=(?P<uid>[0-9]{1,10})"
     r"(?:/;SECTION=(?P<section>[^/;?#]*))?"
-    r"(?:/;PARTIAL=(?P<offset>[0-9]{1,10})(?:\.(?P<length>[0-9]{1,10}))?)?\Z",
+    r"(?:/;PARTIAL=(?P<offset>[0-9]{1,19})(?:\.(?P<length>[0-9]{1,19}))?)?\Z",  # number64 (RFC 9051)
     re.IGNORECASE)
 
 
@@ -88,8 +89,10 @@ def parse_url(url: str) -> ImapUrl:
             raise bad_url(url, f"Bad section: {exc}") from None
     offset = length = None
     if p.group("offset") is not None:
-        offset = int(p.group("offset"))
-        length = int(p.group("length")) if p.group("length") is not None else None
+        offset, length = int(p.group("offset")), p.group("length")
+        length = int(length) if length is not None else None
+        if offset > NUMBER64_MAX or (length or 0) > NUMBER64_MAX:
+            raise bad_url(url, f"PARTIAL over {NUMBER64_MAX} (a 63-bit number64)")
     uidvalidity = int(p.group("uidvalidity")) if p.group("uidvalidity") is not None else None
     return ImapUrl(mailbox, uid, uidvalidity, section, offset, length, user, host)
 

@@ -3,8 +3,9 @@ BINARY).
 
 Why parsed into plain objects first: the session decides side effects (\\Seen for a non-PEEK body, implied
 UID for UID FETCH, MODSEQ with CHANGEDSINCE) once for the whole command before rendering any message.
-Numbers in a section (part numbers, <origin.count>) are RFC 3501 32-bit numbers: anything longer is a BAD with
-a reason, never a conversion of thousands of digits (which Python refuses with a ValueError).
+Part numbers in a section are 32-bit nz-numbers, a partial's <origin.count> 63-bit number64s (RFC 9051
+section 9): anything larger is a BAD with a reason, never a conversion of thousands of digits (which Python
+refuses with a ValueError).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import ParseError
-from .lexer import Lexer
+from .lexer import NUMBER64_MAX, NUMBER_MAX, Lexer, check_number
 
 _SIMPLE = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY",
                      "MODSEQ", "RFC822", "RFC822.HEADER", "RFC822.TEXT",
@@ -27,15 +28,11 @@ _BODY_ITEM = re.compile(r"(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[([
                         re.IGNORECASE)
 _PART = re.compile(r"\d+(\.\d+)*")
 _BINARY_SECTION = re.compile(r"([0-9]+(\.[0-9]+)*)?\Z")
-_NUMBER = re.compile(r"[0-9]{1,10}\Z")
-_MAX_NUMBER = 0xFFFFFFFF
 
 
-def _number(text: str, what: str) -> int:
-    """An RFC 3501 number (at most 4294967295)."""
-    if not _NUMBER.match(text) or int(text) > _MAX_NUMBER:
-        raise ParseError(f"{what} must be a number up to {_MAX_NUMBER}, not {text[:20]!r}")
-    return int(text)
+def _number(text: str, what: str, limit: int = NUMBER_MAX) -> int:
+    """A number (part numbers) or, with NUMBER64_MAX, a number64 (a partial's origin and count)."""
+    return check_number(text, what, limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +113,8 @@ def parse_item(text: str) -> FetchItem:
     if binary and not _BINARY_SECTION.match(m.group(2)):  # RFC 3516: section-binary is part numbers only
         raise ParseError(f"bad BINARY section {m.group(2)[:40]!r}")
     section = parse_section(m.group(2))
-    origin = _number(m.group(3), "a partial origin") if m.group(3) is not None else None
-    count = _number(m.group(4), "a partial count") if m.group(4) is not None else None
+    origin = _number(m.group(3), "a partial origin", NUMBER64_MAX) if m.group(3) is not None else None
+    count = _number(m.group(4), "a partial count", NUMBER64_MAX) if m.group(4) is not None else None
     if origin is not None and count is None:
         raise ParseError("partial fetch needs <origin.count>")
     if kind == "BINARY.SIZE":

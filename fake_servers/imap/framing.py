@@ -18,6 +18,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .lexer import NUMBER64_MAX
+
 _LITERAL_TAIL = re.compile(rb"\{(\d{1,20})(\+?)\}\r?\n\Z")
 _TAG = re.compile(rb"[\x21-\x7e]+")
 
@@ -185,8 +187,10 @@ class Framer:
         self._parts.append(line)
         if size > self.max_literal or self._size + size > self.max_literal + self.max_line:
             tag = tag_of(self._parts[0])
-            refusal = Refused(tag, f"literal of {size} octets is over the limit of {self.max_literal}",
-                              "TOOBIG", synchronising=not plus)
+            reason = f"literal of {size} octets is over the limit of {self.max_literal}"
+            if size > NUMBER64_MAX:  # RFC 9051: a literal's length is a number64
+                reason = f"literal length {size} is not a 63-bit number64 (at most {NUMBER64_MAX})"
+            refusal = Refused(tag, reason, "TOOBIG", synchronising=not plus)
             self._parts.clear()
             self._size = 0
             if not plus:

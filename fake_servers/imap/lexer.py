@@ -33,6 +33,26 @@ _LITERAL_HEAD = re.compile(rb"\{(\d{1,12})(\+?)\}\r?\n")
 #: How deeply generic values (ID, CREATE and LIST RETURN parameters) may nest; real ones nest 2 or 3 deep.
 MAX_VALUE_DEPTH = 16
 
+#: RFC 9051 section 9: `number` / `nz-number` are unsigned 32-bit, `number64` / `nz-number64` (sizes, offsets,
+#: RFC 7162 mod-sequences) unsigned 63-bit.
+NUMBER_MAX = 0xFFFFFFFF
+NUMBER64_MAX = 0x7FFFFFFFFFFFFFFF
+_NUMBER_DIGITS = 19  # len(str(NUMBER64_MAX)): longer digit strings are refused before int() reads them
+
+
+def check_number(text: str, what: str = "number", limit: int = NUMBER64_MAX) -> int:
+    """`text` as an unsigned number of at most `limit` (NUMBER_MAX or NUMBER64_MAX), else ParseError (BAD)
+    with the reason. The length is checked first: int() of thousands of digits is slow, and Python refuses
+    over 4,300 with a ValueError."""
+    if not text.isdigit() or not text.isascii():
+        raise ParseError(f"expected {what}, got {text[:20]!r}")
+    digits = text.lstrip("0")
+    if len(digits) > _NUMBER_DIGITS or int(digits or "0") > limit:
+        kind = "a 63-bit number64" if limit == NUMBER64_MAX else "a 32-bit number"
+        raise ParseError(f"{what} {text[:24]}{'...' if len(text) > 24 else ''} is too large "
+                         f"(at most {limit}: {kind})")
+    return int(digits or "0")
+
 
 class Lexer:
     """A cursor over one command's bytes."""
@@ -142,14 +162,9 @@ class Lexer:
             i += 1
         raise ParseError("unterminated [ in FETCH section")
 
-    def number(self, what: str = "number") -> int:
-        text = self.atom(what)
-        if not text.isdigit() or not text.isascii():
-            raise ParseError(f"expected {what}, got {text[:20]!r}")
-        value = int(text)
-        if value > 0xFFFFFFFFFFFFFFFF:
-            raise ParseError(f"{what} too large")
-        return value
+    def number(self, what: str = "number", limit: int = NUMBER64_MAX) -> int:
+        """A number (`limit` NUMBER_MAX) or a number64 (the default: sizes, offsets, mod-sequences)."""
+        return check_number(self.atom(what), what, limit)
 
     def quoted(self) -> bytes:
         buf = self.buf
@@ -271,8 +286,8 @@ class Lexer:
         text = self.atom("value")
         if text.upper() == "NIL":
             return None
-        if text.isdigit() and text.isascii():
-            return int(text)
+        if text.isdigit() and text.isascii() and len(text) <= _NUMBER_DIGITS and int(text) <= NUMBER64_MAX:
+            return int(text)  # tagged-ext-simple allows a number64 (RFC 9051); a longer one stays an atom
         return Atom(text)
 
     def flag(self) -> str:

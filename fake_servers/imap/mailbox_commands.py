@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 from ..store.base import SEPARATOR, MailboxExists, MailboxInfo, NoSuchMailbox, StoreError
 from .errors import CommandFailed, ParseError
-from .lexer import Lexer
+from .lexer import NUMBER_MAX, Lexer
 from .listext import ListCommands
 from .listext import mailbox_wire as mailbox_wire  # where notify.py and others find it
 from .objectid import mailbox_id
@@ -119,7 +119,7 @@ class MailboxCommands(ListCommands):
     def _qresync_params(self, lx: Lexer):
         """(uidvalidity modseq [known-uids [(seq-set uid-set)]])"""
         lx.char(b"(")
-        uidvalidity = lx.number("uidvalidity")
+        uidvalidity = lx.number("uidvalidity", NUMBER_MAX)
         lx.sp()
         modseq = lx.number("mod-sequence")
         known = None

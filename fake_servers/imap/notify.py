@@ -37,6 +37,7 @@ from ..store.base import (
 from .errors import CommandFailed, ParseError
 from .fetch_items import FetchItem, parse_item
 from .lexer import Lexer
+from .mime.tree import run_steps
 from .selected import MODSEQ_SHIFT
 from .state import SessionCore
 
@@ -392,7 +393,8 @@ class NotifyCommands(SessionCore):
         if group is None or sel is None or not group.fetch_atts or "MessageNew" not in group.events:
             return
         items = list(group.fetch_atts)
-        if self.qresync and all(i.name != "UID" for i in items):
+        if (self.qresync or self.rev2) and all(i.name != "UID" for i in items):  # type: ignore[attr-defined]
+            # RFC 7162 3.2.4 and RFC 9051 7.5.2: an unsolicited FETCH carries UID
             items.insert(0, FetchItem("UID"))
         renderers = [self._renderer(sel, item) for item in items]  # type: ignore[attr-defined]
         needs_view = any(i.section is not None or i.name in ("ENVELOPE", "BODYSTRUCTURE", "BODY",
@@ -406,6 +408,8 @@ class NotifyCommands(SessionCore):
             if needs_view:
                 try:
                     view = self._view(sel, uid)  # type: ignore[attr-defined]
+                    if self.rev2:  # type: ignore[attr-defined]
+                        view = run_steps(view.rev2_steps())  # message/global parts (mime/view.py)
                 except Exception:  # noqa: BLE001 - expunged meanwhile: the EXPUNGE will tell
                     continue
                 raw = view.raw

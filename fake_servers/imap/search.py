@@ -37,6 +37,24 @@ class Msg:
 Pred = Callable[[Msg], bool]
 
 
+def seq_uid(m: Msg) -> tuple[int, int]:
+    """What SORT and THREAD keep of a hit: two numbers (a tuple of them is not followed by the garbage
+    collector, a Msg per hit would be, and 10,000 of them kept over a command's steps trigger its full
+    collections). A search that keeps only these may skip the Msg (message_commands._record_matches)."""
+    return m.seq, m.uid
+
+
+def match_all(m: Msg) -> bool:
+    """The predicate of ALL (one function, so a program made only of it is recognised: `matches_all`)."""
+    return True
+
+
+#: Keys answered from the message's record, flags and numbers alone (the others read the message).
+_RECORD_KEYS = frozenset({"ALL", "NEW", "OLD", "RECENT", "KEYWORD", "UNKEYWORD", "BEFORE", "ON", "SINCE",
+                          "LARGER", "SMALLER", "UID", "MODSEQ", "$", "ANSWERED", "UNANSWERED", "DELETED",
+                          "UNDELETED", "DRAFT", "UNDRAFT", "FLAGGED", "UNFLAGGED", "SEEN", "UNSEEN"})
+
+
 @dataclass(frozen=True, slots=True)
 class SearchLimits:
     """How big a search program a client may send.
@@ -59,6 +77,10 @@ class SearchProgram:
     message_id: str | None = None  # set when a top-level key is HEADER MESSAGE-ID <x> (index lookup)
     uid_sets: tuple[SequenceSet, ...] = ()  # top-level UID keys (to narrow candidates cheaply)
     needs_text: bool = False  # a BODY or TEXT key: each message's decoded text is made (in steps) first
+    #: No key reads the message (only its record, flags, numbers): `pred` never calls `m.view`.
+    record_only: bool = False
+    #: Every message matches (ALL, or keys made only of ALL): a SORT or THREAD need not ask `pred` at all.
+    matches_all: bool = False
 
 
 def parse_date(text: str) -> date:
@@ -83,6 +105,7 @@ class _Parser:
         self.needs_text = False
         self.message_id: str | None = None
         self.uid_sets: list[SequenceSet] = []
+        self.record_only = True  # until a key that reads the message is met
 
     def _counted(self) -> None:
         self.keys += 1
@@ -153,12 +176,14 @@ class _Parser:
             return _all_of(preds)
         word = lx.atom("search key")
         name = word.upper()
+        if name not in _RECORD_KEYS and not (name[:1].isdigit() or name[:1] == "*"):
+            self.record_only = False
         flag_keys = _FLAG_KEYS.get(name)
         if flag_keys is not None:
             flag, want = flag_keys
             return (lambda m: flag in m.record.flags) if want else (lambda m: flag not in m.record.flags)
         if name == "ALL":
-            return lambda m: True
+            return match_all
         if name in ("NEW", "OLD", "RECENT"):
             if name == "NEW":
                 return lambda m: m.recent and "\\Seen" not in m.record.flags
@@ -371,7 +396,8 @@ def parse_search(lx: Lexer, count: Callable[[], int], largest_uid: Callable[[], 
     while lx.maybe_sp():
         preds.append(p.key(top=True))
     lx.end()
-    return SearchProgram(_all_of(preds), p.uses_modseq, p.message_id, tuple(p.uid_sets), p.needs_text)
+    return SearchProgram(_all_of(preds), p.uses_modseq, p.message_id, tuple(p.uid_sets), p.needs_text,
+                         p.record_only, all(pred is match_all for pred in preds))
 
 
 def internal_date_text(when: datetime) -> str:

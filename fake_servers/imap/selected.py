@@ -143,8 +143,11 @@ class SelectedMailbox:
 
     # -- telling the client ---------------------------------------------------------------------------------
     def flush(self, out: bytearray, allow_expunge: bool, qresync: bool, condstore: bool,
-              claim_recent=None, before_expunge=None) -> None:
+              claim_recent=None, before_expunge=None, with_uid: bool = False) -> None:
         """Append the untagged responses the client is owed; expunges only when `allow_expunge`.
+
+        `with_uid`: every flag update carries UID (IMAP4rev2, RFC 9051 7.5.2: an unsolicited FETCH includes
+        UID), as it always does with QRESYNC (RFC 7162 3.2.4).
 
         `before_expunge(uid, seq) -> bytes`: lines to write just before a message's EXPUNGE (or before the
         VANISHED line), numbered as the message is at that moment (search contexts' REMOVEFROM, esearch.py)."""
@@ -194,7 +197,7 @@ class SelectedMailbox:
                     continue
                 rec = self.records[uid]
                 flags = self.flags_item(uid, rec)
-                uid_item = b"UID %d " % uid if qresync else b""  # RFC 7162 3.2.4: UID in every FETCH
+                uid_item = b"UID %d " % uid if qresync or with_uid else b""
                 if condstore:
                     out += b"* %d FETCH (%b%b MODSEQ (%d))\r\n" % (seq, uid_item, flags, rec.modseq + MODSEQ_SHIFT)
                 else:

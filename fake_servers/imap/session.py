@@ -552,7 +552,8 @@ class ImapSession(AppendCommands, MailboxCommands, SearchContextCommands, Messag
         if allow_expunge and sel.pending_expunge:
             self._expunges_reported = True
         new = [r.uid for r in sel.pending_new] if self.notify is not None else None
-        sel.flush(self._out, allow_expunge, self.qresync, self.condstore, claim, self.search_context_removal())
+        sel.flush(self._out, allow_expunge, self.qresync, self.condstore, claim, self.search_context_removal(),
+                  with_uid=self.rev2)
         self.search_context_updates(sel)  # ADDTO/REMOVEFROM of live search contexts (esearch.py)
         if new:
             self.notify_new_fetch(new)  # NOTIFY MessageNew's fetch attributes
@@ -598,20 +599,28 @@ class ImapSession(AppendCommands, MailboxCommands, SearchContextCommands, Messag
         except Exception as exc:  # noqa: BLE001 - every failure becomes this command's tagged reply
             self._failed(tag, name, exc)
 
+    def _text_line(self, line: str) -> bytes:
+        """A response line whose text may hold a mailbox name or a client's words: UTF-8 once IMAP4rev2 is
+        enabled (RFC 9051 appendix E, item 24), else 7-bit as IMAP4rev1's resp-text is (non-ASCII as \\x
+        escapes)."""
+        if self.rev2 or line.isascii():
+            return line.encode()
+        return line.encode("ascii", "backslashreplace")
+
     def _failed(self, tag: str, name: str, exc: Exception) -> None:
         """The tagged reply of a command that raised (while parsing, or in one of its steps)."""
         if isinstance(exc, ParseError):
             self._tagged_updates(name)
-            self._write(f"{tag} BAD {exc.text}\r\n".encode())
+            self._write(self._text_line(f"{tag} BAD {exc.text}\r\n"))
         elif isinstance(exc, CommandFailed):
             self._tagged_updates(name)
-            self._write(f"{tag} NO {exc.text}\r\n".encode())
+            self._write(self._text_line(f"{tag} NO {exc.text}\r\n"))
         elif isinstance(exc, _NoSuchMailbox):
             self._tagged_updates(name)
-            self._write(f"{tag} NO [NONEXISTENT] {_one_line(exc)}\r\n".encode())
+            self._write(self._text_line(f"{tag} NO [NONEXISTENT] {_one_line(exc)}\r\n"))
         elif isinstance(exc, StoreError):
             self._tagged_updates(name)
-            self._write(f"{tag} NO {_one_line(exc)}\r\n".encode())
+            self._write(self._text_line(f"{tag} NO {_one_line(exc)}\r\n"))
         else:  # a bug must cost one command, never the connection
             log.error("IMAP %s: internal error in %s", self.peer, name or "?", exc_info=exc)
             self._write(f"{tag} NO [SERVERBUG] Internal error\r\n".encode())
@@ -629,7 +638,7 @@ class ImapSession(AppendCommands, MailboxCommands, SearchContextCommands, Messag
             # RFC 7162 3.2.10: after expunges, the mailbox's new HIGHESTMODSEQ (no FETCH carries it)
             text = f"[HIGHESTMODSEQ {self.selected.highestmodseq + MODSEQ_SHIFT}] {text}"
         self._expunges_reported = False
-        self._write(f"{tag} OK {text}\r\n".encode())
+        self._write(self._text_line(f"{tag} OK {text}\r\n"))
 
     def _capabilities(self) -> list[str]:
         return capabilities(self.state in (AUTHENTICATED, SELECTED), self.config.tls_available,

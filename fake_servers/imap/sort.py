@@ -167,21 +167,6 @@ def _column(name: str, records: list[Any], cached: list[SortKeys]) -> list[Any]:
     return [k.addresses[slot] for k in cached]
 
 
-class _Reverse:
-    """Inverts the order of any comparable value (REVERSE applies to one key)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __lt__(self, other: _Reverse) -> bool:
-        return other.value < self.value
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Reverse) and other.value == self.value
-
-
 class SortProgram:
     """A parsed sort criteria list: `order` sorts messages by it; `groups` are the optional key groups
     (sort_keys.py) it reads."""
@@ -194,15 +179,16 @@ class SortProgram:
 
     def order(self, hits: list[tuple[int, int]], records: list[Any], cached: list[SortKeys]
               ) -> list[tuple[int, int]]:
-        """`hits` ((sequence number, UID) pairs) sorted by the criteria, ties by sequence number; `records` and
-        `cached` are the hits' MessageRecords and keys, in the same order."""
-        columns = []
-        for name, reverse in self.criteria:
-            column = _column(name, records, cached)
-            columns.append([_Reverse(v) for v in column] if reverse else column)
-        seqs = [seq for seq, _ in hits]  # unique: no two rows compare equal, the index is never compared
-        rows = sorted(zip(*columns, seqs, range(len(hits)), strict=True))
-        return [hits[row[-1]] for row in rows]
+        """`hits` ((sequence number, UID) pairs, in sequence order) sorted by the criteria, ties by sequence
+        number; `records` and `cached` are the hits' MessageRecords and keys, in the same order.
+
+        Why one stable sort per criterion, the last first: each keeps the order the later criteria (and,
+        under them all, the sequence numbers) gave to equal values, REVERSE included (a reversed stable sort
+        keeps equal items in order). No row tuple or wrapper is made per message."""
+        index = list(range(len(hits)))
+        for name, reverse in reversed(self.criteria):
+            index.sort(key=_column(name, records, cached).__getitem__, reverse=reverse)
+        return [hits[i] for i in index]
 
 
 def parse_criteria(words: list[str], max_criteria: int = MAX_CRITERIA) -> SortProgram:

@@ -181,6 +181,20 @@ class SortKeyCache:
         self._evict()
         return keys
 
+    def cached(self, keys: list[tuple], groups: frozenset[str] = frozenset()) -> list[SortKeys | None]:
+        """For each of `keys`, its SortKeys when they are cached with `groups`, else None (`get` computes
+        those), each found one marked recently used: what a warm SORT of a whole mailbox needs, in a few
+        C-level passes instead of a call per message."""
+        entries = self._keys
+        found = [entries.get(k) for k in keys]
+        move = entries.move_to_end
+        for k, v in zip(keys, found, strict=True):
+            if v is not None:
+                move(k)
+        if ADDRESSES in groups:
+            found = [v if v is not None and v.addresses is not None else None for v in found]
+        return found
+
     def _evict(self) -> None:
         entries = self._keys
         while len(entries) > 1 and (len(entries) > self.size or self._total > self.max_bytes):

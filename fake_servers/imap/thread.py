@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from ..store.base import NoSuchMessage
 from .errors import CommandFailed, ParseError
 from .lexer import Lexer
-from .search import Msg
+from .search import Msg, seq_uid
 from .selected import SelectedMailbox
 from .sort import ascii_casemap, base_subject_info, instant
 from .sort_keys import GONE, IDS, MAX_REFERENCES, SortKeys, keys_of_view, message_ids, trim_references
@@ -347,10 +347,6 @@ class References:
         return merged if grown else None
 
 
-def _seq_uid(m: Msg) -> tuple[int, int]:
-    return m.seq, m.uid
-
-
 class ThreadCommands(SessionCore):
     """THREAD and UID THREAD (a mixin of ImapSession; `_sel`, `_match_steps` and `_keys_steps` come
     from MessageCommands)."""
@@ -375,7 +371,7 @@ class ThreadCommands(SessionCore):
         return self._thread_steps(tag, sel, prog, algorithm, uid)
 
     def _thread_steps(self, tag: str, sel: SelectedMailbox, prog, algorithm: str, uid: bool) -> Steps:
-        hits = yield from self._match_steps(sel, prog, _seq_uid)
+        hits = yield from self._match_steps(sel, prog, seq_uid)
         references = algorithm == "REFERENCES"
         groups = frozenset({IDS}) if references else frozenset()
         cached = yield from self._keys_steps(sel, [u for _, u in hits], groups)

@@ -45,7 +45,8 @@ def test_enable_rev2_does_not_turn_condstore_on() -> None:
     other.send("s SELECT INBOX")
     other.send("t STORE 1 +FLAGS (\\Flagged)")
     out = c.send("n NOOP")
-    assert b"* 1 FETCH (FLAGS (\\Flagged))\r\n" in out  # no MODSEQ: CONDSTORE is not on
+    # no MODSEQ: CONDSTORE is not on; UID: an unsolicited FETCH carries it in rev2 (RFC 9051 7.5.2)
+    assert b"* 1 FETCH (UID 1 FLAGS (\\Flagged))\r\n" in out
     assert b"MODSEQ" not in out
 
 
@@ -216,3 +217,78 @@ def test_names_agree_between_rev1_and_rev2(name: str) -> None:
     encoded = utf7.encode(name)
     assert rev1.send(f'x EXAMINE "{encoded}"').endswith(b"x OK [READ-ONLY] Examine completed.\r\n")
     assert c.send(f"y EXAMINE {quoted}").endswith(b"y OK [READ-ONLY] Examine completed.\r\n")
+
+
+# -- message/global (RFC 6532), unsolicited FETCH, response text ---------------------------------------------
+_GLOBAL_MESSAGE = (
+    b"From: a@corp.example\r\nSubject: outer\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/mixed; boundary=bb\r\n\r\n--bb\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+    b"--bb\r\nContent-Type: message/global\r\n\r\nFrom: c@corp.example\r\nSubject: inn\xc3\xa9r\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n\r\nbody \xc3\xa9\r\nline2\r\n--bb--\r\n")
+# what Dovecot 2.3.19 answers in every session (it does not implement IMAP4rev2): a basic body
+_REV1_STRUCTURE = (b'BODYSTRUCTURE (("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 2 0 NIL NIL NIL NIL) '
+                   b'("message" "global" NIL NIL NIL "7bit" 96 NIL NIL NIL NIL) "mixed" ("boundary" "bb") NIL NIL NIL)')
+
+
+def test_message_global_is_a_basic_body_in_rev1_and_a_message_in_rev2() -> None:
+    store = _store(0)
+    store.deliver(ALICE, _GLOBAL_MESSAGE)
+    rev1 = _client(store, rev2=False)
+    rev1.send("s SELECT INBOX")
+    c = _client(store)
+    c.send("s SELECT INBOX")
+    assert rev1.send("f FETCH 1 BODYSTRUCTURE") == b"* 1 FETCH (" + _REV1_STRUCTURE + b")\r\nf OK Fetch completed.\r\n"
+    out = c.send("f FETCH 1 (BODYSTRUCTURE BODY)")
+    # RFC 9051 body-type-msg: basic fields, the envelope, the body, the line count
+    assert (b'("message" "global" NIL NIL NIL "7bit" 96 (NIL {6}\r\ninn\xc3\xa9r ((NIL NIL "c" "corp.example")) '
+            b'((NIL NIL "c" "corp.example")) ((NIL NIL "c" "corp.example")) NIL NIL NIL NIL NIL) '
+            b'("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 14 1 NIL NIL NIL NIL) 5 NIL NIL NIL NIL)') in out
+    assert b'("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 14 1) 5) "mixed")' in out  # BODY: no extensions
+    # sections go inside it (section-msgtext: "top-level or MESSAGE/RFC822 or MESSAGE/GLOBAL part")
+    out = c.send("f FETCH 1 (BODY.PEEK[2.TEXT] BODY.PEEK[2.1] BINARY.PEEK[2.1] BODY.PEEK[2.HEADER.FIELDS (SUBJECT)])")
+    assert out.count(b"{14}\r\nbody \xc3\xa9\r\nline2") == 3
+    assert b"BODY[2.HEADER.FIELDS (SUBJECT)] {19}\r\nSubject: inn\xc3\xa9r\r\n\r\n" in out
+    assert rev1.send("f FETCH 1 BODY.PEEK[2.TEXT]") == b"* 1 FETCH (BODY[2.TEXT] {0}\r\n)\r\nf OK Fetch completed.\r\n"
+    # the rev1 session's answer did not change after the rev2 one was made
+    assert rev1.send("f FETCH 1 BODYSTRUCTURE") == b"* 1 FETCH (" + _REV1_STRUCTURE + b")\r\nf OK Fetch completed.\r\n"
+
+
+def test_top_level_message_global_and_catenate_of_its_part() -> None:
+    store = _store(0)
+    store.deliver(ALICE, b"Subject: top\r\nMIME-Version: 1.0\r\nContent-Type: message/global\r\n\r\n"
+                         b"From: c@corp.example\r\nSubject: inner\r\n\r\nbody\r\n")
+    c = _client(store)
+    c.send("s SELECT INBOX")
+    out = c.send("f FETCH 1 BODY")
+    assert out.startswith(b'* 1 FETCH (BODY ("message" "global" NIL NIL NIL "7bit" 46 (NIL "inner" ')
+    assert out.endswith(b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 6 1) 4))\r\nf OK Fetch completed.\r\n')
+    assert b"BODY[1.TEXT] {6}\r\nbody\r\n" in c.send("f FETCH 1 BODY.PEEK[1.TEXT]")
+    url = '"/INBOX/;UID=1/;SECTION=1.TEXT"'
+    assert b"OK [APPENDUID" in c.send(f"a APPEND INBOX CATENATE (URL {url})")
+    assert b"{6}\r\nbody\r\n" in c.send("f FETCH 2 BODY.PEEK[]")
+
+
+def test_unsolicited_fetch_carries_uid() -> None:
+    """RFC 9051 7.5.2: a flag change another session made, and NOTIFY's MessageNew FETCH, include UID; the
+    answer to this session's own STORE is not unsolicited and stays as in rev1."""
+    store = _store()
+    c = _client(store)
+    c.send("s SELECT INBOX")
+    other = _client(store, rev2=False)
+    other.send("s SELECT INBOX")
+    other.send("t STORE 2 +FLAGS (\\Flagged)")
+    assert c.send("n NOOP").startswith(b"* 2 FETCH (UID 2 FLAGS (\\Flagged))\r\n")
+    assert c.send("t STORE 1 +FLAGS (\\Seen)").startswith(b"* 1 FETCH (FLAGS (\\Seen))\r\n")
+    assert other.send("n NOOP").startswith(b"* 1 FETCH (FLAGS (\\Seen \\Recent))\r\n")  # rev1: no UID
+    assert b"n OK" in c.send("n NOTIFY SET (SELECTED (MessageNew (FLAGS) MessageExpunge FlagChange))")
+    store.deliver(ALICE, make_message(9))
+    assert c.send("n NOOP").startswith(b"* 4 EXISTS\r\n* 4 FETCH (UID 4 FLAGS ())\r\n")
+
+
+def test_response_text_is_7_bit_until_rev2() -> None:
+    """IMAP4rev1's resp-text is 7-bit; after ENABLE IMAP4rev2 it may carry UTF-8 (RFC 9051 appendix E, 24)."""
+    store = _store()
+    rev1 = _client(store, rev2=False)
+    assert rev1.send("s SELECT &AOk-") == b"s NO [NONEXISTENT] Mailbox doesn't exist: \\xe9\r\n"
+    c = _client(store)
+    assert c.send('s SELECT "\xe9"') == "s NO [NONEXISTENT] Mailbox doesn't exist: \xe9\r\n".encode()

@@ -10,6 +10,8 @@ boundary line belongs to the boundary (unless the line cuts a header short: then
 cut part's parent), "--" right after the boundary closes the multipart, MIME-ness comes from MIME-Version or Content-Type (always for parts inside a
 multipart), a part without Content-Type below multipart/digest is message/rfc822, a multipart without a
 boundary parameter has no children, and a boundary parameter counts for its first 80 bytes only.
+message/global (RFC 6532) is a leaf, as in Dovecot 2.3 and IMAP4rev1's grammar; with `global_messages`
+(the tree an IMAP4rev2 session answers from, RFC 9051 7.5.2) it is entered like message/rfc822.
 
 Why bounded, and how: a message is hostile input (anyone can send one to the MX), and one of 10 MB can hold
 more than a million empty MIME parts. Every cost here is bounded by MimeLimits, with Dovecot's own limits
@@ -178,8 +180,10 @@ T = TypeVar("T")
 class _Scanner:
     """Parses one raw message into a Part tree; see the module docstring for the rules and the bounds."""
 
-    def __init__(self, raw: bytes, limits: MimeLimits, stop_at_limit: bool = False) -> None:
+    def __init__(self, raw: bytes, limits: MimeLimits, stop_at_limit: bool = False,
+                 global_messages: bool = False) -> None:
         self.raw = raw
+        self.global_messages = global_messages
         self.n = len(raw)
         self.limits = limits
         self.stop_at_limit = stop_at_limit
@@ -432,7 +436,7 @@ class _Scanner:
             if part.in_digest:
                 part.kind = "message"
             return
-        if ctype == "message/rfc822":
+        if ctype == "message/rfc822" or (ctype == "message/global" and self.global_messages):
             part.kind = "message"
         elif part.multipart_declared:
             part.kind = "multipart"
@@ -530,14 +534,15 @@ class _Scanner:
                 return part, hit, own_after.chain[hit[2]]
 
 
-def parse_steps(raw: bytes, limits: MimeLimits = DEFAULT_LIMITS, stop_at_limit: bool = False
-                ) -> Generator[None, None, Part]:
+def parse_steps(raw: bytes, limits: MimeLimits = DEFAULT_LIMITS, stop_at_limit: bool = False,
+                global_messages: bool = False) -> Generator[None, None, Part]:
     """Split `raw` into its Part tree within `limits`, in steps: the generator yields after each bounded
     amount of work (STEP_WORK parts or indexed fields) and returns the root. Never raises: garbage gives a
     (possibly odd) valid tree. The root's `exceeded` names the MimeLimits field, if any, that cut the structure
     short. With stop_at_limit the scan ends there and the root is all that is returned (an empty Part that
-    only says what was exceeded: for a check, not for rendering)."""
-    scanner = _Scanner(raw, limits, stop_at_limit)
+    only says what was exceeded: for a check, not for rendering). With global_messages a message/global part
+    is an encapsulated message, as message/rfc822 is (RFC 9051)."""
+    scanner = _Scanner(raw, limits, stop_at_limit, global_messages)
     try:
         part, _, _ = yield from scanner.parse(0, None, False, False, 0)
     except _Stop:

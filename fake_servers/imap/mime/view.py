@@ -25,6 +25,7 @@ few milliseconds, so a server can serve other clients in between instead of stal
 from __future__ import annotations
 
 import datetime
+import re
 import sys
 from collections.abc import Callable, Generator, Iterable, Iterator
 from email.utils import parsedate_to_datetime
@@ -57,6 +58,19 @@ __all__ = ["MessageView"]
 _ENVELOPE_STRINGS = ("date", "subject", "in-reply-to", "message-id")
 _ENVELOPE_ADDRESSES = ("from", "sender", "reply-to", "to", "cc", "bcc")
 _STRUCTURE_KEYS = {True: "bodystructure_bytes", False: "body_bytes"}
+#: Where a message/global part may be: "global" anywhere in the bytes (any case; a cheap first test).
+_GLOBAL = re.compile(rb"[Gg][Ll][Oo][Bb][Aa][Ll]")
+
+
+def _has_global(root: Part) -> bool:
+    """Whether the tree has a message/global part (parsed as a leaf: its children are not there to count)."""
+    todo = [root]
+    while todo:
+        p = todo.pop()
+        if p.content_type == "message/global":
+            return True
+        todo.extend(p.children)
+    return False
 
 
 def _out(text: str) -> str | bytes:
@@ -120,13 +134,16 @@ class MessageView:
     """
 
     __slots__ = ("raw", "limits", "_tree", "_top", "_top_fields", "_top_fields_end", "_data_cache", "_memo",
-                 "_parts", "_fields_seen", "_on_grow", "_weighed")
+                 "_parts", "_fields_seen", "_on_grow", "_weighed", "global_messages", "_rev2")
 
     def __init__(self, raw: bytes, limits: MimeLimits = DEFAULT_LIMITS,
-                 on_grow: Callable[[int], None] | None = None) -> None:
-        """`on_grow(delta)` is told each time the view's weight changes (a cache keeps its budget with it)."""
+                 on_grow: Callable[[int], None] | None = None, global_messages: bool = False) -> None:
+        """`on_grow(delta)` is told each time the view's weight changes (a cache keeps its budget with it).
+        `global_messages`: message/global parts are encapsulated messages (IMAP4rev2; see rev2_steps)."""
         self.raw = bytes(raw)
         self.limits = limits
+        self.global_messages = global_messages
+        self._rev2: MessageView | None = None
         self._on_grow = on_grow
         self._tree: Part | None = None
         self._top: tuple[int, int] | None = None
@@ -162,7 +179,7 @@ class MessageView:
         `for _ in view.prepare(["BODYSTRUCTURE"]): yield`; then `bodystructure_bytes()` answers at once."""
         wanted = set(items)
         if wanted & {"TREE", "BODYSTRUCTURE", "BODY"} and self._tree is None:
-            tree = yield from parse_steps(self.raw, self.limits)
+            tree = yield from parse_steps(self.raw, self.limits, global_messages=self.global_messages)
             if self._tree is None:
                 self._set_tree(tree)
         for extended, name in ((True, "BODYSTRUCTURE"), (False, "BODY")):
@@ -177,6 +194,26 @@ class MessageView:
             self.envelope_bytes()
         if "TEXT" in wanted and "text" not in self._memo:
             yield from self._text_steps()
+
+    def rev2_steps(self) -> Generator[None, None, MessageView]:
+        """The view an IMAP4rev2 session answers from: this one, unless the message has a message/global part.
+
+        Why two views of one message: RFC 9051 describes message/global like message/rfc822 (envelope, body,
+        lines; sections such as 2.HEADER go inside it), while IMAP4rev1's grammar allows only a basic body
+        for it (and Dovecot 2.3 answers that in every session). A message holding one gets a second view,
+        made once and kept here (its growth counted in the same cache budget); every other message is
+        answered by this view, after one C-speed search for "global" in its bytes."""
+        if self._rev2 is None:
+            rev2 = self
+            if not self.global_messages and _GLOBAL.search(self.raw) is not None:
+                if self._tree is None:
+                    tree = yield from parse_steps(self.raw, self.limits)
+                    if self._tree is None:
+                        self._set_tree(tree)
+                if _has_global(self.tree):
+                    rev2 = MessageView(self.raw, self.limits, self._on_grow, global_messages=True)
+            self._rev2 = rev2
+        return self._rev2
 
     # --- lazy structure -----------------------------------------------------------------------------
     def _top_header(self) -> tuple[int, int]:
@@ -228,7 +265,7 @@ class MessageView:
     @property
     def tree(self) -> Part:
         if self._tree is None:
-            self._set_tree(run_steps(parse_steps(self.raw, self.limits)))
+            self._set_tree(run_steps(parse_steps(self.raw, self.limits, global_messages=self.global_messages)))
         assert self._tree is not None
         return self._tree
 
@@ -483,7 +520,7 @@ class MessageView:
                 after += self._ext_common(d)
             return before, part.children, after
         if part.kind == "message":
-            out: list[ImapValue] = ["message", "rfc822"]
+            out: list[ImapValue] = ["message", "global" if part.content_type == "message/global" else "rfc822"]
             text = False
         elif self._opaque(part, d):
             out = ["application", "octet-stream"]
@@ -515,8 +552,7 @@ class MessageView:
             return out + tail, children, []
         return out, children, tail
 
-    @staticmethod
-    def _opaque(part: Part, d: _PartData) -> bool:
+    def _opaque(self, part: Part, d: _PartData) -> bool:
         """A leaf whose type says it has structure that was not parsed: a multipart or message/rfc822 part a
         limit kept us from entering, a "multipart" without a subtype, a digest entry past the limits. Dovecot
         reports such a "truncated" part as application/octet-stream (keeping its parameters), not as what its
@@ -526,7 +562,9 @@ class MessageView:
         if d.type is None:
             return part.in_digest
         kind = d.type.lower()
-        return kind == "multipart" or (kind == "message" and (d.subtype or "").lower() == "rfc822")
+        sub = (d.subtype or "").lower()
+        return kind == "multipart" or (kind == "message" and (sub == "rfc822"
+                                                              or (sub == "global" and self.global_messages)))
 
     def _structure(self, part: Part, extended: bool) -> list[ImapValue]:
         """The value model of one part (recursive: nesting is bounded by MimeLimits.max_depth)."""
@@ -687,7 +725,7 @@ class MessageView:
 
     def _text_steps(self) -> Generator[None, None, str]:
         if self._tree is None:
-            self._set_tree((yield from parse_steps(self.raw, self.limits)))
+            self._set_tree((yield from parse_steps(self.raw, self.limits, global_messages=self.global_messages)))
         chunks: list[str] = []
         done = 0
         todo = [self.tree]
