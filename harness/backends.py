@@ -23,6 +23,9 @@ from recall_lab.fake_servers.store.dovecot import DovecotAccess, DovecotStore
 from recall_lab.harness.config import DomainConfig
 from recall_lab.harness.dovecot import DovecotError, DovecotServer, dovecot_binary
 
+#: Dovecot's hidden namespace for what its clients expunge (lazy_expunge): the lab's Recoverable Items read it.
+EXPUNGED = ".EXPUNGED/"
+
 
 class BackendError(Exception):
     """A backend could not start (Dovecot missing or failing): one line, fit for the CLI."""
@@ -53,10 +56,13 @@ def lmtp_available() -> bool:
 
 
 async def open_backend(dc: DomainConfig, *, host: str, mail_dir: Path | None,
-                       password_of: Callable[[str], str | None]) -> Backend:
+                       password_of: Callable[[str], str | None], watch: bool = True,
+                       tls_files: tuple[Path, Path] | None = None) -> Backend:
     """The backend `dc.backend` names. `mail_dir`: where the mail is kept across runs (the lab's
     `--store maildir:DIR` gives DIR/<domain>/...; None: in memory, or in Dovecot's private run dir).
-    `password_of(user)`: the account's password (the domain's accounts), for Dovecot's user database."""
+    `password_of(user)`: the account's password (the domain's accounts), for Dovecot's user database.
+    `watch`: publish other clients' changes as they happen (DovecotAccess.watch). `tls_files`: (certificate
+    chain, key) PEM files: Dovecot then offers STARTTLS and refuses a login before it, as the lab's IMAP does."""
     if dc.backend == "lab":
         store = open_store(f"maildir:{mail_dir}") if mail_dir is not None else open_store("memory")
         return Backend(store)
@@ -67,9 +73,12 @@ async def open_backend(dc: DomainConfig, *, host: str, mail_dir: Path | None,
     if not lmtp_available():
         raise BackendError(f"{dc.name}: backend dovecot needs Dovecot's LMTP server (apt-get install dovecot-lmtpd)")
     conf_dir = Path(tempfile.mkdtemp(prefix=f"lab-{dc.name}-dovecot-"))
-    server = DovecotServer(conf_dir, dict(dc.users), mail_root=mail_dir, host=host, lmtp=True)
+    server = DovecotServer(conf_dir, dict(dc.users), mail_root=mail_dir, host=host, lmtp=True, tls=tls_files,
+                           plaintext_login=tls_files is None, lazy_expunge=EXPUNGED)
     try:
-        await asyncio.to_thread(server.start)
+        # started from the loop's own thread, not a worker thread: Dovecot is told to stop when the thread that
+        # started it ends (harness/dovecot.py), and the loop's thread lives as long as the lab (~0.2 s blocked)
+        server.start()
     except DovecotError as exc:
         shutil.rmtree(conf_dir, ignore_errors=True)
         raise BackendError(f"{dc.name}: Dovecot did not start: {str(exc).splitlines()[-1]}") from None
@@ -79,7 +88,7 @@ async def open_backend(dc: DomainConfig, *, host: str, mail_dir: Path | None,
             server.add_user(user, password_of(user) or secrets.token_hex(16))
 
     access = DovecotAccess(host, server.port, server.lmtp_port, server.master_password, server.login_as,
-                           provision=provision)
+                           provision=provision, watch=watch, expunged_prefix=EXPUNGED)
     backend = Backend(DovecotStore(access), Endpoint(host, server.port), "dovecot", server)
     backend._cleanup.append(lambda: shutil.rmtree(conf_dir, ignore_errors=True))
     return backend

@@ -74,6 +74,17 @@ def dovecot_binary() -> str | None:
     return None
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: Linux sends Dovecot's master SIGTERM when the thread that started it ends, so
+    a lab killed outright (SIGKILL, a crash) leaves no Dovecot behind; elsewhere nothing happens."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port that was free a moment ago (bind to 0, read it, close): Dovecot cannot be given port 0."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -143,6 +154,7 @@ class DovecotServer:
         tls: tuple[Path, Path] | None = None,
         plaintext_login: bool = True,
         lmtp: bool = False,
+        lazy_expunge: str | None = None,
     ) -> None:
         for user, password in users.items():
             _check_account(user, password)
@@ -156,6 +168,9 @@ class DovecotServer:
             raise ValueError("plaintext_login=False needs tls: nobody could log in")
         self.token = secrets.token_hex(6)
         self.lmtp = lmtp
+        #: With a prefix such as ".EXPUNGED/": Dovecot's lazy_expunge plugin keeps every message a client expunges
+        #: in `<prefix><mailbox>`, a hidden namespace (the lab's Recoverable Items read it from there).
+        self.lazy_expunge = lazy_expunge
         #: The master user (RFC-less Dovecot feature): `login_as(user)` + this password opens `user`'s mailboxes
         #: for an administrator (the lab's policies) without knowing the user's password.
         self.master_user = "labmaster"
@@ -221,6 +236,7 @@ class DovecotServer:
                     stdout=stderr,
                     stderr=stderr,
                     start_new_session=True,  # a Ctrl-C in the test runner must not race our orderly stop
+                    preexec_fn=_die_with_parent,
                 )
             self._proc, self._port = proc, port
             if self._await_greeting(proc, port):
@@ -392,6 +408,9 @@ mail_gid = {ident["mail_group"]}
 first_valid_uid = 1
 mail_location = maildir:{self.mail_root}/%Lu
 mail_max_userip_connections = 200
+# IDLE learns of changes through inotify; a Linux user has 128 instances by default, shared by every Dovecot
+# of the machine. Past that, Dovecot looks every mailbox_idle_check_interval: 1 s instead of 30 s
+mailbox_idle_check_interval = 1 secs
 auth_master_user_separator = *
 passdb {{
   driver = passwd-file
@@ -423,7 +442,7 @@ service imap-login {{
     port = 0
   }}
 {chroot}}}
-{self._lmtp_config()}service anvil {{
+{self._lmtp_config()}{self._lazy_expunge_config()}service anvil {{
   # no growing delay after failed logins (tests try wrong passwords on purpose): auth cannot open this socket
   unix_listener anvil-auth-penalty {{
     mode = 0
@@ -439,6 +458,25 @@ service stats {{
 }}
 """
         self.config_path.write_text(text)
+
+    def _lazy_expunge_config(self) -> str:
+        """lazy_expunge into a hidden namespace of its own (not listed, no LIST "" "*" shows it), under the user's
+        home: what a client expunges stays readable there, by mailbox name, until the lab takes it."""
+        if not self.lazy_expunge:
+            return ""
+        return f"""mail_plugins = $mail_plugins lazy_expunge
+namespace expunged {{
+  prefix = {self.lazy_expunge}
+  separator = /
+  hidden = yes
+  list = no
+  location = maildir:{self.mail_root}/.lab-expunged/%Lu
+}}
+plugin {{
+  lazy_expunge = {self.lazy_expunge}
+  lazy_expunge_only_last_instance = yes
+}}
+"""
 
     def _lmtp_config(self) -> str:
         """The LMTP listener (loopback, our port) when asked for; recipients are looked up as IMAP logins are."""

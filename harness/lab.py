@@ -87,14 +87,19 @@ class Lab(MailHelpers):
                  transcripts: TranscriptRecorder | None = None, relay_connections: int = 2,
                  imap: bool = True, clock: Callable[[], float] = time.monotonic, web: bool = True,
                  web_port: int = 0, web_token: str | None = None, tls_cafile: str | Path | None = None,
-                 tls_handshake_timeout: float = 10.0) -> None:
+                 tls_handshake_timeout: float = 10.0, watch_backends: bool = True,
+                 tls_files: tuple[Path, Path] | None = None) -> None:
         """`tls`: a server-side context; every port offers STARTTLS and each domain also listens for IMAPS and
         submission over implicit TLS (`tls_cafile`: the CA file a client trusts, named in the endpoints JSON;
         `tls_handshake_timeout`: seconds a client of an implicit-TLS port has to finish its handshake).
         `web`: start the lab's web server (webmail, console, HTTP API; docs/web.md) on `host`:`web_port`
         (0: an ephemeral port) with `web_token` (None: a random one; required on a non-loopback host).
         `clock`: the seconds every domain's policies keep time by (retention's age in Trash, the delayed-send
-        window); a scenario on simulated time passes its clock here instead of patching a running policy."""
+        window); a scenario on simulated time passes its clock here instead of patching a running policy.
+        `watch_backends`: a domain on Dovecot publishes its own clients' changes as they happen (one NOTIFY
+        connection per user); off, they are published at the next read of the store or `wait_idle`.
+        `tls_files`: the PEM files `tls` was made from (certificate chain, key: may be one file), which a domain
+        on Dovecot needs to offer STARTTLS too."""
         self.config = config or default_config()
         self.clock = clock
         self.store_spec = store
@@ -109,6 +114,8 @@ class Lab(MailHelpers):
         self.web_enabled = web
         self.web_port = web_port
         self.web_token = web_token
+        self.watch_backends = watch_backends
+        self.tls_files = tls_files
         self.web: Any = None  # recall_lab.harness.web.WebServer once started
         #: What every domain of the lab did (accepted, relayed, each policy's events): one feed, one order.
         self.activity = Activity()
@@ -140,6 +147,9 @@ class Lab(MailHelpers):
                 # refused before anything listens: no server of the lab is reachable from elsewhere by accident
                 raise LabStartError(f"the web server would listen on {self.host}, which is not a loopback "
                                     "address: set a token explicitly (--web-token) to serve there")
+        if self.tls is not None and self.tls_files is None and any(d.backend == "dovecot" for d in self.config.domains):
+            raise LabStartError("a domain on Dovecot offers TLS only with the certificate's files (tls_files=, "
+                                "or serve --tls auto / --tls-cert)")
         try:
             load_policy_modules(self.config.policy_modules)
         except ImportError as exc:
@@ -151,7 +161,8 @@ class Lab(MailHelpers):
                 mail_dir = (root / dc.name / ("dovecot" if dc.backend == "dovecot" else "mail")
                             if root is not None else None)
                 backend = await open_backend(dc, host=self.host, mail_dir=mail_dir,
-                                             password_of=self._password_lookup(dc.name))
+                                             password_of=self._password_lookup(dc.name),
+                                             watch=self.watch_backends, tls_files=self.tls_files)
                 self._backends[dc.name] = backend
                 store = backend.store
                 self._stores[dc.name] = store
@@ -368,7 +379,7 @@ class Lab(MailHelpers):
         out: dict[str, Any] = {}
         for dc in self.config.domains:
             server = self._servers.get(dc.name)
-            entry: dict[str, Any] = {"role": dc.role, "starttls": self.tls is not None}
+            entry: dict[str, Any] = {"role": dc.role, "starttls": self.tls is not None, "backend": dc.backend}
             if server is not None:
                 imap = server.imap
                 if imap is not None:

@@ -158,7 +158,7 @@ def lab_config(mode: str, policies: dict[str, Any], slots: int, base: LabConfig 
             held = [f"{cast_user('held', k)}@{ORG}" for k in range(slots)]
             pols["legal_hold"] = sorted(set(pols.get("legal_hold", [])) | set(held))
         domains.append(DomainConfig(name=dc.name, role=dc.role, users=users, policies=pols, pipeline=dc.pipeline,
-                                    max_message_size=dc.max_message_size))
+                                    max_message_size=dc.max_message_size, backend=dc.backend))
     names = {d.name for d in domains}
     if ORG not in names or EXTERNAL not in names:
         raise ConfigError(f"the scenarios need the domains {ORG} and {EXTERNAL} in the lab config")
@@ -216,8 +216,9 @@ async def _run_group(group: Group, options: MatrixOptions, finished: Callable[[T
     # when the lab is built, never patched into a running policy.
     server_clock = shared.now if shared is not None else time.monotonic
     web = {"web_port": web_port, "web_token": options.web_token} if web_port is not None else {}
+    # a domain on Dovecot: its clients' changes are published at the engine's settle points (Lab.wait_idle)
     async with Lab(config, store="memory", transcripts=recorder, port_base=port_base, clock=server_clock,
-                   **web) as lab:
+                   watch_backends=options.realtime, **web) as lab:
 
         def clock_factory() -> SimClock:
             return WallClock(options.speed) if options.realtime else SimClock()

@@ -99,6 +99,15 @@ class DovecotAccess:
     timeout: float = 10.0
     #: Master-user IMAP connections kept open (one per user; the least recently used is logged out).
     max_connections: int = 64
+    #: Keep a NOTIFY connection per user while a loop runs, so that other clients' changes are published within
+    #: Dovecot's notification delay. Off: they are published at the next read or `sync()`. Each watcher costs
+    #: Dovecot an inotify instance, of which a Linux user has 128 by default (shared by every Dovecot of the
+    #: machine): a run of many short-lived users (the matrix) syncs at its settle points instead.
+    watch: bool = True
+    #: The hidden namespace where Dovecot's lazy_expunge plugin keeps what a client expunges (".EXPUNGED/"), or
+    #: None. With it, a client's expunge over Dovecot's own IMAP reaches the removal listeners too (the lab's
+    #: Recoverable Items), read from there, once the store sees it; the copy is then cleared.
+    expunged_prefix: str | None = None
 
 
 @dataclass(slots=True)
@@ -344,6 +353,8 @@ class DovecotStore(MailStore):
         except BaseException:
             del self._accounts[key]
             raise
+        if not self.access.watch:
+            return
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -476,11 +487,13 @@ class DovecotStore(MailStore):
         box.uidvalidity, box.highestmodseq, box.uidnext = uidvalidity, modseq, uidnext
         box.unseen = status.get("UNSEEN", 0)
         if gone:
-            for uid in gone:
-                record = box.records.pop(uid)
-                account.index.remove(record.message_id, box.name, uid)
+            removed = [box.records.pop(uid) for uid in gone]
+            for record in removed:
+                account.index.remove(record.message_id, box.name, record.uid)
             if announce:
                 self._bus.publish(MessagesExpunged(account.name, box.name, gone, modseq, origin))
+            if origin is None and announce:  # somebody else's expunge: Dovecot's lazy_expunge kept the bytes
+                self._take_expunged(account, box.name, removed)
         for uid, data in sorted(changed.items()):
             old = box.records.get(uid)
             if old is None or b"FLAGS" not in data:
@@ -505,6 +518,65 @@ class DovecotStore(MailStore):
                 self._bus.publish(MessageAppended(account.name, box.name, record, origin))
         if uids and list(box.records) != sorted(box.records):
             box.records = dict(sorted(box.records.items()))
+
+    def _expunged_copies(self, account: _Account, mailbox: str) -> tuple[str, dict[int, Any]]:
+        """The lazy_expunge mailbox of `mailbox` and its messages (UID -> FETCH data); empty when it has none."""
+        prefix = self.access.expunged_prefix
+        assert prefix is not None
+        lazy = prefix + mailbox
+
+        def work(conn: _Connection) -> dict[int, Any]:
+            try:
+                conn.select(lazy, readonly=False)
+            except _Refused:
+                return {}  # nothing was ever expunged from that mailbox
+            uids = list(parse_message_list(conn.run("UID", "SEARCH", "ALL", want="SEARCH")))
+            if not uids:
+                return {}
+            return parse_fetch_response(conn.run("UID", "FETCH", _uid_set(uids), _META, want="FETCH"), False, True)
+
+        return lazy, self._call(account.name, work)
+
+    def _clear_expunged(self, account: _Account, lazy: str, uids: Iterable[int]) -> None:
+        targets = sorted(uids)
+        if not targets:
+            return
+
+        def work(conn: _Connection) -> None:
+            conn.select(lazy, readonly=False)
+            conn.run("UID", "STORE", _uid_set(targets), "+FLAGS.SILENT", "(\\Deleted)")
+            conn.run("UID", "EXPUNGE", _uid_set(targets))
+
+        self._call(account.name, work)
+
+    def _take_expunged(self, account: _Account, mailbox: str, removed: list[MessageRecord]) -> None:
+        """A client expunged `removed` from `mailbox` over Dovecot's IMAP: hand Dovecot's lazy copies to the
+        removal listeners (matched by Message-ID, else in order), then clear them."""
+        if self.access.expunged_prefix is None or not removed:
+            return
+        lazy, copies = self._expunged_copies(account, mailbox)
+        if not copies:
+            return
+        unmatched = sorted(copies)
+        source: dict[int, int] = {}  # the removed record's UID -> the UID of its copy
+        for record in removed:
+            match = next((u for u in unmatched if record.message_id is not None and
+                          extract_message_id(next((v for k, v in copies[u].items() if k.startswith(b"BODY[HEADER")),
+                                                  b"") or b"") == record.message_id), None)
+            if match is None and unmatched and record.message_id is None:
+                match = unmatched[0]
+            if match is not None:
+                unmatched.remove(match)
+                source[record.uid] = match
+        kept = [r for r in removed if r.uid in source]
+        if kept and self._removal_listeners:
+            def read(uid: int) -> bytes:
+                if uid not in source:
+                    raise NoSuchMessage(f"UID {uid} is not being removed")
+                return self.fetch_raw(account.name, lazy, source[uid])
+
+            self._tell_removal(MessagesRemoving(account.name, mailbox, tuple(kept), None, "expunge", read))
+        self._clear_expunged(account, lazy, copies)
 
     def _box(self, user: str, name: str, origin: object | None = None) -> tuple[_Account, _Box]:
         """The mailbox, synced with Dovecot; NoSuchMailbox when Dovecot has none of that name."""
@@ -830,6 +902,9 @@ class DovecotStore(MailStore):
 
         self._call(account.name, work)
         self._sync_box(account, box, origin)
+        if self.access.expunged_prefix is not None:  # told above, before the bytes went: Dovecot's copies go
+            lazy, copies = self._expunged_copies(account, box.name)
+            self._clear_expunged(account, lazy, copies)
         return [u for u in targets if u not in box.records]
 
     def _announce_removal(self, account: _Account, box: _Box, records: list[MessageRecord], origin: object | None,
@@ -843,13 +918,16 @@ class DovecotStore(MailStore):
                 raise NoSuchMessage(f"UID {uid} is not being removed")
             return self.fetch_raw(account.name, box.name, uid)
 
-        removing = MessagesRemoving(account.name, box.name, tuple(sorted(records, key=lambda r: r.uid)), origin,
-                                    cause, read)
+        self._tell_removal(MessagesRemoving(account.name, box.name, tuple(sorted(records, key=lambda r: r.uid)),
+                                            origin, cause, read))
+
+    def _tell_removal(self, removing: MessagesRemoving) -> None:
         for listener in tuple(self._removal_listeners):
             try:
                 listener(removing)
             except Exception:  # noqa: BLE001 - a listener must not stop the removal
-                log.exception("store removal listener %r failed on %s/%s", listener, account.name, box.name)
+                log.exception("store removal listener %r failed on %s/%s", listener, removing.user,
+                              removing.mailbox)
 
     def claim_recent(self, user: str, mailbox: str, uids: Iterable[int]) -> set[int]:
         return set()  # \Recent is Dovecot's to give: its IMAP sessions, not this store, hand it out

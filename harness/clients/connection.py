@@ -214,12 +214,14 @@ class ImapConnection:
 
     async def notify_set(self, mailboxes: Sequence[str], events: str = "MessageNew MessageExpunge FlagChange") \
             -> None:
-        """NOTIFY SET (mailboxes (...) (events)) (RFC 5465): STATUS lines for changes in those mailboxes (the
-        selected one excepted) reach `on_untagged`, during IDLE and between commands."""
+        """NOTIFY SET (selected (events)) (mailboxes (...) (events)) (RFC 5465): STATUS lines for changes in those
+        mailboxes reach `on_untagged`, during IDLE and between commands, and the selected one keeps its EXISTS,
+        EXPUNGE and FETCH: once NOTIFY is set, a server sends those only when the SELECTED filter asks
+        (Dovecot keeps to it; a client that leaves it out hears nothing of its own folder)."""
         names = " ".join(quote_mailbox(name) for name in mailboxes)
         protocol = self._protocol
-        command = aioimaplib.Command("NOTIFY", protocol.new_tag(), "SET", f"(mailboxes ({names}) ({events}))",
-                                     loop=protocol.loop)
+        command = aioimaplib.Command("NOTIFY", protocol.new_tag(), "SET",
+                                     f"(selected ({events})) (mailboxes ({names}) ({events}))", loop=protocol.loop)
         await self._checked(protocol.execute(command), "NOTIFY SET")
 
     async def select(self, mailbox: str = "INBOX", *, condstore: bool = False,

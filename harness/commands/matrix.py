@@ -259,6 +259,62 @@ def render_sweep(sweep: Any) -> Any:
     return table
 
 
+def with_backends(base: Any, choices: Sequence[str]) -> Any:
+    """The base config (default: the built-in lab) with `--backend DOMAIN=KIND` applied; usage errors exit 2."""
+    if not choices:
+        return base
+    from recall_lab.harness.config import ConfigError, default_config, parse_backend_options
+
+    config = base if base is not None else default_config()
+    try:
+        config.set_backends(parse_backend_options(choices))
+    except ConfigError as exc:
+        raise CliError(str(exc), code=EXIT_USAGE) from None
+    return config
+
+
+def compare_runs(out: Console, base: Any, *, runs: list[Scenario], trials: int, seed: str,
+                 modes: tuple[str, ...], concurrency: int, workers: int | None, quiet: bool,
+                 json_path: Path | None, html_path: Path | None, sweep: str | None, realtime: bool) -> None:
+    """`--compare-backends`: the matrix on the lab's own servers, then on the chosen backends, same seed."""
+    import copy
+    import json
+
+    from recall_lab.harness.report.backend_compare import (
+        compare_results,
+        comparison_json,
+        comparison_notes,
+        render_comparison,
+    )
+
+    if base is None or all(d.backend == "lab" for d in base.domains):
+        raise CliError("--compare-backends needs --backend DOMAIN=dovecot (or a config with a backend)",
+                       code=EXIT_USAGE)
+    if sweep is not None or html_path is not None or realtime:
+        raise CliError("--compare-backends takes --json only (not --sweep, --html or --realtime)", code=EXIT_USAGE)
+    own = copy.deepcopy(base)
+    for domain in own.domains:
+        domain.backend = "lab"
+    chosen = ", ".join(f"{d.name}={d.backend}" for d in base.domains if d.backend != "lab")
+    second_name = "/".join(sorted({d.backend for d in base.domains if d.backend != "lab"}))
+    results = []
+    for config in (own, base):
+        options = make_options(runs, trials, seed, modes, concurrency, False, DEFAULT_SPEED, config, None,
+                               workers=workers)
+        results.append(run_matrix_sync(options))
+    comparison = compare_results(results[0], results[1], "lab", second_name)
+    if json_path is not None:
+        json_path.write_text(json.dumps(comparison_json(comparison), indent=1))
+    if not quiet:
+        out.print(render_comparison(comparison))
+        out.print(f"backends: {chosen}; seed {results[0].seed}, {trials} trials per row and mode",
+                  highlight=False, markup=False)
+        for line in comparison_notes(comparison):
+            out.print(line, highlight=False, markup=False, soft_wrap=True)
+        if json_path is not None:
+            out.print(f"wrote {json_path}", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("matrix")
     def matrix(
@@ -289,6 +345,14 @@ def register(app: typer.Typer) -> None:
         sweep: Annotated[str | None, typer.Option("--sweep", help="Also run each condition with the recall at "
                                                   "fixed delays: recall-delay=30,120,600,1800,3600 (s, m, h).")
                          ] = None,
+        backend: Annotated[list[str] | None, typer.Option(
+            "--backend", metavar="DOMAIN=KIND",
+            help="Who keeps a domain's mail in every lab: lab or dovecot (repeatable; docs/dovecot-backend.md).")
+        ] = None,
+        compare_backends: Annotated[bool, typer.Option(
+            "--compare-backends", help="Run twice with the same seed, every domain on the lab's own server, then "
+                                       "as --backend says; print the two side by side with each difference.")
+        ] = False,
     ) -> None:
         """Run N trials of each scenario in each recall mode over the real servers; print the table."""
         from recall_lab.harness.report.table import (
@@ -312,7 +376,12 @@ def register(app: typer.Typer) -> None:
         plan = sweep_plan(chosen, sweep)
         runs = chosen + (plan.points() if plan is not None else [])
         check_outputs(json_path, html_path)
-        base = load_base_config(config)
+        base = with_backends(load_base_config(config), backend or [])
+        if compare_backends:
+            compare_runs(out, base, runs=chosen, trials=trials, seed=seed, modes=modes, concurrency=concurrency,
+                         workers=workers, quiet=quiet, json_path=json_path, html_path=html_path,
+                         sweep=sweep, realtime=realtime)
+            return
         err = Console(stderr=True)
         hint = trials * sum(len([m for m in modes if m in s.modes]) for s in runs)
         with progress_bar(hint, not quiet, err) as progress:

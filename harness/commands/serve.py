@@ -25,7 +25,14 @@ from recall_lab.fake_servers.guard import EpisodeGate
 from recall_lab.harness.cli import CliError
 from recall_lab.harness.commands.log_output import EventLog, LogFormat, output_console
 from recall_lab.harness.commands.tls import AutoTls, auto_context, server_context
-from recall_lab.harness.config import ConfigError, LabConfig, default_config, limits_from_dict, load_config
+from recall_lab.harness.config import (
+    ConfigError,
+    LabConfig,
+    default_config,
+    limits_from_dict,
+    load_config,
+    parse_backend_options,
+)
 from recall_lab.harness.lab import Lab, LabStartError
 
 
@@ -126,12 +133,12 @@ def _print_table(endpoints: dict, store: str) -> None:
 
 
 async def _serve(config: LabConfig, *, store: str, host: str, port_base: int | None, as_json: bool,
-                 endpoints_file: Path | None, tls: ssl.SSLContext | None = None, web: bool = True,
+                 endpoints_file: Path | None, tls_files: tuple[Path, Path] | None = None, tls: ssl.SSLContext | None = None, web: bool = True,
                  web_port: int = 0, web_token: str | None = None, advertise_host: str | None = None,
                  tls_cafile: Path | None = None, event_log: EventLog | None = None) -> None:
     _quiet_accept_errors(asyncio.get_running_loop())
     lab = Lab(config, store=store, host=host, port_base=port_base, tls=tls, web=web, web_port=web_port,
-              web_token=web_token, tls_cafile=tls_cafile)
+              web_token=web_token, tls_cafile=tls_cafile, tls_files=tls_files)
     try:
         await lab.start()
     except LabStartError as exc:
@@ -221,6 +228,10 @@ def register(app: typer.Typer) -> None:
         fault_seed: Annotated[int | None, typer.Option(
             "--fault-seed", help="Seed of every domain's fault generator (default: the config's, else 0).")
         ] = None,
+        backend: Annotated[list[str] | None, typer.Option(
+            "--backend", metavar="DOMAIN=KIND",
+            help="Who keeps a domain's mail: lab (default) or dovecot, a private Dovecot the lab starts "
+                 "(repeatable; docs/dovecot-backend.md).")] = None,
         capture: Annotated[bool, typer.Option(
             "--capture", help="Also run capture mode: SMTP that takes any sender and recipient (AUTH optional), "
                               "IMAP where each recipient logs in (docs/testing-your-app.md).")] = False,
@@ -245,6 +256,10 @@ def register(app: typer.Typer) -> None:
             cfg.limits = limits_from_dict({k: v for k, v in flags.items() if v is not None}, cfg.limits)
         except ConfigError as exc:
             raise CliError(f"--{str(exc).removeprefix('limits.').replace('_', '-')}", code=2) from None
+        try:
+            cfg.set_backends(parse_backend_options(backend or []))
+        except ConfigError as exc:
+            raise CliError(str(exc), code=2) from None
         if capture and cfg.capture is None:
             cfg.capture = CaptureSettings()
         blocks = len(cfg.domains) + (1 if cfg.capture is not None else 0)  # the capture's block follows
@@ -268,7 +283,9 @@ def register(app: typer.Typer) -> None:
             verbose = max(verbose, 1)
         event_log = EventLog(sys.stderr, log_format or LogFormat.text, verbose) if verbose else None
         try:
-            asyncio.run(_serve(cfg, store=store, host=host, port_base=port_base, as_json=json_,
+            tls_files = ((auto.directory / "server.pem", auto.directory / "server.pem") if auto is not None
+                         else (tls_cert, tls_key or tls_cert) if tls_cert is not None else None)
+            asyncio.run(_serve(cfg, store=store, host=host, port_base=port_base, as_json=json_, tls_files=tls_files,
                                endpoints_file=endpoints_file, tls=tls, web=not no_web, web_port=web_port,
                                web_token=web_token, advertise_host=advertise_host,
                                tls_cafile=auto.cafile if auto is not None else None, event_log=event_log))

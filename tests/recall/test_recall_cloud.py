@@ -31,6 +31,7 @@ from .conftest import (
     FRANK,
     GRACE,
     HEIDI,
+    ORG_ON_BOTH_BACKENDS,
     TIMEOUT,
     IdleWatcher,
     locations,
@@ -44,6 +45,11 @@ from .conftest import (
 )
 
 S = RecallStatus
+
+#: Every row of the table with the organisation on the lab's own server and on Dovecot.
+pytestmark = ORG_ON_BOTH_BACKENDS
+#: Where Dovecot differs, and why (strict xfails: tests/recall/conftest.py).
+DOVECOT_DIFFERS: dict[str, str] = {}
 
 
 async def recall(lab, mid, **kw):
