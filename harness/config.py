@@ -204,16 +204,6 @@ class LabConfig:
             domain.backend = kind
 
 
-def parse_backend_options(values: Iterable[str]) -> dict[str, str]:
-    """`corp.example=dovecot` (repeatable) -> {"corp.example": "dovecot"}; ConfigError for a malformed one."""
-    out: dict[str, str] = {}
-    for value in values:
-        name, sep, kind = value.partition("=")
-        if not sep or not name.strip() or not kind.strip():
-            raise ConfigError(f"--backend {value}: use DOMAIN=KIND, e.g. corp.example=dovecot")
-        out[name.strip().lower()] = kind.strip().lower()
-    return out
-
     def to_dict(self) -> dict[str, Any]:
         defaults = GuardLimits()
         limits = {key: getattr(self.limits, key) for key in LIMIT_KEYS  # what was set, not what was derived
@@ -260,6 +250,17 @@ def parse_backend_options(values: Iterable[str]) -> dict[str, str]:
                      policy_modules=list(modules), **kw)
         check_policy_settings(config)
         return config
+
+
+def parse_backend_options(values: Iterable[str]) -> dict[str, str]:
+    """`corp.example=dovecot` (repeatable) -> {"corp.example": "dovecot"}; ConfigError for a malformed one."""
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, kind = value.partition("=")
+        if not sep or not name.strip() or not kind.strip():
+            raise ConfigError(f"--backend {value}: use DOMAIN=KIND, e.g. corp.example=dovecot")
+        out[name.strip().lower()] = kind.strip().lower()
+    return out
 
 
 def limits_from_dict(table: Any, base: GuardLimits | None = None) -> GuardLimits:

@@ -23,9 +23,9 @@ BACKEND_DIFFERENCES: dict[str, str] = {
     "push": "Dovecot tells IDLE and NOTIFY clients of a change in batches, about 0.5 s after it (measured: "
             "scripts/bench_imap.py, IDLE push p50 ~510 ms vs under 1 ms on the lab's server); on the simulated "
             "clock of a trial this changes nothing, on the wall clock (--realtime, serve) a client learns late",
-    "recoverable": "a message a client expunges over Dovecot's own IMAP is gone before the lab hears of it: the "
-                   "lab's Recoverable Items keep only what the lab removes (a recall, retention, a purge); "
-                   "Dovecot's answer would be its lazy_expunge plugin, not configured here",
+    "recoverable": "a message a client expunges over Dovecot's own IMAP reaches the lab's Recoverable Items "
+                   "from Dovecot's lazy_expunge copy when the store next looks (a settle point, or within the "
+                   "NOTIFY delay in serve), not before the bytes go as on the lab's server",
     "uids": "Dovecot starts a re-created mailbox at UID 1 (new UIDVALIDITY) and gives one MODSEQ to every "
             "message changed by one STORE; \\Recent is given by Dovecot's sessions (RFC 9051 allows all three)",
     "login": "Dovecot counts a loopback client as secure: it takes LOGIN before STARTTLS from 127.0.0.1, where "

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-import recall_lab.harness.lab as lab_module
+import recall_lab.harness.backends as backends_module
 from recall_lab.fake_servers.pipeline import register_policy, unregister_policy
 from recall_lab.fake_servers.store import base as store_base
 from recall_lab.harness.config import DomainConfig, LabConfig
@@ -38,7 +38,7 @@ async def test_any_store_error_while_opening_becomes_lab_start_error(tmp_path, m
     def locked(spec: str):
         raise Locked("Mail storage error: maildir is in use by\nanother process (pid 4242)")
 
-    monkeypatch.setattr(lab_module, "open_store", locked)
+    monkeypatch.setattr(backends_module, "open_store", locked)  # where the Lab's domains get their stores
     with pytest.raises(LabStartError) as info:
         await Lab(store=f"maildir:{tmp_path}").start()
     assert str(info.value) == f"cannot use store maildir:{tmp_path}: maildir is in use by another process (pid 4242)"
