@@ -33,7 +33,15 @@ from typing import Any
 from recall_lab.fake_servers.transcript import TranscriptLine, TranscriptRecorder
 from recall_lab.harness.config import ConfigError, DomainConfig, LabConfig, default_config, default_password
 from recall_lab.harness.scenarios.clock import SimClock, WallClock
-from recall_lab.harness.scenarios.engine import CAST, EXTERNAL, ORG, Observer, TrialEngine, cast_user
+from recall_lab.harness.scenarios.engine import (
+    CAST,
+    EXTERNAL,
+    ORG,
+    TRIAL_REPORT_DELAY,
+    Observer,
+    TrialEngine,
+    cast_user,
+)
 from recall_lab.harness.scenarios.model import MODES, Scenario
 from recall_lab.harness.scenarios.results import MatrixResult, TrialResult
 from recall_lab.harness.scenarios.timeline import plan_trial, trial_seed
@@ -155,6 +163,7 @@ def lab_config(mode: str, policies: dict[str, Any], slots: int, base: LabConfig 
         if dc.name == ORG:
             pols.update(policies)
             pols["recall_mode"] = mode
+            pols.setdefault("recall_report_delay", TRIAL_REPORT_DELAY)
             held = [f"{cast_user('held', k)}@{ORG}" for k in range(slots)]
             pols["legal_hold"] = sorted(set(pols.get("legal_hold", [])) | set(held))
         domains.append(DomainConfig(name=dc.name, role=dc.role, users=users, policies=pols, pipeline=dc.pipeline,

@@ -3,9 +3,11 @@
 Why a delivery policy: a recall is just another submitted message, and the organisation's server is the first
 party that sees it. In `cloud` mode (Exchange Online's cloud-based recall) the server intercepts it here and
 deletes the original from each local recipient's mailbox, in whatever folder it now is, through the store, so
-every IMAP session hears EXPUNGE/VANISHED at once; the sender gets the report in her INBOX before her SMTP client
-is even answered. In `legacy` mode (classic Outlook) the server only vouches for the recall (X-Recall-Verified)
-and delivers it; the recipients' desktop clients act and send notices, which the server vouches for the same way.
+every IMAP session hears EXPUNGE/VANISHED at once. The sender's Message Recall Report is a separate delivery
+filed after the recall has been processed, `recall_report_delay` seconds later by the domain's clock (Exchange
+Online produces it asynchronously; see "The report" below). In `legacy` mode (classic Outlook) the server only
+vouches for the recall (X-Recall-Verified) and delivers it; the recipients' desktop clients act and send notices,
+which the server vouches for the same way.
 
 A replace recall's replacement is delivered by this server itself, past the submission check of From, so it is
 held to that check (`trust.judge_replacement`): a replacement in anyone's name but the sender's makes the recall
@@ -25,6 +27,15 @@ files the report and ends the record. A server killed half-way finds the record 
 index, the replacement and the report are delivered only where their Message-ID is not yet), so the sender
 gets exactly one report, the one decided before the first copy went.
 
+The report: once the copies are gone (and the replacement delivered), the report waits `recall_report_delay`
+seconds by the domain's clock (`services.clock`), its write-ahead record still open. 0 (the default) files it
+from a background task on the next turn of the event loop, after the recall's SMTP reply (`Lab.wait_idle()`
+waits for it); a positive delay is kept by the policy's own timer, and a driver on simulated time files it at
+its planned instant (`file_report_now`, `file_due_reports`). Nothing is lost on the way: a domain that stops
+with a report pending files it at once while stopping (`stop`), and one killed before that finds the open record
+when it starts again and files the report then (`start`). The legacy mode's first report (each local recipient
+`pending`) is filed at once, as before: the recipients' clients answer later with notices.
+
 Settings (the domain's `policies` table; the Exchange Online setting each stands for in brackets):
     recall_mode = "cloud" | "legacy" | "off"   (default "cloud"; "classic" = "legacy": what Exchange falls back to
                                                 with -MessageRecallEnabled $false; "off": a server without recall)
@@ -43,6 +54,10 @@ Settings (the domain's `policies` table; the Exchange Online setting each stands
     recall_step_delay = 0                      (cloud: seconds between one recipient's mailbox and the next;
                                                 shows a recall's progress to IMAP clients, and lets a test stop
                                                 the server half-way; 0 removes every copy at once)
+    recall_report_delay = 0                    (cloud: seconds from the recall's processing to its report;
+                                                no Microsoft figure is available, so 0, "as soon as processed",
+                                                is the lab's assumption; at most 86400, the third-party "retries
+                                                for up to 24 hours")
 """
 
 from __future__ import annotations
@@ -50,6 +65,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -60,6 +76,7 @@ from email.parser import BytesHeaderParser
 from email.utils import make_msgid
 from typing import Any
 
+from recall_lab.fake_servers.background import cancel_and_wait
 from recall_lab.fake_servers.mime_limits import MimeLimits, check_message
 from recall_lab.fake_servers.pipeline import Delivery, DomainServices, Verdict
 from recall_lab.fake_servers.recall.format import (
@@ -99,6 +116,8 @@ ORIGIN = "recall"
 OPERATION_KIND = "cloud-recall"
 #: The longest `recall_step_delay` accepted (seconds).
 MAX_STEP_DELAY = 600.0
+#: The longest `recall_report_delay` accepted (seconds): a day, the third-party "retries for up to 24 hours".
+MAX_REPORT_DELAY = 86400.0
 #: `recall_max_age_days` when the domain does not set it: an assumption (the cmdlet reference documents no
 #: default, docs/recall-sources.md section 1).
 DEFAULT_MAX_AGE_DAYS = 30.0
@@ -110,7 +129,7 @@ _HEADERS = BytesHeaderParser(policy=email_policy.default)
 
 #: The keys of the domain's `policies` table the recall policy reads (legal_hold: held mailboxes report "held").
 SETTINGS = ("recall_mode", "recall_read_messages", "notify_recipients", "recall_step_delay", "recall_max_age_days",
-            "legal_hold")
+            "recall_report_delay", "legal_hold")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +140,7 @@ class RecallSettings:
     legal_hold: frozenset[str] = frozenset()
     step_delay: float = 0.0
     max_age_days: float = DEFAULT_MAX_AGE_DAYS
+    report_delay: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], domain: str) -> RecallSettings:
@@ -138,9 +158,13 @@ class RecallSettings:
         age = settings.get("recall_max_age_days", DEFAULT_MAX_AGE_DAYS)
         if isinstance(age, bool) or not isinstance(age, int | float) or not age > 0:
             raise ValueError("policies.recall_max_age_days must be a number of days > 0")
+        report = settings.get("recall_report_delay", 0)
+        if isinstance(report, bool) or not isinstance(report, int | float) or not 0 <= report <= MAX_REPORT_DELAY:
+            raise ValueError("policies.recall_report_delay must be a number of seconds from 0 to "
+                             f"{MAX_REPORT_DELAY:g}")
         return cls(mode=mode, recall_read_messages=settings.get("recall_read_messages", True),
                    notify_recipients=notify, legal_hold=held_users(settings, domain), step_delay=float(delay),
-                   max_age_days=float(age))
+                   max_age_days=float(age), report_delay=float(report))
 
     def notifies(self, plan: MailboxPlan) -> bool:
         """Whether the recall itself goes to this local recipient as the alert."""
@@ -255,6 +279,23 @@ def _cancel_delayed_send(services: DomainServices, queue_id: str) -> bool:
     return cancel is not None and bool(cancel(queue_id))
 
 
+@dataclass(frozen=True, slots=True)
+class PendingReport:
+    """A processed cloud recall's report, waiting for its time (`due`, by the domain's clock)."""
+
+    op_id: str  # the write-ahead record that stays open until the report is filed
+    recall_message_id: str | None
+    sender: str
+    due: float
+    work: _CloudRecall
+
+
+def recall_policy_for(services: DomainServices) -> RecallPolicy | None:
+    """The domain's recall policy (None when it runs none)."""
+    policy = services.policy("recall")
+    return policy if isinstance(policy, RecallPolicy) else None
+
+
 #: The most MIME structure a recall instruction, notice or report can have (they are built with a few parts).
 RECALL_STRUCTURE_LIMITS = MimeLimits(max_parts=64, max_depth=8, max_header_fields=1000, max_header_bytes=256 << 10)
 
@@ -272,6 +313,10 @@ class RecallPolicy:
         self._clock = services.clock
         self._wall_at_start = time.time()
         self._clock_at_start = services.clock()
+        self._services = services
+        self._reports: dict[str, PendingReport] = {}  # operation id -> the report waiting to be filed
+        self._wake: asyncio.Event | None = None
+        self._timer: asyncio.Task[None] | None = None
 
     def now(self) -> datetime:
         """The server's time: the wall clock when the policy was built, moved on by the domain's clock."""
@@ -302,6 +347,84 @@ class RecallPolicy:
             services.store.end_operation(op_id)
             services.log("recall-resumed", operation=op_id, original=record.get("original"),
                          sender=record.get("sender"))
+
+    async def stop(self) -> None:
+        """Stop the report timer, then file every report still waiting, at once: a stopping domain delivers what
+        it owes the senders rather than leaving it to a restart (a memory store would lose it)."""
+        await cancel_and_wait(self._timer)
+        self._timer = None
+        for op_id in list(self._reports):
+            self._file_report(op_id, how="on-stop")
+
+    # -- the report, filed after the recall ----------------------------------------------------------------
+
+    def _schedule_report(self, op_id: str, work: _CloudRecall) -> None:
+        """The recall is processed: its report is due `report_delay` seconds from now by the domain's clock."""
+        delay = self.settings.report_delay
+        self._reports[op_id] = PendingReport(op_id, work.report.recall_message_id, work.sender,
+                                             self._clock() + delay, work)
+        self._services.log("recall-report-scheduled", operation=op_id, seconds=delay,
+                           recall=work.report.recall_message_id)
+        if delay <= 0:
+            # a tracked task: Lab.wait_idle() waits for it, and it runs after the recall's SMTP reply
+            self._services.spawn(self._file_soon(op_id), name="recall report")
+            return
+        if self._timer is None:
+            self._wake = asyncio.Event()
+            self._timer = asyncio.get_running_loop().create_task(self._run_timer(),
+                                                                 name=f"recall reports {self.domain}")
+        assert self._wake is not None
+        self._wake.set()
+
+    async def _file_soon(self, op_id: str) -> None:
+        self._file_report(op_id)
+
+    def _file_report(self, op_id: str, how: str = "due") -> bool:
+        pending = self._reports.pop(op_id, None)
+        if pending is None:
+            return False  # filed already (by the timer, a driver, or stop)
+        pending.work.deliver_report(self._services)
+        self._services.store.end_operation(op_id)
+        self._services.log("recall-report-filed", operation=op_id, recall=pending.recall_message_id, how=how)
+        return True
+
+    def pending_reports(self) -> list[PendingReport]:
+        """The reports processed recalls still owe their senders, soonest first."""
+        return sorted(self._reports.values(), key=lambda p: p.due)
+
+    async def file_report_now(self, key: str) -> bool:
+        """File one waiting report at once, named by its recall's Message-ID (or its operation id); False when
+        none waits under that key. Simulated-time trials file the report at its planned instant with it."""
+        wanted = key.strip().strip("<>")
+        for op_id, pending in list(self._reports.items()):
+            rid = (pending.recall_message_id or "").strip().strip("<>")
+            if op_id == key or (rid and rid == wanted):
+                return self._file_report(op_id, how="now")
+        return False
+
+    async def file_due_reports(self) -> int:
+        """File every report that is due by the domain's clock; returns how many."""
+        now = self._clock()
+        return sum(self._file_report(p.op_id) for p in self.pending_reports() if p.due <= now)
+
+    async def _run_timer(self) -> None:
+        assert self._wake is not None
+        while True:
+            self._wake.clear()
+            pending = self.pending_reports()
+            if not pending:
+                await self._wake.wait()
+                continue
+            delay = pending[0].due - self._clock()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                continue
+            try:
+                await self.file_due_reports()
+            except (StoreError, OSError) as exc:  # that report's record stays open: the next start files it
+                self._services.log("recall-report-error", error=repr(exc))
+            await asyncio.sleep(0)
 
     async def on_delivery(self, delivery: Delivery, services: DomainServices) -> Verdict:
         if not has_recall_headers(delivery.raw):
@@ -459,8 +582,8 @@ class RecallPolicy:
             remove_copies(services.store, user, locations)
             paused = self.settings.step_delay > 0
         await work.relay_replacement(services, op_id)
-        work.deliver(services)
-        services.store.end_operation(op_id)
+        work.deliver_replacement(services)
+        self._schedule_report(op_id, work)
         return results, remaining
 
     def _legacy(self, recipients: list[str], services: DomainServices
@@ -600,11 +723,17 @@ class _CloudRecall:
 
     def deliver(self, services: DomainServices) -> None:
         """The replacement to each local recipient, then the report to the sender: each where not yet there."""
+        self.deliver_replacement(services)
+        self.deliver_report(services)
+
+    def deliver_replacement(self, services: DomainServices) -> None:
         if self.replacement is not None:
             raw, mid, users = self.replacement
             for user in users:
                 if not services.store.find_by_message_id(user, mid):
                     services.deliver_local(user, raw, mail_from=self.sender)
+
+    def deliver_report(self, services: DomainServices) -> None:
         if not services.store.find_by_message_id(self.sender, self.report_id):
             raw = report_message(self.report, self.sender, self.domain, self.report_id)
             services.deliver_local(self.sender, raw, mail_from="")

@@ -4,7 +4,10 @@ Why it behaves this way: a cached-mode client keeps a local copy of the mailbox 
 recalled message disappears from the recipient's screen depends on the client hearing of the expunge: at once
 over a persistent IDLE connection while online, or at the next resync (QRESYNC, CONDSTORE or a UID comparison)
 after an offline period. In the legacy recall mode the client itself carries the recall out when the recall
-instruction arrives, and only if the original is unread and in the same folder (`legacy_recall.decide`).
+instruction arrives, and only if the original is unread and in the same folder (`legacy_recall.decide`). With
+Outlook's automatic processing turned off (`process_recalls_on_arrival=False`) it acts on a recall only when the
+user opens the recall message (`open`, `open_recall`), with the same rule: so the recall works if the recall
+message is opened while the original is still unread, and fails if the original was opened first.
 
 How it hears of changes: when the server offers NOTIFY (RFC 5465) and several folders are mirrored, the first
 folder's connection idles and asks, with `NOTIFY SET (mailboxes (...) (MessageNew MessageExpunge FlagChange))`,
@@ -96,6 +99,13 @@ class OfflinePeriod:
     def __post_init__(self) -> None:
         if not 0 <= self.start <= self.end:
             raise ValueError(f"an offline period needs 0 <= start <= end, not {self.start}..{self.end}")
+
+
+def _looks_like_recall(raw: bytes) -> bool:
+    """Whether a message carries the recall protocol's fields at all (the cheap test before parsing)."""
+    from recall_lab.fake_servers.recall.format import has_recall_headers
+
+    return has_recall_headers(raw)
 
 
 def status_mailbox(line: bytes) -> str | None:
@@ -528,6 +538,9 @@ class DesktopClient:
         self.wire: collections.deque[tuple[str, bytes]] = collections.deque(maxlen=WIRE_LINES)
         self.notices: list[LocalNotice] = []
         self.sent_notices: list[Any] = []  # recall_lab.fake_servers.recall.format.RecallNotice
+        #: (folder, uid) of the recall messages already acted on: a recall is processed once, on arrival or
+        #: when opened, never twice.
+        self._recalls_done: set[tuple[str, int]] = set()
         self._changes = _Changes()
         self._mirrors = {folder: _FolderMirror(self, folder) for folder in self.folders}
         #: The connections: the first folder's, then (once the server's capabilities are known) one per other
@@ -670,7 +683,9 @@ class DesktopClient:
         return preview_of(found[0].raw) if found else None
 
     async def open(self, message_id: str) -> bytes:
-        """The user opens the message: FETCH BODY[] (which sets \\Seen on the server)."""
+        """The user opens the message: FETCH BODY[] (which sets \\Seen on the server). A recall message opened by
+        the user of a client that does not process recalls on arrival is processed now (Outlook with automatic
+        processing off: the recall is acted on when its message is opened)."""
         found = self.cache.find(message_id)
         if not found:
             raise LookupError(f"{self.name} of {self.user} has no message {message_id}")
@@ -678,14 +693,37 @@ class DesktopClient:
         mirror = self._mirrors[message.folder]
         async with self._link_of(mirror).exclusive(mirror) as conn:
             records = await conn.uid_fetch(str(message.uid), "(UID FLAGS BODY[])")
-        raw = message.raw
-        for record in records:
-            if record.uid == message.uid:
-                raw = record.section("BODY[]") or raw
-                flags = record.flags if record.flags is not None else message.flags | {"\\Seen"}
-                self.cache.set_flags(message.folder, message.uid, frozenset(flags) | {"\\Seen"})
-        self._record("opened", message.folder, message.uid)
+            raw = message.raw
+            for record in records:
+                if record.uid == message.uid:
+                    raw = record.section("BODY[]") or raw
+                    flags = record.flags if record.flags is not None else message.flags | {"\\Seen"}
+                    self.cache.set_flags(message.folder, message.uid, frozenset(flags) | {"\\Seen"})
+            self._record("opened", message.folder, message.uid)
+            if not self.process_recalls_on_arrival and _looks_like_recall(message.raw):
+                await self._maybe_process_recall(mirror, message)
         return raw
+
+    async def open_recall(self, original_message_id: str) -> bytes | None:
+        """The user opens the recall message that names `original_message_id` (the first one the cache holds);
+        None when there is none (a cloud recall is not delivered to the recipient, or it was processed and
+        deleted already)."""
+        from recall_lab.fake_servers.recall import format as recall_format
+
+        try:
+            wanted = recall_format.normalise_message_id(original_message_id)
+        except recall_format.RecallFormatError:
+            return None
+        for message in self.cache.all():
+            if not _looks_like_recall(message.raw):
+                continue
+            try:
+                instruction = recall_format.parse_recall_instruction(message.raw)
+            except recall_format.RecallFormatError:
+                continue
+            if instruction is not None and instruction.original_message_id == wanted and message.message_id:
+                return await self.open(message.message_id)
+        return None
 
     async def move(self, message_id: str, folder: str) -> None:
         """UID MOVE the message to `folder` (what a client-side rule does)."""
@@ -747,6 +785,9 @@ class DesktopClient:
             return
         if instruction is None:
             return
+        if (mirror.folder, message.uid) in self._recalls_done:
+            return  # processed already (on arrival, or when the user opened it before)
+        self._recalls_done.add((mirror.folder, message.uid))
         if not vouched_for(message.raw, self.user):
             # Only a recall that the recipient's own server vouched for (it came in through that organisation's
             # authenticated submission) is obeyed; a look-alike that came in through MX is ordinary mail.

@@ -385,6 +385,9 @@ def residue_json(engine: Any, ctx: Any, outcome: dict[str, Any]) -> dict[str, An
     out = residue(engine, ctx, outcome).to_json()
     if "members" in outcome:
         out["members"] = dict(outcome["members"])
+    if not ctx.scenario.auto_process_recalls:
+        # a client without automatic processing: which of the two messages the recipient opened first decides
+        out["opened_first"] = ctx.conditions.get("opened_first", "neither")
     return out
 
 

@@ -46,13 +46,18 @@ from recall_lab.harness.scenarios import org_routing as _org_routing  # noqa: F4
 from recall_lab.harness.scenarios.clock import SimClock
 from recall_lab.harness.scenarios.model import Scenario
 from recall_lab.harness.scenarios.results import TrialResult
-from recall_lab.harness.scenarios.timeline import Event, Plan
+from recall_lab.harness.scenarios.timeline import Event, EventKind, Plan
 
 ORG = "corp.example"
 EXTERNAL = "mail.example"
 SETTLE_TIMEOUT = 10.0
 #: A trial that takes longer than this (wall seconds, simulated time) is stopped and recorded as an error.
 TRIAL_TIMEOUT = 60.0
+#: The trials' labs file a cloud recall's report this long after the recall (simulated seconds; the matrix's
+#: lab config sets it unless the base config does). An assumption: Microsoft documents the report but no delay
+#: that was available (docs/modelling.md); a minute exercises the asynchronous report in every cloud trial, and
+#: as the outcome is read `observe_for` (10 min or more) after the recall, no rate depends on it.
+TRIAL_REPORT_DELAY = 60.0
 
 _QUEUE_ID = re.compile(r"queued as (\S+)", re.IGNORECASE)
 _nonce = itertools.count(1)
@@ -125,6 +130,7 @@ class TrialContext:
     report_status: str = ""
     recall_message_id: str = ""
     recall_handle: Any | None = None  # recall_lab.harness.recall_agent.RecallHandle
+    report_due: float | None = None  # cloud: when the server files the recall's report (trial time), until it has
     outcome: dict[str, Any] = field(default_factory=dict)  # set by the observe event
     clock: SimClock | None = None
     faults: list[AddedFault] = field(default_factory=list)  # the scenario's rules, once added to their domains
@@ -184,7 +190,8 @@ class TrialEngine:
             legacy = self.mode == "legacy" and domain == ORG
             slot.desktop = DesktopClient(recipient, self.lab.password(recipient), self.lab.imap(domain),
                                          submission=self.lab.submission(domain), folders=folders,
-                                         process_recalls_on_arrival=legacy, name="desktop client")
+                                         process_recalls_on_arrival=legacy and scenario.auto_process_recalls,
+                                         name="desktop client")
             await asyncio.wait_for(slot.desktop.start(), SETTLE_TIMEOUT)
         else:
             slot.web_dir = self.state_dir / f"slot{index}"
@@ -241,6 +248,9 @@ class TrialEngine:
             async with asyncio.timeout(budget):
                 for event in plan.events:
                     ctx.notes = []
+                    if ctx.report_due is not None and ctx.report_due <= event.at:
+                        await self._end_outages(ctx, ctx.report_due)
+                        await self._file_report(ctx)
                     await self._end_outages(ctx, event.at)
                     await clock.advance_to(event.at)
                     await self._step(ctx, event)
@@ -407,6 +417,32 @@ class TrialEngine:
             ctx.read_before_recall = True
         elif not opened:
             ctx.note("the recipient goes to open it: it is no longer there")
+        if opened and not ctx.scenario.auto_process_recalls:
+            ctx.conditions.setdefault("opened_first", "original")
+
+    async def _on_open_recall(self, ctx: TrialContext, event: Event) -> None:
+        """The user opens the recall message. A client without automatic processing acts on the recall only now,
+        with the classic rule: the original is deleted if it is still unread (and in the same folder)."""
+        desktop = ctx.slot.desktop
+        if desktop is None or not ctx.recalled:
+            return
+        if not desktop.online:
+            ctx.note("the recipient's client is offline: the recall message is not opened")
+            return
+        mark = len(desktop.events)
+        raw = await desktop.open_recall(ctx.message_id)
+        if raw is None:
+            ctx.note("there is no recall message to open: " + (
+                "the cloud recall is processed by the server, whatever the client's settings"
+                if self.mode == "cloud" else "the client has none"))
+            return
+        first = ctx.conditions.setdefault("opened_first", "recall message")
+        await self._settle(ctx)
+        statuses = [e.data.get("status") for e in desktop.events[mark:] if e.kind == "recall"]
+        status = statuses[0] if statuses else "not processed"
+        ctx.note("the recipient opens the recall message "
+                 + ("before the original" if first == "recall message" else "after opening the original")
+                 + f": the client processes the recall now ({status})")
 
     async def _on_phone(self, ctx: TrialContext, event: Event) -> None:
         await conditions.on_phone(self, ctx, event)
@@ -452,10 +488,40 @@ class TrialEngine:
         ctx.recall_message_id = handle.recall_message_id
         ctx.note(f"{slot.sender} recalls it: recall {handle.recall_message_id}")
         await self._settle(ctx)
+        policy = self._recall_policy()
+        if policy is not None and self.mode == "cloud" and policy.settings.report_delay > 0:
+            # The server files its report later, on the trial's clock (the engine files it at that instant).
+            ctx.report_due = event.at + policy.settings.report_delay
+
+    def _recall_policy(self) -> Any:
+        from recall_lab.fake_servers.recall.policy import recall_policy_for
+
+        return recall_policy_for(self.lab.services(ORG))
+
+    async def _file_report(self, ctx: TrialContext) -> None:
+        """The report of the trial's cloud recall, filed at its time (`ctx.report_due`), as the server's own timer
+        would on the wall clock: in simulated time that timer never gets its turn."""
+        due, ctx.report_due = ctx.report_due, None
+        policy = self._recall_policy()
+        if due is None or policy is None:
+            return
+        assert ctx.clock is not None
+        await ctx.clock.advance_to(due)
+        if await policy.file_report_now(ctx.recall_message_id):
+            earlier, ctx.notes = ctx.notes, []
+            await self._settle(ctx)
+            ctx.log.append(f"{due:.0f} report")
+            ctx.note(f"{policy.settings.report_delay:g} s after the recall, the server files its report in "
+                     f"{ctx.slot.sender}'s INBOX (a delivery of its own, after the recall's SMTP reply)")
+            if self.observer is not None:
+                self.observer(ctx, Event(due, len(EventKind), -1, EventKind.REPORT), list(ctx.notes))
+            ctx.notes = earlier
 
     async def _on_observe(self, ctx: TrialContext, event: Event) -> None:
         await self._settle(ctx)
-        if ctx.recall_handle is not None:
+        if ctx.report_due is not None:
+            ctx.note("the recall report has not arrived yet")
+        elif ctx.recall_handle is not None:
             # Read once, at the end: by then a legacy client's notice (even one sent after reconnecting) is in.
             report = await ctx.recall_handle.report(timeout=SETTLE_TIMEOUT)
             status = report.statuses.get(ctx.slot.recipient)
@@ -574,6 +640,11 @@ class TrialEngine:
         """Empty the slot's mailboxes (store API) so the next trial starts from nothing."""
         slot = ctx.slot
         await self._clear_faults(ctx)
+        if ctx.report_due is not None:  # due after the trial's end: filed now, so it lands in this trial only
+            policy = self._recall_policy()
+            if policy is not None:
+                await policy.file_report_now(ctx.recall_message_id)
+            ctx.report_due = None
         if ctx.scenario.delayed_send is not None and not ctx.delivered and not ctx.cancelled:
             from recall_lab.harness.scenarios import delayed
 

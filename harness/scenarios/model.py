@@ -75,6 +75,10 @@ class Scenario:
     escapes: tuple[str, ...] = ()  # copies that escape any recall (ESCAPES)
     escape_delay: Dist = NEVER  # after delivery: when the recipient forwards or replies ("forward", "reply")
     members: int = 3  # "list": the list's members; "shared": the people reading the shared mailbox
+    # Outlook's "automatically process requests and responses" (on by default): off, a legacy recall is acted on
+    # only when the recipient opens the recall message (`recall_open_delay`, after the recall's arrival)
+    auto_process_recalls: bool = True
+    recall_open_delay: Dist = NEVER
     demo: bool = True  # false: the row is measured by `recall-lab matrix` only, not by the demo
     observe_for: float = 600.0  # after the recall, how long the trial keeps running before the outcome
     policies: Mapping[str, Any] = field(default_factory=dict)  # extra settings for the organisation's policies
@@ -120,7 +124,7 @@ class Scenario:
 
 _FIELDS = tuple(f for f in Scenario.__dataclass_fields__)
 _DIST_FIELDS = ("recall_delay", "open_delay", "delete_delay", "page_load_interval", "offline_at", "offline_for",
-                "purge_lag", "escape_delay")
+                "purge_lag", "escape_delay", "recall_open_delay")
 
 
 def validate(s: Scenario) -> None:
@@ -172,6 +176,13 @@ def validate(s: Scenario) -> None:
     if s.recipient == "external" and (s.legal_hold or s.purge_deleted_after is not None):
         raise ScenarioError(f"{where}: legal hold and retention are the organisation's policies, "
                             "not the external provider's")
+    if (not s.auto_process_recalls or s.recall_open_delay.kind != "never") and \
+            (s.client != "desktop" or s.recipient != "organisation"):
+        raise ScenarioError(f"{where}: auto_process_recalls and recall_open_delay are settings of the recipient's "
+                            "desktop client in the organisation")
+    if s.recall_open_delay.kind != "never" and s.auto_process_recalls:
+        raise ScenarioError(f"{where}: recall_open_delay needs auto_process_recalls = false (a client that "
+                            "processes recalls on arrival leaves no recall message to open)")
     _validate_faults(s, where)
 
 
@@ -210,7 +221,7 @@ def load_scenario_data(data: Mapping[str, Any], where: str = "scenario") -> Scen
         elif key in ("name", "condition", "summary", "recipient", "client", "narration", "move_to",
                      "article_word", "article_note", "faults_at"):
             kwargs[key] = _typed(value, str, at)
-        elif key in ("article", "preview", "legal_hold", "demo"):
+        elif key in ("article", "preview", "legal_hold", "demo", "auto_process_recalls"):
             kwargs[key] = _typed(value, bool, at)
         elif key in ("order", "demo_trial", "members"):
             kwargs[key] = _typed(value, int, at)

@@ -35,7 +35,11 @@ class EventKind(enum.StrEnum):
     DELETE = "delete"  # the user deletes the message (to Trash)
     PURGE = "purge"  # the retention tick: Trash items older than purge_deleted_after are purged
     RECALL = "recall"  # the sender recalls the message (a recall instruction over submission)
+    OPEN_RECALL = "open-recall"  # the user opens the recall message (a client without automatic processing)
     OBSERVE = "observe"  # the end of the trial: the outcome is read
+    # Never planned: the server's own step, which the engine carries out and narrates at its time (the cloud
+    # recall's report, filed on the trial's clock).
+    REPORT = "report"
 
 
 #: Order among events sampled at the same instant: what a person would expect (a message arrives before it
@@ -99,6 +103,7 @@ def plan_trial(scenario: Scenario, seed: str) -> Plan:
     escape_delay = scenario.escape_delay.sample(rng)
     member_opens = [scenario.open_delay.sample(rng) for _ in range(scenario.members - 1)] \
         if scenario.recipient in ("list", "shared") else []
+    recall_open_delay = scenario.recall_open_delay.sample(rng)
 
     events: list[Event] = []
 
@@ -163,6 +168,13 @@ def plan_trial(scenario: Scenario, seed: str) -> Plan:
         for k, delay in enumerate(member_opens, start=1):
             if delay is not None:
                 add(delivered_at + delay, EventKind.MEMBER_OPEN, str(k))
+
+    if recall_open_delay is not None and not cancelled and scenario.client == "desktop":
+        # The recall message arrives with the recall; one cannot open what the client has not shown yet.
+        shown = recall_at
+        if offline is not None and offline[0] <= recall_at < offline[1]:
+            shown = offline[1]
+        add(max(recall_at + recall_open_delay, shown), EventKind.OPEN_RECALL)
 
     kept = tuple(sorted(e for e in events if e.at <= end))
     return Plan(scenario=scenario.name, seed=seed, events=kept, recall_at=recall_at,

@@ -38,7 +38,29 @@ USERS = ["alice@corp.example", "bob@corp.example", "carol@corp.example"]
 ORIGINAL = "<original-1@corp.example>"
 
 
-def make_services(settings=None, save_sent_copy=None):
+class Spawned:
+    """`services.spawn` for these tests: the domain's background tasks, kept so that a test can await them and
+    see what they raised (a cloud recall's report is filed by one, after the recall)."""
+
+    def __init__(self) -> None:
+        self.tasks: list[asyncio.Task] = []
+
+    def spawn(self, coro, name=None) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self.tasks.append(task)
+        return task
+
+    async def wait(self) -> None:
+        while self.tasks:
+            await self.tasks.pop(0)
+
+
+async def filed(services: DomainServices) -> None:
+    """Until the domain's background work is done (raising what it raised)."""
+    await services._tasks.wait()  # noqa: SLF001 - the test's own Spawned, passed in below
+
+
+def make_services(settings=None, save_sent_copy=None, clock=None):
     store = MemoryStore()
     accounts = Accounts({u: u.split("@")[0] + "-password" for u in USERS})
     for user in USERS:
@@ -56,7 +78,7 @@ def make_services(settings=None, save_sent_copy=None):
                               mail=SimpleNamespace(deliver_local=deliver_local, save_sent_copy=save_sent_copy or unused),
                               held_mail=SimpleNamespace(held=lambda: [], discard=unused),
                               submitter=SimpleNamespace(submit=unused, release=unused),
-                              tasks=SimpleNamespace(spawn=unused))
+                              tasks=Spawned(), **({"clock": clock} if clock is not None else {}))
     return services, store
 
 
@@ -110,11 +132,14 @@ async def test_cloud_recall_expunges_wherever_the_original_is_and_reports():
     assert store.find_by_message_id("carol@corp.example", ORIGINAL) == []
     assert [(e.user, e.mailbox) for e in events if isinstance(e, MessagesExpunged)] == [
         ("bob@corp.example", "INBOX"), ("carol@corp.example", "Archive")]
+    await filed(services)
     [report] = reports(store)
     assert report.statuses == {"bob@corp.example": RecallStatus.RECALLED,
                                "carol@corp.example": RecallStatus.RECALLED_AFTER_READ,
                                "dave@mail.example": RecallStatus.EXTERNAL}
-    assert services.audit_log[-1]["event"] == "recall-honoured"
+    # the report is a delivery of its own, filed after the recall was processed (and answered)
+    assert [e["event"] for e in services.audit_log] == ["recall-report-scheduled", "recall-honoured",
+                                                        "recall-report-filed"]
 
 
 async def test_cloud_recall_to_local_only_is_consumed():
@@ -162,6 +187,7 @@ async def test_read_messages_stay_when_the_org_says_so_and_notify_delivers_the_r
     assert await RecallPolicy(services.config, services).on_delivery(d, services) is Verdict.CONTINUE
     assert d.recipients == ["bob@corp.example"]  # notify: the recall itself is delivered too
     assert len(store.find_by_message_id("bob@corp.example", ORIGINAL)) == 1
+    await filed(services)
     assert reports(store)[0].statuses["bob@corp.example"] is RecallStatus.FAILED_READ
 
 
@@ -178,6 +204,7 @@ async def test_untrusted_recalls_are_ordinary_mail_and_logged(kw, reason):
     assert await RecallPolicy({}, services).on_delivery(d, services) is Verdict.CONTINUE
     assert d.recipients == ["bob@corp.example"] and "recall-honoured" not in d.trusted_marks
     assert len(store.find_by_message_id("bob@corp.example", ORIGINAL)) == 1
+    await filed(services)
     assert reports(store) == []
     entry = services.audit_log[-1]
     assert entry["event"] == "recall-refused" and reason in entry["reason"]
@@ -189,6 +216,7 @@ async def test_a_message_id_alone_never_recalls_someone_elses_message():
     store.append("bob@corp.example", "INBOX", original(sender="carol@corp.example"))
     await RecallPolicy({}, services).on_delivery(delivery(recall()), services)
     assert len(store.find_by_message_id("bob@corp.example", ORIGINAL)) == 1
+    await filed(services)
     assert reports(store)[0].statuses["bob@corp.example"] is RecallStatus.NOT_FOUND
 
 
@@ -199,6 +227,7 @@ async def test_a_recall_of_a_message_the_sender_never_sent_is_refused():
     d = delivery(recall(sender="carol@corp.example"), auth_user="carol@corp.example", mail_from="carol@corp.example")
     assert await RecallPolicy({}, services).on_delivery(d, services) is Verdict.CONTINUE
     assert len(store.find_by_message_id("bob@corp.example", ORIGINAL)) == 1
+    await filed(services)
     assert reports(store, "carol@corp.example") == []
     entry = services.audit_log[-1]
     assert entry["event"] == "recall-refused" and "sent by carol@corp.example" in entry["reason"]
@@ -225,6 +254,7 @@ async def test_legacy_delivers_a_vouched_recall_to_held_mailboxes_too_and_report
     assert d.recipients == ["bob@corp.example", "carol@corp.example", "dave@mail.example"]
     assert verified_by(d.raw) == CORP
     assert len(store.find_by_message_id("bob@corp.example", ORIGINAL)) == 1  # the server deletes nothing
+    await filed(services)
     [report] = reports(store)
     assert report.mode == "legacy"
     assert report.statuses == {"bob@corp.example": RecallStatus.PENDING,
@@ -262,6 +292,7 @@ async def test_cloud_legal_hold_preserves_in_recoverable_items():
     [item] = services.recoverable.items("bob@corp.example")
     assert item.message_id == ORIGINAL and item.mailbox == "INBOX" and item.reason == "recall"
     assert b"the numbers" in item.raw
+    await filed(services)
     assert reports(store)[0].statuses["bob@corp.example"] is RecallStatus.HELD
     # stopped: the area keeps what it has and no longer hears removals
     assert not services.recoverable.attached
@@ -308,6 +339,7 @@ async def test_retention_purges_trash_by_age_and_a_later_recall_finds_nothing():
         assert await retention.purge_now() == 1
         assert store.messages("bob@corp.example", "Trash") == []
         await RecallPolicy({}, services).on_delivery(delivery(recall()), services)
+        await filed(services)
         assert reports(store)[0].statuses["bob@corp.example"] is RecallStatus.NOT_FOUND
     finally:
         await retention.stop()

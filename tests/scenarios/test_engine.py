@@ -88,7 +88,9 @@ def test_external_copy_stays_on_the_other_server(matrix) -> None:
 
 def test_offline_client_drops_the_copy_when_back(matrix) -> None:
     trial = _trial(matrix, "offline", "cloud")
-    assert [e.split()[1] for e in trial.events] == ["send", "preview", "offline", "recall", "online", "observe"]
+    # the report: filed a minute after the recall on the trial's clock (engine.TRIAL_REPORT_DELAY)
+    assert [e.split()[1] for e in trial.events] == ["send", "preview", "offline", "recall", "report", "online",
+                                                    "observe"]
     assert not trial.client_copy
 
 
@@ -106,7 +108,7 @@ def test_realtime_runs_the_same_plan_on_the_wall_clock() -> None:
                                                   realtime=True, speed=1200, transcripts=False)))
     trial = result.cells[("quick", "cloud")].trials[0]
     assert trial.error == "" and trial.verdict == "recalled"
-    assert [e.split()[1] for e in trial.events] == ["send", "preview", "recall", "observe"]
+    assert [e.split()[1] for e in trial.events] == ["send", "preview", "recall", "report", "observe"]
     assert trial.elapsed >= 180 / 1200  # the wall clock ran the 180 simulated seconds
 
 

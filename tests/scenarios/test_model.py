@@ -27,7 +27,7 @@ ARTICLE_CONDITIONS = {
 def test_catalogue_has_one_scenario_per_condition_and_the_extras() -> None:
     names = [s.name for s in builtin_scenarios()]
     assert names == ["unopened", "same-org-desktop", "web-client", "external-provider", "web-client-live",
-                     "read-before-recall", "offline-desktop", "moved-by-rule", "retention-purge", "legal-hold",
+                     "classic-manual-processing", "read-before-recall", "offline-desktop", "moved-by-rule", "retention-purge", "legal-hold",
                      "delayed-send-gmail", "delayed-send-outlook-web", "delayed-send-outlook-defer",
                      # the conditions the article's table lacks (matrix only: demo = false)
                      "forwarded-before-recall", "auto-forward", "reply-quoting", "lock-screen", "phone-sync",
