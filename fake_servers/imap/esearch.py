@@ -237,6 +237,11 @@ class SearchContexts:
         if self.live and isinstance(event, FlagsChanged | MessageAppended):
             self.dirty.add(event.record.uid)
 
+    def touch(self, uids: Sequence[int]) -> None:
+        """Messages that changed earlier but reach the view only now (NOTIFY held them back, notify.py)."""
+        if self.live:
+            self.dirty.update(uids)
+
     def removal(self, uid: int, seq: int) -> bytes:
         """REMOVEFROM lines for a message about to be announced expunged, numbered as it is at that moment."""
         out = b""
@@ -346,6 +351,11 @@ class SearchContextCommands(SessionCore):
         """A store event on the selected mailbox: remember the message for the next update."""
         if self._search_contexts is not None:
             self._search_contexts.note(event)
+
+    def search_contexts_touch(self, uids: Sequence[int]) -> None:
+        """Held changes released into the selected view: their messages are looked at by the next update."""
+        if self._search_contexts is not None:
+            self._search_contexts.touch(uids)
 
     def search_context_removal(self) -> Callable[[int, int], bytes] | None:
         """What the selected view calls before announcing each expunge (None: no live context)."""

@@ -234,6 +234,8 @@ class NotifyCommands(SessionCore):
 
     def cmd_notify(self, tag: str, lx: Lexer) -> None:
         spec = parse_notify(lx)
+        # RFC 5465 3.1: a NOTIFY is an implicit NOOP; what the previous NOTIFY held back goes with its reply too
+        self._release_held()
         self.notify = spec
         hub = getattr(self, "_user_sessions", None)
         if hub is not None:
@@ -332,6 +334,7 @@ class NotifyCommands(SessionCore):
             return True
         # RFC 5465 5.8: too much to tell; the client must resynchronise by itself
         self.notify = None
+        self._release_held()
         self._notify_status = {}
         self._notify_lines = [b"* OK [NOTIFICATIONOVERFLOW] Too many notifications; NOTIFY is now off\r\n"]
         return True
@@ -370,6 +373,24 @@ class NotifyCommands(SessionCore):
                       "HIGHESTMODSEQ": info.highestmodseq + MODSEQ_SHIFT}
             body = " ".join(f"{item} {values[item]}" for item in items)
             self._write(b"* STATUS %s (%s)\r\n" % (self.wire_name(info.name), body.encode()))
+
+    def notify_held_events(self) -> frozenset[str]:
+        """The selected mailbox's message events this client does not want: with NOTIFY, all but those its
+        SELECTED / SELECTED-DELAYED group names (RFC 5465 3.1: no such group is SELECTED NONE, and a group
+        naming the mailbox otherwise does not count); without NOTIFY, none."""
+        spec = self.notify
+        if spec is None:
+            return frozenset()
+        group = spec.selected_group()
+        return _MESSAGE_EVENTS if group is None else _MESSAGE_EVENTS - group.events
+
+    def _release_held(self) -> None:
+        """What NOTIFY held back in the selected view is owed again (sent at the next point that may)."""
+        sel = self.selected
+        if sel is not None:
+            touched = sel.release()
+            if touched:
+                self.search_contexts_touch(touched)  # type: ignore[attr-defined]
 
     def notify_pushes_selected(self) -> bool:
         """Whether the selected mailbox's changes may be sent between commands (a SELECTED filter with events)."""

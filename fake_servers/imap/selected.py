@@ -40,7 +40,7 @@ class SelectedMailbox:
         self.recent = recent
         #: False for an IMAP4rev2 session (RFC 9051 has no RECENT response; rev2.py)
         self.report_recent = True
-        self.highestmodseq = highestmodseq
+        self._highestmodseq = highestmodseq
         self.keywords: set[str] = set()
         for r in records:
             self._note_keywords(r)
@@ -50,6 +50,12 @@ class SelectedMailbox:
         self.pending_flags: dict[int, None] = {}
         self.pending_expunge: set[int] = set()
         self.gone: set[int] = set()  # expunged in the store (announced or not)
+        # Changes by others that the client asked not to hear of (NOTIFY without SELECTED: `on_event`'s `hold`),
+        # kept out of the view until `release`; the lowest MODSEQ among them bounds what HIGHESTMODSEQ may say.
+        self.held_new: list[MessageRecord] = []
+        self.held_flags: dict[int, None] = {}
+        self.held_expunge: set[int] = set()
+        self._held_floor: int | None = None
         self._flags_text: dict[tuple[frozenset[str], bool], bytes] = {}
 
     # -- lookups ------------------------------------------------------------------------------------------
@@ -84,32 +90,89 @@ class SelectedMailbox:
         flags = list(_SYSTEM_ORDER) + sorted(self.keywords)
         return " ".join(flags)
 
+    @property
+    def highestmodseq(self) -> int:
+        """The highest MODSEQ the client may be told: below the first held change, so that a client that
+        resynchronises later (CONDSTORE, QRESYNC) still asks for what it was not told."""
+        floor = self._held_floor
+        return self._highestmodseq if floor is None else min(self._highestmodseq, floor - 1)
+
+    @highestmodseq.setter
+    def highestmodseq(self, value: int) -> None:
+        self._highestmodseq = value
+
     # -- store events -------------------------------------------------------------------------------------
-    def on_event(self, event, own: bool) -> None:
+    def on_event(self, event, own: bool, hold: frozenset[str] = frozenset()) -> bool:
+        """Record a store event on this mailbox; returns True when the change was held back.
+
+        `hold`: the NOTIFY message events ("MessageNew", "MessageExpunge", "FlagChange") the client does not
+        want for the selected mailbox (RFC 5465 3.1, NOTIFY without SELECTED). Such a change is kept out of the
+        view, so the numbers the client knows stay valid, until `release`. The session's own expunges are never
+        held (they answer its command); a held flag change still updates the record (a FETCH the client asks
+        for shows the current flags), only the unsolicited FETCH waits."""
         if isinstance(event, MessageAppended):
+            self._highestmodseq = max(self._highestmodseq, event.record.modseq)
+            if "MessageNew" in hold:
+                self.held_new.append(event.record)
+                self._hold(event.record.modseq)
+                return True
             self.pending_new.append(event.record)
-            self.highestmodseq = max(self.highestmodseq, event.record.modseq)
         elif isinstance(event, FlagsChanged):
             rec = event.record
-            self.highestmodseq = max(self.highestmodseq, rec.modseq)
+            self._highestmodseq = max(self._highestmodseq, rec.modseq)
             if rec.uid in self.records and rec.uid not in self.gone:
                 self.records[rec.uid] = rec
                 self._note_keywords(rec)
-                if not own:
-                    self.pending_flags[rec.uid] = None
+                if own:
+                    return False
+                if "FlagChange" in hold:
+                    self.held_flags[rec.uid] = None
+                    self._hold(rec.modseq)
+                    return True
+                self.pending_flags[rec.uid] = None
             else:
-                for i, pending in enumerate(self.pending_new):
-                    if pending.uid == rec.uid:
-                        self.pending_new[i] = rec
+                for new in (self.pending_new, self.held_new):
+                    for i, pending in enumerate(new):
+                        if pending.uid == rec.uid:
+                            new[i] = rec
+                            return new is self.held_new
         elif isinstance(event, MessagesExpunged):
-            self.highestmodseq = max(self.highestmodseq, event.modseq)
+            self._highestmodseq = max(self._highestmodseq, event.modseq)
             gone = set(event.uids)
             self.pending_new = [r for r in self.pending_new if r.uid not in gone]
+            if self.held_new:
+                self.held_new = [r for r in self.held_new if r.uid not in gone]
+            held = not own and "MessageExpunge" in hold
+            into = self.held_expunge if held else self.pending_expunge
             for uid in event.uids:
                 if uid in self.records:
                     self.gone.add(uid)
-                    self.pending_expunge.add(uid)
+                    into.add(uid)
                     self.pending_flags.pop(uid, None)
+                    self.held_flags.pop(uid, None)
+            if held:
+                self._hold(event.modseq)
+                return True
+        return False
+
+    def _hold(self, modseq: int) -> None:
+        if self._held_floor is None or modseq < self._held_floor:
+            self._held_floor = modseq
+
+    def release(self) -> list[int]:
+        """The held changes become owed (the next flush tells them, in the usual order). Returns the UIDs of
+        the messages that arrived or whose flags changed meanwhile (for the search contexts)."""
+        touched = [r.uid for r in self.held_new] + list(self.held_flags)
+        if self.held_new:
+            self.pending_new = sorted(self.pending_new + self.held_new, key=lambda r: r.uid)
+            self.held_new = []
+        for uid in self.held_flags:
+            self.pending_flags[uid] = None
+        self.held_flags.clear()
+        self.pending_expunge |= self.held_expunge
+        self.held_expunge.clear()
+        self._held_floor = None
+        return touched
 
     def note_record(self, rec: MessageRecord) -> None:
         """A message's current record, as a command of this session learnt it (e.g. STORE's result)."""

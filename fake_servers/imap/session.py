@@ -475,7 +475,8 @@ class ImapSession(AppendCommands, MailboxCommands, SearchContextCommands, Messag
             return
         if getattr(event, "mailbox", None) != sel.name:
             return
-        sel.on_event(event, own=event.origin is self)
+        if sel.on_event(event, own=event.origin is self, hold=self.notify_held_events()):
+            return  # NOTIFY without SELECTED: the client does not want to hear of it (notify.py)
         self.search_contexts_note(event)  # CONTEXT=SEARCH (esearch.py)
         if self.state is not IDLE and self.notify_pushes_selected():
             self._push_soon()  # NOTIFY SELECTED: sent between commands too

@@ -10,8 +10,8 @@ user opens the recall message (`open`, `open_recall`), with the same rule: so th
 message is opened while the original is still unread, and fails if the original was opened first.
 
 How it hears of changes: when the server offers NOTIFY (RFC 5465) and several folders are mirrored, the first
-folder's connection idles and asks, with `NOTIFY SET (mailboxes (...) (MessageNew MessageExpunge FlagChange))`,
-for a STATUS line whenever another mirrored folder changes; a second connection then selects that folder and
+folder's connection idles and asks, with `NOTIFY SET (selected (...)) (mailboxes (...) (MessageNew MessageExpunge
+FlagChange))`, for its own folder's pushes and a STATUS line whenever another mirrored folder changes; a second connection then selects that folder and
 resynchronises it (QRESYNC / CONDSTORE, as after a reconnect). So a recall in a folder that no connection idles
 on still reaches the cache at once, over two connections whatever the number of folders. Without NOTIFY (or
 with `notify=False`) it keeps one connection per mirrored folder (as Outlook opens several), each in IDLE
