@@ -44,6 +44,10 @@ from types import TracebackType
 #: Where Debian puts the binary (/usr/sbin is not on a normal user's PATH).
 _DOVECOT_CANDIDATES = ("/usr/sbin/dovecot", "/usr/local/sbin/dovecot")
 
+#: Where the uids of Dovecots with mail of their own are drawn from (no passwd entry; see DovecotServer).
+_PRIVATE_UIDS = 3_000_000
+_PRIVATE_UID_SPAN = 1_000_000
+
 #: How long a start may take before we give up (a real start takes ~0.2 s).
 START_TIMEOUT = 15.0
 #: How long Dovecot gets to exit after SIGTERM (it takes ~1 s) before it is killed.
@@ -176,6 +180,12 @@ class DovecotServer:
         self.master_user = "labmaster"
         self.master_password = secrets.token_hex(16)
         self._lmtp_port: int | None = None
+        # Who the mail processes run as when we are root. Mail of its own (the private run dir): a uid of its own,
+        # with no passwd entry, because Linux counts inotify instances (what IDLE and NOTIFY use to hear of
+        # changes) per uid, 128 by default: Dovecots sharing "nobody" (a test run, a matrix of many labs) run out,
+        # and past that Dovecot falls back to looking every mailbox_idle_check_interval. Given mail: nobody.
+        self._mail_uid = (str(_PRIVATE_UIDS + secrets.randbelow(_PRIVATE_UID_SPAN)) if mail_root is None
+                          else "nobody")
         self.config_path = self.root / "dovecot.conf"
         self.log_path = self.root / "dovecot.log"
         self._port: int | None = None
@@ -309,7 +319,7 @@ class DovecotServer:
                 "internal_user": "dovecot",
                 "internal_group": "dovecot",
                 "login_user": "dovenull",
-                "mail_user": "nobody",
+                "mail_user": self._mail_uid,
                 "mail_group": "nogroup",
             }
         me = pwd.getpwuid(os.geteuid()).pw_name
@@ -346,7 +356,9 @@ class DovecotServer:
                 "(use recall_lab.harness.dovecot.reachable_temp_dir() for a mail_root, not pytest's tmp_path)"
             )
         ident = self._identity()
-        _chown_tree(mail_root, pwd.getpwnam(ident["mail_user"]).pw_uid, grp.getgrnam(ident["mail_group"]).gr_gid)
+        user = ident["mail_user"]
+        uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
+        _chown_tree(mail_root, uid, grp.getgrnam(ident["mail_group"]).gr_gid)
 
     def _write_passwd(self) -> None:
         """One passwd-file per user under root/passwd.d, readable by Dovecot's auth process only.
