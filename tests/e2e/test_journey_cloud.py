@@ -11,6 +11,8 @@ import re
 from email import message_from_bytes
 from email import policy as email_policy
 
+import pytest
+
 from .conftest import fetch_all, message_ids, run_cli
 from .peers import curl_imap, neomutt_read_first
 
@@ -63,7 +65,23 @@ def test_endpoints_line_and_file_are_the_documented_shape(lab):
     assert all(info[svc]["host"] == "127.0.0.1" for info in domains.values() for svc in ("imap", "submission", "mx"))
 
 
-def test_send_read_with_curl_and_neomutt_then_recall(lab, tmp_path):
+@pytest.fixture(params=["lab", "dovecot"])
+def org_lab(request, serve):
+    """The default lab, with the organisation on the lab's own server and then on a real Dovecot
+    (`serve --backend corp.example=dovecot`): the journey must read the same on both."""
+    if request.param == "dovecot":
+        from recall_lab.harness.backends import lmtp_available
+
+        if not lmtp_available():
+            pytest.skip("Dovecot with LMTP is not installed (apt-get install dovecot-imapd dovecot-lmtpd)")
+        served = serve("--backend", "corp.example=dovecot")
+        assert served.domain("corp.example")["backend"] == "dovecot"
+        return served
+    return serve()
+
+
+def test_send_read_with_curl_and_neomutt_then_recall(org_lab, tmp_path):
+    lab = org_lab
     mid = send(lab, "alice@corp.example", "--to", "bob@corp.example", "--to", "dave@mail.example",
                "--cc", "carol@corp.example", "--subject", "Q3 numbers", "--body", "draft figures, do not forward")
     corp_port = lab.imap_port("corp.example")

@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 
+from recall_lab.harness.config import default_config
 from recall_lab.harness.matrix import MatrixOptions, run_matrix
 from recall_lab.harness.scenarios import Scenario, find_scenario
 from recall_lab.harness.scenarios.distributions import fixed
@@ -35,10 +36,19 @@ SCENARIOS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def matrix():
+@pytest.fixture(scope="module", params=["lab", "dovecot"])
+def matrix(request):
+    """The module's matrix with the organisation on the lab's own server, then on a real Dovecot (skipped with
+    the reason where Dovecot with LMTP is missing): every condition's outcome must be the same on both."""
+    config = default_config()
+    if request.param == "dovecot":
+        from recall_lab.harness.backends import lmtp_available
+
+        if not lmtp_available():
+            pytest.skip("Dovecot with LMTP is not installed (apt-get install dovecot-imapd dovecot-lmtpd)")
+        config.set_backends({"corp.example": "dovecot"})
     return asyncio.run(run_matrix(MatrixOptions(scenarios=SCENARIOS, trials=1, seed=3, concurrency=1,
-                                                transcripts=False)))
+                                                transcripts=False, base_config=config)))
 
 
 def _trial(matrix, scenario: str, mode: str):
