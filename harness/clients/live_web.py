@@ -127,9 +127,14 @@ class LiveWebClient(ListedPage):
     # --- life -----------------------------------------------------------------------------------------------
 
     async def start(self) -> LiveWebClient:
-        """Log in, load the list, open the event stream; returns once the stream said `ready`."""
-        await self._login()
-        await self._load_list()
+        """Log in, load the list, open the event stream; returns once the stream said `ready`. A start that fails
+        closes what it opened (the HTTP session), so a failed trial leaves no socket behind."""
+        try:
+            await self._login()
+            await self._load_list()
+        except BaseException:
+            await self.close()
+            raise
         self._reader = asyncio.create_task(self._listen(), name=f"live web page of {self.user}")
         ready = asyncio.create_task(self._ready.wait())
         try:

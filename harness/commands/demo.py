@@ -124,7 +124,7 @@ class Narrator:
         c = self.console
         first, *rest = notes or [event.kind.value]
         stamp = f"t={_fmt_t(event.at)}".ljust(9)
-        c.print(f"  [cyan]{stamp}[/] [bold]{escape(event.kind.value).ljust(10)}[/]{escape(first)}", highlight=False)
+        c.print(f"  [cyan]{stamp}[/] [bold]{escape(event.kind.value).ljust(12)}[/]{escape(first)}", highlight=False)
         pad = " " * 22
         for note in rest + extra:
             c.print(f"{pad}{escape(note)}", highlight=False)

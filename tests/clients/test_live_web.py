@@ -68,3 +68,11 @@ async def test_wait_returns_false_when_the_page_never_agrees(live):
 async def test_wrong_password_is_a_clear_error(lab):
     with pytest.raises(WebClientError, match="refused the login"):
         await LiveWebClient("bob@corp.example", "wrong", lab.web.url).start()
+
+
+async def test_a_start_that_fails_closes_its_http_session(lab):
+    """A page whose login fails (a trial that errors) must not leave an open aiohttp session behind."""
+    page = LiveWebClient("bob@corp.example", "wrong", lab.web.url)
+    with pytest.raises(WebClientError):
+        await page.start()
+    assert page._http is None  # closed, not left for the garbage collector to warn about
