@@ -74,7 +74,8 @@ async def open_backend(dc: DomainConfig, *, host: str, mail_dir: Path | None,
         raise BackendError(f"{dc.name}: backend dovecot needs Dovecot's LMTP server (apt-get install dovecot-lmtpd)")
     conf_dir = Path(tempfile.mkdtemp(prefix=f"lab-{dc.name}-dovecot-"))
     server = DovecotServer(conf_dir, dict(dc.users), mail_root=mail_dir, host=host, lmtp=True, tls=tls_files,
-                           plaintext_login=tls_files is None, lazy_expunge=EXPUNGED)
+                           plaintext_login=tls_files is None, lazy_expunge=EXPUNGED,
+                           list_index=True)
     try:
         # started from the loop's own thread, not a worker thread: Dovecot is told to stop when the thread that
         # started it ends (harness/dovecot.py), and the loop's thread lives as long as the lab (~0.2 s blocked)

@@ -159,6 +159,7 @@ class DovecotServer:
         plaintext_login: bool = True,
         lmtp: bool = False,
         lazy_expunge: str | None = None,
+        list_index: bool = False,
     ) -> None:
         for user, password in users.items():
             _check_account(user, password)
@@ -175,6 +176,9 @@ class DovecotServer:
         #: With a prefix such as ".EXPUNGED/": Dovecot's lazy_expunge plugin keeps every message a client expunges
         #: in `<prefix><mailbox>`, a hidden namespace (the lab's Recoverable Items read it from there).
         self.lazy_expunge = lazy_expunge
+        #: mailbox_list_index = yes: STATUS (and LIST-STATUS) answered from one index per user instead of opening
+        #: every mailbox, which is what a store asking "what changed?" many times a second needs.
+        self.list_index = list_index
         #: The master user (RFC-less Dovecot feature): `login_as(user)` + this password opens `user`'s mailboxes
         #: for an administrator (the lab's policies) without knowing the user's password.
         self.master_user = "labmaster"
@@ -423,6 +427,7 @@ mail_max_userip_connections = 200
 # IDLE learns of changes through inotify; a Linux user has 128 instances by default, shared by every Dovecot
 # of the machine. Past that, Dovecot looks every mailbox_idle_check_interval: 1 s instead of 30 s
 mailbox_idle_check_interval = 1 secs
+mailbox_list_index = {"yes" if self.list_index else "no"}
 auth_master_user_separator = *
 passdb {{
   driver = passwd-file

@@ -21,7 +21,7 @@ import contextlib
 import ssl
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -418,15 +418,23 @@ class Lab(MailHelpers):
     def relay_pending(self, domain: str) -> list[RelayEntry]:
         return self._server(domain).relay.pending()
 
-    async def wait_idle(self, timeout: float | None = 30.0) -> None:
+    async def wait_idle(self, timeout: float | None = 30.0, *, users: Iterable[str] | None = None) -> None:
         """Until no domain has a delivery in flight or a message in its relay queue (paused queues excepted).
 
-        Lets tests await "the mail has arrived" without sleeping.
+        Lets tests await "the mail has arrived" without sleeping. A domain on another server (Dovecot) is
+        first asked what its own IMAP clients changed (`MailStore.sync`): for `users` only, when given (a
+        round trip each: a matrix names the trial's people, not the whole lab), else for every user.
         """
+        wanted = None if users is None else {u.strip().lower() for u in users}
+
         async def settle() -> None:
             while True:
                 for store in list(self._stores.values()):
-                    store.sync()  # a store over a real server: publish what its own IMAP clients changed
+                    if wanted is None:
+                        store.sync()  # a store over a real server: publish what its own IMAP clients changed
+                        continue
+                    for user in wanted.intersection(store.users()):
+                        store.sync(user)
                 waited = False
                 for server in list(self._servers.values()):
                     waited = await server.wait_idle() or waited

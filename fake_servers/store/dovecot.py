@@ -212,7 +212,7 @@ class _Connection:
         self.selected: tuple[str, bool] | None = None  # (mailbox, read-only)
         self.tagged: list[Any] = []  # the last tagged reply's text
         self.run("LOGIN", access.login_as(user), access.master_password)
-        self.run("ENABLE", "CONDSTORE")
+        self.run("ENABLE", "QRESYNC")  # CONDSTORE's MODSEQ and VANISHED (EARLIER): a sync in two round trips
 
     def run(self, command: str, *args: str, want: str | None = None) -> list[Any]:
         """Send one command; the tagged reply's text, or with `want` the untagged responses of that name.
@@ -378,21 +378,33 @@ class DovecotStore(MailStore):
         for account in accounts:
             self._sync_account(account, None)
 
-    def _listing(self, account: _Account) -> dict[str, tuple[str | None, bool]]:
-        """Dovecot's mailboxes of the user: name -> (special-use, subscribed)."""
+    def _listing(self, account: _Account) -> dict[str, tuple[str | None, bool, dict[str, int] | None]]:
+        """Dovecot's mailboxes of the user in one round trip (LIST-EXTENDED with LIST-STATUS, RFC 5258/5819):
+        name -> (special-use, subscribed, its STATUS or None when none came)."""
 
         def work(conn: _Connection) -> tuple[list[Any], list[Any]]:
-            return conn.run("LIST", '""', '"*"', want="LIST"), conn.run("LSUB", '""', '"*"', want="LSUB")
+            if conn.selected is not None:
+                conn.run("NOOP")  # the selected mailbox's STATUS is the session's view: bring it up to date
+            listed = conn.run("LIST", '""', '"*"', f"RETURN (SUBSCRIBED SPECIAL-USE STATUS {_STATUS})", want="LIST")
+            return listed, [d for d in conn.imap.untagged_responses.pop("STATUS", []) if d is not None]
 
-        listed, subscribed_lines = self._call(account.name, work)
-        subscribed = {name for _flags, _sep, name in self._parse_list(subscribed_lines)}
-        out: dict[str, tuple[str | None, bool]] = {}
+        listed, status_lines = self._call(account.name, work)
+        statuses: dict[str, dict[str, int]] = {}
+        for line in status_lines:
+            items = parse_response([line] if isinstance(line, bytes) else list(line))
+            if len(items) >= 2:
+                name = _decode_name(items[0])
+                values = items[-1]
+                statuses["INBOX" if name.upper() == "INBOX" else name] = {
+                    values[i].decode().upper(): int(values[i + 1]) for i in range(0, len(values) - 1, 2)}
+        out: dict[str, tuple[str | None, bool, dict[str, int] | None]] = {}
         for flags, _sep, name in self._parse_list(listed):
             names = {f.decode() if isinstance(f, bytes) else str(f) for f in flags}
             if "\\Noselect" in names or "\\NonExistent" in names:
                 continue
             special = next((f for f in names if f in _SPECIAL), None)
-            out[name] = (self._special.get((account.name, name), special), name in subscribed)
+            out[name] = (self._special.get((account.name, name), special), "\\Subscribed" in names,
+                         statuses.get(name))
         return out
 
     @staticmethod
@@ -422,10 +434,10 @@ class DovecotStore(MailStore):
         listing = self._listing(account)
         for name in [n for n in account.boxes if n not in listing]:
             self._forget_box(account, name, origin, announce)
-        for name, (special, subscribed) in listing.items():
+        for name, (special, subscribed, listed_status) in listing.items():
             box = account.boxes.get(name)
             try:
-                status = self._status(account, name)
+                status = listed_status if listed_status is not None else self._status(account, name)
                 if box is None:
                     box = account.boxes[name] = _Box(name, special_use=special, subscribed=subscribed)
                     if announce:
@@ -466,24 +478,32 @@ class DovecotStore(MailStore):
                 self._bus.publish(MessagesExpunged(account.name, box.name, gone, modseq, origin))
         since = box.highestmodseq if uidvalidity == box.uidvalidity else 0
 
-        def work(conn: _Connection) -> tuple[list[int], dict[int, Any], dict[int, Any]]:
+        def work(conn: _Connection) -> tuple[set[int] | None, dict[int, Any], dict[int, Any]]:
+            """QRESYNC (RFC 7162): one UID FETCH CHANGEDSINCE ... VANISHED names what was expunged, what changed
+            and what is new since the last sync; a second fetches the new messages' records."""
             conn.select(box.name, readonly=True)
-            uids = list(parse_message_list(conn.run("UID", "SEARCH", "ALL", want="SEARCH")))
-            known = [u for u in uids if u in box.records]
-            new = [u for u in uids if u not in box.records]
-            changed: dict[int, Any] = {}
-            if known and since:
-                changed = parse_fetch_response(
-                    conn.run("UID", "FETCH", _uid_set(known), "(UID FLAGS MODSEQ)", f"(CHANGEDSINCE {since})",
-                             want="FETCH"),
-                    False, True)
+            if not since or not box.records:
+                everything = conn.run("UID", "FETCH", "1:*", _META, want="FETCH")
+                fetched = parse_fetch_response(everything, False, True) if everything else {}
+                return None, {}, fetched
+            lines = conn.run("UID", "FETCH", "1:*", "(UID FLAGS MODSEQ)", f"(CHANGEDSINCE {since} VANISHED)",
+                             want="FETCH")
+            vanished: set[int] = set()
+            for line in conn.imap.untagged_responses.pop("VANISHED", []):
+                text = (line or b"").decode("ascii", "replace").replace("(EARLIER)", "").strip()
+                if text:
+                    vanished.update(_expand(text))
+            changed = parse_fetch_response(lines, False, True) if lines else {}
+            new = [u for u in changed if u not in box.records and u not in vanished]
             fetched = (parse_fetch_response(conn.run("UID", "FETCH", _uid_set(new), _META, want="FETCH"), False, True)
                        if new else {})
-            return uids, changed, fetched
+            return vanished, changed, fetched
 
-        uids, changed, fetched = self._call(account.name, work)
-        present = set(uids)
-        gone = tuple(sorted(u for u in box.records if u not in present))
+        vanished, changed, fetched = self._call(account.name, work)
+        if vanished is None:  # a whole listing: what is not in it is gone
+            gone = tuple(sorted(u for u in box.records if u not in fetched))
+        else:
+            gone = tuple(sorted(u for u in box.records if u in vanished))
         box.uidvalidity, box.highestmodseq, box.uidnext = uidvalidity, modseq, uidnext
         box.unseen = status.get("UNSEEN", 0)
         if gone:
@@ -506,7 +526,7 @@ class DovecotStore(MailStore):
             box.records[uid] = record
             if announce and flags != old.flags:
                 self._bus.publish(FlagsChanged(account.name, box.name, record, origin))
-        for uid in sorted(fetched):
+        for uid in sorted(u for u in fetched if u not in box.records):
             data = fetched[uid]
             header = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"") or b""
             record = MessageRecord(uid, _flags(data.get(b"FLAGS", ())), data[b"INTERNALDATE"],
@@ -516,7 +536,7 @@ class DovecotStore(MailStore):
             account.index.add(record.message_id, box.name, uid)
             if announce:
                 self._bus.publish(MessageAppended(account.name, box.name, record, origin))
-        if uids and list(box.records) != sorted(box.records):
+        if list(box.records) != sorted(box.records):
             box.records = dict(sorted(box.records.items()))
 
     def _expunged_copies(self, account: _Account, mailbox: str) -> tuple[str, dict[int, Any]]:

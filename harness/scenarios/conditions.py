@@ -240,7 +240,7 @@ async def _submit(engine: Any, user: str, msg: EmailMessage, to: list[str]) -> N
     finally:
         with contextlib.suppress(Exception):
             await smtp.quit()
-    await engine.lab.wait_idle()  # the relay hop to another provider runs in the background
+    await engine.lab.wait_idle(users=[user, *to])  # the relay hop to another provider runs in the background
 
 
 def _quoted(raw: bytes) -> tuple[str, str]:

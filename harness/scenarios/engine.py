@@ -330,8 +330,21 @@ class TrialEngine:
                     raise
         raise TrialError("submission failed")
 
+    def trial_users(self, ctx: TrialContext) -> set[str]:
+        """Everyone whose mailboxes a trial touches: what `Lab.wait_idle` asks a domain on Dovecot about."""
+        slot = ctx.slot
+        users = {slot.sender, slot.recipient}
+        users.update(u for u, _c in slot.extra.get("clients", ()))
+        users.update(slot.extra[k] for k in ("outside", "address") if slot.extra.get(k))
+        users.update(slot.extra.get("members", ()))
+        return users
+
+    async def idle(self, ctx: TrialContext) -> None:
+        """`Lab.wait_idle` for the trial's people (a domain on Dovecot is asked about them only)."""
+        await self.lab.wait_idle(users=self.trial_users(ctx))
+
     async def _delivered(self, ctx: TrialContext) -> None:
-        await self.lab.wait_idle()  # relay to another domain runs in the background
+        await self.idle(ctx)  # relay to another domain runs in the background
         ctx.delivered = True
         desktop = ctx.slot.desktop
         if desktop is not None and desktop.online:
@@ -601,11 +614,11 @@ class TrialEngine:
     # --- settling, outcome, cleanup ------------------------------------------------------------------------
 
     async def _settle(self, ctx: TrialContext) -> None:
-        await self.lab.wait_idle()
+        await self.idle(ctx)
         desktop = ctx.slot.desktop
         if desktop is not None and desktop.online:
             await asyncio.wait_for(desktop.settle(), SETTLE_TIMEOUT)
-            await self.lab.wait_idle()  # a legacy client's notice goes out over submission
+            await self.idle(ctx)  # a legacy client's notice goes out over submission
         await conditions.settle(self, ctx)
 
     def _outcome(self, ctx: TrialContext) -> dict[str, Any]:
@@ -650,7 +663,7 @@ class TrialEngine:
 
             if delayed.still_held(self.lab, ORG, ctx.queue_id):
                 delayed.discard(self.lab, ORG, ctx.queue_id or "")
-        await self.lab.wait_idle()
+        await self.idle(ctx)
         for domain, user in ((ORG, slot.sender), (slot.recipient_domain, slot.recipient)):
             store = self.lab.store(domain)
             for info in store.list_mailboxes(user):
