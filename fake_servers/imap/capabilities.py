@@ -24,5 +24,5 @@ def capabilities(authenticated: bool, tls_available: bool, tls_active: bool,
     if login_disabled_without_tls and not tls_active:
         caps.append("LOGINDISABLED")
     else:
-        caps.append("AUTH=PLAIN")
+        caps += ["AUTH=PLAIN", "AUTH=SCRAM-SHA-256"]  # SCRAM: scram.py (no -PLUS: no channel binding)
     return caps

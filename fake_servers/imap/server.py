@@ -28,6 +28,7 @@ import logging
 import socket
 import ssl
 import zlib
+from collections.abc import Callable
 
 from ..accounts import Accounts
 from ..faults import FaultSet
@@ -319,6 +320,16 @@ class _Connection(asyncio.Protocol):
         _settle keeps reading paused: one guess per delay, however many the client pipelines."""
         self._cancel_hold()
         self._hold = asyncio.get_running_loop().call_later(seconds, self._release_hold)
+
+    def offload(self, work: Callable[[], object]) -> None:
+        """SessionIO (optional): run CPU-bound `work` (SCRAM's PBKDF2, which releases the GIL) in a thread, then
+        call the session's release_hold; the session is held meanwhile, so nothing is read."""
+        def done(future: asyncio.Future) -> None:
+            if not future.cancelled():
+                future.exception()  # retrieved: the session derives inline when the keys are still missing
+            self._release_hold()
+
+        asyncio.get_running_loop().run_in_executor(None, work).add_done_callback(done)
 
     def _release_hold(self) -> None:
         self._hold = None

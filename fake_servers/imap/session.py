@@ -50,6 +50,8 @@ from .mime.cache import ViewCache
 from .names import MailboxNameLimits
 from .notify import NotifyCommands
 from .rev2 import SPELLING, Rev2Session
+from .scram import MECHANISM as SCRAM
+from .scram import ScramCommands
 from .search import SearchLimits
 from .selected import MODSEQ_SHIFT, SelectedMailbox
 from .state import ALLOWED, Event, SessionState, StateMachine
@@ -88,6 +90,7 @@ class SessionIO(Protocol):
 
     # Optional: `before_command() -> bool`, asked before each command line; False: the adapter has ended the
     # connection (an injected fault) and the line is not run.
+    # Optional: `offload(work)`, run `work` in a thread, then call `release_hold()` (SCRAM keys, scram.py).
     # Optional: `start_compression()`, deflate both ways from now on (COMPRESS, compress.py).
     # Optional: `wake()`, call the session's `wake()` soon (after the current callback) and once however
     # often it is asked meanwhile. Without it, an idling client is sent each change as it happens.
@@ -163,7 +166,7 @@ NO_EXPUNGE_DURING = frozenset({"FETCH", "STORE", "SEARCH", "SORT", "THREAD"})
 
 
 class ImapSession(AppendCommands, MailboxCommands, SearchContextCommands, MessageCommands, NotifyCommands,
-                  CompressCommand, ThreadCommands, Rev2Session):
+                  CompressCommand, ThreadCommands, Rev2Session, ScramCommands):
     def __init__(self, store: MailStore, accounts: Accounts, io: SessionIO, config: SessionConfig | None = None,
                  cache: ViewCache | None = None, tls_active: bool = False,
                  transcript: TranscriptRecorder | None = None, peer: str = "?",
@@ -209,8 +212,8 @@ class ImapSession(AppendCommands, MailboxCommands, SearchContextCommands, Messag
         self._running = False
         self._record_skip = 0  # octets of a streamed literal the transcript has already summarised
         self._throttle = throttle
-        #: Credentials whose check waits for the penalty hold to end: (tag, authcid, password, authzid).
-        self._auth_pending: tuple[str, str, str, str] | None = None
+        #: A login step that waits for the hold to end (a penalty; SCRAM keys derived off the loop): (tag, step).
+        self._auth_pending: tuple[str, Callable[[], None]] | None = None
         #: A hold (a failed login's answer, or credentials under penalty): no output, no command, until release_hold.
         self._auth_hold: FailureVerdict | None = None
 
@@ -755,7 +758,7 @@ class ImapSession(AppendCommands, MailboxCommands, SearchContextCommands, Messag
         guesser who hangs up early learns nothing, since the password was not even checked yet."""
         wait = self._throttle.penalty() if self._throttle is not None and not waited else 0.0
         if wait > 0:
-            self._auth_pending = (tag, authc, password, authz)
+            self._auth_pending = (tag, lambda: self._check_login(tag, authc, password, authz, waited=True))
             self._auth_hold = FailureVerdict(wait, disconnect=False)
             self.io.hold(wait)
             return
@@ -780,9 +783,9 @@ class ImapSession(AppendCommands, MailboxCommands, SearchContextCommands, Messag
             self.io.close()
             return
         if pending is not None:
-            tag = pending[0]
+            tag, step = pending
             try:
-                self._check_login(*pending, waited=True)
+                step()
             except Exception as exc:  # noqa: BLE001 - the login command's tagged reply, as in _command
                 self._failed(tag, "LOGIN", exc)
         self._run()
@@ -803,9 +806,12 @@ class ImapSession(AppendCommands, MailboxCommands, SearchContextCommands, Messag
         if lx.maybe_sp():
             initial = lx.atom("initial response")
         lx.end()
-        if mech != "PLAIN":
+        if mech not in ("PLAIN", SCRAM):
             raise CommandFailed(f"Unsupported authentication mechanism {mech[:20]}", "CANNOT")
         self._login_allowed()
+        if mech == SCRAM:  # scram.py
+            self.scram_start(tag, initial)
+            return
         if initial is None:
             self.auth_tag = tag
             self._transition(Event.AUTH_CONTINUE)
@@ -819,9 +825,14 @@ class ImapSession(AppendCommands, MailboxCommands, SearchContextCommands, Messag
         try:
             text = data.decode("ascii").strip()
             if text == "*":
+                self.scram_end()
                 raise ParseError("AUTHENTICATE cancelled")
-            self._plain(tag, text)
+            if self.scram_active:
+                self.scram_line(tag, text)
+            else:
+                self._plain(tag, text)
         except UnicodeDecodeError:
+            self.scram_end()
             self._write(f"{tag} BAD Invalid base64\r\n".encode())
         except ParseError as exc:
             self._write(f"{tag} BAD {exc.text}\r\n".encode())
