@@ -9,13 +9,15 @@ sleep), and stops it by the pid in master.pid.
 Things that bite, and how they are handled here:
 
 - Dovecot's login process refuses to run as root and mail may not be owned by uid 0. When we are root, mail is
-  accessed as nobody:nogroup and the mail tree is chowned to it. When we are not root, every Dovecot process
-  runs as the current user and nothing is chowned.
+  accessed as a uid of the instance's own (no passwd entry; group nogroup) and the mail tree is chowned to it:
+  Linux counts inotify instances (what IDLE and NOTIFY hear changes through) per uid, 128 by default, and
+  Dovecots sharing one uid (a test run, a matrix of many labs) ran out: IDLE went quiet and NOTIFY answered
+  NOTIFICATIONOVERFLOW. When we are not root, every Dovecot process runs as the current user, nothing is chowned.
 - Those unprivileged users must reach the passwd files and the mail, but pytest keeps its tmp tree at mode
   0700 (and resets /tmp/pytest-of-USER to 0700 whenever any pytest session starts). So `root` (the caller's
   dir, e.g. tmp_path) only holds what root reads and writes: dovecot.conf and the logs. Sockets, state,
   passwd files and (by default) the mail live in a private run dir under the system temp dir (mode 0711,
-  names unguessable), removed on stop. A caller's `mail_root` must be reachable by `nobody`:
+  names unguessable), removed on stop. A caller's `mail_root` must be reachable by others (the mail uid):
   `reachable_temp_dir()` makes such a directory.
 - Dovecot cannot listen on port 0, so a free port is found by binding 127.0.0.1:0 and closing; if Dovecot then
   loses the race for it, it is restarted on another port.
@@ -177,19 +179,16 @@ class DovecotServer:
         #: in `<prefix><mailbox>`, a hidden namespace (the lab's Recoverable Items read it from there).
         self.lazy_expunge = lazy_expunge
         #: mailbox_list_index = yes: STATUS (and LIST-STATUS) answered from one index per user instead of opening
-        #: every mailbox, which is what a store asking "what changed?" many times a second needs.
+        #: every mailbox, which is what a store asking "what changed?" many times a second needs. (Never written
+        #: as "no": Dovecot then drops NOTIFY, which needs the list index.)
         self.list_index = list_index
         #: The master user (RFC-less Dovecot feature): `login_as(user)` + this password opens `user`'s mailboxes
         #: for an administrator (the lab's policies) without knowing the user's password.
         self.master_user = "labmaster"
         self.master_password = secrets.token_hex(16)
         self._lmtp_port: int | None = None
-        # Who the mail processes run as when we are root. Mail of its own (the private run dir): a uid of its own,
-        # with no passwd entry, because Linux counts inotify instances (what IDLE and NOTIFY use to hear of
-        # changes) per uid, 128 by default: Dovecots sharing "nobody" (a test run, a matrix of many labs) run out,
-        # and past that Dovecot falls back to looking every mailbox_idle_check_interval. Given mail: nobody.
-        self._mail_uid = (str(_PRIVATE_UIDS + secrets.randbelow(_PRIVATE_UID_SPAN)) if mail_root is None
-                          else "nobody")
+        #: Who the mail processes run as when we are root: a uid of this instance's own (see the module docstring).
+        self._mail_uid = str(_PRIVATE_UIDS + secrets.randbelow(_PRIVATE_UID_SPAN))
         self.config_path = self.root / "dovecot.conf"
         self.log_path = self.root / "dovecot.log"
         self._port: int | None = None
@@ -427,8 +426,7 @@ mail_max_userip_connections = 200
 # IDLE learns of changes through inotify; a Linux user has 128 instances by default, shared by every Dovecot
 # of the machine. Past that, Dovecot looks every mailbox_idle_check_interval: 1 s instead of 30 s
 mailbox_idle_check_interval = 1 secs
-mailbox_list_index = {"yes" if self.list_index else "no"}
-auth_master_user_separator = *
+{"mailbox_list_index = yes" + chr(10) if self.list_index else ""}auth_master_user_separator = *
 passdb {{
   driver = passwd-file
   master = yes
