@@ -156,6 +156,9 @@ def comparison_notes(comparison: BackendComparison) -> list[str]:
             lines.append(f"    can come from: {BACKEND_DIFFERENCES[key]}")
     same = sum(1 for r in comparison.rows if r.status == "same")
     lines.append(f"{same} of {len(comparison.rows)} rows ended alike in every paired trial.")
+    lines.append("What differs between the backends whether or not it changed an outcome here "
+                 "(docs/dovecot-backend.md):")
+    lines.extend(f"  - {text}" for text in BACKEND_DIFFERENCES.values())
     first, second = comparison.cost()
     lines.append(f"cost: {comparison.first_name} {first:.1f} trials/s, {comparison.second_name} {second:.1f} "
                  f"trials/s ({first / second:.1f}x)" if second else "cost: -")

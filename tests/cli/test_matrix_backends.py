@@ -64,6 +64,7 @@ def test_paired_trials_give_same_within_noise_and_differs() -> None:
     notes = "\n".join(comparison_notes(comparison))
     assert "#3 recalled -> failed" in notes and "0 of 2 rows ended alike" in notes
     assert "cost: lab 4.0 trials/s, dovecot 1.0 trials/s (4.0x)" in notes
+    assert "What differs between the backends" in notes and "about 0.5 s" in notes  # said even when all agree
     same = compare_results(first, first)
     assert [r.status for r in same.rows] == ["same", "same"] and same.differing == []
 
