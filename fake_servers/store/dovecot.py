@@ -33,7 +33,6 @@ import imaplib
 import logging
 import re
 import smtplib
-import socket
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,11 +43,11 @@ from imapclient import imap_utf7
 from imapclient.response_parser import parse_fetch_response, parse_message_list, parse_response
 
 from recall_lab.fake_servers.store._events import EventBus
+from recall_lab.fake_servers.store._flags import normalize_flags
 from recall_lab.fake_servers.store._msgid import MessageIdIndex, extract_message_id
 from recall_lab.fake_servers.store._names import canonical, parents, sort_key, user_key
 from recall_lab.fake_servers.store._operations import Operations
 from recall_lab.fake_servers.store.base import (
-    SYSTEM_FLAGS,
     FlagMode,
     FlagsChanged,
     FlagUpdate,
@@ -167,31 +166,30 @@ def _expand(uid_set: str) -> list[int]:
     return out
 
 
+def _status_items(line: Any) -> tuple[str, dict[str, int]] | None:
+    """One STATUS response's mailbox name and items ({"MESSAGES": 3, ...}); None for an unreadable one."""
+    items = parse_response([line] if isinstance(line, bytes) else list(line))
+    if len(items) < 2:
+        return None
+    values = items[-1]
+    return _box_name(_decode_name(items[0])), {values[i].decode().upper(): int(values[i + 1])
+                                               for i in range(0, len(values) - 1, 2)}
+
+
+def _box_name(name: str) -> str:
+    """INBOX in any case is INBOX (the stores' spelling); other names as they are."""
+    return "INBOX" if name.upper() == "INBOX" else name
+
+
+def _fetched_message_id(data: Mapping[bytes, Any]) -> str | None:
+    """The Message-ID in a FETCH of BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)] (the store's one header reader)."""
+    header = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"") or b""
+    return extract_message_id(header)
+
+
 def _flags(values: Iterable[Any]) -> frozenset[str]:
     names = (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values)
     return frozenset(n for n in names if n.lower() != "\\recent")
-
-
-_KEYWORD = re.compile(r"[!#$&'+,\-./0-9:;<=>?@A-Z^_`a-z|}~]+")
-
-
-def _checked_flags(flags: Iterable[str]) -> list[str]:
-    """System flags in their canonical spelling and keywords that are IMAP atoms; StoreError for anything else
-    (as the other stores refuse them); \\Recent is dropped (it is the IMAP server's)."""
-    out: set[str] = set()
-    for flag in flags:
-        if flag.startswith("\\"):
-            canonical_flag = next((f for f in SYSTEM_FLAGS if f.lower() == flag.lower()), None)
-            if flag.lower() == "\\recent":
-                continue
-            if canonical_flag is None:
-                raise StoreError(f"Unknown system flag {flag}")
-            out.add(canonical_flag)
-        elif _KEYWORD.fullmatch(flag):
-            out.add(flag)
-        else:
-            raise StoreError(f"Invalid keyword {flag!r}")
-    return sorted(out)
 
 
 class _Refused(StoreError):
@@ -202,6 +200,14 @@ class _Refused(StoreError):
         if code is None and "doesn't exist" in text:
             code = "NONEXISTENT"  # Dovecot's STATUS of a missing mailbox carries no response code
         self.code = code
+
+    @classmethod
+    def of_reply(cls, data: list[Any] | str, fallback: str) -> _Refused:
+        """From a NO/BAD reply's text (imaplib's data lines, or the text of its exception), with its code."""
+        text = data if isinstance(data, str) else b" ".join(d for d in data if isinstance(d, bytes)).decode(
+            "utf-8", "replace")
+        code = _CODE.search(text.encode("utf-8", "replace"))
+        return cls(text or fallback, code.group(1).decode() if code else None)
 
 
 class _Connection:
@@ -227,13 +233,9 @@ class _Connection:
         except imaplib.IMAP4.abort:
             raise
         except imaplib.IMAP4.error as exc:
-            text = str(exc)
-            code = _CODE.search(text.encode("utf-8", "replace"))
-            raise _Refused(text, code.group(1).decode() if code else None) from None
+            raise _Refused.of_reply(str(exc), f"{command} failed") from None
         if typ != "OK":
-            text = b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace")
-            code = _CODE.search(text.encode())
-            raise _Refused(text or f"{command} failed", code.group(1).decode() if code else None)
+            raise _Refused.of_reply(data, f"{command} failed")
         self.tagged = data
         if want is None:
             return data
@@ -249,9 +251,7 @@ class _Connection:
         self.imap.untagged_responses.clear()
         typ, data = self.imap.select(_quote(mailbox), readonly)  # imaplib must know it is in SELECTED state
         if typ != "OK":
-            text = b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace")
-            code = _CODE.search(text.encode())
-            raise _Refused(text or "SELECT failed", code.group(1).decode() if code else None)
+            raise _Refused.of_reply(data, "SELECT failed")
         self.selected = (mailbox, readonly)
 
     def response_code(self, name: str) -> str | None:
@@ -389,14 +389,7 @@ class DovecotStore(MailStore):
             return listed, [d for d in conn.imap.untagged_responses.pop("STATUS", []) if d is not None]
 
         listed, status_lines = self._call(account.name, work)
-        statuses: dict[str, dict[str, int]] = {}
-        for line in status_lines:
-            items = parse_response([line] if isinstance(line, bytes) else list(line))
-            if len(items) >= 2:
-                name = _decode_name(items[0])
-                values = items[-1]
-                statuses["INBOX" if name.upper() == "INBOX" else name] = {
-                    values[i].decode().upper(): int(values[i + 1]) for i in range(0, len(values) - 1, 2)}
+        statuses = dict(item for item in map(_status_items, status_lines) if item is not None)
         out: dict[str, tuple[str | None, bool, dict[str, int] | None]] = {}
         for flags, _sep, name in self._parse_list(listed):
             names = {f.decode() if isinstance(f, bytes) else str(f) for f in flags}
@@ -415,8 +408,7 @@ class DovecotStore(MailStore):
                 continue
             item = list(parse_response([line] if isinstance(line, bytes) else list(line)))
             if len(item) >= 3:
-                name = _decode_name(item[2])
-                out.append((tuple(item[0]), item[1], "INBOX" if name.upper() == "INBOX" else name))
+                out.append((tuple(item[0]), item[1], _box_name(_decode_name(item[2]))))
         return out
 
     def _status(self, account: _Account, name: str) -> dict[str, int]:
@@ -425,10 +417,9 @@ class DovecotStore(MailStore):
                 conn.run("NOOP")  # STATUS of the selected mailbox answers the session's view: bring it up to date
             return conn.run("STATUS", _quote(name), _STATUS, want="STATUS")
 
-        data = self._call(account.name, work)
-        items = parse_response([d for d in data if isinstance(d, bytes)][-1:])
-        values = items[-1] if items else ()
-        return {values[i].decode().upper(): int(values[i + 1]) for i in range(0, len(values) - 1, 2)}
+        lines = [d for d in self._call(account.name, work) if isinstance(d, bytes)]
+        item = _status_items(lines[-1]) if lines else None
+        return item[1] if item is not None else {}
 
     def _sync_account(self, account: _Account, origin: object | None, announce: bool = True) -> None:
         listing = self._listing(account)
@@ -528,10 +519,9 @@ class DovecotStore(MailStore):
                 self._bus.publish(FlagsChanged(account.name, box.name, record, origin))
         for uid in sorted(u for u in fetched if u not in box.records):
             data = fetched[uid]
-            header = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"") or b""
             record = MessageRecord(uid, _flags(data.get(b"FLAGS", ())), data[b"INTERNALDATE"],
                                    int(data[b"RFC822.SIZE"]), int(data.get(b"MODSEQ", (0,))[0]),
-                                   extract_message_id(header))
+                                   _fetched_message_id(data))
             box.records[uid] = record
             account.index.add(record.message_id, box.name, uid)
             if announce:
@@ -581,8 +571,7 @@ class DovecotStore(MailStore):
         source: dict[int, int] = {}  # the removed record's UID -> the UID of its copy
         for record in removed:
             match = next((u for u in unmatched if record.message_id is not None and
-                          extract_message_id(next((v for k, v in copies[u].items() if k.startswith(b"BODY[HEADER")),
-                                                  b"") or b"") == record.message_id), None)
+                          _fetched_message_id(copies[u]) == record.message_id), None)
             if match is None and unmatched and record.message_id is None:
                 match = unmatched[0]
             if match is not None:
@@ -601,7 +590,7 @@ class DovecotStore(MailStore):
     def _box(self, user: str, name: str, origin: object | None = None) -> tuple[_Account, _Box]:
         """The mailbox, synced with Dovecot; NoSuchMailbox when Dovecot has none of that name."""
         account = self._account(user)
-        key = "INBOX" if name.upper() == "INBOX" else name
+        key = _box_name(name)
         box = account.boxes.get(key)
         if box is None:
             self._sync_account(account, origin)
@@ -676,9 +665,12 @@ class DovecotStore(MailStore):
         """RENAME, with the other stores' rules: missing parents made, subscriptions follow, one
         `MailboxRenamed` per mailbox of the subtree; INBOX (which Dovecot's Maildir++ cannot rename) is emptied
         into the new mailbox by CREATE and MOVE, as RFC 9051 6.3.6 describes the result."""
-        account, box = self._box(user, old)
-        target = canonical(new)
+        account = self._account(user)
         self._sync_account(account, origin)
+        box = account.boxes.get(_box_name(old))
+        if box is None:
+            raise NoSuchMailbox(f"No mailbox {old}")
+        target = canonical(new)
         if target in account.boxes:
             raise MailboxExists(f"Mailbox {target} already exists")
         if box.name == "INBOX":
@@ -733,7 +725,7 @@ class DovecotStore(MailStore):
         if not isinstance(raw, bytes | bytearray):
             raise StoreError("A message must be bytes")
         account, box = self._box(user, mailbox)
-        wanted = " ".join(_checked_flags(flags))
+        wanted = " ".join(sorted(normalize_flags(flags)))
         when = imaplib.Time2Internaldate(internaldate) if internaldate is not None else None
 
         def work(conn: _Connection) -> str | None:
@@ -826,7 +818,7 @@ class DovecotStore(MailStore):
 
     def fetch_raw(self, user: str, mailbox: str, uid: int) -> bytes:
         account = self._account(user)
-        name = "INBOX" if mailbox.upper() == "INBOX" else mailbox
+        name = _box_name(mailbox)
 
         def work(conn: _Connection) -> dict[int, Any]:
             conn.select(name, readonly=True)
@@ -854,7 +846,7 @@ class DovecotStore(MailStore):
                     origin: object | None = None) -> FlagUpdate:
         account, box = self._box(user, mailbox)
         targets = sorted(u for u in set(uids) if u in box.records)
-        wanted = _checked_flags(flags)
+        wanted = sorted(normalize_flags(flags))
         if not targets:
             return FlagUpdate()
         before = {u: box.records[u] for u in targets}
@@ -1020,15 +1012,6 @@ class DovecotStore(MailStore):
             if not self._closed:
                 await asyncio.sleep(0.5)  # Dovecot restarting: try again, without spinning
 
-    async def stop_watching(self) -> None:
-        tasks = list(self._watchers.values())
-        self._watchers.clear()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-
     def close(self) -> None:
         self._closed = True
         for task in self._watchers.values():
@@ -1039,11 +1022,3 @@ class DovecotStore(MailStore):
             conn.close()
         self._close_lmtp()
 
-
-def reachable(host: str, port: int, timeout: float = 1.0) -> bool:
-    """True when something accepts TCP connections at host:port (a cheap check before building the store)."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
